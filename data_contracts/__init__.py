@@ -1,0 +1,35 @@
+"""Data contracts: one module per dataset (pandera polars model + explicit pyarrow schema + version)."""
+
+from data_contracts import (
+    demographics,
+    documents,
+    documents_excluded,
+    quarantine,
+    raw_documents,
+    tokenizer_eval,
+    toxicity_scores,
+)
+from data_contracts.base import Contract, ContractError
+
+CONTRACTS: dict[str, Contract] = {
+    m.CONTRACT.name: m.CONTRACT
+    for m in (
+        raw_documents,
+        documents,
+        documents_excluded,
+        quarantine,
+        toxicity_scores,
+        demographics,
+        tokenizer_eval,
+    )
+}
+
+
+def get_contract(name: str) -> Contract:
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        raise KeyError(f"no data contract named '{name}'; known: {sorted(CONTRACTS)}") from None
+
+
+__all__ = ["CONTRACTS", "Contract", "ContractError", "get_contract"]

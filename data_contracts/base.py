@@ -1,0 +1,176 @@
+"""Contract machinery: a pandera (polars) model, the explicit pyarrow schema, a version.
+
+A `Contract` validates a polars DataFrame *lazily* (every failure at once) and raises a
+`ContractError` that names the dataset, each failing column and rule, how many rows fail and
+example rows. `split_valid` separates rows that break row-level rules (so ingestion can
+quarantine them) from structural failures (missing or extra columns, wrong dtypes), which no
+row can be blamed for and which always raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandera.polars as pap
+import polars as pl
+import pyarrow as pa
+from pandera.errors import SchemaError, SchemaErrors
+
+ROW_INDEX = "__row__"
+MAX_EXAMPLES = 5
+
+
+class ContractError(ValueError):
+    """Data does not satisfy its contract. `failures` is one dict per (column, check)."""
+
+    def __init__(self, dataset: str, failures: list[dict], where: str = ""):
+        self.dataset = dataset
+        self.failures = failures
+        lines = [f"dataset '{dataset}'{' (' + where + ')' if where else ''} breaks its contract:"]
+        for f in failures:
+            rows = f"{f['rows']} row(s)" if f["rows"] is not None else "schema"
+            lines.append(f"  - column '{f['column']}': {f['check']} [{rows}]")
+            for ex in f["examples"]:
+                lines.append(f"      e.g. {ex}")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One dataset's contract. Bump `version` on any change to `model` or `schema`."""
+
+    name: str
+    version: str
+    model: type[pap.DataFrameModel]
+    schema: pa.Schema
+    description: str
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(self, df: pl.DataFrame, where: str = "") -> pl.DataFrame:
+        """Return `df` (columns in contract order) or raise `ContractError` listing every failure."""
+        df = self._conform(df, where)
+        try:
+            self.model.validate(df, lazy=True)
+        except (SchemaErrors, SchemaError) as exc:
+            raise ContractError(self.name, self._failures(df, exc), where) from None
+        return df
+
+    def split_valid(self, df: pl.DataFrame, where: str = "") -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split into (valid rows, invalid rows + `contract_error` column).
+
+        Structural problems raise; row-level rule failures (nulls, ranges, lengths, uniqueness)
+        put the row aside with every rule it breaks, so nothing is dropped silently.
+        """
+        df = self._conform(df, where)
+        try:
+            self.model.validate(df, lazy=True)
+            return df, df.clear().with_columns(pl.lit("").alias("contract_error"))
+        except (SchemaErrors, SchemaError) as exc:
+            cases = _failure_cases(exc)
+        rows = _first_occurrences_pass(df, cases.filter(pl.col("index").is_not_null()))
+        if rows.height == 0:  # a dataframe-level failure no row can carry
+            raise ContractError(self.name, self._failures(df, exc), where)
+        reasons = (
+            rows.group_by("index")
+            .agg(pl.format("{} failed {}", "column", "check").unique().sort().str.join("; "))
+            .rename({"index": ROW_INDEX, "column": "contract_error"})
+            .with_columns(pl.col(ROW_INDEX).cast(pl.UInt32))
+        )
+        indexed = df.with_row_index(ROW_INDEX).join(reasons, on=ROW_INDEX, how="left")
+        valid = indexed.filter(pl.col("contract_error").is_null()).drop(ROW_INDEX, "contract_error")
+        invalid = indexed.filter(pl.col("contract_error").is_not_null()).drop(ROW_INDEX)
+        return valid, invalid
+
+    def to_arrow(self, df: pl.DataFrame) -> pa.Table:
+        """The frame as an Arrow table with exactly the contract's schema (types and order)."""
+        return df.select(self.schema.names).to_arrow().cast(self.schema)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _conform(self, df: pl.DataFrame, where: str) -> pl.DataFrame:
+        """Check columns and dtypes, order columns as the contract does.
+
+        An all-null column arrives as dtype Null (e.g. no source had a title); it is cast
+        to the contract's type when the field is nullable, so such frames stay valid.
+        """
+        self._check_structure(df, where)
+        casts = [
+            pl.col(f.name).cast(_polars_dtype(f))
+            for f in self.schema
+            if df.schema[f.name] == pl.Null and f.nullable
+        ]
+        return df.select(self.schema.names).with_columns(casts)
+
+    def _check_structure(self, df: pl.DataFrame, where: str) -> None:
+        expected = self.schema.names
+        failures = []
+        missing = [c for c in expected if c not in df.columns]
+        extra = [c for c in df.columns if c not in expected]
+        for c in missing:
+            failures.append(_failure(c, "column is missing", None, []))
+        for c in extra:
+            failures.append(_failure(c, "column is not in the contract", None, []))
+        for field in self.schema:
+            if field.name in df.columns:
+                want = _polars_dtype(field)
+                got = df.schema[field.name]
+                if got != want and not (got == pl.Null and field.nullable):
+                    failures.append(_failure(field.name, f"dtype is {got}, expected {want}", None, []))
+        if failures:
+            raise ContractError(self.name, failures, where)
+
+    def _failures(self, df: pl.DataFrame, exc: Exception) -> list[dict]:
+        cases = _failure_cases(exc)
+        out = []
+        for (column, check), group in cases.group_by(["column", "check"], maintain_order=True):
+            idx = [i for i in group["index"].to_list() if i is not None]
+            examples = [
+                {"row": i, "value": _short(v)}
+                for i, v in zip(idx[:MAX_EXAMPLES], group["failure_case"].to_list()[:MAX_EXAMPLES])
+            ]
+            if not idx:
+                examples = [_short(v) for v in group["failure_case"].to_list()[:MAX_EXAMPLES]]
+            out.append(_failure(column, check, len(idx) if idx else None, examples))
+        return out
+
+
+def _polars_dtype(field: pa.Field) -> pl.DataType:
+    return pl.from_arrow(pa.table({field.name: pa.array([], field.type)})).dtypes[0]
+
+
+def _first_occurrences_pass(df: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """Uniqueness failures flag every copy; the first occurrence of a value is valid."""
+    unique_fail = pl.col("check") == "field_uniqueness"
+    later_copies = pl.concat(
+        [
+            df.select(pl.int_range(pl.len()).alias("index"), pl.lit(column).alias("column"))
+            .filter(~df[column].is_first_distinct())
+            .with_columns(pl.col("index").cast(pl.Int32))
+            for column in rows.filter(unique_fail)["column"].unique().to_list()
+        ]
+        or [pl.DataFrame(schema={"index": pl.Int32, "column": pl.Utf8})]
+    )
+    dups = rows.filter(unique_fail).join(later_copies, on=["index", "column"], how="semi")
+    return pl.concat([rows.filter(~unique_fail), dups])
+
+
+def _failure(column: str, check: str, rows: int | None, examples: list) -> dict:
+    return {"column": column, "check": check, "rows": rows, "examples": examples}
+
+
+def _failure_cases(exc: Exception) -> pl.DataFrame:
+    if isinstance(exc, SchemaErrors):
+        cases = exc.failure_cases
+    else:  # a single SchemaError (non-lazy path): build the same shape
+        fc = getattr(exc, "failure_cases", None)
+        values = fc["failure_case"].to_list() if isinstance(fc, pl.DataFrame) else [str(exc)]
+        cases = pl.DataFrame({"failure_case": [str(v) for v in values]}).with_columns(
+            pl.lit(getattr(getattr(exc, "schema", None), "name", None) or "?").alias("column"),
+            pl.lit(str(getattr(exc, "check", exc))).alias("check"),
+            pl.lit(None, pl.Int32).alias("index"),
+        )
+    return cases.with_columns(pl.col("column").cast(pl.Utf8).fill_null("?"), pl.col("check").cast(pl.Utf8))
+
+
+def _short(value, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

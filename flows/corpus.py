@@ -1,0 +1,82 @@
+"""Corpus stage (RECIPE.md §1): ingest -> PII -> quality -> exact/near dedup -> weights,
+then toxicity and demographic representation *measured* on the kept corpus (not filtered)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows._runner import StageRunner
+from flows.dag import expand_reruns
+from tasks.config import flatten, load_config
+from tasks.corpus import steps
+from tasks.data.catalog import load_catalog
+from tasks.io import read_dataset
+from tasks.tracking import log_step, stage_run
+
+DESCRIPTION = (
+    "Pretraining corpus: every source ingested (unreadable rows quarantined), PII handled, "
+    "Gopher-style quality rules, exact and MinHash near-dedup, factual sources up-weighted. "
+    "Toxicity is measured on a 10% sample (mean of line scores), not used to filter."
+)
+
+
+@flow(name="corpus")
+def corpus_flow(preset: str = "demo", overrides: list[str] | None = None,
+                rerun: list[str] | None = None, parent_run_id: str | None = None) -> dict:
+    """Build the kept corpus; returns {dataset name: manifest as dict}."""
+    cfg = load_config(preset, overrides or [])
+    run = StageRunner("corpus", expand_reruns(rerun or []))
+    data_dir, c = str(cfg.data_dir), cfg.corpus
+    specs = load_catalog(cfg.data.catalog).select(cfg.data.sources) + cfg.data.user_sources
+    with stage_run(cfg, "corpus", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
+        tracker.log_params({**flatten(c, "corpus."), **flatten(cfg.data, "data."), "seed": cfg.seed})
+        raw = run(steps.ingest_sources, specs, str(cfg.data.cache_dir),
+                  cfg.data.max_docs_per_source, cfg.seed, data_dir)
+        log_step(tracker, raw, {"raw_documents": "source", "quarantine": "quarantine"})
+        pii = run(steps.pii_step, raw["raw_documents"], c.pii, data_dir)
+        quality = run(steps.quality_step, pii["kept"], c.quality, data_dir)
+        exact = run(steps.exact_dedup_step, quality["kept"], c.dedup, data_dir)
+        near = run(steps.near_dedup_step, exact["kept"], c.dedup, data_dir)
+        for out in (pii, quality, exact, near):
+            log_step(tracker, out)
+        excluded = [out["excluded"] for out in (pii, quality, exact, near)]
+        weighted = run(steps.weights_step, near["kept"], excluded, c.sampling, data_dir)
+        log_step(tracker, weighted, {"documents": "training", "documents_excluded": "excluded"})
+        toxicity = run(steps.toxicity_step, weighted["documents"], c.toxicity, data_dir,
+                       str(cfg.run_dir))
+        log_step(tracker, toxicity, artifact_path="toxicity")
+        demographics = run(steps.demographics_step, weighted["documents"], c.demographics, data_dir)
+        log_step(tracker, demographics)
+        tracker.log_table(read_dataset(demographics["demographics"]), "demographics")
+        tracker.log_table(_excluded_reasons(weighted), "excluded_reasons")
+        tracker.log_metrics(_row_accounting(raw, weighted))
+        tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
+    outputs = {**raw.outputs, **weighted.outputs, **toxicity.outputs, **demographics.outputs}
+    return {"outputs": {k: m.model_dump() for k, m in outputs.items()},
+            "states": run.states, "mlflow_run_id": tracker.run_id}
+
+
+def _row_accounting(raw, weighted) -> dict[str, float]:
+    """in = kept + excluded + quarantined, or the stage fails: rows are never lost silently."""
+    rows_in = raw.stats["rows_in"]
+    kept = weighted["documents"].rows
+    excluded = weighted["documents_excluded"].rows
+    quarantined = raw["quarantine"].rows
+    if rows_in != kept + excluded + quarantined:
+        raise RuntimeError(
+            f"row accounting broken: {rows_in} in != {kept} kept + {excluded} excluded + "
+            f"{quarantined} quarantined"
+        )
+    return {"rows_in": rows_in, "rows_kept": kept, "rows_excluded": excluded,
+            "rows_quarantined": quarantined}
+
+
+def _excluded_reasons(weighted):
+    import polars as pl
+
+    df = read_dataset(weighted["documents_excluded"])
+    return df.group_by("stage", "reason", "source").len("documents").sort(
+        "documents", descending=True).with_columns(pl.col("documents").cast(pl.Int64))

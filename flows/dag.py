@@ -1,0 +1,56 @@
+"""The task graph, for `--rerun`: forcing a task also forces everything downstream of it.
+
+Names are `<stage>.<task>` (the Prefect task names) or a whole `<stage>`. The graph is data,
+kept next to the flows that realise it; tests/flows/test_dag.py checks the two agree.
+"""
+
+from __future__ import annotations
+
+# task -> the tasks whose outputs it reads
+EDGES: dict[str, tuple[str, ...]] = {
+    "corpus.ingest": (),
+    "corpus.pii": ("corpus.ingest",),
+    "corpus.quality": ("corpus.pii",),
+    "corpus.exact_dedup": ("corpus.quality",),
+    "corpus.near_dedup": ("corpus.exact_dedup",),
+    "corpus.weights": ("corpus.near_dedup", "corpus.pii", "corpus.quality", "corpus.exact_dedup"),
+    "corpus.toxicity": ("corpus.weights",),
+    "corpus.demographics": ("corpus.weights",),
+    "tokenizer.train_tokenizer": ("corpus.weights",),
+    "tokenizer.evaluate_tokenizer": ("tokenizer.train_tokenizer", "corpus.weights"),
+}
+STAGES: tuple[str, ...] = ("corpus", "tokenizer")
+
+
+class UnknownTaskError(ValueError):
+    pass
+
+
+def tasks_of(stage: str) -> list[str]:
+    return [name for name in EDGES if name.split(".")[0] == stage]
+
+
+def expand_reruns(names: list[str] | tuple[str, ...]) -> set[str]:
+    """Named tasks/stages plus all their descendants; unknown names raise with the valid ones."""
+    seeds: set[str] = set()
+    for name in names:
+        if name in STAGES:
+            seeds.update(tasks_of(name))
+        elif name in EDGES:
+            seeds.add(name)
+        else:
+            raise UnknownTaskError(
+                f"--rerun '{name}' names no stage or task; stages: {list(STAGES)}, "
+                f"tasks: {list(EDGES)}"
+            )
+    children: dict[str, set[str]] = {name: set() for name in EDGES}
+    for name, parents in EDGES.items():
+        for parent in parents:
+            children[parent].add(name)
+    forced, todo = set(), list(seeds)
+    while todo:
+        name = todo.pop()
+        if name not in forced:
+            forced.add(name)
+            todo.extend(children[name])
+    return forced

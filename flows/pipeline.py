@@ -1,0 +1,41 @@
+"""The whole recipe as one flow: each stage a subflow, one parent MLflow run over all of them."""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.corpus import corpus_flow
+from flows.dag import expand_reruns
+from flows.tokenizer import tokenizer_flow
+from tasks.config import load_config
+from tasks.tracking import open_run, tracking_uri
+
+DESCRIPTION = "Llama 2 recipe pipeline run: corpus -> tokenizer (later stages join as they land)."
+
+
+@flow(name="pipeline")
+def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
+                  rerun: list[str] | None = None) -> dict:
+    """Run every stage in order; `rerun` forces named stages/tasks and what depends on them."""
+    cfg = load_config(preset, overrides or [])
+    expand_reruns(rerun or [])  # fail fast on an unknown name, before any work
+    short = str(flow_run.id or uuid.uuid4())[:8]
+    parent = open_run(cfg.run_dir, cfg.preset, f"pipeline {cfg.preset} {short}",
+                      {"stage": "pipeline", "prefect.flow_run_id": str(flow_run.id or "")},
+                      description=DESCRIPTION)
+    summary: dict = {"preset": cfg.preset, "mlflow_run_id": parent.run_id,
+                     "tracking_uri": tracking_uri(cfg.run_dir), "stages": {}}
+    try:
+        corpus = corpus_flow(preset, overrides, rerun, parent.run_id)
+        summary["stages"]["corpus"] = corpus
+        tokenizer = tokenizer_flow(preset, overrides, rerun, parent.run_id,
+                                   documents=corpus["outputs"]["documents"])
+        summary["stages"]["tokenizer"] = tokenizer
+    except BaseException:
+        parent.close("FAILED")
+        raise
+    parent.close("FINISHED")
+    return summary

@@ -1,0 +1,143 @@
+"""Recipe configuration: one pydantic model per stage, presets in configs/*.yaml.
+
+`load_config("tiny")` reads configs/tiny.yaml, applies `key.path=value` overrides and
+validates everything up front, so a typo fails at flow entry with the file and the key
+named, not an hour into a run. Unknown keys are rejected everywhere (extra="forbid").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.corpus.dedup import DedupConfig
+from tasks.corpus.demographics import DemographicsConfig
+from tasks.corpus.pii import PiiConfig
+from tasks.corpus.quality import QualityConfig
+from tasks.corpus.sampling import SamplingConfig
+from tasks.corpus.toxicity import ToxicityConfig
+from tasks.data.catalog import SourceSpec
+from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
+from tasks.tokenizer.train import TokenizerConfig
+
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(StrictModel):
+    """Which sources feed the corpus and where their packages are cached."""
+
+    catalog: Path = Path("configs/catalog.yaml")
+    cache_dir: Path = Path(".cache/embedded")
+    sources: list[str] | None = None  # catalog names; None = every source in the catalog
+    max_docs_per_source: int | None = Field(None, gt=0)  # a seeded slice (tiny preset)
+    user_sources: list[SourceSpec] = []  # a user's own JSONL/Parquet/CSV/.txt folders
+
+
+class CorpusConfig(StrictModel):
+    """Corpus stage: dedup -> PII -> quality -> weights; toxicity and demographics measured."""
+
+    dedup: DedupConfig = DedupConfig()
+    pii: PiiConfig = PiiConfig()
+    quality: QualityConfig = QualityConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    toxicity: ToxicityConfig = ToxicityConfig()
+    demographics: DemographicsConfig = DemographicsConfig()
+
+
+class RecipeConfig(StrictModel):
+    preset: str
+    seed: int = 1234
+    run_dir: Path = Path("runs")  # Prefect home, MLflow store and datasets live here
+    threads: int = Field(2, gt=0)  # torch / polars threads: set explicitly (2-core machines)
+    data: DataConfig = DataConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+
+    def resolved(self) -> "RecipeConfig":
+        """Relative paths become absolute (against the project root); env overrides apply."""
+        run_dir = Path(os.environ.get(RUN_DIR_ENV) or self.run_dir)
+        data = self.data.model_copy(
+            update={"catalog": _abs(self.data.catalog), "cache_dir": _abs(self.data.cache_dir)}
+        )
+        return self.model_copy(update={"run_dir": _abs(run_dir), "data": data})
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+
+def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+    """Load a preset by name (configs/<name>.yaml) or path, apply `a.b.c=value` overrides."""
+    path = Path(preset)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "catalog")
+        raise ConfigError(f"no preset '{preset}' ({path} does not exist); known presets: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw.setdefault("preset", path.stem)
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        return RecipeConfig.model_validate(raw).resolved()
+    except ValidationError as exc:
+        raise ConfigError(_explain(path, exc)) from None
+
+
+def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"corpus.quality.min_words": 50, ...} for MLflow params."""
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _explain(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {where}: unknown key (check the spelling against tasks/config.py)")
+        else:
+            lines.append(f"  - {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _abs(path: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()

@@ -1,0 +1,189 @@
+"""Gopher-style quality rules (Rae et al. 2021, App. A.1.1), vectorised; no Prefect or MLflow.
+
+Per-document features are computed once (`quality_features`); each rule is a named threshold and
+a document is dropped with the FIRST failing rule, in this fixed order (reason `quality_<rule>`):
+
+  1. min_words             fewer than `min_words` words
+  2. max_words             more than `max_words` words
+  3. mean_word_length      mean word length outside [min_mean_word_length, max_mean_word_length]
+  4. symbol_ratio          '#' per word or ellipses per word above `max_symbol_word_ratio`
+  5. bullet_lines          fraction of lines starting with a bullet above `max_bullet_lines_frac`
+  6. ellipsis_lines        fraction of lines ending in an ellipsis above `max_ellipsis_lines_frac`
+  7. alpha_words           fraction of words with a letter below `min_alpha_words_frac`
+  8. stop_words            fewer than `min_stop_words` distinct stop words
+  9. dup_lines             fraction of lines that repeat an earlier line above `max_dup_lines_frac`
+ 10. dup_line_chars        fraction of characters in repeated lines above `max_dup_line_chars_frac`
+
+A threshold of None disables its rule; every other value (0.0 included) is applied.
+Words are whitespace-separated tokens with surrounding punctuation stripped; tokens that are
+only punctuation are not words. Lines are the non-blank lines of the text.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.corpus.base import TEXT, FilterResult, split_by_reason
+
+# The stop words Gopher requires at least two of (Rae et al. 2021, App. A.1.1).
+GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
+# Stripped from both ends of a token before it counts as a word (ASCII + common typographic).
+PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»„‚–—…·•¡¿"
+BULLETS = ("•", "-", "*", "‣", "◦", "▪", "●")
+ELLIPSES = ("...", "…")
+
+
+class QualityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # All defaults are Gopher's (Rae et al. 2021, App. A.1.1 and Table A1).
+    min_words: int | None = Field(50, ge=0)  # "fewer than 50 or more than 100,000 words"
+    max_words: int | None = Field(100_000, ge=0)
+    min_mean_word_length: float | None = Field(3.0, ge=0)  # "mean word length outside 3 to 10"
+    max_mean_word_length: float | None = Field(10.0, ge=0)
+    max_symbol_word_ratio: float | None = Field(0.1, ge=0)  # '#' or ellipsis "greater than 0.1"
+    max_bullet_lines_frac: float | None = Field(0.9, ge=0, le=1)  # "more than 90% ... bullet"
+    max_ellipsis_lines_frac: float | None = Field(0.3, ge=0, le=1)  # "more than 30% ... ellipsis"
+    min_alpha_words_frac: float | None = Field(0.8, ge=0, le=1)  # "80% ... alphabetic character"
+    min_stop_words: int | None = Field(2, ge=0)  # "at least two of the following English words"
+    max_dup_lines_frac: float | None = Field(0.3, ge=0, le=1)  # Table A1: duplicate line fraction
+    max_dup_line_chars_frac: float | None = Field(0.2, ge=0, le=1)  # Table A1: dup. line char fraction
+    stop_words: list[str] = Field(default_factory=lambda: list(GOPHER_STOP_WORDS))
+
+
+def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> pl.DataFrame:
+    """One row per document (frame order) with every feature the rules use.
+
+    Columns: words, mean_word_length, hash_ratio, ellipsis_ratio, lines, bullet_lines_frac,
+    ellipsis_lines_frac, alpha_words_frac, stop_words, dup_lines_frac, dup_line_chars_frac.
+    Ratios over zero words or lines are null (a null never fails a rule; `min_words` catches them).
+    """
+    stop_words = [w.lower() for w in (stop_words if stop_words is not None else GOPHER_STOP_WORDS)]
+    n = df.height
+    doc = pl.int_range(n, dtype=pl.UInt32, eager=True).alias("doc")
+    text = df[TEXT]
+
+    tok = pl.col("tok")
+    words = (
+        pl.DataFrame({"doc": doc, "tok": text.str.replace_all(r"\s\s+|[^\S ]", " ").str.split(" ")})
+        .explode("tok")
+        .with_columns(tok.str.strip_chars(PUNCTUATION))
+        .filter(tok != "")
+        .group_by("doc")
+        .agg(
+            pl.len().alias("words"),
+            tok.str.len_chars().sum().alias("word_chars"),
+            tok.str.contains(r"\p{Alphabetic}").sum().alias("alpha_words"),
+            tok.str.to_lowercase().filter(tok.str.to_lowercase().is_in(stop_words)).n_unique().alias("stop_words"),
+        )
+    )
+    line = pl.col("line")
+    lines = (
+        pl.DataFrame({"doc": doc, "line": text.str.split("\n")})
+        .explode("line")
+        .with_columns(line.str.strip_chars())
+        .filter(line != "")
+    )
+    line_stats = lines.group_by("doc").agg(
+        pl.len().alias("lines"),
+        pl.any_horizontal([line.str.starts_with(b) for b in BULLETS]).sum().alias("bullet_lines"),
+        (line.str.ends_with(ELLIPSES[0]) | line.str.ends_with(ELLIPSES[1])).sum().alias("ellipsis_lines"),
+    )
+    # A line is a duplicate from its second occurrence on (Gopher counts repeats, not firsts).
+    dups = (
+        lines.group_by("doc", "line")
+        .agg(pl.len().alias("k"))
+        .filter(pl.col("k") > 1)
+        .group_by("doc")
+        .agg(
+            (pl.col("k") - 1).sum().alias("dup_lines"),
+            ((pl.col("k") - 1) * line.str.len_chars()).sum().alias("dup_line_chars"),
+        )
+    )
+    per_doc = (
+        pl.DataFrame({"doc": doc, "chars": text.str.len_chars(),
+                      "hashes": text.str.count_matches("#", literal=True),
+                      "ellipses": text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True)})
+        .join(words, on="doc", how="left")
+        .join(line_stats, on="doc", how="left")
+        .join(dups, on="doc", how="left")
+        .sort("doc")
+        .fill_null(0)
+    )
+
+    def ratio(num: str, den: str) -> pl.Expr:
+        return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den))
+
+    return per_doc.select(
+        pl.col("words").cast(pl.Int64),
+        ratio("word_chars", "words").alias("mean_word_length"),
+        ratio("hashes", "words").alias("hash_ratio"),
+        ratio("ellipses", "words").alias("ellipsis_ratio"),
+        pl.col("lines").cast(pl.Int64),
+        ratio("bullet_lines", "lines").alias("bullet_lines_frac"),
+        ratio("ellipsis_lines", "lines").alias("ellipsis_lines_frac"),
+        ratio("alpha_words", "words").alias("alpha_words_frac"),
+        pl.col("stop_words").cast(pl.Int64),
+        ratio("dup_lines", "lines").alias("dup_lines_frac"),
+        ratio("dup_line_chars", "chars").alias("dup_line_chars_frac"),
+    )
+
+
+def _rules(cfg: QualityConfig) -> list[tuple[str, pl.Expr, pl.Expr]]:
+    """(rule, fails, detail) in the documented order; rules whose threshold is None are left out."""
+    c = pl.col
+    r2 = lambda name: c(name).round(2)  # noqa: E731 - short formatter for details
+    rules: list[tuple[str, pl.Expr | None, pl.Expr]] = [
+        ("min_words", None if cfg.min_words is None else c("words") < cfg.min_words,
+         pl.format("words={} < min {}", c("words"), pl.lit(cfg.min_words))),
+        ("max_words", None if cfg.max_words is None else c("words") > cfg.max_words,
+         pl.format("words={} > max {}", c("words"), pl.lit(cfg.max_words))),
+        ("mean_word_length", _outside(c("mean_word_length"), cfg.min_mean_word_length, cfg.max_mean_word_length),
+         pl.format("mean word length={} outside [{}, {}]", r2("mean_word_length"),
+                   pl.lit(cfg.min_mean_word_length), pl.lit(cfg.max_mean_word_length))),
+        ("symbol_ratio", None if cfg.max_symbol_word_ratio is None
+         else pl.max_horizontal("hash_ratio", "ellipsis_ratio") > cfg.max_symbol_word_ratio,
+         pl.format("'#' per word={}, ellipses per word={} > max {}", r2("hash_ratio"), r2("ellipsis_ratio"),
+                   pl.lit(cfg.max_symbol_word_ratio))),
+        ("bullet_lines", None if cfg.max_bullet_lines_frac is None else c("bullet_lines_frac") > cfg.max_bullet_lines_frac,
+         pl.format("bullet lines={} > max {}", r2("bullet_lines_frac"), pl.lit(cfg.max_bullet_lines_frac))),
+        ("ellipsis_lines", None if cfg.max_ellipsis_lines_frac is None
+         else c("ellipsis_lines_frac") > cfg.max_ellipsis_lines_frac,
+         pl.format("lines ending in an ellipsis={} > max {}", r2("ellipsis_lines_frac"),
+                   pl.lit(cfg.max_ellipsis_lines_frac))),
+        ("alpha_words", None if cfg.min_alpha_words_frac is None else c("alpha_words_frac") < cfg.min_alpha_words_frac,
+         pl.format("words with a letter={} < min {}", r2("alpha_words_frac"), pl.lit(cfg.min_alpha_words_frac))),
+        ("stop_words", None if cfg.min_stop_words is None else c("stop_words") < cfg.min_stop_words,
+         pl.format("distinct stop words={} < min {}", c("stop_words"), pl.lit(cfg.min_stop_words))),
+        ("dup_lines", None if cfg.max_dup_lines_frac is None else c("dup_lines_frac") > cfg.max_dup_lines_frac,
+         pl.format("duplicate lines={} > max {}", r2("dup_lines_frac"), pl.lit(cfg.max_dup_lines_frac))),
+        ("dup_line_chars", None if cfg.max_dup_line_chars_frac is None
+         else c("dup_line_chars_frac") > cfg.max_dup_line_chars_frac,
+         pl.format("chars in duplicate lines={} > max {}", r2("dup_line_chars_frac"),
+                   pl.lit(cfg.max_dup_line_chars_frac))),
+    ]
+    return [(name, fails, detail) for name, fails, detail in rules if fails is not None]
+
+
+def _outside(x: pl.Expr, low: float | None, high: float | None) -> pl.Expr | None:
+    if low is None and high is None:
+        return None
+    if low is None:
+        return x > high
+    if high is None:
+        return x < low
+    return (x < low) | (x > high)
+
+
+def quality_filter(df: pl.DataFrame, cfg: QualityConfig) -> FilterResult:
+    """Drop documents failing a Gopher rule; `reason` is the first failing rule in the order above."""
+    features = quality_features(df, cfg.stop_words)
+    reason, detail = pl.lit(None, pl.String), pl.lit(None, pl.String)
+    for name, fails, why in reversed(_rules(cfg)):  # built inside out: the first rule wins
+        fails = fails.fill_null(False)
+        reason = pl.when(fails).then(pl.lit(f"quality_{name}")).otherwise(reason)
+        detail = pl.when(fails).then(why).otherwise(detail)
+    tags = features.select(reason.alias("reason"), detail.alias("detail"))
+    result = split_by_reason(df, pl.lit(tags["reason"]), pl.lit(tags["detail"])).check(df.height, "quality")
+    return result

@@ -1,0 +1,453 @@
+"""Toxicity measurement of the pretraining corpus (Llama 2 §4.1): pure code, no Prefect or MLflow.
+
+The paper *measures* toxicity, it does not filter on it: a classifier scores each line of a
+document, the document's score is the mean of its line scores, on a 10 % random sample of
+documents; the headline number is the share of documents scoring >= 0.5 (about 0.2 % for Llama 2).
+
+Two `ToxicityScorer` backends (neither is the paper's HateBERT fine-tuned on ToxiGen; both miss
+implicit hate without profanity, e.g. "immigrants are vermin"):
+- `ProfanityCheckScorer`, the embedded default: alt-profanity-check, a calibrated linear SVM over
+  TF-IDF trained on Jigsaw toxic comments and Davidson et al. tweets, weights inside the package.
+- `DetoxifyScorer`: the real `detoxify.Detoxify` class on a local checkpoint, offline.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import polars as pl
+import xxhash
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.corpus.base import DOC_ID, SOURCE, TEXT
+
+# Detoxify's class names after its own renaming (toxic -> toxicity, ...), "original" checkpoint.
+DETOXIFY_CLASSES = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
+DetoxifyVariant = Literal["original", "unbiased", "multilingual", "original-small", "unbiased-small"]
+TOP_EXAMPLE_CHARS = 500
+
+
+@runtime_checkable
+class ToxicityScorer(Protocol):
+    name: str
+
+    def score_lines(self, lines: list[str]) -> np.ndarray:
+        """float32 array, one probability of "toxic" in [0, 1] per line."""
+        ...
+
+
+class ProfanityCheckScorer:
+    """alt-profanity-check's `predict_prob`, minus its per-row `np.apply_along_axis` loop.
+
+    Same vectorizer and calibrated model objects, same column (class 1): identical numbers.
+    """
+
+    name = "profanity_check"
+
+    def __init__(self) -> None:
+        from profanity_check import profanity_check as pc  # loads the joblib weights once
+
+        self._vectorizer, self._model = pc.vectorizer, pc.model
+
+    def score_lines(self, lines: list[str]) -> np.ndarray:
+        if not lines:
+            return np.zeros(0, dtype=np.float32)
+        proba = self._model.predict_proba(self._vectorizer.transform(lines))
+        return proba[:, 1].astype(np.float32)
+
+
+class DetoxifyScorer:
+    """The real `detoxify.Detoxify` on a local checkpoint, with no network access.
+
+    `checkpoint` is a checkpoint file in Detoxify's format ({"config": ..., "state_dict": ...})
+    or Detoxify's download cache (torch hub's `checkpoints` folder, or the hub folder above it).
+    `huggingface_config_path` is a folder with the base model's config.json and tokenizer files
+    (e.g. a `save_pretrained` copy of bert-base-uncased for the "original" checkpoint).
+
+    Why the checkpoint is sometimes rewritten in memory (detoxify 0.5.4, transformers 5):
+    - `get_model_and_tokenizer` always calls `from_pretrained(model_type)` first; released
+      checkpoints name a hub model ("bert-base-uncased"), which fails offline even when
+      `huggingface_config_path` is given.
+    - with `huggingface_config_path` set, the folder's config.json replaces the checkpoint's
+      `num_classes`; a stock config has 2 labels and loading the 6-class head then fails.
+    So when the checkpoint's `model_type` is not already the local folder, `model_type` is
+    pointed at the folder and Detoxify is built without `huggingface_config_path`: it then builds
+    the config with `num_labels=num_classes` and loads the tokenizer with `from_pretrained(folder)`,
+    which reads vocab.txt (`BertTokenizer(vocab_file=...)` would silently ignore it).
+    """
+
+    name = "detoxify"
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        huggingface_config_path: Path | None = None,
+        device: str = "cpu",
+        label: str = "toxicity",
+        variant: DetoxifyVariant = "original",
+        batch_size: int = 64,
+    ) -> None:
+        import detoxify
+        import torch
+
+        self.checkpoint = resolve_detoxify_checkpoint(Path(checkpoint), variant)
+        self.batch_size = batch_size
+        self.label = label
+        loaded = _load_checkpoint_lazily(torch, self.checkpoint)
+        model_type = str(loaded["config"]["arch"]["args"]["model_type"])
+        config_dir = _detoxify_config_dir(self.checkpoint, model_type, huggingface_config_path)
+        if Path(model_type).is_dir() and _same_dir(Path(model_type), config_dir):
+            source: str | io.BytesIO = str(self.checkpoint)  # already offline-ready: load the file
+        else:
+            loaded["config"]["arch"]["args"]["model_type"] = str(config_dir)
+            source = io.BytesIO()
+            torch.save(loaded, source)
+            source.seek(0)
+        del loaded
+        self._detoxify = detoxify.Detoxify(checkpoint=source, device=device)
+        if label not in self._detoxify.class_names:
+            raise ValueError(
+                f"label {label!r} is not a class of {self.checkpoint}; "
+                f"choose one of {self._detoxify.class_names}"
+            )
+        _cap_tokenizer_length(self._detoxify)
+
+    def score_lines(self, lines: list[str]) -> np.ndarray:
+        out = np.zeros(len(lines), dtype=np.float32)
+        # Longest first, so each forward pass pads to similar lengths.
+        order = sorted(range(len(lines)), key=lambda i: len(lines[i]), reverse=True)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            scores = self._detoxify.predict([lines[i] for i in idx])[self.label]
+            out[idx] = np.atleast_1d(np.asarray(scores, dtype=np.float32))  # 1 text: a float
+        return out
+
+
+def resolve_detoxify_checkpoint(path: Path, variant: DetoxifyVariant = "original") -> Path:
+    """The checkpoint file for `path`: the file itself, or the `variant` file in a cache folder."""
+    from detoxify.detoxify import MODEL_URLS
+
+    url = MODEL_URLS[variant]
+    file_name = url.rsplit("/", 1)[1]
+    what = (
+        f"Provide a Detoxify checkpoint file (a torch dict with 'config' and 'state_dict', e.g. "
+        f"{file_name} from {url}) or the folder of Detoxify's cache (torch hub's 'checkpoints' "
+        f"folder, usually ~/.cache/torch/hub/checkpoints) as toxicity.detoxify_checkpoint."
+    )
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"Detoxify checkpoint not found: {path}. {what}")
+    for folder in (path, path / "checkpoints"):
+        if (folder / file_name).is_file():
+            return folder / file_name
+    found = sorted([*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")])
+    if len(found) == 1:  # a cache holding one other checkpoint, or a user's own file
+        return found[0]
+    raise FileNotFoundError(
+        f"no Detoxify checkpoint {file_name} (variant {variant!r}) in folder {path}; it holds "
+        f"{[str(p.relative_to(path)) for p in found] or 'no .ckpt files'}. {what}"
+    )
+
+
+def _load_checkpoint_lazily(torch, path: Path) -> dict:
+    try:  # memory-mapped: the state dict is only read if it has to be re-serialised
+        loaded = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # legacy (pre zip) serialisation cannot be memory-mapped
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(loaded, dict) or "config" not in loaded or "state_dict" not in loaded:
+        raise ValueError(
+            f"{path} is not a Detoxify checkpoint: it needs a dict with 'config' (the training "
+            f"config, arch.args and dataset.args.classes) and 'state_dict'"
+        )
+    return loaded
+
+
+def _detoxify_config_dir(checkpoint: Path, model_type: str, config_path: Path | None) -> Path:
+    if config_path is not None:
+        folder = Path(config_path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"Detoxify config folder {folder} has no config.json: provide a folder with the "
+                f"base model's config.json and tokenizer files (vocab.txt or tokenizer.json) as "
+                f"toxicity.detoxify_config_dir"
+            )
+        return folder
+    if Path(model_type).is_dir():
+        return Path(model_type)
+    raise FileNotFoundError(
+        f"checkpoint {checkpoint} names the hub model {model_type!r} as its base; offline, "
+        f"Detoxify needs that model's config.json and tokenizer files: set "
+        f"toxicity.detoxify_config_dir to a local folder holding them (a save_pretrained copy)"
+    )
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _cap_tokenizer_length(detox) -> None:
+    """Without tokenizer_config.json, `model_max_length` is ~1e30 and `truncation=True` does
+    nothing: a line longer than the position table would crash the forward pass."""
+    config = detox.model.config
+    limit = config.max_position_embeddings - (2 if "roberta" in config.model_type else 0)
+    if detox.tokenizer.model_max_length > limit:
+        detox.tokenizer.model_max_length = limit
+
+
+class ToxicityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["profanity_check", "detoxify"] = "profanity_check"
+    detoxify_checkpoint: Path | None = None  # a checkpoint file, or Detoxify's torch hub cache
+    detoxify_config_dir: Path | None = None  # base model's config.json + tokenizer files
+    detoxify_variant: DetoxifyVariant = "original"  # which file to take from a cache folder
+    detoxify_label: str = "toxicity"
+    detoxify_device: str = "cpu"
+    detoxify_batch_size: int = Field(64, gt=0)  # lines per forward pass
+    sample_frac: float = Field(0.10, gt=0.0, le=1.0)  # §4.1: a 10 % random sample of documents
+    threshold: float = Field(0.5, ge=0.0, le=1.0)  # §4.1: share of documents scoring >= 0.5
+    batch_size: int = Field(8192, gt=0)  # lines per score_lines call, across documents
+    top_k: int = Field(20, ge=0)  # highest-scoring documents to report
+    seed: int = 0
+    min_line_chars: int = Field(1, ge=1)  # shorter (stripped) lines are not scored
+
+    @model_validator(mode="after")
+    def _detoxify_needs_checkpoint(self) -> "ToxicityConfig":
+        if self.backend == "detoxify" and self.detoxify_checkpoint is None:
+            raise ValueError(
+                "backend 'detoxify' needs detoxify_checkpoint: a Detoxify checkpoint file or its "
+                "torch hub cache folder (nothing is downloaded at run time)"
+            )
+        return self
+
+
+def make_scorer(cfg: ToxicityConfig) -> ToxicityScorer:
+    if cfg.backend == "profanity_check":
+        return ProfanityCheckScorer()
+    assert cfg.detoxify_checkpoint is not None  # checked by ToxicityConfig
+    return DetoxifyScorer(
+        cfg.detoxify_checkpoint,
+        cfg.detoxify_config_dir,
+        device=cfg.detoxify_device,
+        label=cfg.detoxify_label,
+        variant=cfg.detoxify_variant,
+        batch_size=cfg.detoxify_batch_size,
+    )
+
+
+# ---------------------------------------------------------------- line and document scores
+
+
+def split_lines(texts: Sequence[str], min_line_chars: int = 1) -> tuple[list[str], np.ndarray]:
+    """All scorable lines of all documents, flattened, and the number of lines per document.
+
+    A line is stripped; lines shorter than `min_line_chars` (empty, whitespace) are skipped.
+    """
+    lines: list[str] = []
+    n_lines = np.zeros(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        kept = [s for s in (line.strip() for line in (text or "").splitlines()) if len(s) >= min_line_chars]
+        n_lines[i] = len(kept)
+        lines.extend(kept)
+    return lines, n_lines
+
+
+def score_lines_batched(lines: list[str], scorer: ToxicityScorer, batch_size: int) -> np.ndarray:
+    out = np.empty(len(lines), dtype=np.float32)
+    for start in range(0, len(lines), batch_size):
+        batch = lines[start : start + batch_size]
+        scores = np.asarray(scorer.score_lines(batch), dtype=np.float32)
+        if scores.shape != (len(batch),):
+            raise ValueError(f"scorer {scorer.name} returned shape {scores.shape} for {len(batch)} lines")
+        out[start : start + len(batch)] = scores
+    return out
+
+
+def mean_per_document(line_scores: np.ndarray, n_lines: np.ndarray) -> np.ndarray:
+    """Mean of each document's consecutive run of line scores; 0.0 for a document without lines."""
+    doc_scores = np.zeros(len(n_lines), dtype=np.float64)
+    has_lines = n_lines > 0
+    if has_lines.any():
+        starts = (np.cumsum(n_lines) - n_lines)[has_lines]
+        # reduceat over non-empty runs only: a zero-length run would return a neighbour's score.
+        sums = np.add.reduceat(line_scores.astype(np.float64), starts)
+        doc_scores[has_lines] = sums / n_lines[has_lines]
+    return doc_scores
+
+
+def score_documents(
+    texts: Sequence[str], scorer: ToxicityScorer, batch_size: int = 8192, min_line_chars: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(document scores float64, scorable lines per document): lines scored in big batches."""
+    lines, n_lines = split_lines(texts, min_line_chars)
+    return mean_per_document(score_lines_batched(lines, scorer, batch_size), n_lines), n_lines
+
+
+def document_scores(
+    texts: Sequence[str], scorer: ToxicityScorer, batch_size: int = 8192, min_line_chars: int = 1
+) -> np.ndarray:
+    """Paper §4.1: a document's score is the mean of its line scores (0.0 with no scorable line)."""
+    return score_documents(texts, scorer, batch_size, min_line_chars)[0]
+
+
+# ---------------------------------------------------------------- corpus measurement
+
+
+def sample_documents(df: pl.DataFrame, frac: float, seed: int) -> pl.DataFrame:
+    """round(frac * n) documents (at least 1), in input order: those with the smallest
+    xxh64(seed:doc_id). A document's draw depends only on its id, not on row order or on the
+    other documents, so a grown corpus keeps most of the previous sample."""
+    if df.is_empty():
+        return df
+    n = max(1, round(frac * df.height))
+    keys = [xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode()) for doc_id in df[DOC_ID].cast(pl.String)]
+    picked = (
+        df.with_row_index("_row")
+        .with_columns(pl.Series("_key", keys, dtype=pl.UInt64))
+        .bottom_k(n, by=["_key", "_row"])
+        .sort("_row")
+    )
+    return picked.drop("_row", "_key")
+
+
+def measure_toxicity(
+    df: pl.DataFrame, cfg: ToxicityConfig, scorer: ToxicityScorer
+) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Score a seeded `cfg.sample_frac` sample of `df` (doc_id, source, text).
+
+    Returns the scores frame (doc_id, source, n_lines, score, toxic) and flat stats.
+    """
+    missing = [c for c in (DOC_ID, SOURCE, TEXT) if c not in df.columns]
+    if missing:
+        raise ValueError(f"measure_toxicity: documents frame lacks columns {missing} (has {df.columns})")
+    sample = sample_documents(df, cfg.sample_frac, cfg.seed)
+    doc_scores, n_lines = score_documents(
+        sample[TEXT].fill_null("").to_list(), scorer, cfg.batch_size, cfg.min_line_chars
+    )
+    scores = sample.select(DOC_ID, SOURCE).with_columns(
+        pl.Series("n_lines", n_lines, dtype=pl.Int64),
+        pl.Series("score", doc_scores, dtype=pl.Float64),
+    )
+    scores = scores.with_columns((pl.col("score") >= cfg.threshold).alias("toxic"))
+    return scores, _toxicity_stats(scores, df.height, cfg.threshold)
+
+
+def _toxicity_stats(scores: pl.DataFrame, docs_total: int, threshold: float) -> dict[str, float]:
+    values = scores["score"].to_numpy()
+    n = len(values)
+    stats: dict[str, float] = {
+        "docs_total": float(docs_total),
+        "docs_sampled": float(n),
+        "docs_toxic": float(scores["toxic"].sum()),
+        "docs_without_lines": float((scores["n_lines"] == 0).sum()),
+        "lines_scored": float(scores["n_lines"].sum()),
+        "share_toxic": float((values >= threshold).mean()) if n else 0.0,
+        "score_mean": float(values.mean()) if n else 0.0,
+    }
+    for q in (50, 90, 99):
+        stats[f"score_p{q}"] = float(np.percentile(values, q)) if n else 0.0
+    per_source = scores.group_by(SOURCE).agg(pl.len().alias("n"), pl.col("toxic").mean().alias("share"))
+    for source, count, share in per_source.sort(SOURCE).iter_rows():
+        key = metric_safe(str(source))
+        stats[f"docs_sampled_{key}"] = float(count)
+        stats[f"share_toxic_{key}"] = float(share)
+    return stats
+
+
+def metric_safe(name: str) -> str:
+    """A source name usable inside an MLflow metric key."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def top_examples(scores_df: pl.DataFrame, df: pl.DataFrame, k: int) -> pl.DataFrame:
+    """The k highest-scoring documents (doc_id, source, score, text cut to 500 characters)."""
+    top = scores_df.sort(["score", DOC_ID], descending=[True, False]).head(k)
+    texts = df.select(DOC_ID, pl.col(TEXT).str.slice(0, TOP_EXAMPLE_CHARS)).unique(DOC_ID, keep="first")
+    joined = top.select(DOC_ID, SOURCE, "score").join(texts, on=DOC_ID, how="left")
+    return joined.sort(["score", DOC_ID], descending=[True, False])
+
+
+def histogram_png(scores: Sequence[float] | np.ndarray | pl.Series, path: Path, threshold: float) -> Path:
+    """Histogram of document scores with the threshold marked, log-scale counts; written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = np.asarray(scores, dtype=np.float64)
+    share = float((values >= threshold).mean()) if values.size else 0.0
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.hist(values, bins=50, range=(0.0, 1.0), color="#4c72b0")
+    ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g}")
+    if values.size:
+        ax.set_yscale("log")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("document score (mean of line scores)")
+    ax.set_ylabel("documents (log scale)")
+    ax.set_title(f"{values.size} sampled documents, {share:.2%} >= {threshold:g}")
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------- tiny Detoxify checkpoint
+
+
+def write_tiny_detoxify_checkpoint(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A random 2-layer BERT in Detoxify's checkpoint format: (checkpoint, config folder).
+
+    For tests and pipeline benchmarks of the Detoxify backend without real weights: its scores
+    mean nothing. Weights are initialised wide so that scores spread over (0, 1).
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = Path(folder)
+    model_dir = folder / "tiny-bert"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    words = (
+        "the a an and or of to in on is was are were be it this that you he she they we i "
+        "not no yes good bad nice kind happy sad hate love stupid idiot fool dumb ugly "
+        "damn hell crap cat dog house car city news report people said year time day"
+    ).split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, ".", ",", "!", "?"]
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=len(DETOXIFY_CLASSES),
+        initializer_range=0.5,  # BERT's 0.02 gives near-constant outputs at this size
+    )
+    config.save_pretrained(model_dir)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 1.0)
+    checkpoint = folder / "tiny-detoxify.ckpt"
+    torch.save(
+        {
+            "config": {
+                "arch": {"args": {
+                    "model_type": str(model_dir), "model_name": "BertForSequenceClassification",
+                    "tokenizer_name": "BertTokenizer", "num_classes": len(DETOXIFY_CLASSES),
+                }},
+                # Detoxify's own (Jigsaw) names; it renames them to DETOXIFY_CLASSES on load.
+                "dataset": {"args": {"classes": [
+                    "toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate",
+                ]}},
+            },
+            "state_dict": model.state_dict(),
+        },
+        checkpoint,
+    )
+    return checkpoint, model_dir

@@ -1,0 +1,225 @@
+"""Tracking behind a small protocol: MLflow in runs, in-memory in tests of pure code.
+
+The default store is SQLite plus an artifact folder under the run directory
+(`MLFLOW_TRACKING_URI` overrides it). The pipeline is the parent run; each stage flow is a
+nested run (tag `mlflow.parentRunId`) tagged with its Prefect flow-run id. Runs are driven
+through `MlflowClient` with explicit run ids rather than the fluent API's thread-local
+"active run", so logging works from any thread Prefect runs code in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import polars as pl
+
+from tasks.io import Manifest, read_dataset
+from tasks.results import StepOutput
+
+PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
+
+
+class MetricLogger(Protocol):
+    run_id: str
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_table(self, df: pl.DataFrame, name: str) -> None: ...
+    def log_dataset(self, manifest: Manifest, context: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def close(self, status: str = "FINISHED") -> None: ...
+
+
+class InMemoryLogger:
+    """Keeps everything in dicts: for tests of code that logs, and dry runs."""
+
+    def __init__(self, run_id: str = "in-memory"):
+        self.run_id = run_id
+        self.params: dict[str, Any] = {}
+        self.metrics: dict[str, list[tuple[int | None, float]]] = {}
+        self.artifacts: list[tuple[Path, str | None]] = []
+        self.tables: dict[str, pl.DataFrame] = {}
+        self.datasets: list[tuple[Manifest, str]] = []
+        self.tags: dict[str, str] = {}
+        self.status: str | None = None
+
+    def log_params(self, params):
+        self.params.update(params)
+
+    def log_metrics(self, metrics, step=None):
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append((step, float(value)))
+
+    def log_artifact(self, path, artifact_path=None):
+        self.artifacts.append((Path(path), artifact_path))
+
+    def log_table(self, df, name):
+        self.tables[name] = df
+
+    def log_dataset(self, manifest, context):
+        self.datasets.append((manifest, context))
+
+    def set_tags(self, tags):
+        self.tags.update(tags)
+
+    def close(self, status="FINISHED"):
+        self.status = status
+
+
+class MlflowLogger:
+    """One MLflow run, addressed by id through `MlflowClient`."""
+
+    def __init__(self, client, run_id: str, tables_dir: Path):
+        self.client = client
+        self.run_id = run_id
+        self._tables_dir = tables_dir
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+    def log_params(self, params):
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics, step=None):
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_artifact(self, path, artifact_path=None):
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_table(self, df, name):
+        """A table as CSV (opens in the MLflow UI's artifact viewer and in a spreadsheet)."""
+        folder = self._tables_dir / self.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.csv"
+        df.write_csv(path)
+        self.client.log_artifact(self.run_id, str(path), "tables")
+
+    def log_dataset(self, manifest, context):
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        df = read_dataset(manifest)
+        dataset = mlflow.data.from_polars(
+            df, source=manifest.uri, name=manifest.contract, digest=manifest.sha256[:16]
+        )
+        tags = [InputTag(key="mlflow.data.context", value=context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+    def set_tags(self, tags):
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def close(self, status="FINISHED"):
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def tracking_uri(run_dir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def experiment_name(preset: str) -> str:
+    return f"llama2-recipe-{preset}"
+
+
+def open_run(
+    run_dir: Path,
+    preset: str,
+    run_name: str,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+    description: str = "",
+) -> MlflowLogger:
+    """Create a run (nested under `parent_run_id` if given) in the preset's experiment."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(run_dir)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    name = experiment_name(preset)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        artifacts = (run_dir / "mlflow" / "artifacts").resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    all_tags = {"preset": preset, **tags}
+    commit = git_commit()
+    if commit:
+        all_tags["mlflow.source.git.commit"] = commit
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    if description:
+        all_tags["mlflow.note.content"] = description
+    run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+    return MlflowLogger(client, run.info.run_id, run_dir / "mlflow" / "tables")
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."
+
+
+@contextmanager
+def stage_run(cfg, stage: str, parent_run_id: str | None, flow_run_id: str | None,
+              description: str) -> Iterator[MlflowLogger]:
+    """A nested MLflow run for one stage; closed FAILED if the stage raises."""
+    logger = open_run(
+        cfg.run_dir,
+        cfg.preset,
+        run_name=stage,
+        tags={"stage": stage, "prefect.flow_run_id": str(flow_run_id or "")},
+        parent_run_id=parent_run_id,
+        description=description,
+    )
+    try:
+        yield logger
+    except BaseException:
+        logger.close("FAILED")
+        raise
+    logger.close("FINISHED")
+
+
+def log_step(logger: MetricLogger, output: StepOutput, datasets: dict[str, str] | None = None,
+             artifact_path: str | None = None) -> None:
+    """Log a task's stats, artifacts and (selected) datasets with their MLflow context."""
+    logger.log_metrics(output.stats)
+    for path in output.artifacts.values():
+        logger.log_artifact(Path(path), artifact_path)
+    for name, context in (datasets or {}).items():
+        logger.log_dataset(output.outputs[name], context)

@@ -1,0 +1,21 @@
+"""Test set-up: Prefect and MLflow state in a temporary run directory, set before any import
+of prefect (its settings are read at import time)."""
+
+import os
+import tempfile
+from pathlib import Path
+
+_RUN_DIR = Path(tempfile.mkdtemp(prefix="recipe-test-"))
+os.environ.pop("PREFECT_API_URL", None)  # always the ephemeral API, never a user's server
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+from tasks.runtime import configure_environment  # noqa: E402
+
+configure_environment(_RUN_DIR, threads=2)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Path:
+    return _RUN_DIR

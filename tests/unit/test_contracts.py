@@ -1,0 +1,79 @@
+import polars as pl
+import pytest
+
+from data_contracts import CONTRACTS, ContractError, get_contract
+
+
+def _raw(**cols):
+    base = {
+        "doc_id": ["a", "b", "c"],
+        "source": ["news", "news", "wiki"],
+        "domain": ["news", "news", "wikipedia"],
+        "url": [None, "https://x.org/1", None],
+        "title": ["t", None, None],
+        "text": ["one doc", "two doc", "three doc"],
+        "factual": [True, True, True],
+        "license": ["MIT"] * 3,
+        "location": ["f:1", "f:2", "f:3"],
+    }
+    base.update(cols)
+    return pl.DataFrame(base)
+
+
+def test_valid_frame_passes_and_is_put_in_contract_order():
+    df = _raw().select(list(reversed(_raw().columns)))
+    out = get_contract("raw_documents").validate(df)
+    assert out.columns == get_contract("raw_documents").schema.names
+
+
+def test_bad_frame_lists_every_failure_with_examples():
+    df = _raw(doc_id=["a", "a", "c"], text=["ok", "   ", ""], source=["news", "", "wiki"])
+    with pytest.raises(ContractError) as err:
+        get_contract("raw_documents").validate(df)
+    failures = {(f["column"], f["check"]): f for f in err.value.failures}
+    assert ("doc_id", "field_uniqueness") in failures
+    assert ("source", "str_length(1, None)") in failures
+    text_failure = next(f for (col, _), f in failures.items() if col == "text")
+    assert text_failure["rows"] == 2
+    assert [e["row"] for e in text_failure["examples"]] == [1, 2]
+    message = str(err.value)
+    assert "raw_documents" in message and "doc_id" in message and "text" in message
+
+
+def test_structural_failures_name_missing_extra_and_wrong_dtype():
+    df = _raw(factual=["yes", "no", "yes"]).drop("license").with_columns(pl.lit(1).alias("extra"))
+    with pytest.raises(ContractError) as err:
+        get_contract("raw_documents").validate(df)
+    checks = {f["column"]: f["check"] for f in err.value.failures}
+    assert checks["license"] == "column is missing"
+    assert checks["extra"] == "column is not in the contract"
+    assert "expected Boolean" in checks["factual"]
+
+
+def test_split_valid_keeps_first_duplicate_and_explains_each_bad_row():
+    df = _raw(doc_id=["a", "a", "c"], text=["ok", "fine", " "])
+    valid, invalid = get_contract("raw_documents").split_valid(df)
+    assert valid["doc_id"].to_list() == ["a"]
+    errors = dict(zip(invalid["location"], invalid["contract_error"]))
+    assert "doc_id failed field_uniqueness" in errors["f:2"]
+    assert "text failed" in errors["f:3"]
+    assert valid.height + invalid.height == df.height
+
+
+def test_all_null_nullable_column_is_accepted():
+    df = _raw(title=[None, None, None])
+    assert df.schema["title"] == pl.Null
+    assert get_contract("raw_documents").validate(df).schema["title"] == pl.Utf8
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACTS))
+def test_pandera_model_and_arrow_schema_agree(name):
+    contract = CONTRACTS[name]
+    model_columns = list(contract.model.to_schema().columns)
+    assert model_columns == contract.schema.names
+    assert contract.version
+
+
+def test_unknown_contract_is_a_clear_error():
+    with pytest.raises(KeyError, match="no data contract named 'nope'"):
+        get_contract("nope")
