@@ -56,7 +56,7 @@ def corpus_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     outputs = {**raw.outputs, **weighted.outputs, **toxicity.outputs, **demographics.outputs}
     return {"outputs": {k: m.model_dump() for k, m in outputs.items()},
-            "states": run.states, "mlflow_run_id": tracker.run_id}
+            "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
 
 
 def _row_accounting(raw, weighted) -> dict[str, float]:

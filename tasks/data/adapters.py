@@ -169,7 +169,8 @@ class FortunesOptions(_Options):
 def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Iterator[Record]:
     text, locator = _decode(data, encoding)
     csv.field_size_limit(1 << 30)  # news articles exceed the default 128 KiB field limit
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=opts.delimiter)
+    # strict: a stray quote is an error, not a field that silently swallows the following rows
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=opts.delimiter, strict=True)
     try:
         header = next(reader, None)
     except csv.Error as e:
@@ -191,8 +192,9 @@ def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Ite
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as e:  # e.g. a NUL byte; the reader cannot resynchronise after it
-            yield _error(f"{location}:row {row_no + 1}", f"csv parse error, rest of file unread: {e}", "")
+        except csv.Error as e:  # the reader cannot resynchronise after a quoting error
+            yield _error(f"{location}:row {row_no + 1}",
+                         f"csv parse error near line {reader.line_num}: {e}; the rest of the file is unread", "")
             return
         row_no += 1
         yield _csv_record(row, row_no, header, col, location, opts, locator, encoding)

@@ -1,0 +1,91 @@
+"""The real pipeline flow on the tiny preset: Prefect (ephemeral API) + MLflow (SQLite store),
+read back through their clients. Also: caching on a second run, and --rerun semantics."""
+
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.dag import EDGES
+from flows.pipeline import pipeline_flow
+from tasks.config import load_config
+from tasks.tracking import experiment_name, tracking_uri
+
+pytestmark = pytest.mark.e2e
+
+
+def _task_states(flow_run_id: str) -> dict[str, str]:
+    """Final state of each task run of a flow run, as Prefect's API reports it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+@pytest.fixture(scope="module")
+def first_run(run_dir):
+    return pipeline_flow(preset="tiny")
+
+
+def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
+    cfg = load_config("tiny")
+    client = MlflowClient(tracking_uri(cfg.run_dir))
+    parent = client.get_run(first_run["mlflow_run_id"])
+    assert parent.info.run_name.startswith("pipeline tiny ")
+    assert parent.info.status == "FINISHED"
+    experiment = client.get_experiment_by_name(experiment_name("tiny"))
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    by_name = {r.info.run_name: r for r in children}
+    assert set(by_name) == {"corpus", "tokenizer"}
+
+    corpus = by_name["corpus"]
+    m, p = corpus.data.metrics, corpus.data.params
+    assert p["corpus.toxicity.sample_frac"] == "0.1"
+    assert m["rows_in"] == m["rows_kept"] + m["rows_excluded"] + m["rows_quarantined"]
+    assert m["rows_kept"] > 0 and m["rows_excluded"] > 0
+    assert 0.0 <= m["toxicity.share_toxic"] <= 1.0
+    assert any(k.startswith("excluded.quality_") for k in m)
+    assert corpus.data.tags["prefect.flow_run_id"] == first_run["stages"]["corpus"]["flow_run_id"]
+    artifacts = {a.path for a in client.list_artifacts(corpus.info.run_id, "toxicity")}
+    assert "toxicity/toxicity_histogram.png" in artifacts
+    tables = {a.path for a in client.list_artifacts(corpus.info.run_id, "tables")}
+    assert {"tables/excluded_reasons.csv", "tables/demographics.csv"} <= tables
+    inputs = {d.dataset.name for d in corpus.inputs.dataset_inputs}
+    assert {"raw_documents", "documents", "quarantine"} <= inputs
+
+    tok = by_name["tokenizer"]
+    assert tok.data.metrics["eval.roundtrip_failures"] == 0
+    assert tok.data.metrics["eval.bytes_per_token"] > 1.5
+    tok_artifacts = {a.path for a in client.list_artifacts(tok.info.run_id, "tokenizer")}
+    assert "tokenizer/tokenizer.model" in tok_artifacts
+
+
+def test_first_run_executes_every_task(first_run):
+    states = {**first_run["stages"]["corpus"]["states"], **first_run["stages"]["tokenizer"]["states"]}
+    assert set(states) == set(EDGES)
+    assert set(states.values()) == {"Completed"}
+
+
+def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
+    second = pipeline_flow(preset="tiny")
+    for stage in ("corpus", "tokenizer"):
+        api_states = _task_states(second["stages"][stage]["flow_run_id"])
+        assert api_states and set(api_states.values()) == {"Cached"}, api_states
+    assert second["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
+
+    third = pipeline_flow(preset="tiny", rerun=["corpus.quality"])
+    corpus = _task_states(third["stages"]["corpus"]["flow_run_id"])
+    assert corpus["ingest"] == "Cached" and corpus["pii"] == "Cached"
+    for name in ("quality", "exact_dedup", "near_dedup", "weights", "toxicity", "demographics"):
+        assert corpus[name] == "Completed", (name, corpus)
+    tokenizer = _task_states(third["stages"]["tokenizer"]["flow_run_id"])
+    assert set(tokenizer.values()) == {"Completed"}
+    # forced tasks are deterministic: same data, same content-addressed files
+    assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]

@@ -1,0 +1,38 @@
+import ast
+from pathlib import Path
+
+import pytest
+
+from flows.dag import EDGES, STAGES, UnknownTaskError, expand_reruns
+
+
+def test_rerunning_a_task_forces_its_descendants_only():
+    forced = expand_reruns(["corpus.quality"])
+    assert {"corpus.quality", "corpus.exact_dedup", "corpus.near_dedup", "corpus.weights",
+            "corpus.toxicity", "tokenizer.train_tokenizer"} <= forced
+    assert "corpus.ingest" not in forced and "corpus.pii" not in forced
+
+
+def test_rerunning_a_stage_forces_all_its_tasks_and_downstream_stages():
+    forced = expand_reruns(["tokenizer"])
+    assert forced == {"tokenizer.train_tokenizer", "tokenizer.evaluate_tokenizer"}
+    assert {n for n in EDGES if n.startswith("corpus.")} <= expand_reruns(["corpus"])
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(UnknownTaskError, match="corpus.quality"):
+        expand_reruns(["corpus.qualty"])
+
+
+def test_graph_names_match_the_prefect_task_names():
+    """Every task in the graph exists as @task(name=...) in its stage's steps module."""
+    root = Path(__file__).resolve().parents[2]
+    declared = set()
+    for stage in STAGES:
+        tree = ast.parse((root / "tasks" / stage / "steps.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "task":
+                for kw in node.keywords:
+                    if kw.arg == "name":
+                        declared.add(f"{stage}.{kw.value.value}")
+    assert declared == set(EDGES)
