@@ -29,7 +29,9 @@ from tasks.corpus.base import DOC_ID, SOURCE, TEXT
 
 # Detoxify's class names after its own renaming (toxic -> toxicity, ...), "original" checkpoint.
 DETOXIFY_CLASSES = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
-DetoxifyVariant = Literal["original", "unbiased", "multilingual", "original-small", "unbiased-small"]
+DetoxifyVariant = Literal[
+    "original", "unbiased", "multilingual", "original-small", "unbiased-small"
+]
 TOP_EXAMPLE_CHARS = 500
 
 
@@ -253,7 +255,8 @@ def split_lines(texts: Sequence[str], min_line_chars: int = 1) -> tuple[list[str
     lines: list[str] = []
     n_lines = np.zeros(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
-        kept = [s for s in (line.strip() for line in (text or "").splitlines()) if len(s) >= min_line_chars]
+        stripped = (line.strip() for line in (text or "").splitlines())
+        kept = [s for s in stripped if len(s) >= min_line_chars]
         n_lines[i] = len(kept)
         lines.extend(kept)
     return lines, n_lines
@@ -265,7 +268,9 @@ def score_lines_batched(lines: list[str], scorer: ToxicityScorer, batch_size: in
         batch = lines[start : start + batch_size]
         scores = np.asarray(scorer.score_lines(batch), dtype=np.float32)
         if scores.shape != (len(batch),):
-            raise ValueError(f"scorer {scorer.name} returned shape {scores.shape} for {len(batch)} lines")
+            raise ValueError(
+                f"scorer {scorer.name} returned shape {scores.shape} for {len(batch)} lines"
+            )
         out[start : start + len(batch)] = scores
     return out
 
@@ -293,7 +298,7 @@ def score_documents(
 def document_scores(
     texts: Sequence[str], scorer: ToxicityScorer, batch_size: int = 8192, min_line_chars: int = 1
 ) -> np.ndarray:
-    """Paper §4.1: a document's score is the mean of its line scores (0.0 with no scorable line)."""
+    """Paper §4.1: a document's score is the mean of its line scores (0.0 without any)."""
     return score_documents(texts, scorer, batch_size, min_line_chars)[0]
 
 
@@ -307,7 +312,8 @@ def sample_documents(df: pl.DataFrame, frac: float, seed: int) -> pl.DataFrame:
     if df.is_empty():
         return df
     n = max(1, round(frac * df.height))
-    keys = [xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode()) for doc_id in df[DOC_ID].cast(pl.String)]
+    ids = df[DOC_ID].cast(pl.String).to_list()
+    keys = [xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode()) for doc_id in ids]
     picked = (
         df.with_row_index("_row")
         .with_columns(pl.Series("_key", keys, dtype=pl.UInt64))
@@ -326,7 +332,9 @@ def measure_toxicity(
     """
     missing = [c for c in (DOC_ID, SOURCE, TEXT) if c not in df.columns]
     if missing:
-        raise ValueError(f"measure_toxicity: documents frame lacks columns {missing} (has {df.columns})")
+        raise ValueError(
+            f"measure_toxicity: documents frame lacks columns {missing} (has {df.columns})"
+        )
     sample = sample_documents(df, cfg.sample_frac, cfg.seed)
     doc_scores, n_lines = score_documents(
         sample[TEXT].fill_null("").to_list(), scorer, cfg.batch_size, cfg.min_line_chars
@@ -353,7 +361,7 @@ def _toxicity_stats(scores: pl.DataFrame, docs_total: int, threshold: float) -> 
     }
     for q in (50, 90, 99):
         stats[f"score_p{q}"] = float(np.percentile(values, q)) if n else 0.0
-    per_source = scores.group_by(SOURCE).agg(pl.len().alias("n"), pl.col("toxic").mean().alias("share"))
+    per_source = scores.group_by(SOURCE).agg(pl.len(), pl.col("toxic").mean())
     for source, count, share in per_source.sort(SOURCE).iter_rows():
         key = metric_safe(str(source))
         stats[f"docs_sampled_{key}"] = float(count)
@@ -369,13 +377,16 @@ def metric_safe(name: str) -> str:
 def top_examples(scores_df: pl.DataFrame, df: pl.DataFrame, k: int) -> pl.DataFrame:
     """The k highest-scoring documents (doc_id, source, score, text cut to 500 characters)."""
     top = scores_df.sort(["score", DOC_ID], descending=[True, False]).head(k)
-    texts = df.select(DOC_ID, pl.col(TEXT).str.slice(0, TOP_EXAMPLE_CHARS)).unique(DOC_ID, keep="first")
+    texts = df.select(DOC_ID, pl.col(TEXT).str.slice(0, TOP_EXAMPLE_CHARS))
+    texts = texts.unique(DOC_ID, keep="first")
     joined = top.select(DOC_ID, SOURCE, "score").join(texts, on=DOC_ID, how="left")
     return joined.sort(["score", DOC_ID], descending=[True, False])
 
 
-def histogram_png(scores: Sequence[float] | np.ndarray | pl.Series, path: Path, threshold: float) -> Path:
-    """Histogram of document scores with the threshold marked, log-scale counts; written atomically."""
+def histogram_png(
+    scores: Sequence[float] | np.ndarray | pl.Series, path: Path, threshold: float
+) -> Path:
+    """Histogram of document scores, threshold marked, log-scale counts; written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

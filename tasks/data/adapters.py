@@ -156,7 +156,7 @@ class TxtFolderOptions(_Options):
 
 
 class FortunesOptions(_Options):
-    separator: str = "\n%\n"
+    delimiter_line: str = "%"  # a line holding only this ends an item
     rot13: bool = False  # the offensive set (fortunes-o) is stored rot13-encoded
     strip_overstrike: bool = True  # "_\bX" (underlined X) -> "X", as a terminal would show it
     skip_containing: str | None = "$FreeBSD$"  # the version-control header item, not a fortune
@@ -193,8 +193,8 @@ def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Ite
         except StopIteration:
             return
         except csv.Error as e:  # the reader cannot resynchronise after a quoting error
-            yield _error(f"{location}:row {row_no + 1}",
-                         f"csv parse error near line {reader.line_num}: {e}; the rest of the file is unread", "")
+            message = f"csv parse error near line {reader.line_num}: {e}; the rest of the file is unread"
+            yield _error(f"{location}:row {row_no + 1}", message, "")
             return
         row_no += 1
         yield _csv_record(row, row_no, header, col, location, opts, locator, encoding)
@@ -235,11 +235,11 @@ def read_jsonl(data: bytes, location: str, encoding: str, opts: JsonlOptions) ->
         if not raw.strip():
             continue  # blank lines separate nothing and hold no record
         loc = f"{location}:line {line_no}"
-        payload = raw.decode(encoding, "replace")
         try:
             line = raw.decode(encoding)
         except UnicodeDecodeError as e:
-            yield _error(loc, _invalid_bytes(encoding, line_start + e.start), payload)
+            offset = line_start + e.start
+            yield _error(loc, _invalid_bytes(encoding, offset), raw.decode(encoding, "replace"))
             continue
         yield _jsonl_record(line, loc, opts)
 
@@ -350,11 +350,7 @@ def read_fortunes(data: bytes, location: str, encoding: str, opts: FortunesOptio
     text, locator = _decode(data, encoding)
     if opts.rot13:
         text = codecs.decode(text, "rot13")  # rot13 leaves surrogates and punctuation alone
-    if text.startswith(opts.separator.lstrip("\n")):
-        text = text[len(opts.separator.lstrip("\n")):]
-    items = text.split(opts.separator)
-    if items and not items[-1].strip("%\n"):
-        items.pop()  # the file ends with a separator: the empty piece after it is no item
+    items = _fortune_items(text, opts.delimiter_line)
     for item_no, item in enumerate(items, start=1):
         loc = f"{location}:item {item_no}"
         bad_offset = locator.take([item]) if locator else None
@@ -373,6 +369,22 @@ def read_fortunes(data: bytes, location: str, encoding: str, opts: FortunesOptio
             yield _error(loc, problem, item)
             continue
         yield Record(loc, body)
+
+
+def _fortune_items(text: str, delimiter_line: str) -> list[str]:
+    """Split on lines that hold only the delimiter (strfile's format); each item's text."""
+    items, lines = [], []
+    for line in text.split("\n"):
+        if line.rstrip("\r") == delimiter_line:
+            items.append("\n".join(lines))
+            lines = []
+        else:
+            lines.append(line)
+    if any(line.strip() for line in lines):
+        items.append("\n".join(lines))  # a last item without a closing delimiter line
+    if items and items[0] == "" and text.startswith(delimiter_line):
+        items.pop(0)  # the file opens with a delimiter line: nothing precedes it
+    return items
 
 
 # ---------------------------------------------------------------------------------------------

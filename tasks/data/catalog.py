@@ -46,7 +46,6 @@ class SourceSpec(BaseModel):
     member: str | None = None
     # ... or the user's own file, folder (with `member`) or glob.
     path: str | None = None
-    notes: str = ""
 
     @field_validator("adapter")
     @classmethod
@@ -66,7 +65,8 @@ class SourceSpec(BaseModel):
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             allowed = sorted(get_adapter(adapter).options.model_fields)
-            raise ValueError(f"bad options for adapter {adapter!r}: {problems} (allowed: {allowed})") from None
+            raise ValueError(
+                f"bad options for adapter {adapter!r}: {problems} (allowed: {allowed})") from None
         return value
 
     @field_validator("encoding")
@@ -82,7 +82,8 @@ class SourceSpec(BaseModel):
     def _package_xor_path(self) -> SourceSpec:
         given = [k for k in _PACKAGE_KEYS if getattr(self, k) is not None]
         if self.path is not None and given:
-            raise ValueError(f"give either `path` (your own files) or a package, not both (also set: {given})")
+            raise ValueError(
+                f"give either `path` (your own files) or a package, not both (also set: {given})")
         if self.path is None:
             missing = [k for k in (*_PACKAGE_KEYS, "member") if getattr(self, k) is None]
             if missing:
@@ -118,7 +119,8 @@ class Catalog(BaseModel):
             if spec.from_package:
                 pin = (spec.archive, spec.sha256)
                 if pins.setdefault(spec.requirement, pin) != pin:
-                    raise ValueError(f"{spec.requirement}: sources disagree on archive/sha256 ({spec.name!r})")
+                    raise ValueError(
+                        f"{spec.requirement}: sources disagree on archive/sha256 ({spec.name!r})")
         return self
 
     @property

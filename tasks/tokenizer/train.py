@@ -1,4 +1,4 @@
-"""SentencePiece BPE tokenizer with the Llama 2 settings (paper §2.2): pure code, no Prefect or MLflow.
+"""SentencePiece BPE tokenizer, Llama 2 settings (paper §2.2): pure code, no Prefect or MLflow.
 
 How documents are fed: sentencepiece's trainer treats every input string as one sentence, so each
 document is split on "\\n" and its non-blank lines are fed one by one. The trainer therefore never
@@ -35,7 +35,9 @@ class TokenizerConfig(BaseModel):
     split_digits: bool = True  # "12345" -> 1 2 3 4 5
     byte_fallback: bool = True  # unknown characters become UTF-8 byte pieces, never <unk>
     allow_whitespace_only_pieces: bool = True
-    normalization_rule_name: Literal["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"] = "identity"
+    normalization_rule_name: Literal["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"] = (
+        "identity"  # §2.2: text is tokenized as is
+    )
     add_dummy_prefix: bool = True
     remove_extra_whitespaces: bool = False
     max_sentencepiece_length: int = Field(16, ge=1)
@@ -57,7 +59,9 @@ def sample_training_text(df: pl.DataFrame, cfg: TokenizerConfig) -> list[str]:
     more, weight 0 drops it), then all entries are shuffled and taken until the budget is full.
     """
     if "text" not in df.columns:
-        raise ValueError(f"sample_training_text: documents frame has no 'text' column (has {df.columns})")
+        raise ValueError(
+            f"sample_training_text: documents frame has no 'text' column (has {df.columns})"
+        )
     rng = np.random.default_rng(cfg.seed)
     texts = df["text"].fill_null("")
     n_bytes = texts.str.len_bytes().to_numpy().astype(np.int64)
@@ -108,7 +112,8 @@ def trainer_options(cfg: TokenizerConfig) -> dict[str, object]:
     return dict(
         vocab_size=cfg.vocab_size, model_type=cfg.model_type,
         character_coverage=cfg.character_coverage, split_digits=cfg.split_digits,
-        byte_fallback=cfg.byte_fallback, allow_whitespace_only_pieces=cfg.allow_whitespace_only_pieces,
+        byte_fallback=cfg.byte_fallback,
+        allow_whitespace_only_pieces=cfg.allow_whitespace_only_pieces,
         normalization_rule_name=cfg.normalization_rule_name, add_dummy_prefix=cfg.add_dummy_prefix,
         remove_extra_whitespaces=cfg.remove_extra_whitespaces,
         max_sentencepiece_length=cfg.max_sentencepiece_length,
@@ -120,7 +125,9 @@ def trainer_options(cfg: TokenizerConfig) -> dict[str, object]:
     )
 
 
-def train_tokenizer(texts: list[str], cfg: TokenizerConfig, out_path: Path) -> tuple[Path, dict[str, float]]:
+def train_tokenizer(
+    texts: list[str], cfg: TokenizerConfig, out_path: Path
+) -> tuple[Path, dict[str, float]]:
     """Train in memory and write the .model file atomically. Returns (path, stats)."""
     feeder = _LineFeeder(texts, cfg.max_sentence_length)
     if not any(line.strip() for text in texts for line in text.split("\n")):
@@ -129,7 +136,9 @@ def train_tokenizer(texts: list[str], cfg: TokenizerConfig, out_path: Path) -> t
     model = io.BytesIO()
     start = time.perf_counter()
     try:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(feeder), model_writer=model, **trainer_options(cfg))
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(feeder), model_writer=model, **trainer_options(cfg)
+        )
     except RuntimeError as err:
         raise ValueError(
             f"sentencepiece training failed (vocab_size={cfg.vocab_size}, {feeder.bytes} bytes in "

@@ -164,7 +164,8 @@ def test_measure_toxicity_scores_frame_and_stats():
 
 def test_measure_toxicity_names_missing_columns():
     with pytest.raises(ValueError, match=r"lacks columns \['source'\]"):
-        measure_toxicity(pl.DataFrame({"doc_id": ["a"], "text": ["x"]}), ToxicityConfig(), KeywordScorer())
+        df = pl.DataFrame({"doc_id": ["a"], "text": ["x"]})
+        measure_toxicity(df, ToxicityConfig(), KeywordScorer())
 
 
 def test_top_examples_truncates_text():
@@ -175,7 +176,8 @@ def test_top_examples_truncates_text():
 
 def test_histogram_png_is_written(tmp_path):
     rng = np.random.default_rng(0)
-    path = histogram_png(rng.beta(0.5, 8.0, size=500), tmp_path / "plots" / "tox.png", threshold=0.5)
+    scores = rng.beta(0.5, 8.0, size=500)
+    path = histogram_png(scores, tmp_path / "plots" / "tox.png", threshold=0.5)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(path.parent.glob(".*.tmp"))
     histogram_png(np.zeros(0), tmp_path / "empty.png", threshold=0.5)  # no documents: no crash
@@ -235,7 +237,7 @@ def test_detoxify_scorer_equals_direct_forward_pass(tiny_detoxify):
 
 
 def test_detoxify_checkpoint_naming_a_hub_model_loads_offline(tiny_detoxify, tmp_path):
-    """Released checkpoints name "bert-base-uncased"; the config folder is a stock 2-label config."""
+    """Released checkpoints name "bert-base-uncased"; the config folder is a 2-label config."""
     import torch
 
     checkpoint, model_dir = tiny_detoxify
@@ -251,7 +253,9 @@ def test_detoxify_checkpoint_naming_a_hub_model_loads_offline(tiny_detoxify, tmp
     config.pop("id2label"), config.pop("label2id")
     (stock / "config.json").write_text(json.dumps(config))
 
-    cfg = ToxicityConfig(backend="detoxify", detoxify_checkpoint=tmp_path / "cache", detoxify_config_dir=stock)
+    cfg = ToxicityConfig(
+        backend="detoxify", detoxify_checkpoint=tmp_path / "cache", detoxify_config_dir=stock
+    )
     scorer = make_scorer(cfg)  # the torch hub cache folder, resolved to the "original" file
     assert scorer.checkpoint == hub_ckpt
     expected = direct_forward(model_dir, checkpoint, LINES)[:, 0]
@@ -263,7 +267,8 @@ def test_detoxify_checkpoint_naming_a_hub_model_loads_offline(tiny_detoxify, tmp
 
 def test_detoxify_missing_checkpoint_is_a_clear_error(tmp_path, tiny_detoxify):
     missing = tmp_path / "nope.ckpt"
-    with pytest.raises(FileNotFoundError, match=r"not found: .*nope\.ckpt.*Provide a Detoxify checkpoint"):
+    message = r"not found: .*nope\.ckpt.*Provide a Detoxify checkpoint"
+    with pytest.raises(FileNotFoundError, match=message):
         DetoxifyScorer(missing, None)
     with pytest.raises(FileNotFoundError, match="no .ckpt files"):
         DetoxifyScorer(tmp_path, None)  # an empty cache folder

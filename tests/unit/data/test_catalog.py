@@ -129,7 +129,7 @@ def local_wheel(tmp_path) -> Path:
 
 def _spec_for(wheel: Path, **overrides) -> SourceSpec:
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    return SourceSpec(**_entry(archive=wheel.name, sha256=sha, **overrides))
+    return SourceSpec(**_entry(**{"archive": wheel.name, "sha256": sha, **overrides}))
 
 
 class CopyDownloader:
