@@ -89,14 +89,14 @@ class Contract:
     def _conform(self, df: pl.DataFrame, where: str) -> pl.DataFrame:
         """Check columns and dtypes, order columns as the contract does.
 
-        An all-null column arrives as dtype Null (e.g. no source had a title); it is cast
-        to the contract's type when the field is nullable, so such frames stay valid.
+        Lossless casts are applied (an all-null column of dtype Null, e.g. when no source had
+        a title; integer and float widening); anything else is a contract failure.
         """
         self._check_structure(df, where)
         casts = [
-            pl.col(f.name).cast(_polars_dtype(f))
+            pl.col(f.name).cast(_polars_dtype(f), strict=True)
             for f in self.schema
-            if df.schema[f.name] == pl.Null and f.nullable
+            if df.schema[f.name] != _polars_dtype(f)
         ]
         return df.select(self.schema.names).with_columns(casts)
 
@@ -113,7 +113,7 @@ class Contract:
             if field.name in df.columns:
                 want = _polars_dtype(field)
                 got = df.schema[field.name]
-                if got != want and not (got == pl.Null and field.nullable):
+                if got != want and not _safe_cast(got, want, field.nullable):
                     failures.append(_failure(field.name, f"dtype is {got}, expected {want}", None, []))
         if failures:
             raise ContractError(self.name, failures, where)
@@ -135,6 +135,22 @@ class Contract:
 
 def _polars_dtype(field: pa.Field) -> pl.DataType:
     return pl.from_arrow(pa.table({field.name: pa.array([], field.type)})).dtypes[0]
+
+
+def _safe_cast(got: pl.DataType, want: pl.DataType, nullable: bool) -> bool:
+    """Casts that cannot change a value: all-null columns, integer and float widening."""
+    if got == pl.Null:
+        return nullable
+    if got.is_integer() and want.is_integer():
+        got_bits, want_bits = _bits(got), _bits(want)
+        if got.is_unsigned_integer() and want.is_signed_integer():
+            return want_bits > got_bits  # UInt32 -> Int64 fits, UInt64 -> Int64 may not
+        return got.is_signed_integer() == want.is_signed_integer() and want_bits >= got_bits
+    return got == pl.Float32 and want == pl.Float64
+
+
+def _bits(dtype: pl.DataType) -> int:
+    return int("".join(ch for ch in str(dtype) if ch.isdigit()))
 
 
 def _first_occurrences_pass(df: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:

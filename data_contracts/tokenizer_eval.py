@@ -12,6 +12,7 @@ class TokenizerEval(pap.DataFrameModel):
     bytes: int = pap.Field(ge=0)
     tokens: int = pap.Field(ge=0)
     bytes_per_token: float = pap.Field(ge=0.0)
+    roundtrip_failures: int = pap.Field(ge=0)  # documents where decode(encode(text)) != text
 
     class Config:
         strict = True
@@ -24,6 +25,7 @@ SCHEMA = pa.schema(
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("tokens", pa.int64(), nullable=False),
         pa.field("bytes_per_token", pa.float64(), nullable=False),
+        pa.field("roundtrip_failures", pa.int64(), nullable=False),
     ]
 )
 

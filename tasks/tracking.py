@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -120,9 +121,11 @@ class MlflowLogger:
         from mlflow.entities import DatasetInput, InputTag
 
         df = read_dataset(manifest)
-        dataset = mlflow.data.from_polars(
-            df, source=manifest.uri, name=manifest.contract, digest=manifest.sha256[:16]
-        )
+        with warnings.catch_warnings():  # a file:// URI matches two equivalent local sources
+            warnings.filterwarnings("ignore", message="The specified dataset source")
+            dataset = mlflow.data.from_polars(
+                df, source=manifest.uri, name=manifest.contract, digest=manifest.sha256[:16]
+            )
         tags = [InputTag(key="mlflow.data.context", value=context)]
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
 

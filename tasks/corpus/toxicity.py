@@ -101,10 +101,10 @@ class DetoxifyScorer:
         self.checkpoint = resolve_detoxify_checkpoint(Path(checkpoint), variant)
         self.batch_size = batch_size
         self.label = label
-        loaded = _load_checkpoint_lazily(torch, self.checkpoint)
+        loaded = _load_checkpoint_lazily(self.checkpoint)
         model_type = str(loaded["config"]["arch"]["args"]["model_type"])
         config_dir = _detoxify_config_dir(self.checkpoint, model_type, huggingface_config_path)
-        if Path(model_type).is_dir() and _same_dir(Path(model_type), config_dir):
+        if Path(model_type).resolve() == config_dir.resolve():
             source: str | io.BytesIO = str(self.checkpoint)  # already offline-ready: load the file
         else:
             loaded["config"]["arch"]["args"]["model_type"] = str(config_dir)
@@ -158,7 +158,9 @@ def resolve_detoxify_checkpoint(path: Path, variant: DetoxifyVariant = "original
     )
 
 
-def _load_checkpoint_lazily(torch, path: Path) -> dict:
+def _load_checkpoint_lazily(path: Path) -> dict:
+    import torch
+
     try:  # memory-mapped: the state dict is only read if it has to be re-serialised
         loaded = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except RuntimeError:  # legacy (pre zip) serialisation cannot be memory-mapped
@@ -188,10 +190,6 @@ def _detoxify_config_dir(checkpoint: Path, model_type: str, config_path: Path | 
         f"Detoxify needs that model's config.json and tokenizer files: set "
         f"toxicity.detoxify_config_dir to a local folder holding them (a save_pretrained copy)"
     )
-
-
-def _same_dir(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
 
 
 def _cap_tokenizer_length(detox) -> None:

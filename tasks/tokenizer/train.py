@@ -192,7 +192,7 @@ def evaluate_tokenizer(
     table = (
         per_doc.group_by("source", maintain_order=True)
         .agg(
-            pl.len().alias("docs"), pl.col("bytes").sum(), pl.col("tokens").sum(),
+            pl.len().cast(pl.Int64).alias("docs"), pl.col("bytes").sum(), pl.col("tokens").sum(),
             (~pl.col("roundtrip_ok")).sum().cast(pl.Int64).alias("roundtrip_failures"),
         )
         .with_columns((pl.col("bytes") / pl.col("tokens")).alias("bytes_per_token"))

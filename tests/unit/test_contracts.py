@@ -77,3 +77,14 @@ def test_pandera_model_and_arrow_schema_agree(name):
 def test_unknown_contract_is_a_clear_error():
     with pytest.raises(KeyError, match="no data contract named 'nope'"):
         get_contract("nope")
+
+
+def test_lossless_widening_is_applied_but_narrowing_is_a_failure():
+    c = get_contract("toxicity_scores")
+    df = pl.DataFrame({"doc_id": ["a"], "source": ["s"], "n_lines": [3], "score": [0.5], "toxic": [False]})
+    widened = c.validate(df.with_columns(pl.col("n_lines").cast(pl.UInt32), pl.col("score").cast(pl.Float32)))
+    assert widened.schema["n_lines"] == pl.Int64 and widened.schema["score"] == pl.Float64
+    with pytest.raises(ContractError, match="n_lines"):
+        c.validate(df.with_columns(pl.col("n_lines").cast(pl.UInt64)))
+    with pytest.raises(ContractError, match="score"):
+        c.validate(df.with_columns(pl.col("score").cast(pl.Utf8)))
