@@ -350,7 +350,7 @@ def _toxicity_stats(scores: pl.DataFrame, docs_total: int, threshold: float) -> 
     n = len(values)
     stats: dict[str, float] = {
         "docs_total": float(docs_total),
-        "docs_sampled": float(n),
+        "sampled_docs": float(n),
         "docs_toxic": float(scores["toxic"].sum()),
         "docs_without_lines": float((scores["n_lines"] == 0).sum()),
         "lines_scored": float(scores["n_lines"].sum()),
@@ -362,7 +362,7 @@ def _toxicity_stats(scores: pl.DataFrame, docs_total: int, threshold: float) -> 
     per_source = scores.group_by(SOURCE).agg(pl.len(), pl.col("toxic").mean())
     for source, count, share in per_source.sort(SOURCE).iter_rows():
         key = metric_safe(str(source))
-        stats[f"docs_sampled_{key}"] = float(count)
+        stats[f"sampled_docs_{key}"] = float(count)
         stats[f"share_toxic_{key}"] = float(share)
     return stats
 

@@ -153,7 +153,7 @@ def train_tokenizer(
         "training_lines": float(feeder.lines),
         "training_bytes": float(feeder.bytes),
         "lines_skipped_too_long": float(feeder.skipped_lines),
-        "train_seconds": seconds,
+        "seconds": seconds,
         "model_bytes": float(len(model.getvalue())),
     }
     return out_path, stats

@@ -150,7 +150,7 @@ def test_measure_toxicity_scores_frame_and_stats():
     # by hand: a = 1/2, b = 0, c = 2/3, d = no line -> 0, e = 1
     np.testing.assert_allclose(scores["score"].to_numpy(), [0.5, 0.0, 2 / 3, 0.0, 1.0])
     assert scores["toxic"].to_list() == [True, False, True, False, True]  # 0.5 counts (>=)
-    assert stats["docs_sampled"] == 5 and stats["lines_scored"] == 7
+    assert stats["sampled_docs"] == 5 and stats["lines_scored"] == 7
     assert stats["docs_without_lines"] == 1
     assert stats["share_toxic"] == pytest.approx(3 / 5)
     assert stats["share_toxic_news"] == pytest.approx(1 / 2)
