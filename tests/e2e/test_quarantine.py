@@ -1,0 +1,69 @@
+"""Malformed user input through the real corpus flow: every bad row lands in quarantine with
+its file, line and reason, is counted, and nothing else is lost."""
+
+import json
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from flows.corpus import corpus_flow
+from tasks.config import load_config
+from tasks.io import Manifest, read_dataset
+from tasks.tracking import tracking_uri
+
+pytestmark = pytest.mark.e2e
+
+GOOD = (
+    "The committee published its annual report on the state of the regional water supply, "
+    "and the engineers said that the new reservoir would be finished before the end of the "
+    "year. They have also asked the council to fund repairs to the older pipes that serve the "
+    "town, which were laid more than a century ago and now lose a large share of the water."
+)
+
+
+@pytest.fixture(scope="module")
+def user_jsonl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("user") / "mine.jsonl"
+    lines = [
+        json.dumps({"text": GOOD}).encode(),
+        b'{"text": "unterminated',  # bad JSON (line 2)
+        json.dumps({"body": "no text field"}).encode(),  # missing field (line 3)
+        json.dumps({"text": 42}).encode(),  # wrong type (line 4)
+        json.dumps({"text": "   "}).encode(),  # empty text (line 5)
+        b'{"text": "caf\xe9 au lait"}',  # invalid UTF-8 (line 6)
+        json.dumps({"text": GOOD.replace("water", "power")}).encode(),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_malformed_rows_are_quarantined_counted_and_nothing_else_lost(user_jsonl):
+    spec = {"name": "mine", "domain": "news", "factual": True, "license": "test",
+            "adapter": "jsonl", "options": {"text_field": "text"}, "path": str(user_jsonl)}
+    overrides = ["data.sources=[fortunes]", "data.max_docs_per_source=40",
+                 f"data.user_sources=[{yaml.safe_dump(spec, default_flow_style=True).strip()}]"]
+    result = corpus_flow(preset="tiny", overrides=overrides)
+    outputs = {k: Manifest.model_validate(v) for k, v in result["outputs"].items()}
+
+    quarantine = read_dataset(outputs["quarantine"]).filter(source="mine")
+    assert quarantine.height == 5
+    locations = " ".join(quarantine["location"])
+    for line in (2, 3, 4, 5, 6):
+        assert f"mine.jsonl:line {line}" in locations
+    errors = " | ".join(quarantine["error"]).lower()
+    for word in ("bad json", "missing", "expected a string", "whitespace", "invalid utf-8"):
+        assert word in errors, word
+
+    raw = read_dataset(outputs["raw_documents"]).filter(source="mine")
+    assert raw.height == 2  # both good lines were read
+    kept = read_dataset(outputs["documents"]).filter(source="mine").height
+    dropped = read_dataset(outputs["documents_excluded"]).filter(source="mine").height
+    assert kept + dropped == 2
+
+    cfg = load_config("tiny")
+    metrics = MlflowClient(tracking_uri(cfg.run_dir)).get_run(result["mlflow_run_id"]).data.metrics
+    assert metrics["rows_quarantined"] == outputs["quarantine"].rows
+    assert metrics["rows_in"] == (
+        metrics["rows_kept"] + metrics["rows_excluded"] + metrics["rows_quarantined"]
+    )
