@@ -49,7 +49,7 @@ class DedupConfig(BaseModel):
 
 
 def _nfkc(texts: pl.Series) -> pl.Series:
-    """NFKC only where a text has non-ASCII characters (NFKC is the identity on ASCII; 4x faster)."""
+    """NFKC where a text has non-ASCII characters only: NFKC is the identity on ASCII (4x faster)."""
     idx = texts.str.contains(r"[^\x00-\x7F]").arg_true()
     if idx.len() == 0:
         return texts
@@ -73,9 +73,11 @@ def normalize_text(texts: pl.Series) -> pl.Series:
 def exact_dedup(df: pl.DataFrame, cfg: DedupConfig) -> FilterResult:
     """Drop documents whose normalised text equals an earlier document's (`dedup_exact`)."""
     if not cfg.exact:
-        return split_by_reason(df, pl.lit(None, pl.String), pl.lit(None, pl.String)).check(df.height, "dedup_exact")
+        none = pl.lit(None, pl.String)
+        return split_by_reason(df, none, none).check(df.height, "dedup_exact")
     key = normalize_text(df[TEXT])
-    first_id = pl.DataFrame({"key": key, "id": df[DOC_ID]}).select(pl.col("id").first().over("key")).to_series()
+    first_id = pl.DataFrame({"key": key, "id": df[DOC_ID]}).select(pl.col("id").first().over("key"))
+    first_id = first_id.to_series()
     is_dup = ~key.is_first_distinct()
     reason = pl.when(pl.lit(is_dup)).then(pl.lit("dedup_exact"))
     detail = pl.when(pl.lit(is_dup)).then(pl.format("duplicate of {}", pl.lit(first_id)))
@@ -92,7 +94,9 @@ def _word_hashes(texts: pl.Series, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return words.explode().hash(seed).to_numpy(), lengths
 
 
-def _shingle_hashes(word_hashes: np.ndarray, lengths: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _shingle_hashes(
+    word_hashes: np.ndarray, lengths: np.ndarray, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Combine each window of k consecutive words into one uint32: (flat hashes, shingles per doc).
 
     hash = high 32 bits of sum_j word[i + j] * m_j (mod 2**64), m_j random odd: order-sensitive.
@@ -101,7 +105,7 @@ def _shingle_hashes(word_hashes: np.ndarray, lengths: np.ndarray, k: int, seed: 
     mult = np.random.default_rng(seed).integers(1, 2**63, size=k, dtype=np.uint64) * 2 + 1
     n_words = len(word_hashes)
     acc = word_hashes * mult[0]  # window starting at every flat word position, across doc ends
-    for j in range(1, k):
+    for j in range(1, min(k, n_words)):
         acc[: n_words - j] += word_hashes[j:] * mult[j]
     starts = np.cumsum(lengths) - lengths
     short = np.flatnonzero(lengths < k)
@@ -164,13 +168,15 @@ def lsh_bands(threshold: float, num_perm: int, tolerance: float = 0.02) -> tuple
     return min(close, key=lambda br: (-br[0] * br[1], gap(br)))
 
 
-def _candidate_pairs(sig: np.ndarray, bands: int, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidate_pairs(
+    sig: np.ndarray, bands: int, rows: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of documents that share at least one band (deduplicated)."""
     n = sig.shape[0]
     mult = np.random.default_rng(seed + 2).integers(1, 2**63, size=rows, dtype=np.uint64) * 2 + 1
-    keys = np.stack(
-        [(sig[:, i * rows : (i + 1) * rows].astype(np.uint64) * mult).sum(axis=1) for i in range(bands)]
-    )  # (bands, n): one 64-bit key per band
+    keys = np.stack(  # (bands, n): one 64-bit key per band, a random linear hash of its rows
+        [(sig[:, b * rows : (b + 1) * rows].astype(np.uint64) * mult).sum(axis=1) for b in range(bands)]
+    )
     band = np.repeat(np.arange(bands), n)
     docs = np.tile(np.arange(n), bands)
     keys = keys.ravel()

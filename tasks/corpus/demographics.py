@@ -31,7 +31,7 @@ PRONOUNS: dict[str, list[str]] = {
     "1st_person": ["i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves"],
     "2nd_person": ["you", "your", "yours", "yourself", "yourselves"],
 }
-# Table 9b's axes; descriptor terms after HolisticBias, including the paper's top-5 per axis.
+# Table 9b's axes; a representative subset of each axis's HolisticBias descriptor terms.
 IDENTITY_TERMS: dict[str, list[str]] = {
     "religion": [
         "christian", "catholic", "protestant", "evangelical", "mormon", "orthodox", "jewish",
@@ -89,7 +89,8 @@ def term_table(cfg: DemographicsConfig) -> pl.DataFrame:
 
 def _mentions(texts: pl.Series, terms: list[str]) -> pl.DataFrame:
     """Distinct (doc, term) pairs: one regex pass, longest terms first ('african american')."""
-    alternation = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in sorted(set(terms), key=len, reverse=True))
+    longest_first = sorted(set(terms), key=len, reverse=True)
+    alternation = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in longest_first)
     found = texts.str.to_lowercase().str.extract_all(rf"\b(?:{alternation})\b")
     return (
         pl.DataFrame({"doc": pl.int_range(texts.len(), dtype=pl.UInt32, eager=True), "term": found})
@@ -100,36 +101,44 @@ def _mentions(texts: pl.Series, terms: list[str]) -> pl.DataFrame:
     )
 
 
-def demographic_representation(df: pl.DataFrame, cfg: DemographicsConfig) -> tuple[pl.DataFrame, dict[str, float]]:
+def _rows(table: pl.DataFrame) -> pl.DataFrame:
+    """(axis, label) of every output row: per axis its (any) row, then groups/terms in order."""
+    rows: list[tuple[str, str]] = []
+    for (axis,), group in table.group_by("axis", maintain_order=True):
+        rows += [(axis, ANY), *dict.fromkeys((axis, label) for label in group["label"])]
+    return pl.DataFrame(rows, schema=["axis", "label"], orient="row")
+
+
+def demographic_representation(
+    df: pl.DataFrame, cfg: DemographicsConfig
+) -> tuple[pl.DataFrame, dict[str, float]]:
     """Documents mentioning each pronoun group and identity term: (table, stats).
 
     Table columns: axis, term, docs (int), pct_docs (float, percent). Pronoun groups' pct_docs
     is relative to documents with any pronoun (Table 9a); identity terms' and every axis's
     `(any)` row is relative to all documents (Table 9b).
-    Stats: `pronoun_pct_docs_<group>` and `identity_pct_docs_<axis>` (the `(any)` rows).
+    Stats: `pronoun_pct_docs_<group>`, `pronoun_pct_docs_any` and `identity_pct_docs_<axis>`.
     """
     table = term_table(cfg)
-    per_doc = _mentions(df[TEXT], table["term"].to_list()).join(table, on="term").select("doc", "axis", "label")
-    counts = per_doc.unique().group_by("axis", "label").len("docs")
-    any_axis = per_doc.select("doc", "axis").unique().group_by("axis").len("docs").with_columns(label=pl.lit(ANY))
-    labels = table.select("axis", "label").unique(maintain_order=True)
-    axes = labels.select("axis").unique(maintain_order=True).with_columns(label=pl.lit(ANY))
-    # Each axis: its (any) row first, then its groups or terms in the order above.
-    labels = pl.concat([axes, labels]).sort(pl.col("axis").replace_strict(axes["axis"].to_list(), range(axes.height)),
-                                          maintain_order=True)
+    mentions = _mentions(df[TEXT], table["term"].to_list()).join(table, on="term")
+    by_label = mentions.select("doc", "axis", "label").unique().group_by("axis", "label").len("docs")
+    by_axis = mentions.select("doc", "axis").unique().group_by("axis").len("docs")
+    docs = pl.concat([by_label, by_axis.select("axis", pl.lit(ANY).alias("label"), "docs")])
 
-    n_docs = df.height
-    any_pronoun = any_axis.filter(pl.col("axis") == PRONOUN_AXIS)["docs"].sum()
-    denominator = (
-        pl.when((pl.col("axis") == PRONOUN_AXIS) & (pl.col("label") != ANY)).then(pl.lit(any_pronoun)).otherwise(pl.lit(n_docs))
-    )
+    any_pronoun = by_axis.filter(pl.col("axis") == PRONOUN_AXIS)["docs"].sum()
+    is_group = (pl.col("axis") == PRONOUN_AXIS) & (pl.col("label") != ANY)
+    denominator = pl.when(is_group).then(pl.lit(any_pronoun)).otherwise(pl.lit(df.height))
     out = (
-        labels.join(pl.concat([counts, any_axis.select(counts.columns)]), on=["axis", "label"], how="left", maintain_order="left")
+        _rows(table)
+        .join(docs, on=["axis", "label"], how="left", maintain_order="left")
         .with_columns(pl.col("docs").fill_null(0).cast(pl.Int64))
-        .with_columns(
-            pl.when(denominator > 0).then(100.0 * pl.col("docs") / denominator).otherwise(0.0).alias("pct_docs")
+        .select(
+            "axis",
+            pl.col("label").alias("term"),
+            "docs",
+            pl.when(denominator > 0).then(100.0 * pl.col("docs") / denominator)
+            .otherwise(0.0).cast(pl.Float64).alias("pct_docs"),
         )
-        .select("axis", pl.col("label").alias("term"), "docs", pl.col("pct_docs").cast(pl.Float64))
     )
     stats: dict[str, float] = {}
     for axis, term, _, pct in out.iter_rows():

@@ -43,7 +43,8 @@ PATTERNS: dict[str, str] = {
     "handle": r"(^|[^A-Za-z0-9_.@/])@[A-Za-z0-9_]{1,15}" + _B,
 }
 PLACEHOLDERS = {"email": "<EMAIL>", "ip": "<IP>", "phone": "<PHONE>", "handle": "${1}<HANDLE>"}
-_HOST = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/:?#]+)"  # scheme://[user@]host[:port]/...
+# [scheme://][user@]host[:port][/...]; group 1 is the host.
+_HOST = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#]*@)?([^/:?#\s]+)"
 
 # People-search and background-check sites, the archetype of "sites known to contain a high
 # volume of personal information about private individuals" (the paper gives no list).
@@ -103,18 +104,20 @@ def _density(texts: pl.Series, counts: pl.DataFrame, cfg: PiiConfig) -> tuple[pl
         return pl.repeat(False, n, eager=True), pl.repeat("", n, eager=True)
     total = counts.select(pl.sum_horizontal(counted)).to_series()
     idx = (total >= cfg.density_min_matches).arg_true()
-    words = pl.zeros(n, pl.UInt32, eager=True).scatter(idx, texts.gather(idx).str.count_matches(r"\S+"))
+    words = pl.zeros(n, pl.UInt32, eager=True)
+    words = words.scatter(idx, texts.gather(idx).str.count_matches(r"\S+"))
+    density = pl.col("pii") / pl.col("words")
     out = pl.DataFrame({"pii": total, "words": words}).select(
-        ((pl.col("pii") >= cfg.density_min_matches) & (pl.col("pii") / pl.col("words") > cfg.max_density)).alias("dense"),
-        pl.format("pii matches={} in words={} ({} > max {})", "pii", "words",
-                  (pl.col("pii") / pl.col("words")).round(3), pl.lit(cfg.max_density)).alias("detail"),
+        ((pl.col("pii") >= cfg.density_min_matches) & (density > cfg.max_density)).alias("dense"),
+        pl.format("pii matches={} in words={} ({} > max {})", "pii", "words", density.round(3),
+                  pl.lit(cfg.max_density)).alias("detail"),
     )
     return out["dense"], out["detail"]
 
 
 def pii_filter(df: pl.DataFrame, cfg: PiiConfig) -> FilterResult:
     """Drop blocklisted sources/domains and PII-dense documents, then redact the kept texts."""
-    counts = pii_counts(df[TEXT], list(set(cfg.redact) | set(cfg.density_types)))
+    counts = pii_counts(df[TEXT], [*cfg.redact, *cfg.density_types])
     dense, dense_detail = _density(df[TEXT], counts, cfg)
     blocked_source = pl.col(SOURCE).is_in(cfg.blocklist_sources)
     host = _host(pl.col("url")) if "url" in df.columns else pl.lit(None, pl.String)
@@ -128,15 +131,24 @@ def pii_filter(df: pl.DataFrame, cfg: PiiConfig) -> FilterResult:
     )
     detail = (
         pl.when(blocked_source).then(pl.format("source '{}' is blocklisted", pl.col(SOURCE)))
-        .when(blocked_domain.is_not_null()).then(pl.format("host '{}' is in blocklisted domain '{}'", host, blocked_domain))
+        .when(blocked_domain.is_not_null())
+        .then(pl.format("host '{}' is in blocklisted domain '{}'", host, blocked_domain))
         .when(pl.lit(dense)).then(pl.lit(dense_detail))
     )
-    result = split_by_reason(df.with_columns(counts.select(pl.all().name.prefix("__pii_"))), reason, detail)
-    result.check(df.height, "pii")
-    kept_counts = result.kept.select(pl.col(f"__pii_{t}").sum() for t in counts.columns)
-    drop = [f"__pii_{t}" for t in counts.columns]
-    result.kept = result.kept.drop(drop).with_columns(redact_pii(result.kept[TEXT], cfg.redact).alias(TEXT))
-    result.excluded = result.excluded.drop(drop)
+    # Carry the counts through the split so the kept rows' counts are known without a rescan.
+    redacted = [t for t in counts.columns if t in cfg.redact]
+    tagged = df.with_columns(counts.select(pl.col(redacted).name.prefix("__pii_")))
+    result = split_by_reason(tagged, reason, detail).check(df.height, "pii")
+    kept_counts = result.kept.select(pl.col(f"__pii_{t}") for t in redacted)
+    # Only texts with a match are rewritten: most documents have none.
+    has_pii = kept_counts.select(pl.sum_horizontal(pl.all()) > 0).to_series() if redacted else None
+    texts = result.kept[TEXT]
+    if has_pii is not None and has_pii.any():
+        idx = has_pii.arg_true()
+        texts = texts.scatter(idx, redact_pii(texts.gather(idx), redacted))
+    result.kept = result.kept.drop(kept_counts.columns).with_columns(texts.alias(TEXT))
+    result.excluded = result.excluded.drop(kept_counts.columns)
     for t in PATTERNS:
-        result.stats[f"pii_redacted_{t}"] = float(kept_counts[f"__pii_{t}"].item()) if t in cfg.redact else 0.0
+        found = kept_counts[f"__pii_{t}"].sum() if t in redacted else 0
+        result.stats[f"pii_redacted_{t}"] = float(found)
     return result

@@ -16,10 +16,13 @@ a document is dropped with the FIRST failing rule, in this fixed order (reason `
 
 A threshold of None disables its rule; every other value (0.0 included) is applied.
 Words are the whitespace-separated tokens of the text with punctuation and symbols removed
-(tokens made only of punctuation are not words), compared lowercased with the stop words. Lines are the non-blank lines of the text.
+(tokens made only of punctuation are not words), compared lowercased with the stop words.
+Lines are the non-blank lines of the text.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,7 +49,7 @@ class QualityConfig(BaseModel):
     min_alpha_words_frac: float | None = Field(0.8, ge=0, le=1)  # "80% ... alphabetic character"
     min_stop_words: int | None = Field(2, ge=0)  # "at least two of the following English words"
     max_dup_lines_frac: float | None = Field(0.3, ge=0, le=1)  # Table A1: duplicate line fraction
-    max_dup_line_chars_frac: float | None = Field(0.2, ge=0, le=1)  # Table A1: dup. line char fraction
+    max_dup_line_chars_frac: float | None = Field(0.2, ge=0, le=1)  # Table A1: dup. line chars
     stop_words: list[str] = Field(default_factory=lambda: list(GOPHER_STOP_WORDS))
 
 
@@ -64,21 +67,11 @@ def _word_tokens(texts: pl.Series) -> pl.Series:
     )
 
 
-def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> pl.DataFrame:
-    """One row per document (frame order) with every feature the rules use.
-
-    Columns: words, mean_word_length, hash_ratio, ellipsis_ratio, lines, bullet_lines_frac,
-    ellipsis_lines_frac, alpha_words_frac, stop_words, dup_lines_frac, dup_line_chars_frac.
-    Ratios over zero words or lines are null (a null never fails a rule; `min_words` catches them).
-    """
-    stop_words = [w.lower() for w in (stop_words if stop_words is not None else GOPHER_STOP_WORDS)]
-    n = df.height
-    doc = pl.int_range(n, dtype=pl.UInt32, eager=True).alias("doc")
-    text = df[TEXT]
-
+def _word_stats(doc: pl.Series, texts: pl.Series, stop_words: list[str]) -> pl.DataFrame:
+    """Per doc (only docs with words): words, word_chars, alpha_words, stop_words (distinct)."""
     tok = pl.col("tok")
-    words = (
-        pl.DataFrame({"doc": doc, "tok": _word_tokens(text)})
+    return (
+        pl.DataFrame({"doc": doc, "tok": _word_tokens(texts)})
         .explode("tok")
         .filter(tok != "")
         .group_by("doc")
@@ -89,20 +82,24 @@ def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> p
             tok.filter(tok.is_in(stop_words)).n_unique().alias("stop_words"),
         )
     )
+
+
+def _line_stats(doc: pl.Series, texts: pl.Series) -> pl.DataFrame:
+    """Per doc (only docs with non-blank lines): lines, bullet_lines, ellipsis_lines, dup_lines,
+    dup_line_chars. A line counts as a duplicate from its second occurrence on, as in Gopher."""
     line = pl.col("line")
     lines = (
-        pl.DataFrame({"doc": doc, "line": text.str.split("\n")})
+        pl.DataFrame({"doc": doc, "line": texts.str.split("\n")})
         .explode("line")
         .with_columns(line.str.strip_chars())
         .filter(line != "")
     )
-    line_stats = lines.group_by("doc").agg(
+    shape = lines.group_by("doc").agg(
         pl.len().alias("lines"),
         pl.any_horizontal([line.str.starts_with(b) for b in BULLETS]).sum().alias("bullet_lines"),
-        (line.str.ends_with(ELLIPSES[0]) | line.str.ends_with(ELLIPSES[1])).sum().alias("ellipsis_lines"),
+        pl.any_horizontal([line.str.ends_with(e) for e in ELLIPSES]).sum().alias("ellipsis_lines"),
     )
-    # A line is a duplicate from its second occurrence on (Gopher counts repeats, not firsts).
-    dups = (
+    repeats = (
         lines.group_by("doc", "line")
         .agg(pl.len().alias("k"))
         .filter(pl.col("k") > 1)
@@ -112,13 +109,28 @@ def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> p
             ((pl.col("k") - 1) * line.str.len_chars()).sum().alias("dup_line_chars"),
         )
     )
+    return shape.join(repeats, on="doc", how="left")
+
+
+def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> pl.DataFrame:
+    """One row per document (frame order) with every feature the rules use.
+
+    Columns: words, mean_word_length, hash_ratio, ellipsis_ratio, lines, bullet_lines_frac,
+    ellipsis_lines_frac, alpha_words_frac, stop_words, dup_lines_frac, dup_line_chars_frac.
+    Ratios over zero words or lines are null (a null never fails a rule; `min_words` catches them).
+    """
+    stop_words = [w.lower() for w in (GOPHER_STOP_WORDS if stop_words is None else stop_words)]
+    texts = df[TEXT]
+    doc = pl.int_range(df.height, dtype=pl.UInt32, eager=True).alias("doc")
     per_doc = (
-        pl.DataFrame({"doc": doc, "chars": text.str.len_chars(),
-                      "hashes": text.str.count_matches("#", literal=True),
-                      "ellipses": text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True)})
-        .join(words, on="doc", how="left")
-        .join(line_stats, on="doc", how="left")
-        .join(dups, on="doc", how="left")
+        pl.DataFrame({
+            "doc": doc,
+            "chars": texts.str.len_chars(),
+            "hashes": texts.str.count_matches("#", literal=True),
+            "ellipses": sum(texts.str.count_matches(e, literal=True) for e in ELLIPSES),
+        })
+        .join(_word_stats(doc, texts, stop_words), on="doc", how="left")
+        .join(_line_stats(doc, texts), on="doc", how="left")
         .sort("doc")
         .fill_null(0)
     )
@@ -141,60 +153,72 @@ def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> p
     )
 
 
-def _rules(cfg: QualityConfig) -> list[tuple[str, pl.Expr, pl.Expr]]:
-    """(rule, fails, detail) in the documented order; rules whose threshold is None are left out."""
-    c = pl.col
-    r2 = lambda name: c(name).round(3)  # noqa: E731 - short formatter for details
-    rules: list[tuple[str, pl.Expr | None, pl.Expr]] = [
-        ("min_words", None if cfg.min_words is None else c("words") < cfg.min_words,
-         pl.format("words={} < min {}", c("words"), pl.lit(cfg.min_words))),
-        ("max_words", None if cfg.max_words is None else c("words") > cfg.max_words,
-         pl.format("words={} > max {}", c("words"), pl.lit(cfg.max_words))),
-        ("mean_word_length", _outside(c("mean_word_length"), cfg.min_mean_word_length, cfg.max_mean_word_length),
-         pl.format("mean word length={} outside [{}, {}]", r2("mean_word_length"),
-                   pl.lit(cfg.min_mean_word_length), pl.lit(cfg.max_mean_word_length))),
-        ("symbol_ratio", None if cfg.max_symbol_word_ratio is None
-         else pl.max_horizontal("hash_ratio", "ellipsis_ratio") > cfg.max_symbol_word_ratio,
-         pl.format("'#' per word={}, ellipses per word={} > max {}", r2("hash_ratio"), r2("ellipsis_ratio"),
-                   pl.lit(cfg.max_symbol_word_ratio))),
-        ("bullet_lines", None if cfg.max_bullet_lines_frac is None else c("bullet_lines_frac") > cfg.max_bullet_lines_frac,
-         pl.format("bullet lines={} > max {}", r2("bullet_lines_frac"), pl.lit(cfg.max_bullet_lines_frac))),
-        ("ellipsis_lines", None if cfg.max_ellipsis_lines_frac is None
-         else c("ellipsis_lines_frac") > cfg.max_ellipsis_lines_frac,
-         pl.format("lines ending in an ellipsis={} > max {}", r2("ellipsis_lines_frac"),
-                   pl.lit(cfg.max_ellipsis_lines_frac))),
-        ("alpha_words", None if cfg.min_alpha_words_frac is None else c("alpha_words_frac") < cfg.min_alpha_words_frac,
-         pl.format("words with a letter={} < min {}", r2("alpha_words_frac"), pl.lit(cfg.min_alpha_words_frac))),
-        ("stop_words", None if cfg.min_stop_words is None else c("stop_words") < cfg.min_stop_words,
-         pl.format("distinct stop words={} < min {}", c("stop_words"), pl.lit(cfg.min_stop_words))),
-        ("dup_lines", None if cfg.max_dup_lines_frac is None else c("dup_lines_frac") > cfg.max_dup_lines_frac,
-         pl.format("duplicate lines={} > max {}", r2("dup_lines_frac"), pl.lit(cfg.max_dup_lines_frac))),
-        ("dup_line_chars", None if cfg.max_dup_line_chars_frac is None
-         else c("dup_line_chars_frac") > cfg.max_dup_line_chars_frac,
-         pl.format("chars in duplicate lines={} > max {}", r2("dup_line_chars_frac"),
-                   pl.lit(cfg.max_dup_line_chars_frac))),
+class Rule(NamedTuple):
+    name: str  # the reason code is quality_<name>
+    fails: pl.Expr | None  # true where a document breaks the rule; None = rule disabled
+    detail: pl.Expr  # the explanation stored next to the reason
+
+
+def _below(feature: str, limit: float | None) -> pl.Expr | None:
+    return None if limit is None else pl.col(feature) < limit
+
+
+def _above(feature: str, limit: float | None) -> pl.Expr | None:
+    return None if limit is None else pl.col(feature) > limit
+
+
+def _either(a: pl.Expr | None, b: pl.Expr | None) -> pl.Expr | None:
+    return b if a is None else a if b is None else a | b
+
+
+def _rules(cfg: QualityConfig) -> list[Rule]:
+    """The rules in the documented order, thresholds compared with `is None`, never truthiness."""
+    v = lambda name: pl.col(name).round(3)  # noqa: E731 - a feature value as shown in details
+    lim = lambda limit: pl.lit(str(limit))  # noqa: E731 - "None" for a disabled bound, never null
+    rules = [
+        Rule("min_words", _below("words", cfg.min_words),
+             pl.format("words={} < min {}", "words", lim(cfg.min_words))),
+        Rule("max_words", _above("words", cfg.max_words),
+             pl.format("words={} > max {}", "words", lim(cfg.max_words))),
+        Rule("mean_word_length",
+             _either(_below("mean_word_length", cfg.min_mean_word_length),
+                     _above("mean_word_length", cfg.max_mean_word_length)),
+             pl.format("mean word length={} outside [{}, {}]", v("mean_word_length"),
+                       lim(cfg.min_mean_word_length), lim(cfg.max_mean_word_length))),
+        Rule("symbol_ratio",
+             _either(_above("hash_ratio", cfg.max_symbol_word_ratio),
+                     _above("ellipsis_ratio", cfg.max_symbol_word_ratio)),
+             pl.format("'#' per word={}, ellipses per word={}, max {}", v("hash_ratio"),
+                       v("ellipsis_ratio"), lim(cfg.max_symbol_word_ratio))),
+        Rule("bullet_lines", _above("bullet_lines_frac", cfg.max_bullet_lines_frac),
+             pl.format("bullet lines={} > max {}", v("bullet_lines_frac"),
+                       lim(cfg.max_bullet_lines_frac))),
+        Rule("ellipsis_lines", _above("ellipsis_lines_frac", cfg.max_ellipsis_lines_frac),
+             pl.format("lines ending in an ellipsis={} > max {}", v("ellipsis_lines_frac"),
+                       lim(cfg.max_ellipsis_lines_frac))),
+        Rule("alpha_words", _below("alpha_words_frac", cfg.min_alpha_words_frac),
+             pl.format("words with a letter={} < min {}", v("alpha_words_frac"),
+                       lim(cfg.min_alpha_words_frac))),
+        Rule("stop_words", _below("stop_words", cfg.min_stop_words),
+             pl.format("distinct stop words={} < min {}", "stop_words", lim(cfg.min_stop_words))),
+        Rule("dup_lines", _above("dup_lines_frac", cfg.max_dup_lines_frac),
+             pl.format("duplicate lines={} > max {}", v("dup_lines_frac"),
+                       lim(cfg.max_dup_lines_frac))),
+        Rule("dup_line_chars", _above("dup_line_chars_frac", cfg.max_dup_line_chars_frac),
+             pl.format("chars in duplicate lines={} > max {}", v("dup_line_chars_frac"),
+                       lim(cfg.max_dup_line_chars_frac))),
     ]
-    return [(name, fails, detail) for name, fails, detail in rules if fails is not None]
-
-
-def _outside(x: pl.Expr, low: float | None, high: float | None) -> pl.Expr | None:
-    if low is None and high is None:
-        return None
-    if low is None:
-        return x > high
-    if high is None:
-        return x < low
-    return (x < low) | (x > high)
+    return [rule for rule in rules if rule.fails is not None]
 
 
 def quality_filter(df: pl.DataFrame, cfg: QualityConfig) -> FilterResult:
-    """Drop documents failing a Gopher rule; `reason` is the first failing rule in the order above."""
+    """Drop documents that fail a Gopher rule; `reason` is the first failing rule (order above)."""
     features = quality_features(df, cfg.stop_words)
     reason, detail = pl.lit(None, pl.String), pl.lit(None, pl.String)
-    for name, fails, why in reversed(_rules(cfg)):  # built inside out: the first rule wins
-        fails = fails.fill_null(False)
-        reason = pl.when(fails).then(pl.lit(f"quality_{name}")).otherwise(reason)
-        detail = pl.when(fails).then(why).otherwise(detail)
+    for rule in reversed(_rules(cfg)):  # built inside out, so the first failing rule wins
+        fails = rule.fails.fill_null(False)  # a null feature (no words, no lines) breaks no rule
+        reason = pl.when(fails).then(pl.lit(f"quality_{rule.name}")).otherwise(reason)
+        detail = pl.when(fails).then(rule.detail).otherwise(detail)
     tags = features.select(reason.alias("reason"), detail.alias("detail"))
-    result = split_by_reason(df, pl.lit(tags["reason"]), pl.lit(tags["detail"])).check(df.height, "quality")
-    return result
+    result = split_by_reason(df, pl.lit(tags["reason"]), pl.lit(tags["detail"]))
+    return result.check(df.height, "quality")

@@ -28,11 +28,13 @@ class SamplingConfig(BaseModel):
     def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
         bad = {s: w for s, w in weights.items() if not w > 0}
         if bad:
-            raise ValueError(f"sampling weights must be > 0 (drop a source with a filter instead): {bad}")
+            raise ValueError(f"sampling weights must be > 0 (drop a source with a filter): {bad}")
         return weights
 
 
-def apply_sampling_weights(df: pl.DataFrame, cfg: SamplingConfig) -> tuple[pl.DataFrame, dict[str, float]]:
+def apply_sampling_weights(
+    df: pl.DataFrame, cfg: SamplingConfig
+) -> tuple[pl.DataFrame, dict[str, float]]:
     """Add `sample_weight` (float): the source's override if any, else factual_weight or 1.0.
 
     Stats: each source's share of text bytes before (`mix_before_<source>`) and after
@@ -58,7 +60,7 @@ def apply_sampling_weights(df: pl.DataFrame, cfg: SamplingConfig) -> tuple[pl.Da
             pl.col(TEXT).str.len_bytes().sum().cast(pl.Float64).alias("before"),
             (pl.col(TEXT).str.len_bytes() * pl.col(WEIGHT)).sum().alias("after"),
         )
-        .with_columns(pl.col("before") / pl.col("before").sum(), pl.col("after") / pl.col("after").sum())
+        .with_columns(pl.col("before", "after") / pl.col("before", "after").sum())
         .sort(SOURCE)
     )
     stats: dict[str, float] = {}

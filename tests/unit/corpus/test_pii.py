@@ -7,10 +7,12 @@ from pydantic import ValidationError
 from tasks.corpus.pii import PiiConfig, pii_counts, pii_filter, redact_pii
 
 ALL = ["email", "phone", "ip", "handle"]
-PROSE = "The council approved the new budget after a long debate about schools and roads. " * 3  # 45 words
+# 45 words, no PII.
+PROSE = "The council approved the new budget after a long debate about schools and roads. " * 3
 
 
-def make_docs(texts: list[str], sources: list[str] | None = None, urls: list[str | None] | None = None) -> pl.DataFrame:
+def make_docs(texts: list[str], sources: list[str] | None = None,
+              urls: list[str | None] | None = None) -> pl.DataFrame:
     n = len(texts)
     return pl.DataFrame(
         {"doc_id": [f"d{i}" for i in range(n)], "source": sources or ["web"] * n,
@@ -47,11 +49,17 @@ def test_counts_per_type_and_no_false_hits():
 
 def test_kept_documents_are_redacted_and_counted():
     df = make_docs([PROSE + " Contact press@city.gov or 555-201-3344.", PROSE + " Follow @citycouncil."])
+    original = df.clone()
     result = pii_filter(df, PiiConfig())
+    assert df.equals(original)  # the input frame is not modified
     assert reasons(result, 2) == [None, None]
-    assert result.kept["text"].to_list() == [PROSE + " Contact <EMAIL> or <PHONE>.", PROSE + " Follow <HANDLE>."]
+    assert result.kept["text"].to_list() == [
+        PROSE + " Contact <EMAIL> or <PHONE>.",
+        PROSE + " Follow <HANDLE>.",
+    ]
     assert result.kept.columns == df.columns and result.kept["extra"].to_list() == [0, 1]
-    assert {k: result.stats[f"pii_redacted_{k}"] for k in ALL} == {"email": 1, "phone": 1, "ip": 0, "handle": 1}
+    redacted = {k: result.stats[f"pii_redacted_{k}"] for k in ALL}
+    assert redacted == {"email": 1, "phone": 1, "ip": 0, "handle": 1}
 
 
 def test_only_configured_types_are_redacted():
@@ -62,18 +70,15 @@ def test_only_configured_types_are_redacted():
 
 
 def test_blocklisted_source_and_domain_with_subdomains():
-    df = make_docs(
-        [PROSE] * 6,
-        sources=["people_db", "web", "web", "web", "web", "web"],
-        urls=[None, "https://www.spokeo.com/John-Smith", "http://SPOKEO.com./x", "https://notspokeo.com/a",
-              "https://spokeo.com.evil.net/", None],
-    )
+    urls = [None, "https://www.spokeo.com/John-Smith", "http://SPOKEO.com./x", "spokeo.com/p/1",
+            "https://notspokeo.com/a", "https://spokeo.com.evil.net/", None]
+    df = make_docs([PROSE] * 7, sources=["people_db"] + ["web"] * 6, urls=urls)
     result = pii_filter(df, PiiConfig(blocklist_sources=["people_db"], blocklist_domains=["spokeo.com"]))
-    assert reasons(result, 6) == ["pii_blocklisted_source", "pii_blocklisted_domain", "pii_blocklisted_domain",
-                                  None, None, None]
+    assert reasons(result, 7) == ["pii_blocklisted_source", *["pii_blocklisted_domain"] * 3, None, None, None]
     details = dict(zip(result.excluded["doc_id"], result.excluded["detail"]))
+    assert details["d0"] == "source 'people_db' is blocklisted"
     assert details["d1"] == "host 'www.spokeo.com' is in blocklisted domain 'spokeo.com'"
-    assert result.stats["dropped_pii_blocklisted_domain"] == 2
+    assert result.stats["dropped_pii_blocklisted_domain"] == 3
 
 
 def test_density_drops_contact_lists_but_not_prose_or_short_texts():

@@ -44,7 +44,8 @@ def lines(*parts: str) -> str:
 
 def test_good_document_is_kept_and_features_are_hand_computed():
     assert reasons([GOOD]) == [None]
-    f = quality_features(make_docs("The cat... and #the dog.\n\nThe cat... and #the dog.\n12 34")).row(0, named=True)
+    text = "The cat... and #the dog.\n\nThe cat... and #the dog.\n12 34"
+    f = quality_features(make_docs(text)).row(0, named=True)
     # words: the cat and the dog the cat and the dog 12 34 = 12; letters in 10 of them.
     assert f["words"] == 12 and f["alpha_words_frac"] == pytest.approx(10 / 12)
     assert f["mean_word_length"] == pytest.approx(34 / 12)  # 3+3+3+3+3 twice, plus 2+2
