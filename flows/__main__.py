@@ -75,7 +75,7 @@ def print_summary(result: dict, cfg) -> None:
         metrics = client.get_run(out["mlflow_run_id"]).data.metrics
         shown = ", ".join(f"{k}={_fmt(metrics[k])}" for k in KEY_METRICS if k in metrics)
         table.add_row(stage, str(states.count("Completed")), str(states.count("Cached")), shown)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     console.print(f"MLflow store: {tracking_uri(cfg.run_dir)}  (open it with: make ui)")
     console.print(f"Datasets:     {cfg.data_dir}")
