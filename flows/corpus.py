@@ -8,17 +8,20 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows._runner import StageRunner
+from flows._runner import StageRunner, build_task_runner
 from flows.dag import expand_reruns
 from tasks.config import flatten, load_config
 from tasks.corpus import steps
 from tasks.data.catalog import load_catalog
-from tasks.io import read_dataset
+from tasks.corpus.pii import PiiConfig
+from tasks.corpus.quality import QualityConfig
+from tasks.io import Manifest, read_dataset
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
-    "Pretraining corpus: every source ingested (unreadable rows quarantined), PII handled, "
-    "Gopher-style quality rules, exact and MinHash near-dedup, factual sources up-weighted. "
+    "Pretraining corpus: every source ingested (unreadable rows quarantined), PII handled and "
+    "Gopher-style quality rules (mapped over shards), exact and MinHash near-dedup, factual "
+    "sources up-weighted. "
     "Toxicity is measured on a 10% sample (mean of line scores), not used to filter."
 )
 
@@ -36,13 +39,18 @@ def corpus_flow(preset: str = "demo", overrides: list[str] | None = None,
         raw = run(steps.ingest_sources, specs, str(cfg.data.cache_dir),
                   cfg.data.max_docs_per_source, cfg.seed, data_dir)
         log_step(tracker, raw, {"raw_documents": "source", "quarantine": "quarantine"})
-        pii = run(steps.pii_step, raw["raw_documents"], c.pii, data_dir)
-        quality = run(steps.quality_step, pii["kept"], c.quality, data_dir)
-        exact = run(steps.exact_dedup_step, quality["kept"], c.dedup, data_dir)
+        shards = run(steps.split_shards, raw["raw_documents"], c.parallel.shards, data_dir)
+        runner = build_task_runner(c.parallel.runner, c.parallel.workers,
+                                   c.parallel.dask_address, c.parallel.dask_processes)
+        filtered = shard_filters_flow.with_options(task_runner=runner)(
+            list(shards.outputs.values()), c.pii, c.quality, data_dir, sorted(run.forced))
+        run.states.update(filtered["states"])
+        merged = run(steps.merge_shards, filtered["kept"], filtered["excluded"], data_dir)
+        exact = run(steps.exact_dedup_step, merged["kept"], c.dedup, data_dir)
         near = run(steps.near_dedup_step, exact["kept"], c.dedup, data_dir)
-        for out in (pii, quality, exact, near):
+        for out in (*filtered["stats"], exact, near):
             log_step(tracker, out)
-        excluded = [out["excluded"] for out in (pii, quality, exact, near)]
+        excluded = [merged["excluded"], exact["excluded"], near["excluded"]]
         weighted = run(steps.weights_step, near["kept"], excluded, c.sampling, data_dir)
         log_step(tracker, weighted, {"documents": "training", "documents_excluded": "excluded"})
         toxicity = run(steps.toxicity_step, weighted["documents"], c.toxicity, data_dir,
@@ -57,6 +65,21 @@ def corpus_flow(preset: str = "demo", overrides: list[str] | None = None,
     outputs = {**raw.outputs, **weighted.outputs, **toxicity.outputs, **demographics.outputs}
     return {"outputs": {k: m.model_dump() for k, m in outputs.items()},
             "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+
+
+@flow(name="corpus-shard-filters")
+def shard_filters_flow(shards: list[Manifest], pii_cfg: PiiConfig, quality_cfg: QualityConfig,
+                       data_dir: str, forced: list[str]) -> dict:
+    """PII then quality on every shard, mapped on this flow's task runner (threads or Dask)."""
+    run = StageRunner("corpus", set(forced))
+    pii = run.map(steps.pii_step, shards, pii_cfg, data_dir)
+    quality = run.map(steps.quality_step, [out["kept"] for out in pii], quality_cfg, data_dir)
+    return {
+        "kept": [out["kept"] for out in quality],
+        "excluded": [out["excluded"] for out in pii + quality],
+        "stats": [steps.sum_stats(pii), steps.sum_stats(quality)],
+        "states": run.states,
+    }
 
 
 def _row_accounting(raw, weighted) -> dict[str, float]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 # task -> the tasks whose outputs it reads
 EDGES: dict[str, tuple[str, ...]] = {
     "corpus.ingest": (),
-    "corpus.pii": ("corpus.ingest",),
-    "corpus.quality": ("corpus.pii",),
-    "corpus.exact_dedup": ("corpus.quality",),
+    "corpus.split_shards": ("corpus.ingest",),
+    "corpus.pii": ("corpus.split_shards",),  # mapped over shards
+    "corpus.quality": ("corpus.pii",),  # mapped over shards
+    "corpus.merge_shards": ("corpus.quality", "corpus.pii"),
+    "corpus.exact_dedup": ("corpus.merge_shards",),
     "corpus.near_dedup": ("corpus.exact_dedup",),
-    "corpus.weights": ("corpus.near_dedup", "corpus.pii", "corpus.quality", "corpus.exact_dedup"),
+    "corpus.weights": ("corpus.near_dedup", "corpus.merge_shards", "corpus.exact_dedup"),
     "corpus.toxicity": ("corpus.weights",),
     "corpus.demographics": ("corpus.weights",),
     "tokenizer.train_tokenizer": ("corpus.weights",),

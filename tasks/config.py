@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,9 +45,25 @@ class DataConfig(StrictModel):
     user_sources: list[SourceSpec] = []  # a user's own JSONL/Parquet/CSV/.txt folders
 
 
-class CorpusConfig(StrictModel):
-    """Corpus stage: dedup -> PII -> quality -> weights; toxicity and demographics measured."""
+class ParallelConfig(StrictModel):
+    """How the per-document steps (PII, quality) are mapped over shards of the corpus.
 
+    Results do not depend on these settings (shards are contiguous row ranges, merged back in
+    order); only where and how fast the work runs does.
+    """
+
+    shards: int = Field(1, ge=1)
+    runner: Literal["threads", "dask"] = "threads"
+    workers: int = Field(2, ge=1)  # threads, or Dask LocalCluster workers
+    dask_address: str | None = None  # tcp://scheduler:8786 of a real cluster; None = LocalCluster
+    dask_processes: bool = False  # LocalCluster workers as processes (polars releases the GIL)
+
+
+class CorpusConfig(StrictModel):
+    """Corpus stage: PII -> quality -> exact/near dedup -> weights; toxicity and demographics
+    measured, not filtered."""
+
+    parallel: ParallelConfig = ParallelConfig()
     dedup: DedupConfig = DedupConfig()
     pii: PiiConfig = PiiConfig()
     quality: QualityConfig = QualityConfig()

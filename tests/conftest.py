@@ -19,3 +19,11 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def run_dir() -> Path:
     return _RUN_DIR
+
+
+def pytest_unconfigure(config):
+    # Prefect logs "Stopping temporary server" from an atexit hook, after pytest has closed
+    # the captured streams; don't print a traceback for that last log line.
+    import logging
+
+    logging.raiseExceptions = False

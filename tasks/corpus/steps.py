@@ -61,6 +61,41 @@ def _contract_split(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return valid, as_quarantine
 
 
+@task(name="split_shards", cache_policy=code_and_inputs(), persist_result=True)
+def split_shards(documents: Manifest, shards: int, data_dir: str) -> StepOutput:
+    """Cut the corpus into `shards` contiguous row ranges (so merging restores the order)."""
+    df = read_dataset(documents)
+    if shards == 1:
+        return StepOutput(outputs={"shard_0": documents})
+    size = -(-df.height // shards)  # ceil
+    return StepOutput(outputs={
+        f"shard_{i}": write_dataset(df.slice(i * size, size), "raw_documents", Path(data_dir))
+        for i in range(shards)
+    })
+
+
+@task(name="merge_shards", cache_policy=code_and_inputs(), persist_result=True)
+def merge_shards(kept: list[Manifest], excluded: list[Manifest], data_dir: str) -> StepOutput:
+    """Concatenate the shards' kept documents (in shard order) and all their exclusions."""
+    if len(kept) == 1 and len(excluded) == 1:
+        return StepOutput(outputs={"kept": kept[0], "excluded": excluded[0]})
+    return StepOutput(outputs={
+        "kept": write_dataset(pl.concat([read_dataset(m) for m in kept]), "raw_documents",
+                              Path(data_dir)),
+        "excluded": write_dataset(pl.concat([read_dataset(m) for m in excluded]),
+                                  "documents_excluded", Path(data_dir)),
+    })
+
+
+def sum_stats(outputs: list[StepOutput]) -> StepOutput:
+    """Per-shard counts added up (every per-shard stat of PII and quality is a count)."""
+    total: dict[str, float] = {}
+    for out in outputs:
+        for key, value in out.stats.items():
+            total[key] = total.get(key, 0.0) + value
+    return StepOutput(stats=total)
+
+
 def _run_filter(manifest: Manifest, fn: Callable[..., FilterResult], cfg, name: str,
                 data_dir: str) -> StepOutput:
     df = read_dataset(manifest)
