@@ -9,13 +9,14 @@ RUN_DIR ?= runs
 PRESET ?= demo
 UI_PORT ?= 5000
 
-.PHONY: setup data demo test run ui lock benchmarks clean-runs help
+.PHONY: setup data browser demo test run ui serve stop lock benchmarks clean-runs help
 
 help:
 	@echo "make demo        set up, fetch data, run the whole pipeline on the demo preset"
 	@echo "make test        set up, fetch data, run the test suite"
 	@echo "make run PRESET=tiny ARGS='--rerun corpus.quality'   run with CLI arguments"
 	@echo "make ui          open the MLflow UI on http://127.0.0.1:$(UI_PORT)"
+	@echo "make serve       Prefect + MLflow servers, work pool, deployments, a worker; make stop"
 	@echo "make benchmarks  corpus and toxicity throughput tables"
 
 $(PYTHON):
@@ -43,12 +44,25 @@ demo: data
 run: data
 	$(PYTHON) -m flows run --preset $(PRESET) $(ARGS)
 
-test: data
+# The browser test renders the MLflow UI in Debian's headless Chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium for the MLflow UI browser test (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver >/dev/null; }
+
+test: data browser
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ui: setup
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(abspath $(RUN_DIR))/mlflow/mlflow.db \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+serve: data
+	$(PYTHON) -m flows.serve start --prefect-port 4200 --mlflow-port $(UI_PORT)
+
+stop:
+	$(PYTHON) -m flows.serve stop
 
 benchmarks: data
 	$(PYTHON) benchmarks/corpus_throughput.py

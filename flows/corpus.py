@@ -84,7 +84,7 @@ def shard_filters_flow(shards: list[Manifest], pii_cfg: PiiConfig, quality_cfg: 
 
 def _row_accounting(raw, weighted) -> dict[str, float]:
     """in = kept + excluded + quarantined, or the stage fails: rows are never lost silently."""
-    rows_in = raw.stats["rows_in"]
+    rows_in = raw.stats["ingest.rows_in"]
     kept = weighted["documents"].rows
     excluded = weighted["documents_excluded"].rows
     quarantined = raw["quarantine"].rows

@@ -32,10 +32,10 @@ def ingest_sources(specs: list[SourceSpec], cache_dir: str, max_docs_per_source:
     raw, quarantined, stats = ingest(specs, Path(cache_dir), max_docs_per_source, seed)
     valid, invalid = _contract_split(raw)
     quarantined = pl.concat([quarantined, invalid], how="vertical_relaxed")
-    stats = dict(stats)
-    stats["rows_quarantined_contract"] = float(invalid.height)
-    stats["rows_kept"] = float(valid.height)
-    stats["rows_quarantined"] = float(quarantined.height)
+    stats = {f"ingest.{k}": float(v) for k, v in stats.items()}
+    stats["ingest.rows_quarantined_contract"] = float(invalid.height)
+    stats["ingest.rows_kept"] = float(valid.height)
+    stats["ingest.rows_quarantined"] = float(quarantined.height)
     log.info("ingested %d documents from %d sources; %d rows quarantined",
              valid.height, len(specs), quarantined.height)
     return StepOutput(
