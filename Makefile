@@ -52,6 +52,7 @@ browser:
 			--no-install-recommends chromium chromium-driver >/dev/null; }
 
 test: data browser
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ui: setup

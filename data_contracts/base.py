@@ -52,7 +52,7 @@ class Contract:
         try:
             self.model.validate(df, lazy=True)
         except (SchemaErrors, SchemaError) as exc:
-            raise ContractError(self.name, self._failures(df, exc), where) from None
+            raise ContractError(self.name, _failures(_failure_cases(exc)), where) from None
         return df
 
     def split_valid(self, df: pl.DataFrame, where: str = "") -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -69,7 +69,7 @@ class Contract:
             cases = _failure_cases(exc)
         rows = _first_occurrences_pass(df, cases.filter(pl.col("index").is_not_null()))
         if rows.height == 0:  # a dataframe-level failure no row can carry
-            raise ContractError(self.name, self._failures(df, exc), where)
+            raise ContractError(self.name, _failures(cases), where)
         reasons = (
             rows.group_by("index")
             .agg(pl.format("{} failed {}", "column", "check").unique().sort().str.join("; "))
@@ -118,19 +118,19 @@ class Contract:
         if failures:
             raise ContractError(self.name, failures, where)
 
-    def _failures(self, df: pl.DataFrame, exc: Exception) -> list[dict]:
-        cases = _failure_cases(exc)
-        out = []
-        for (column, check), group in cases.group_by(["column", "check"], maintain_order=True):
-            idx = [i for i in group["index"].to_list() if i is not None]
-            examples = [
-                {"row": i, "value": _short(v)}
-                for i, v in zip(idx[:MAX_EXAMPLES], group["failure_case"].to_list()[:MAX_EXAMPLES])
-            ]
-            if not idx:
-                examples = [_short(v) for v in group["failure_case"].to_list()[:MAX_EXAMPLES]]
-            out.append(_failure(column, check, len(idx) if idx else None, examples))
-        return out
+
+def _failures(cases: pl.DataFrame) -> list[dict]:
+    """One entry per (column, check): how many rows fail and up to MAX_EXAMPLES of them."""
+    out = []
+    for (column, check), group in cases.group_by(["column", "check"], maintain_order=True):
+        idx = [i for i in group["index"].to_list() if i is not None]
+        values = group["failure_case"].to_list()[:MAX_EXAMPLES]
+        if idx:
+            examples = [{"row": i, "value": _short(v)} for i, v in zip(idx[:MAX_EXAMPLES], values)]
+        else:
+            examples = [_short(v) for v in values]
+        out.append(_failure(column, check, len(idx) if idx else None, examples))
+    return out
 
 
 def _polars_dtype(field: pa.Field) -> pl.DataType:

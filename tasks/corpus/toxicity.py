@@ -32,6 +32,7 @@ from tasks.corpus.detoxify_backend import (  # noqa: F401  (re-exported)
     resolve_detoxify_checkpoint,
     write_tiny_detoxify_checkpoint,
 )
+from tasks.progress import progress
 
 TOP_EXAMPLE_CHARS = 500
 
@@ -54,7 +55,9 @@ class ProfanityCheckScorer:
     name = "profanity_check"
 
     def __init__(self) -> None:
-        from profanity_check import profanity_check as pc  # loads the joblib weights once
+        from profanity_check import (
+            profanity_check as pc,  # loads the joblib weights once
+        )
 
         self._vectorizer, self._model = pc.vectorizer, pc.model
 
@@ -126,7 +129,8 @@ def split_lines(texts: Sequence[str], min_line_chars: int = 1) -> tuple[list[str
 
 def score_lines_batched(lines: list[str], scorer: ToxicityScorer, batch_size: int) -> np.ndarray:
     out = np.empty(len(lines), dtype=np.float32)
-    for start in range(0, len(lines), batch_size):
+    starts = range(0, len(lines), batch_size)
+    for start in progress(starts, f"toxicity ({scorer.name})", total=len(starts)):
         batch = lines[start : start + batch_size]
         scores = np.asarray(scorer.score_lines(batch), dtype=np.float32)
         if scores.shape != (len(batch),):

@@ -26,6 +26,7 @@ import polars as pl
 from tasks.data.adapters import Record, get_adapter
 from tasks.data.catalog import SourceSpec
 from tasks.data.fetch import verified_archive
+from tasks.progress import progress
 
 STAGE = "ingest"
 
@@ -135,7 +136,7 @@ def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | 
     docs = {col: [] for col in RAW_DOCUMENTS_SCHEMA}
     quarantine = {col: [] for col in QUARANTINE_SCHEMA}
     stats: dict[str, int] = {}
-    for spec in specs:
+    for spec in progress(specs, "ingest sources", total=len(specs)):
         good, bad, n_read = _split(spec, Path(cache_dir))
         kept = _slice(good, max_docs_per_source, seed, spec.name)
         for index, rec in kept:

@@ -1,7 +1,6 @@
 """The real pipeline flow on the tiny preset: Prefect (ephemeral API) + MLflow (SQLite store),
 read back through their clients. Also: caching on a second run, and --rerun semantics."""
 
-from pathlib import Path
 from uuid import UUID
 
 import pytest

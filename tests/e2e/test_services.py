@@ -5,12 +5,10 @@ prefect.yaml, a deployment run with a parameter override picked up by `prefect w
 process started here is stopped by its PID."""
 
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -88,3 +88,20 @@ def test_lossless_widening_is_applied_but_narrowing_is_a_failure():
         c.validate(df.with_columns(pl.col("n_lines").cast(pl.UInt64)))
     with pytest.raises(ContractError, match="score"):
         c.validate(df.with_columns(pl.col("score").cast(pl.Utf8)))
+
+
+def test_split_valid_raises_when_no_row_can_carry_the_failure():
+    from data_contracts.base import Contract
+
+    c = get_contract("raw_documents")
+    # a frame-level check (here: the frame must not be empty) has no row index
+    import pandera.polars as pap
+
+    class NonEmpty(c.model):
+        @pap.dataframe_check
+        def has_rows(cls, data) -> bool:
+            return data.lazyframe.collect().height > 0
+
+    strict = Contract("non_empty", "1.0", NonEmpty, c.schema, "test")
+    with pytest.raises(ContractError, match="non_empty"):
+        strict.split_valid(_raw().clear())
