@@ -56,7 +56,7 @@ test: data browser
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ui: setup
-	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(abspath $(RUN_DIR))/mlflow/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(abspath $(RUN_DIR))/mlflow/mlflow.db \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 serve: data

@@ -5,13 +5,14 @@
 Runs PII, quality, exact dedup and near dedup one after the other, in the corpus flow's order
 (flows/dag.py), each on the previous step's kept rows, and prints per step: docs in, docs out,
 MB of text in, seconds, MB/s and docs/s, plus a TOTAL row for the whole chain (MB/s of TOTAL
-is the input's MB over the chain's seconds). The default input is the newest
-runs/demo/data/raw_documents/*.parquet written by `make demo`.
+is the input's MB over the chain's seconds). The default input is the demo corpus that
+`make demo` ingested (the raw_documents manifest of runs/last_run.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -27,17 +28,22 @@ from tasks.corpus.base import TEXT  # noqa: E402
 from tasks.corpus.dedup import DedupConfig, exact_dedup, near_dedup  # noqa: E402
 from tasks.corpus.pii import PiiConfig, pii_filter  # noqa: E402
 from tasks.corpus.quality import QualityConfig, quality_filter  # noqa: E402
+from tasks.io import Manifest  # noqa: E402
 
-DEFAULT_GLOB = "runs/demo/data/raw_documents/*.parquet"
+DEFAULT_SUMMARY = "runs/last_run.json"
 
 
 def default_documents() -> Path:
-    root = Path(__file__).resolve().parents[1]
-    found = sorted(root.glob(DEFAULT_GLOB), key=lambda p: p.stat().st_mtime)
-    if not found:
-        sys.exit(f"no documents at {root / DEFAULT_GLOB}: run `make demo` first, "
+    """raw_documents of the last pipeline run, which must have been on the demo preset."""
+    summary = Path(__file__).resolve().parents[1] / DEFAULT_SUMMARY
+    try:
+        run = json.loads(summary.read_text())
+        if run["preset"] != "demo":
+            raise ValueError(f"the last run used preset {run['preset']!r}")
+        return Manifest.model_validate(run["stages"]["corpus"]["outputs"]["raw_documents"]).path
+    except (OSError, KeyError, ValueError) as exc:
+        sys.exit(f"no demo corpus found via {summary} ({exc}): run `make demo` first, "
                  "or pass --documents PATH")
-    return found[-1]
 
 
 def run_chain(docs: pl.DataFrame) -> list[tuple[str, int, int, float, float]]:
@@ -72,7 +78,7 @@ def print_table(rows: list[tuple[str, int, int, float, float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--documents", type=Path,
-                        help=f"Parquet of documents (default: the newest {DEFAULT_GLOB})")
+                        help="Parquet of documents (default: the demo corpus of runs/last_run.json)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the chain N times and report the fastest run of each step")
     args = parser.parse_args()

@@ -77,7 +77,15 @@ def print_summary(result: dict, cfg) -> None:
         table.add_row(stage, str(states.count("Completed")), str(states.count("Cached")), shown)
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
-    console.print(f"MLflow store: {tracking_uri(cfg.run_dir)}  (open it with: make ui)")
+    uri = tracking_uri(cfg.run_dir)
+    run_id = result.get("mlflow_run_id") or next(iter(result["stages"].values()))["mlflow_run_id"]
+    experiment_id = client.get_run(run_id).info.experiment_id
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith("http"):
+        console.print(f"MLflow run:   {uri.rstrip('/')}/{page}")
+    else:
+        console.print(f"MLflow store: {uri}")
+        console.print(f"MLflow run:   make ui, then open http://127.0.0.1:5000/{page}")
     console.print(f"Datasets:     {cfg.data_dir}")
     console.print(f"Summary JSON: {cfg.run_dir / 'last_run.json'}")
 
