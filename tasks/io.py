@@ -7,7 +7,6 @@ task input, and Prefect's input-hash cache invalidates exactly what it should.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from data_contracts import get_contract
+from tasks.hashing import sha256_of
 
 HASH_CHARS = 16  # of the sha256 in a file name; the manifest keeps all 64
 
@@ -60,7 +60,7 @@ def write_dataset(df: pl.DataFrame, contract_name: str, root: Path) -> Manifest:
             pq.write_table(table, fh, compression="zstd", write_statistics=True)
             fh.flush()
             os.fsync(fh.fileno())
-        digest = _sha256(tmp)
+        digest = sha256_of(tmp)
         final = folder / f"{contract.name}-{digest[:HASH_CHARS]}.parquet"
         os.replace(tmp, final)
         _fsync_dir(folder)
@@ -90,20 +90,12 @@ def read_dataset(manifest: Manifest, verify_hash: bool = False) -> pl.DataFrame:
             f"{path}: written under contract {manifest.contract} v{manifest.version}, "
             f"the code now has v{contract.version}; re-run the stage that writes it"
         )
-    if verify_hash and _sha256(path) != manifest.sha256:
+    if verify_hash and sha256_of(path) != manifest.sha256:
         raise ValueError(f"{path}: content hash differs from its manifest; the file was modified")
     df = pl.read_parquet(path)
     if df.height != manifest.rows:
         raise ValueError(f"{path}: {df.height} rows but its manifest says {manifest.rows}")
     return contract.validate(df, where=f"on read of {path.name}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

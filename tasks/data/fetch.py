@@ -13,7 +13,6 @@ Nothing here runs during a pipeline run: ingestion only reads verified archives
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tasks.data.catalog import Catalog, SourceSpec, load_catalog
+from tasks.hashing import sha256_of
 
 DEFAULT_CATALOG = Path("configs/catalog.yaml")
 DEFAULT_CACHE_DIR = Path(".cache/embedded")
@@ -34,14 +34,6 @@ Downloader = Callable[[str, Path, str], None]
 
 class FetchError(RuntimeError):
     """A package could not be downloaded, or its archive is not the pinned one."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pip_download(requirement: str, dest: Path, archive: str) -> None:
