@@ -20,8 +20,10 @@ EDGES: dict[str, tuple[str, ...]] = {
     "corpus.demographics": ("corpus.weights",),
     "tokenizer.train_tokenizer": ("corpus.weights",),
     "tokenizer.evaluate_tokenizer": ("tokenizer.train_tokenizer", "corpus.weights"),
+    "pretrain.token_shards": ("tokenizer.train_tokenizer", "corpus.weights"),
+    "pretrain.train_model": ("pretrain.token_shards",),
 }
-STAGES: tuple[str, ...] = ("corpus", "tokenizer")
+STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain")
 
 
 class UnknownTaskError(ValueError):

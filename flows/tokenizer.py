@@ -45,5 +45,6 @@ def tokenizer_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_table(read_dataset(evaluated["tokenizer_eval"]), "bytes_per_token")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     return {"outputs": {k: m.model_dump() for k, m in evaluated.outputs.items()},
-            "tokenizer_model": str(Path(model_path)), "states": run.states,
+            "tokenizer_model": str(Path(model_path)), "documents": docs.model_dump(),
+            "states": run.states,
             "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}

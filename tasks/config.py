@@ -21,7 +21,9 @@ from tasks.corpus.quality import QualityConfig
 from tasks.corpus.sampling import SamplingConfig
 from tasks.corpus.toxicity import ToxicityConfig
 from tasks.data.catalog import SourceSpec
+from tasks.pretrain.shards import ShardConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
+from tasks.training.config import TrainConfig
 from tasks.tokenizer.train import TokenizerConfig
 
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -72,6 +74,22 @@ class CorpusConfig(StrictModel):
     demographics: DemographicsConfig = DemographicsConfig()
 
 
+class PretrainConfig(StrictModel):
+    """Pretraining stage (RECIPE.md §3): a named model size, token shards, the training loop."""
+
+    model: Literal["tiny", "demo", "llama2_7b", "llama2_70b"] = "demo"  # models/llama.py SIZES
+    model_overrides: dict[str, int | float | bool] = {}  # e.g. {n_layers: 4}; vocab from tokenizer
+    shards: ShardConfig = ShardConfig()
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=600, warmup_steps=60))
+    sample_prompts: list[str] = ["The", "Once upon a time", "The government said", "To be, or not"]
+    registered_model: str = "llama2-recipe-pretrained"  # MLflow model registry name
+
+    def model_config_dict(self) -> dict:
+        from models.llama import SIZES
+
+        return {**SIZES[self.model]().to_dict(), **self.model_overrides}
+
+
 class RecipeConfig(StrictModel):
     preset: str
     seed: int = 1234
@@ -80,6 +98,7 @@ class RecipeConfig(StrictModel):
     data: DataConfig = DataConfig()
     corpus: CorpusConfig = CorpusConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    pretrain: PretrainConfig = PretrainConfig()
 
     def resolved(self) -> "RecipeConfig":
         """Relative paths become absolute (against the project root); env overrides apply."""

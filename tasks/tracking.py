@@ -182,6 +182,33 @@ def open_run(
     return MlflowLogger(client, run.info.run_id, run_dir / "mlflow" / "tables")
 
 
+def attach_run(run_dir: Path, run_id: str) -> MlflowLogger:
+    """A logger for an existing run (e.g. a training task logging into its stage's run)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(run_dir)
+    mlflow.set_tracking_uri(uri)
+    return MlflowLogger(MlflowClient(uri), run_id, run_dir / "mlflow" / "tables")
+
+
+def register_model(logger: MlflowLogger, folder: Path, name: str, description: str) -> str:
+    """Log a model folder (safetensors + config) as the run's `model` artifact and register it
+    as a new version of `name`; returns the version number."""
+    from mlflow.exceptions import MlflowException
+
+    client = logger.client
+    client.log_artifacts(logger.run_id, str(folder), "model")
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    version = client.create_model_version(
+        name, source=f"{logger.artifact_uri}/model", run_id=logger.run_id, description=description)
+    return version.version
+
+
 def git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:

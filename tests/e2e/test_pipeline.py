@@ -49,7 +49,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {"corpus", "tokenizer"}
+    assert set(by_name) == {"corpus", "tokenizer", "pretrain"}
 
     corpus = by_name["corpus"]
     m, p = corpus.data.metrics, corpus.data.params
@@ -72,16 +72,28 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     tok_artifacts = {a.path for a in client.list_artifacts(tok.info.run_id, "tokenizer")}
     assert "tokenizer/tokenizer.model" in tok_artifacts
 
+    pre = by_name["pretrain"]
+    history = client.get_metric_history(pre.info.run_id, "loss")
+    assert len(history) >= 3 and history[-1].step == 30
+    assert history[-1].value < history[0].value  # it learns
+    assert "val_loss" in pre.data.metrics and "mfu" in pre.data.metrics
+    assert pre.data.params["pretrain.train.max_steps"] == "30"
+    names = {a.path for a in client.list_artifacts(pre.info.run_id)}
+    assert "loss_curve.png" in names and "model" in names
+    assert any(n.startswith("samples") for n in names), names
+    versions = client.search_model_versions("name = 'llama2-recipe-pretrained'")
+    assert any(v.run_id == pre.info.run_id for v in versions)
+
 
 def test_first_run_executes_every_task(first_run):
-    states = {**first_run["stages"]["corpus"]["states"], **first_run["stages"]["tokenizer"]["states"]}
+    states = {k: v for stage in first_run["stages"].values() for k, v in stage["states"].items()}
     assert {name.split("/")[0] for name in states} == set(EDGES)
     assert set(states.values()) == {"Completed"}
 
 
 def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     second = pipeline_flow(preset="tiny")
-    for stage in ("corpus", "tokenizer"):
+    for stage in ("corpus", "tokenizer", "pretrain"):
         api_states = _task_states(second["stages"][stage]["flow_run_id"])
         assert api_states and set(api_states.values()) == {"Cached"}, api_states
     assert second["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
@@ -92,7 +104,7 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     for name in ("quality", "merge_shards", "exact_dedup", "near_dedup", "weights", "toxicity",
                  "demographics"):
         assert corpus[name] == "Completed", (name, corpus)
-    tokenizer = _task_states(third["stages"]["tokenizer"]["flow_run_id"])
-    assert set(tokenizer.values()) == {"Completed"}
+    for stage in ("tokenizer", "pretrain"):
+        assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
     # forced tasks are deterministic: same data, same content-addressed files
     assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]

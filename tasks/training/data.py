@@ -1,0 +1,106 @@
+"""Batches of next-token windows cut from a flat token array, computed from (seed, index) alone.
+
+The token array is 1-D (an `np.memmap` of uint16/uint32 shards written by the tokenize stage,
+or anything `np.asarray` accepts). A batch is a pure function of the seed and its micro-batch
+index, so the data position of a run is just its step: resuming at step k reads exactly the
+batches an uninterrupted run would have read, and no sampler state needs saving.
+
+SFT, rejection-sampling fine-tuning and distillation plug in through `loss_mask`, an array as
+long as the tokens: 1 where a token is trained as a target (answer tokens), 0 where it is not
+(prompt tokens, padding). Masked targets become `IGNORE_INDEX`, which the model's loss skips.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from models.llama import IGNORE_INDEX
+
+Order = Literal["random", "epochs"]
+
+
+def micro_batch_index(step: int, micro: int, grad_accum_steps: int, rank: int = 0,
+                      world_size: int = 1) -> int:
+    """Global ordinal of a micro-batch: with no accumulation and one rank it is the step."""
+    return (step * grad_accum_steps + micro) * world_size + rank
+
+
+class TokenBatches:
+    """`batch(index) -> (x, y)`: int64 tensors (B, T); y is x shifted by one token.
+
+    order="random": each sequence starts at a uniformly random offset (pretraining: any window
+    of the stream is a sample). order="epochs": the stream is cut into non-overlapping windows,
+    visited in a fresh seeded permutation per epoch (SFT's "2 epochs", §3.1).
+    """
+
+    def __init__(self, tokens, batch_size: int, seq_len: int, seed: int = 0,
+                 loss_mask=None, order: Order = "random"):
+        self.tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
+        if self.tokens.ndim != 1:
+            raise ValueError(f"tokens must be a 1-D array, got shape {self.tokens.shape}")
+        if len(self.tokens) < seq_len + 1:
+            raise ValueError(
+                f"{len(self.tokens)} tokens cannot fill one window of seq_len {seq_len} + 1; "
+                "lower seq_len or tokenize more text"
+            )
+        if loss_mask is not None:
+            loss_mask = loss_mask if isinstance(loss_mask, np.ndarray) else np.asarray(loss_mask)
+            if loss_mask.shape != self.tokens.shape:
+                raise ValueError(f"loss_mask shape {loss_mask.shape} != tokens shape {self.tokens.shape}")
+        if order not in ("random", "epochs"):
+            raise ValueError(f"order must be 'random' or 'epochs', got {order!r}")
+        self.loss_mask = loss_mask
+        self.batch_size, self.seq_len, self.seed, self.order = batch_size, seq_len, seed, order
+        self._perm: tuple[int, np.ndarray] | None = None  # (epoch, permutation): a cache only
+
+    @property
+    def windows_per_epoch(self) -> int:
+        """Non-overlapping windows in the stream (order="epochs")."""
+        return (len(self.tokens) - 1) // self.seq_len
+
+    def starts(self, index: int) -> np.ndarray:
+        """Start offsets (B,) of micro-batch `index`."""
+        if self.order == "random":
+            rng = np.random.default_rng([self.seed, index])
+            return rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
+        samples = index * self.batch_size + np.arange(self.batch_size)
+        epochs, positions = np.divmod(samples, self.windows_per_epoch)
+        out = np.empty(self.batch_size, dtype=np.int64)
+        for epoch in np.unique(epochs):
+            out[epochs == epoch] = self._permutation(int(epoch))[positions[epochs == epoch]]
+        return out * self.seq_len
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return gather_windows(self.tokens, self.starts(index), self.seq_len, self.loss_mask)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch, 1])  # 1: apart from random order's seeds
+            self._perm = (epoch, rng.permutation(self.windows_per_epoch))
+        return self._perm[1]
+
+
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int,
+                   loss_mask: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) for windows tokens[s : s + seq_len + 1]; y = IGNORE_INDEX where loss_mask is 0."""
+    idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(seq_len + 1)  # (B, T + 1)
+    window = np.asarray(tokens[idx], dtype=np.int64)  # reads only these pages of a memmap
+    x, y = window[:, :-1], window[:, 1:].copy()
+    if loss_mask is not None:
+        y[np.asarray(loss_mask[idx[:, 1:]]) == 0] = IGNORE_INDEX
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
+def eval_batches(tokens, n: int, batch_size: int, seq_len: int,
+                 loss_mask=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`n` fixed validation batches: windows evenly spaced over the whole array (same every call)."""
+    tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
+    if len(tokens) < seq_len + 1:
+        raise ValueError(f"{len(tokens)} validation tokens cannot fill one window of {seq_len} + 1")
+    if loss_mask is not None and not isinstance(loss_mask, np.ndarray):
+        loss_mask = np.asarray(loss_mask)
+    starts = np.linspace(0, len(tokens) - seq_len - 1, n * batch_size).round().astype(np.int64)
+    return [gather_windows(tokens, s, seq_len, loss_mask) for s in starts.reshape(n, batch_size)]

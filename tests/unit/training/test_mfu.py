@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from models.llama import Llama, tiny
+from tasks.training.mfu import measure_matmul_peak, mfu
+
+
+def test_mfu_is_model_flops_over_peak():
+    # 1e6 FLOPs/token at 500 tokens/s = 5e8 FLOP/s; against a 1e9 FLOP/s peak: half
+    assert mfu(1e6, 500, 1e9) == pytest.approx(0.5)
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    model = Llama(tiny())
+    cfg = model.config
+    expected = 6 * model.num_params(exclude_embeddings=True) + 12 * cfg.n_layers * cfg.dim * 64
+    assert model.flops_per_token(64) == expected
+
+
+def test_peak_is_measured_once_and_leaves_the_global_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    first = measure_matmul_peak("fp32", threads=1, n=256, repeats=2)
+    assert torch.equal(torch.rand(1), expected)
+    assert first > 1e8  # any CPU of this decade does > 0.1 GFLOP/s
+    assert measure_matmul_peak("fp32", threads=1, n=256, repeats=2) == first  # cached
