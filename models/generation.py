@@ -93,8 +93,11 @@ def generate(
 ) -> list[list[int]]:
     """New tokens for each prompt (the prompt excluded), at most `max_new_tokens`; a sequence
     stops after it samples `eos_id` (included in its output), the others carry on.
-    temperature 0 = greedy; `seed` makes sampling reproducible (else torch's global RNG)."""
+    temperature 0 = greedy; `seed` makes sampling reproducible (else torch's global RNG).
+    `pad_id` is what the pad columns are fed; they are masked, so it never changes the result
+    and never appears in the output; a negative id (sentencepiece's "no pad", -1) is fed as 0."""
     _check_args(model, prompts, max_new_tokens, temperature, top_p, padding)
+    pad_id = max(pad_id, 0)
     if max_new_tokens <= 0:
         return [[] for _ in prompts]
     cfg, param = model.config, next(model.parameters())

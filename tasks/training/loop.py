@@ -54,6 +54,11 @@ def train(model: nn.Module, data: TokenBatches, cfg: TrainConfig, logger: Metric
     `val_tokens`); every sample_every the text of `sample_fn(model, step)` as an artifact; at the
     end the loss curve as a PNG artifact.
     """
+    if (data.batch_size, data.seq_len) != (cfg.batch_size, cfg.seq_len):
+        raise ValueError(f"batches are {data.batch_size} x {data.seq_len} tokens but the config says "
+                         f"batch_size {cfg.batch_size}, seq_len {cfg.seq_len}; build TokenBatches from it")
+    if cfg.seq_len > model.config.max_seq_len:
+        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's max_seq_len {model.config.max_seq_len}")
     out_dir = Path(out_dir)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)

@@ -31,7 +31,7 @@ def test_greedy_generate_equals_reference_without_cache(model, reference):
 
 @pytest.mark.parametrize("padding", ["left", "right"])
 def test_padded_batch_equals_each_prompt_alone(model, reference, padding):
-    batch = generate(model, PROMPTS, 12, temperature=0, padding=padding, pad_id=3)
+    batch = generate(model, PROMPTS, 12, temperature=0, padding=padding, pad_id=-1)
     alone = [generate(model, [p], 12, temperature=0)[0] for p in PROMPTS]
     assert batch == alone == reference
 

@@ -105,3 +105,12 @@ def test_an_all_ones_loss_mask_changes_nothing(tmp_path):
     ones = np.ones(len(corpus()), dtype=np.uint8)
     train(masked, _data(cfg, mask=ones), cfg, InMemoryLogger(), tmp_path / "b")
     _assert_same_weights(plain, masked)
+
+
+def test_batches_that_disagree_with_the_config_are_refused(tmp_path):
+    cfg = tiny_config()
+    with pytest.raises(ValueError, match="batch_size"):
+        train(make_model(), TokenBatches(corpus(), 2, cfg.seq_len), cfg, InMemoryLogger(), tmp_path)
+    long = tiny_config(seq_len=256)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        train(make_model(), TokenBatches(corpus(), 4, 256), long, InMemoryLogger(), tmp_path)
