@@ -212,8 +212,10 @@ class Llama(nn.Module):
         B, T = tokens.shape
         if positions is None:
             start = cache.length if cache is not None else 0
+            if start + T > self.config.max_seq_len:  # python ints: no graph break under compile
+                raise ValueError(f"{start + T} positions > max_seq_len {self.config.max_seq_len}")
             positions = torch.arange(start, start + T, device=tokens.device)
-        if int(positions.max()) >= self.config.max_seq_len:
+        elif int(positions.max()) >= self.config.max_seq_len:  # explicit positions (generation)
             raise ValueError(f"position {int(positions.max())} >= max_seq_len {self.config.max_seq_len}")
         # (T,) positions -> (1, 1, T, D/2); per-sequence (B, T) ones (left padding) -> (B, 1, T, D/2)
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]

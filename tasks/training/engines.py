@@ -216,12 +216,19 @@ class DeepSpeedEngine:
             raise FileNotFoundError(f"no DeepSpeed state under {folder / DEEPSPEED_DIR}")
 
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Full weights on rank 0 (empty elsewhere). ZeRO-3 partitions every parameter, so they
+        are gathered one at a time (a collective on all ranks): the whole model never has to
+        fit on one device at once, and only rank 0 keeps a CPU copy."""
         if self.cfg.zero_stage < 3:
-            return self.module.state_dict()
-        import deepspeed  # ZeRO-3 partitions parameters: gather them (a collective) to save
+            return self.module.state_dict() if self.rank == 0 else {}
+        import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
-            return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        state = {}
+        for name, param in self.module.named_parameters():
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                if self.rank == 0:
+                    state[name] = param.detach().cpu().clone()
+        return state
 
     def barrier(self) -> None:
         dist.barrier()

@@ -67,6 +67,21 @@ def test_zero1_exact_resume_with_accumulation(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_zero3_resumes_and_saves_gathered_full_weights(tmp_path):
+    """ZeRO-3 (the paper-7b preset) partitions the parameters themselves: the checkpoint's
+    safetensors must still hold the full model, and a crashed run must resume."""
+    plain = make_model()
+    _train(plain, tiny_config(max_steps=8, checkpoint_every=0), tmp_path / "torch")
+    cfg = tiny_config(engine="deepspeed", zero_stage=3, max_steps=8, checkpoint_every=4)
+    with pytest.raises(Crash):
+        _train(make_model(), cfg, tmp_path / "z3", CrashingLogger(at=6))
+    assert _train(make_model(seed=999), cfg, tmp_path / "z3")["start_step"] == 4
+    saved = Llama(tiny(vocab_size=VOCAB))
+    load_weights(saved, latest_checkpoint(tmp_path / "z3" / "checkpoints") / "model.safetensors")
+    for (name, a), (_, b) in zip(plain.state_dict().items(), saved.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def _torchrun(tmp_path, engine, zero_stage, steps):
     out, results = tmp_path / "out", tmp_path / "results"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -81,7 +96,7 @@ def _torchrun(tmp_path, engine, zero_stage, steps):
     return out, ranks
 
 
-@pytest.mark.parametrize("engine, zero_stage", [("torch", 0), ("deepspeed", 2)])
+@pytest.mark.parametrize("engine, zero_stage", [("torch", 0), ("deepspeed", 2), ("deepspeed", 3)])
 def test_two_ranks_agree_and_equal_one_rank_with_accumulation(tmp_path, engine, zero_stage):
     steps = 6
     out, (r0, r1) = _torchrun(tmp_path, engine, zero_stage, steps)

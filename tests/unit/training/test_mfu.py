@@ -21,7 +21,7 @@ def test_peak_is_measured_once_and_leaves_the_global_rng_alone():
     torch.manual_seed(0)
     expected = torch.rand(1)
     torch.manual_seed(0)
-    first = measure_matmul_peak("fp32", threads=1, n=256, repeats=2)
+    first = measure_matmul_peak("fp32", threads=1, sizes=(256,), repeats=2)
     assert torch.equal(torch.rand(1), expected)
     assert first > 1e8  # any CPU of this decade does > 0.1 GFLOP/s
-    assert measure_matmul_peak("fp32", threads=1, n=256, repeats=2) == first  # cached
+    assert measure_matmul_peak("fp32", threads=1, sizes=(256,), repeats=2) == first  # cached

@@ -50,8 +50,20 @@ def tiny_config(**overrides) -> TrainConfig:
 
 
 def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of the weights; under ZeRO-3 (parameters partitioned across ranks) of the gathered
+    weights, so each rank hashes the full model it would reassemble."""
+    if any(hasattr(p, "ds_id") for p in model.parameters()):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            return weights_digest_of(model.state_dict())
+    return weights_digest_of(model.state_dict())
+
+
+def weights_digest_of(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
+        assert tensor.numel() > 0, f"{name} is empty"
         h.update(name.encode())
         h.update(tensor.detach().float().contiguous().numpy().tobytes())
     return h.hexdigest()
