@@ -15,7 +15,8 @@ def test_rerunning_a_task_forces_its_descendants_only():
 
 def test_rerunning_a_stage_forces_all_its_tasks_and_downstream_stages():
     forced = expand_reruns(["tokenizer"])
-    assert forced == {"tokenizer.train_tokenizer", "tokenizer.evaluate_tokenizer"}
+    assert forced == {"tokenizer.train_tokenizer", "tokenizer.evaluate_tokenizer",
+                      "pretrain.token_shards", "pretrain.train_model"}
     assert {n for n in EDGES if n.startswith("corpus.")} <= expand_reruns(["corpus"])
 
 
