@@ -63,7 +63,7 @@ def write_dataset(df: pl.DataFrame, contract_name: str, root: Path) -> Manifest:
         digest = sha256_of(tmp)
         final = folder / f"{contract.name}-{digest[:HASH_CHARS]}.parquet"
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_path(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -98,8 +98,9 @@ def read_dataset(manifest: Manifest, verify_hash: bool = False) -> pl.DataFrame:
     return contract.validate(df, where=f"on read of {path.name}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: so a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tasks.io import atomic_write_bytes
+from tasks.io import atomic_write_bytes, fsync_path
 
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"
@@ -73,7 +73,7 @@ def save_checkpoint(ckpt_dir: Path, engine, state: TrainerState, config: dict,
         if final.exists():  # a newer-than-latest folder from a run killed before `latest` moved
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync(ckpt_dir)
+        fsync_path(ckpt_dir)
         atomic_write_bytes(ckpt_dir / LATEST, final.name.encode())
         prune_checkpoints(ckpt_dir, keep)
     engine.barrier()
@@ -180,13 +180,7 @@ def set_rng_state(state: dict) -> None:
 def _fsync_tree(folder: Path) -> None:
     for root, _, files in os.walk(folder):
         for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
