@@ -13,6 +13,7 @@ import polars as pl
 from prefect import task
 from prefect.logging import get_run_logger
 
+from data_contracts import get_contract
 from tasks.caching import code_and_inputs
 from tasks.corpus import dedup, demographics, pii, quality, sampling, toxicity
 from tasks.corpus.base import FilterResult
@@ -48,8 +49,6 @@ def ingest_sources(specs: list[SourceSpec], cache_dir: str, max_docs_per_source:
 
 
 def _contract_split(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    from data_contracts import get_contract
-
     valid, invalid = get_contract("raw_documents").split_valid(raw, where="at ingestion")
     as_quarantine = invalid.select(
         "source",
