@@ -4,8 +4,12 @@ from data_contracts import (
     demographics,
     documents,
     documents_excluded,
+    multiturn_eval,
     quarantine,
     raw_documents,
+    sft_dialogues,
+    sft_examples,
+    sft_excluded,
     tokenizer_eval,
     toxicity_scores,
 )
@@ -21,6 +25,10 @@ CONTRACTS: dict[str, Contract] = {
         toxicity_scores,
         demographics,
         tokenizer_eval,
+        sft_dialogues,
+        sft_excluded,
+        sft_examples,
+        multiturn_eval,
     )
 }
 

@@ -22,8 +22,16 @@ EDGES: dict[str, tuple[str, ...]] = {
     "tokenizer.evaluate_tokenizer": ("tokenizer.train_tokenizer", "corpus.weights"),
     "pretrain.token_shards": ("tokenizer.train_tokenizer", "corpus.weights"),
     "pretrain.train_model": ("pretrain.token_shards",),
+    "sft.collect_dialogues": (),
+    "sft.curate": ("sft.collect_dialogues",),
+    "sft.tokenize": ("sft.curate", "tokenizer.train_tokenizer"),
+    "sft.train_base": ("sft.tokenize", "pretrain.train_model"),
+    "sft.gatt_data": ("sft.curate", "sft.tokenize", "sft.train_base"),
+    "sft.train_gatt": ("sft.gatt_data", "sft.train_base"),
+    "sft.evaluate": ("sft.curate", "sft.train_base", "sft.train_gatt"),
+    "sft.register": ("sft.train_base", "sft.train_gatt"),
 }
-STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain")
+STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft")
 
 
 class UnknownTaskError(ValueError):

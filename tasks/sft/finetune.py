@@ -1,0 +1,96 @@
+"""Fine-tune a model on tokenised chat examples with the shared training loop (RECIPE.md §4).
+
+The examples (one row of `sft_examples` each) are packed into sequences of `seq_len` tokens
+(chat_format.pack_examples) and read in epochs (TokenBatches order="epochs"); the loss mask
+comes from the labels, so only answer tokens are trained. The number of optimizer steps
+follows from the epochs (paper: 2) and the packed size; warmup is a share of them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.llama import IGNORE_INDEX, Llama
+from tasks.sft.chat_format import Packed, pack_examples
+from tasks.tracking import MetricLogger
+from tasks.training.config import TrainConfig
+from tasks.training.data import TokenBatches
+from tasks.training.loop import train
+
+
+def _sft_train_defaults() -> TrainConfig:
+    # Paper §3.1: cosine schedule, lr 2e-5, weight decay 0.1, batch 64, sequence 4096.
+    return TrainConfig(max_steps=1, warmup_steps=0, lr=2e-5, weight_decay=0.1, batch_size=64,
+                       seq_len=4096, log_every=10, eval_every=0, checkpoint_every=0)
+
+
+class FinetuneConfig(BaseModel):
+    """Epochs over the packed examples; `train` holds the loop settings. Its max_steps and
+    warmup_steps are derived here (from epochs and warmup_ratio) and the values given are ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(2.0, gt=0)  # paper §3.1: 2 epochs
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # the paper gives none for SFT; a short ramp
+    max_steps: int | None = Field(None, gt=0)  # cap (e.g. for tests); None = from epochs
+    train: TrainConfig = Field(default_factory=_sft_train_defaults)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _sft_defaults_under_overrides(cls, value):
+        """Keys a preset leaves out take the SFT defaults, not the pretraining ones."""
+        if isinstance(value, dict):
+            return {**_sft_train_defaults().model_dump(), **value}
+        return value
+
+    def resolve(self, n_sequences: int) -> TrainConfig:
+        """The loop's config for `n_sequences` packed training sequences."""
+        per_step = self.train.batch_size * self.train.grad_accum_steps
+        steps = max(1, math.ceil(self.epochs * n_sequences / per_step))
+        if self.max_steps is not None:
+            steps = min(steps, self.max_steps)
+        warmup = min(steps, round(self.warmup_ratio * steps))
+        every = {k: v for k, v in (("eval_every", self.train.eval_every),
+                                   ("checkpoint_every", self.train.checkpoint_every)) if v > steps}
+        return self.train.model_copy(update={"max_steps": steps, "warmup_steps": warmup,
+                                             **{k: 0 for k in every}})
+
+
+def packed(examples: pl.DataFrame, seq_len: int, pad_id: int, separator: list[int],
+           seed: int) -> Packed:
+    """Pack the examples of one split (a DataFrame of the sft_examples contract)."""
+    pairs = list(zip(examples["tokens"].to_list(), examples["labels"].to_list()))
+    return pack_examples(pairs, seq_len, pad_id, separator=separator, seed=seed)
+
+
+def finetune(model: Llama, train_examples: pl.DataFrame, val_examples: pl.DataFrame,
+             cfg: FinetuneConfig, pad_id: int, separator: list[int], logger: MetricLogger,
+             out_dir: Path, sample_fn=None) -> tuple[dict, dict]:
+    """Train `model` in place; returns (loop stats, packing stats). Resumes from out_dir."""
+    seq_len = cfg.train.seq_len
+    data = packed(train_examples, seq_len, pad_id, separator, cfg.train.seed)
+    n_sequences = (len(data.tokens) - 1) // seq_len
+    run_cfg = cfg.resolve(n_sequences)
+    val_tokens = val_mask = None
+    if val_examples.height:
+        val = packed(val_examples, seq_len, pad_id, separator, cfg.train.seed)
+        val_tokens, val_mask = val.tokens, val.loss_mask
+    batches = TokenBatches(data.tokens, run_cfg.batch_size, seq_len, seed=run_cfg.seed,
+                           loss_mask=data.loss_mask, order="epochs")
+    stats = train(model, batches, run_cfg, logger, out_dir, val_tokens=val_tokens,
+                  sample_fn=sample_fn, val_loss_mask=val_mask)
+    pack_stats = {f"pack.{k}": float(v) for k, v in data.stats.items()
+                  if isinstance(v, (int, float, np.integer, np.floating))}
+    pack_stats["pack.sequences"] = float(n_sequences)
+    pack_stats["train.target_tokens_per_epoch"] = float(np.sum(data.loss_mask))
+    return stats, pack_stats
+
+
+def labels_to_mask(labels: list[int]) -> np.ndarray:
+    """1 where a label is a training target, 0 where it is IGNORE_INDEX."""
+    return (np.asarray(labels) != IGNORE_INDEX).astype(np.uint8)

@@ -1,0 +1,69 @@
+"""Chat with a trained model: load it from a model folder, answer dialogues in batches.
+
+`make_answer_fn` is the bridge between the pure Ghost Attention / evaluation code (which sees
+only an `AnswerFn`) and the model: it renders each context in the Llama 2 chat format, runs
+the batched KV-cache generator, and decodes the answer. A context that leaves no room for
+`max_new_tokens` in the model's window gets None, so callers can stop that conversation and
+report how far it got.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+from models.generation import generate
+from models.llama import Llama, LlamaConfig
+from tasks.sft.chat_format import prompt_tokens
+from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, load_weights, read_config
+
+Context = tuple[str, list[dict]]  # (system prompt, turns ending with a user turn)
+
+
+def load_model(model_dir: Path) -> Llama:
+    """The Llama in a model folder (weights + the config stored beside them), in eval mode."""
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{model_dir / CONFIG_FILE} is missing: not a model folder")
+    model = Llama(LlamaConfig(**read_config(model_dir)["model"]))
+    load_weights(model, model_dir / MODEL_FILE)
+    return model.eval()
+
+
+def make_answer_fn(model: Llama, processor: spm.SentencePieceProcessor, max_new_tokens: int,
+                   temperature: float, top_p: float, batch_size: int = 32):
+    """AnswerFn(contexts, seed) -> the model's answer to each context's last user turn, or None
+    when the prompt plus `max_new_tokens` does not fit the model's max_seq_len."""
+    window = model.config.max_seq_len
+
+    def answer(contexts: list[Context], seed: int) -> list[str | None]:
+        prompts = [prompt_tokens(processor, system, turns) for system, turns in contexts]
+        fits = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens <= window]
+        out: list[str | None] = [None] * len(contexts)
+        for start in range(0, len(fits), batch_size):
+            batch = fits[start:start + batch_size]
+            new = generate(model, [prompts[i] for i in batch], max_new_tokens,
+                           temperature=temperature, top_p=top_p, eos_id=processor.eos_id(),
+                           pad_id=0, seed=seed + start)
+            for i, tokens in zip(batch, new):
+                out[i] = processor.decode([t for t in tokens if t != processor.eos_id()]).strip()
+        return out
+
+    return answer
+
+
+def sample_chats(model: Llama, processor: spm.SentencePieceProcessor, chats: list[dict],
+                 max_new_tokens: int, seed: int) -> str:
+    """Markdown with one greedy answer per chat ({"title", "system", "user"}), for MLflow."""
+    torch.manual_seed(seed)
+    answer = make_answer_fn(model, processor, max_new_tokens, temperature=0.0, top_p=1.0)
+    answers = answer([(c["system"], [{"role": "user", "content": c["user"]}]) for c in chats], seed)
+    lines = ["# Sample chats (greedy)", ""]
+    for chat, text in zip(chats, answers):
+        lines += [f"## {chat['title']}", ""]
+        if chat["system"]:
+            lines += [f"**System:** {chat['system']}", ""]
+        lines += [f"**User:** {chat['user']}", "", f"**Assistant:** {text if text is not None else '(prompt too long)'}", ""]
+    return "\n".join(lines)
