@@ -87,7 +87,8 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_metrics(registered.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
         tracker.set_tags({"registered_model": f"{s.registered_model} v{version}"})
-    return {"outputs": {"sft_dialogues": curated[steps.DIALOGUES].model_dump(),
+    return {"outputs": {"quarantine": collected[steps.QUARANTINE].model_dump(),
+                        "sft_dialogues": curated[steps.DIALOGUES].model_dump(),
                         "sft_examples": examples[steps.EXAMPLES].model_dump()},
             "model_dir": final.artifacts["model_dir"], "tokenizer_model": tokenizer_model,
             "registered_version": version, "states": run.states,

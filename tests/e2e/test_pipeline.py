@@ -49,7 +49,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {"corpus", "tokenizer", "pretrain"}
+    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft"}
 
     corpus = by_name["corpus"]
     m, p = corpus.data.metrics, corpus.data.params
@@ -84,16 +84,44 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     versions = client.search_model_versions("name = 'llama2-recipe-pretrained'")
     assert any(v.run_id == pre.info.run_id for v in versions)
 
+    sft = by_name["sft"]
+    m = sft.data.metrics
+    assert m["curate.dialogues_in"] == m["collect.dialogues"]
+    assert m["curate.dialogues_in"] == m["curate.dialogues_kept"] + m["curate.dialogues_excluded"]
+    for source in ("chitchat", "tasks", "donotanswer", "borderline"):
+        assert m[f"curate.kept.{source}"] > 0, source
+    assert m["collect.donotanswer.prompts_in"] == 939  # every DoNotAnswer prompt accounted for
+    assert m["tokenize.examples"] > 0 and m["tokenize.target_tokens"] < m["tokenize.tokens"]
+    curve = client.get_metric_history(sft.info.run_id, "base/loss")
+    assert len(curve) >= 2 and curve[-1].value < curve[0].value
+    assert sft.data.params["sft.format.mask_strategy"] == "all_assistant"
+    names = {a.path for a in client.list_artifacts(sft.info.run_id, "evaluation")}
+    assert {"evaluation/multiturn_recall.png", "evaluation/sample_chats.md"} <= names
+    tables = {a.path for a in client.list_artifacts(sft.info.run_id, "tables")}
+    assert "tables/multiturn_recall.csv" in tables
+    assert {"sft_dialogues", "sft_examples"} <= {d.dataset.name for d in sft.inputs.dataset_inputs}
+    versions = client.search_model_versions("name = 'llama2-recipe-sft'")
+    assert any(v.run_id == sft.info.run_id for v in versions)
+    # the tiny model follows no instruction, so GAtt keeps nothing and says so
+    if m["gatt.examples"] == 0:
+        assert "without Ghost Attention" in sft.data.tags["gatt.result"]
+
+
+def _gatt_skipped(result) -> bool:
+    return "sft.train_gatt" not in result["stages"]["sft"]["states"]
+
 
 def test_first_run_executes_every_task(first_run):
     states = {k: v for stage in first_run["stages"].values() for k, v in stage["states"].items()}
-    assert {name.split("/")[0] for name in states} == set(EDGES)
+    # train_gatt runs only when GAtt sampling kept a dialogue (the tiny model keeps none)
+    skipped = {"sft.train_gatt"} if _gatt_skipped(first_run) else set()
+    assert {name.split("/")[0] for name in states} == set(EDGES) - skipped
     assert set(states.values()) == {"Completed"}
 
 
 def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     second = pipeline_flow(preset="tiny")
-    for stage in ("corpus", "tokenizer", "pretrain"):
+    for stage in ("corpus", "tokenizer", "pretrain", "sft"):
         api_states = _task_states(second["stages"][stage]["flow_run_id"])
         assert api_states and set(api_states.values()) == {"Cached"}, api_states
     assert second["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
@@ -106,5 +134,8 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
         assert corpus[name] == "Completed", (name, corpus)
     for stage in ("tokenizer", "pretrain"):
         assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
+    sft = _task_states(third["stages"]["sft"]["flow_run_id"])
+    assert sft["collect_dialogues"] == sft["curate"] == "Cached"  # they do not read the corpus
+    assert sft["tokenize"] == sft["train_base"] == sft["evaluate"] == "Completed"
     # forced tasks are deterministic: same data, same content-addressed files
     assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]

@@ -67,3 +67,46 @@ def test_malformed_rows_are_quarantined_counted_and_nothing_else_lost(user_jsonl
     assert metrics["rows_in"] == (
         metrics["rows_kept"] + metrics["rows_excluded"] + metrics["rows_quarantined"]
     )
+
+
+def test_user_dialogues_reach_sft_and_bad_lines_are_quarantined(tmp_path):
+    """A user's messages-format JSONL and an Anthropic-style transcript file through the real
+    SFT flow: good dialogues are trained on, each bad line is quarantined with file:line."""
+    from flows.sft import sft_flow
+
+    messages = tmp_path / "chats.jsonl"
+    good = {"messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Name a primary colour."},
+                         {"role": "assistant", "content": "Red is a primary colour."}]}
+    messages.write_text("\n".join([
+        json.dumps(good),
+        '{"messages": [',  # bad JSON (line 2)
+        json.dumps({"messages": [{"role": "assistant", "content": "I start?"},
+                                 {"role": "user", "content": "no"}]}),  # wrong order (line 3)
+        json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                 {"role": "assistant", "content": "  "}]}),  # blank (line 4)
+    ]) + "\n")
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text(json.dumps({"chosen": "\n\nHuman: What is 2 plus 2?\n\nAssistant: It is 4."
+                              "\n\nHuman: And 3 plus 3?\n\nAssistant: That is 6."}) + "\n"
+                  + json.dumps({"chosen": "\n\nAssistant: I speak first"}) + "\n")
+    user = [{"name": "mine", "path": str(messages), "format": "messages"},
+            {"name": "mine_hh", "path": str(hh), "format": "hh"}]
+    overrides = [f"sft.sources.user={json.dumps(user)}", "sft.gatt.enabled=false"]
+    result = sft_flow(preset="tiny", overrides=overrides)
+
+    cfg = load_config("tiny")
+    run = MlflowClient(tracking_uri(cfg.run_dir)).get_run(result["mlflow_run_id"])
+    bad = read_dataset(Manifest.model_validate(result["outputs"]["quarantine"]))
+    locations = " ".join(bad["location"])
+    for where in ("chats.jsonl:line 2", "chats.jsonl:line 3", "chats.jsonl:line 4", "hh.jsonl:line 2"):
+        assert where in locations, (where, locations)
+    dialogues = read_dataset(Manifest.model_validate(result["outputs"]["sft_dialogues"]))
+    mine = dialogues.filter(source="mine").row(0, named=True)
+    assert mine["system"] == "Be brief." and mine["turns"][1]["content"] == "Red is a primary colour."
+    hh_turns = dialogues.filter(source="mine_hh")["turns"][0].to_list()
+    assert [t["content"] for t in hh_turns] == ["What is 2 plus 2?", "It is 4.", "And 3 plus 3?",
+                                                 "That is 6."]
+    assert run.data.metrics["collect.quarantined"] == bad.height == 4
+    assert "sft.train_gatt" not in result["states"]  # switched off: the base model is registered
+
