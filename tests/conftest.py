@@ -27,3 +27,17 @@ def pytest_unconfigure(config):
     import logging
 
     logging.raiseExceptions = False
+
+
+@pytest.fixture(scope="session")
+def embedded_archive():
+    """file name -> path of a package archive fetched by `make data` into .cache/embedded."""
+    folder = Path(__file__).resolve().parents[1] / ".cache" / "embedded"
+
+    def find(name: str) -> Path:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} is missing: run `make data` "
+                                    "(python -m tasks.data.fetch) before the tests")
+        return folder / name
+
+    return find

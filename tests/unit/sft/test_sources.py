@@ -4,7 +4,6 @@ messages and HH format (JSONL and Parquet), HH transcript parsing, and the split
 import json
 import re
 import zipfile
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,19 +20,7 @@ from tasks.sft.sources import (
     read_user_dialogues,
 )
 
-REPO = Path(__file__).resolve().parents[3]
 CHITCHAT_WHEEL = "chitchat_dataset-0.9.0-py3-none-any.whl"
-
-
-@pytest.fixture(scope="module")
-def embedded_archive():
-    """name -> path of a cached package archive: .cache/embedded first, then /tmp/dl."""
-    def find(name: str) -> Path:
-        for folder in (REPO / ".cache" / "embedded", Path("/tmp/dl")):
-            if (folder / name).is_file():
-                return folder / name
-        pytest.skip(f"{name} not cached: run `python -m tasks.data.fetch` to put it in .cache/embedded")
-    return find
 
 
 def _valid(rows):
