@@ -10,6 +10,7 @@ from tasks.sft.chat_format import MaskStrategy
 from tasks.sft.curate import CurationConfig
 from tasks.sft.dataset import SourcesConfig
 from tasks.sft.finetune import FinetuneConfig
+from tasks.sft.gatt import HOBBIES, KINDS, PERSONAS, InstructionSpace
 
 
 class _Strict(BaseModel):
@@ -28,11 +29,24 @@ class FormatConfig(_Strict):
         return {"none": [], "eos": [processor.eos_id()], "bos": [processor.bos_id()]}[self.separator]
 
 
+class InstructionsConfig(_Strict):
+    """The checkable instructions (gatt.py) drawn for the demonstrations, GAtt and Table 30."""
+
+    kinds: list[Literal["hobby", "capitals", "signoff", "persona"]] = list(KINDS)
+    hobbies: list[str] = list(HOBBIES)
+    personas: list[str] = list(PERSONAS)
+    max_parts: int = Field(2, ge=1, le=4)  # §3.3: instructions "randomly combined"
+    shorten_prob: float = Field(0.5, ge=0, le=1)  # §3.3: shortened "half of the time"
+
+    def space(self) -> InstructionSpace:
+        return InstructionSpace(tuple(self.kinds), tuple(self.hobbies), tuple(self.personas),
+                                self.max_parts)
+
+
 class InstructionDemosConfig(_Strict):
     """Single-turn demonstrations of following an instruction (gatt.instruction_demos)."""
 
     share: float = Field(0.15, ge=0, le=1)  # of the curated train dialogues
-    shorten_prob: float = Field(0.5, ge=0, le=1)
 
 
 def _gatt_finetune() -> FinetuneConfig:
@@ -49,8 +63,7 @@ class GattConfig(_Strict):
     samples_per_turn: int = Field(2, gt=0)  # tries per turn before the dialogue stops there
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
-    max_new_tokens: int = Field(32, gt=0)
-    shorten_prob: float = Field(0.5, ge=0, le=1)  # §3.3: "half of the time" shortened
+    max_new_tokens: int = Field(48, gt=0)  # an answer cut short cannot end with its sign-off
     batch_size: int = Field(32, gt=0)
     replay_ratio: float = Field(1.0, ge=0)  # replayed SFT examples per GAtt example (no forgetting)
     finetune: FinetuneConfig = Field(default_factory=_gatt_finetune)
@@ -62,14 +75,14 @@ class MultiturnConfig(_Strict):
     sources: list[str] = ["chitchat", "tasks"]  # held-out dialogues the user turns come from
     conversations: int = Field(64, gt=0)
     turns: list[int] = [1, 2, 4, 6]  # the paper reports 2, 4, 6, 20; more where context allows
-    max_new_tokens: int = Field(24, gt=0)
-    shorten_prob: float = Field(0.5, ge=0, le=1)
+    max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(32, gt=0)
 
 
 class SftConfig(_Strict):
     sources: SourcesConfig = SourcesConfig()
     curation: CurationConfig = CurationConfig()
+    instructions: InstructionsConfig = InstructionsConfig()
     instruction_demos: InstructionDemosConfig = InstructionDemosConfig()
     format: FormatConfig = FormatConfig()
     finetune: FinetuneConfig = FinetuneConfig()

@@ -67,15 +67,37 @@ class Instruction:
         return cls(tuple(Part(kind, value) for kind, value in spec["parts"]), bool(spec["short"]))
 
 
-def sample_instruction(rng: random.Random, shorten_prob: float = 0.5, max_parts: int = 2) -> Instruction:
-    """1..max_parts parts of distinct kinds; shortened with probability `shorten_prob`."""
-    if not 1 <= max_parts <= len(KINDS):
-        raise ValueError(f"max_parts must be in 1..{len(KINDS)}, got {max_parts}")
+@dataclass(frozen=True)
+class InstructionSpace:
+    """Which instructions are drawn: the kinds, the hobbies and personas to pick from, and how
+    many parts are combined. Smaller spaces suit small models (a preset may narrow them)."""
+
+    kinds: tuple[str, ...] = KINDS
+    hobbies: tuple[str, ...] = HOBBIES
+    personas: tuple[str, ...] = PERSONAS
+    max_parts: int = 2
+
+    def __post_init__(self):
+        if not self.kinds or not set(self.kinds) <= set(KINDS):
+            raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {self.kinds}")
+        if not self.hobbies or not self.personas:
+            raise ValueError("an instruction space needs at least one hobby and one persona")
+
+
+def sample_instruction(rng: random.Random, shorten_prob: float = 0.5, max_parts: int = 2,
+                       space: InstructionSpace | None = None) -> Instruction:
+    """1..max_parts parts of distinct kinds; shortened with probability `shorten_prob`.
+    With `space`, its kinds, hobbies, personas and max_parts are used instead of the defaults."""
+    space = space or InstructionSpace(max_parts=max_parts)
+    max_parts = space.max_parts
+    if not 1 <= max_parts <= len(space.kinds):
+        raise ValueError(f"max_parts must be in 1..{len(space.kinds)}, got {max_parts}")
     if not 0.0 <= shorten_prob <= 1.0:
         raise ValueError(f"shorten_prob must be in [0, 1], got {shorten_prob}")
     parts = []
-    for kind in rng.sample(KINDS, rng.randint(1, max_parts)):
-        pool = {"hobby": HOBBIES, "persona": PERSONAS, "signoff": (SIGN_OFF,), "capitals": ("",)}[kind]
+    for kind in rng.sample(space.kinds, rng.randint(1, max_parts)):
+        pool = {"hobby": space.hobbies, "persona": space.personas, "signoff": (SIGN_OFF,),
+                "capitals": ("",)}[kind]
         parts.append(Part(kind, rng.choice(pool)))
     return Instruction(tuple(parts), short=rng.random() < shorten_prob)
 
@@ -109,7 +131,8 @@ def apply(instr: Instruction, answer: str) -> str:
     by_kind = {p.kind: p for p in instr.parts}
     out = answer.strip()
     if "hobby" in by_kind and not _part_ok(by_kind["hobby"], out):
-        out = f"Speaking as a {by_kind['hobby'].value} lover: {out}"
+        hobby = by_kind["hobby"].value
+        out = f"Speaking as {'an' if hobby[0].lower() in 'aeiou' else 'a'} {hobby} lover: {out}"
     if "persona" in by_kind and not _part_ok(by_kind["persona"], out):
         out = f"{by_kind['persona'].value} here. {out}"
     if "signoff" in by_kind and not _part_ok(by_kind["signoff"], out):
@@ -152,8 +175,8 @@ def _answer_all(answer_fn: AnswerFn, contexts: list, seed: int, batch_size: int)
     return out
 
 
-def instruction_demos(dialogues: list[dict], n: int, seed: int,
-                      shorten_prob: float) -> tuple[list[dict], dict]:
+def instruction_demos(dialogues: list[dict], n: int, seed: int, shorten_prob: float,
+                      space: InstructionSpace | None = None) -> tuple[list[dict], dict]:
     """Single-turn demonstrations of following an instruction, standing in for annotator-written ones.
 
     From `n` seeded-chosen train dialogues (safety ones and rows that already carry an
@@ -168,7 +191,7 @@ def instruction_demos(dialogues: list[dict], n: int, seed: int,
     chosen = rng.sample(pool, min(n, len(pool)))
     rows, kinds, placed = [], Counter(), Counter()
     for d in chosen:
-        instr = sample_instruction(rng, shorten_prob)
+        instr = sample_instruction(rng, shorten_prob, space=space)
         user, answer = d["turns"][0]["content"], d["turns"][1]["content"]
         in_system = rng.random() < 0.5
         placed["placed_system" if in_system else "placed_user"] += 1
@@ -205,8 +228,8 @@ class _GattRun:
 
 
 def build_gatt(dialogues: list[dict], answer_fn: AnswerFn, seed: int, samples_per_turn: int = 2,
-               shorten_prob: float = 0.5, max_turns: int = 6,
-               batch_size: int = 32) -> tuple[list[dict], list[tuple[dict, str, str]], dict]:
+               shorten_prob: float = 0.5, max_turns: int = 6, batch_size: int = 32,
+               space: InstructionSpace | None = None) -> tuple[list[dict], list[tuple[dict, str, str]], dict]:
     """Ghost Attention training data (RECIPE.md §8) -> (examples, excluded, stats).
 
     For each dialogue with >= 2 user turns (single-turn ones are skipped and counted), the
@@ -228,7 +251,7 @@ def build_gatt(dialogues: list[dict], answer_fn: AnswerFn, seed: int, samples_pe
     if samples_per_turn < 1 or max_turns < 1:
         raise ValueError(f"samples_per_turn and max_turns must be >= 1, got {samples_per_turn}, {max_turns}")
     rng = random.Random(seed)
-    runs = [_GattRun(d, sample_instruction(rng, shorten_prob), _users(d)[:max_turns], [])
+    runs = [_GattRun(d, sample_instruction(rng, shorten_prob, space=space), _users(d)[:max_turns], [])
             for d in dialogues if len(_users(d)) >= 2]
     counts, part_ok, part_seen = Counter(), Counter(), Counter()
     for turn in range(max_turns):
@@ -294,7 +317,7 @@ def _gatt_examples(run: _GattRun, seed: int) -> list[dict]:
 
 
 def eval_conversations(dialogues: list[dict], n: int, user_turns: int, seed: int,
-                       shorten_prob: float) -> list[dict]:
+                       shorten_prob: float, space: InstructionSpace | None = None) -> list[dict]:
     """`n` held-out conversations of exactly `user_turns` user messages, each with an instruction.
 
     User messages come from held-out, non-safety dialogues without an instruction, in a seeded
@@ -317,7 +340,7 @@ def eval_conversations(dialogues: list[dict], n: int, user_turns: int, seed: int
             d = queue.pop()
             users += _users(d)[:user_turns - len(users)]
             sources.append(d["dialogue_id"])
-        instr = sample_instruction(rng, shorten_prob)
+        instr = sample_instruction(rng, shorten_prob, space=space)
         conversations.append({"id": f"multiturn:{seed}:{i}", "instruction": instr.to_json(),
                               "users": users, "sources": sources})
     return conversations

@@ -80,7 +80,8 @@ def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, s
     kept, excluded, stats = curate(_rows(dialogues), cfg.curation, make_scorer(toxicity))
     train = [r for r in kept if r["split"] == "train"]
     n_demos = round(cfg.instruction_demos.share * len(train))
-    demos, demo_stats = gatt.instruction_demos(train, n_demos, seed, cfg.instruction_demos.shorten_prob)
+    demos, demo_stats = gatt.instruction_demos(train, n_demos, seed, cfg.instructions.shorten_prob,
+                                               cfg.instructions.space())
     stats.update({f"instruction_demos.{k}": float(v) for k, v in demo_stats.items()})
     get_run_logger().info("SFT curation: %d kept, %d excluded, %d instruction demonstrations",
                           len(kept), len(excluded), len(demos))
@@ -169,7 +170,8 @@ def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, token
     pool = [r for r in rows if r["split"] == "train" and len(r["turns"]) >= 4 and r["source"] in g.sources]
     random.Random(seed).shuffle(pool)
     kept, dropped, stats = gatt.build_gatt(pool[: g.dialogues], answer_fn, seed, g.samples_per_turn,
-                                           g.shorten_prob, g.max_turns, g.batch_size)
+                                           cfg.instructions.shorten_prob, g.max_turns, g.batch_size,
+                                           cfg.instructions.space())
     gatt_examples, too_long, tok_stats = tokenize_rows(kept, processor, cfg.format.mask_strategy,
                                                       g.finetune.train.seq_len)
     base = read_dataset(examples)
@@ -213,7 +215,8 @@ def evaluate_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: 
     m = cfg.multiturn
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     heldout = [r for r in _rows(dialogues) if r["split"] == "heldout" and r["source"] in m.sources]
-    conversations = gatt.eval_conversations(heldout, m.conversations, max(m.turns), seed, m.shorten_prob)
+    conversations = gatt.eval_conversations(heldout, m.conversations, max(m.turns), seed,
+                                            cfg.instructions.shorten_prob, cfg.instructions.space())
     table, transcripts = [], {}
     for name, model_dir in models.items():
         answer_fn = make_answer_fn(load_model(Path(model_dir)), processor, m.max_new_tokens,

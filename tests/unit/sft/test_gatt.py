@@ -7,6 +7,7 @@ import pytest
 from tasks.sft.gatt import (
     KINDS,
     Instruction,
+    InstructionSpace,
     Part,
     apply,
     build_gatt,
@@ -278,3 +279,19 @@ def test_recall_counts_only_turns_reached():
     table, _ = multiturn_recall(short, recall_fn(), turns=(2, 4), seed=0)
     assert [r["evaluated"] for r in table] == [1, 0]
     assert Counter(r["satisfied"] for r in table) == Counter({1: 1, 0: 1})
+
+
+def test_an_instruction_space_narrows_what_is_drawn():
+    space = InstructionSpace(kinds=("hobby", "persona"), hobbies=("tennis",),
+                                  personas=("Mozart",), max_parts=1)
+    rng = random.Random(0)
+    drawn = [sample_instruction(rng, 0.5, space=space) for _ in range(50)]
+    assert {len(i.parts) for i in drawn} == {1}
+    assert {(p.kind, p.value) for i in drawn for p in i.parts} == {("hobby", "tennis"), ("persona", "Mozart")}
+    with pytest.raises(ValueError):
+        InstructionSpace(kinds=("dance",))
+
+
+def test_hobby_phrase_takes_the_right_article():
+    hobby = Instruction((Part("hobby", "astronomy"),))
+    assert apply(hobby, "Hi.").startswith("Speaking as an astronomy lover:")
