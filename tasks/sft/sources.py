@@ -83,8 +83,8 @@ def read_chitchat(wheel: Path, cfg: ChitchatConfig
     One turn is one sender's consecutive utterances joined with " " (blank utterances are
     skipped, and turns of the same sender that then touch are merged); the first sender is the
     user. A trailing user turn is dropped. Accounting: chats_in = kept + excluded by reason
-    (`chitchat_too_short` chats cannot form a dialogue, so they are only counted) + quarantined
-    + sampled_out.
+    (`chitchat_too_short` chats cannot form a dialogue, so they are only counted; chats left out
+    of a `max_dialogues` sample are excluded as `chitchat_sampled_out`) + quarantined.
     """
     with zipfile.ZipFile(wheel) as zf:
         try:
@@ -130,8 +130,10 @@ def read_chitchat(wheel: Path, cfg: ChitchatConfig
         counts[f"excluded_{reason}"] += 1
     if cfg.max_dialogues is not None and len(kept) > cfg.max_dialogues:
         counts["sampled_out"] = len(kept) - cfg.max_dialogues
-        kept = random.Random(cfg.seed).sample(kept, cfg.max_dialogues)
-        kept.sort(key=lambda r: r["dialogue_id"])
+        chosen = {r["dialogue_id"] for r in random.Random(cfg.seed).sample(kept, cfg.max_dialogues)}
+        excluded += [(r, "chitchat_sampled_out", f"not in the seeded sample of max_dialogues "
+                      f"{cfg.max_dialogues}") for r in kept if r["dialogue_id"] not in chosen]
+        kept = [r for r in kept if r["dialogue_id"] in chosen]
     counts.update(kept=len(kept), quarantined=len(quarantine),
                   kept_train=sum(r["split"] == "train" for r in kept),
                   kept_heldout=sum(r["split"] == "heldout" for r in kept))

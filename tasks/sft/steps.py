@@ -33,7 +33,13 @@ from tasks.sft.tokenize import tokenize_rows
 from tasks.tracking import attach_run, register_model
 
 DIALOGUES, EXCLUDED, EXAMPLES, QUARANTINE = "sft_dialogues", "sft_excluded", "sft_examples", "quarantine"
-SFT_CODE = ("tasks.sft", "models", "tasks.training")
+# What each task's cache hashes besides its own source: the modules it runs (not all of tasks.sft,
+# so a change to a dialogue source does not retrain, and a change to the loop does not re-read).
+SOURCES_CODE = ("tasks.sft.dataset", "tasks.sft.sources", "tasks.sft.synthetic", "tasks.sft.safety",
+                "tasks.sft.data")
+FORMAT_CODE = ("tasks.sft.chat_format", "tasks.sft.tokenize")
+# (tasks.sft.steps: the tasks that train and sample share its _finetune helper)
+MODEL_CODE = (*FORMAT_CODE, "tasks.sft.sampling", "tasks.sft.steps", "models", "tasks.training")
 
 
 def _key(*parts: str) -> str:
@@ -48,7 +54,7 @@ def _rows(manifest: Manifest) -> list[dict]:
     return read_dataset(manifest).to_dicts()
 
 
-@task(name="collect_dialogues", cache_policy=code_and_inputs("tasks.sft"), persist_result=True)
+@task(name="collect_dialogues", cache_policy=code_and_inputs(*SOURCES_CODE), persist_result=True)
 def collect_step(cfg: SftConfig, archives: dict[str, str], user_files_sha256: dict[str, str],
                  seed: int, data_dir: str) -> StepOutput:
     """Read every SFT source; rows that break the contract go to quarantine with the reason.
@@ -72,8 +78,8 @@ def _quarantine_frame(records: list[dict]) -> pl.DataFrame:
     return pl.from_arrow(pa.Table.from_pylist(records, schema=get_contract(QUARANTINE).schema))
 
 
-@task(name="curate", cache_policy=code_and_inputs("tasks.sft", "tasks.corpus.toxicity"),
-      persist_result=True)
+@task(name="curate", cache_policy=code_and_inputs("tasks.sft.curate", "tasks.sft.gatt",
+                                                  "tasks.corpus.toxicity"), persist_result=True)
 def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, seed: int,
                 data_dir: str) -> StepOutput:
     """Limits, dedup and response toxicity; then the instruction demonstrations are added."""
@@ -90,7 +96,7 @@ def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, s
                       stats={f"curate.{k}": float(v) for k, v in stats.items()})
 
 
-@task(name="tokenize", cache_policy=code_and_inputs("tasks.sft"), persist_result=True)
+@task(name="tokenize", cache_policy=code_and_inputs(*FORMAT_CODE), persist_result=True)
 def tokenize_step(dialogues: Manifest, tokenizer_model: str, cfg: SftConfig, data_dir: str) -> StepOutput:
     """Chat-format tokens and labels per dialogue (too-long ones cut at a turn or excluded)."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
@@ -147,7 +153,8 @@ def _train_output(label: str, stats: dict, pack_stats: dict, model_dir: Path) ->
     return StepOutput(stats=out, artifacts=artifacts)
 
 
-@task(name="train_base", cache_policy=code_and_inputs(*SFT_CODE) - "mlflow_run_id", persist_result=True)
+@task(name="train_base", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.finetune") - "mlflow_run_id",
+      persist_result=True)
 def train_base_step(examples: Manifest, pretrained_dir: str, cfg: SftConfig, tokenizer_model: str,
                     run_dir: str, mlflow_run_id: str) -> StepOutput:
     """SFT from the pretrained checkpoint on the curated examples (no GAtt data)."""
@@ -156,7 +163,7 @@ def train_base_step(examples: Manifest, pretrained_dir: str, cfg: SftConfig, tok
     return _train_output("base", stats, pack_stats, model_dir)
 
 
-@task(name="gatt_data", cache_policy=code_and_inputs(*SFT_CODE), persist_result=True)
+@task(name="gatt_data", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.gatt"), persist_result=True)
 def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, tokenizer_model: str,
                    cfg: SftConfig, seed: int, data_dir: str) -> StepOutput:
     """Ghost Attention data (§3.3): answers sampled from the SFT model with the instruction on
@@ -191,7 +198,8 @@ def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, token
                       stats={f"gatt.{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))})
 
 
-@task(name="train_gatt", cache_policy=code_and_inputs(*SFT_CODE) - "mlflow_run_id", persist_result=True)
+@task(name="train_gatt", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.finetune") - "mlflow_run_id",
+      persist_result=True)
 def train_gatt_step(examples: Manifest, base_dir: str, cfg: SftConfig, tokenizer_model: str,
                     run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Continue the SFT model on GAtt examples + replayed SFT examples."""
@@ -208,7 +216,8 @@ def register_step(model_dir: str, name: str, description: str, run_dir: str,
     return StepOutput(stats={"registered_version": float(version)})
 
 
-@task(name="evaluate", cache_policy=code_and_inputs(*SFT_CODE), persist_result=True)
+@task(name="evaluate", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.gatt", "tasks.sft.multiturn"),
+      persist_result=True)
 def evaluate_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: str, cfg: SftConfig,
                   seed: int, run_dir: str, data_dir: str) -> StepOutput:
     """Multi-turn consistency (Table 30) for each model, and sample chats of the last one."""

@@ -210,9 +210,11 @@ def test_chitchat_handcrafted_wheel(tiny_chitchat):
 
 def test_chitchat_max_dialogues_is_a_seeded_sample(tiny_chitchat):
     cfg = ChitchatConfig(min_rating=1, keep_unrated=True, max_dialogues=2, seed=3)
-    first, _, _, stats = read_chitchat(tiny_chitchat, cfg)
+    first, excluded, _, stats = read_chitchat(tiny_chitchat, cfg)
     again, _, _, _ = read_chitchat(tiny_chitchat, cfg)
     assert len(first) == 2 and first == again and stats["sampled_out"] == 2
+    left_out = [row for row, reason, _ in excluded if reason == "chitchat_sampled_out"]
+    assert len(left_out) == 2 and not {r["dialogue_id"] for r in left_out} & {r["dialogue_id"] for r in first}
 
 
 def test_chitchat_real_wheel(embedded_archive):
