@@ -36,7 +36,7 @@ from tasks.training.checkpoint import (
 from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches, eval_batches, micro_batch_index
 from tasks.training.engines import Engine, make_engine
-from tasks.training.mfu import measure_matmul_peak, mfu
+from tasks.training.mfu import default_record, measure_matmul_peak, mfu
 
 CHECKPOINT_DIR = "checkpoints"
 LOSS_CURVE = "loss_curve.png"
@@ -99,7 +99,7 @@ class _Run:
         self.engine, self.data, self.cfg, self.logger = engine, data, cfg, logger
         self.out_dir, self.state, self.val, self.sample_fn = out_dir, state, val, sample_fn
         self.rank0 = engine.rank == 0
-        self.peak = measure_matmul_peak(cfg.dtype, cfg.threads)
+        self.peak = measure_matmul_peak(cfg.dtype, cfg.threads, record=default_record())
         self.sizes, self.flops_per_token = sizes, sizes["flops_per_token"]
         self.train_seconds, self.train_steps = 0.0, 0  # this session, for the final throughput
         self.last_loss = self.last_val = float("nan")
@@ -202,10 +202,13 @@ class _Run:
             curve = plot_loss_curve(self.state.history, self.out_dir / LOSS_CURVE)
             self.logger.log_artifact(curve)
         checkpoint = self.checkpoint or latest_checkpoint(self.out_dir / CHECKPOINT_DIR)
+        train_loss = self.last_loss
+        if math.isnan(train_loss) and self.state.history["train"]:  # resumed a finished run
+            train_loss = self.state.history["train"][-1][1]
         return {
             "steps": self.state.step,
             "start_step": start_step,
-            "train_loss": self.last_loss,
+            "train_loss": train_loss,
             "val_loss": self.last_val,
             "val_ppl": math.exp(self.last_val) if not math.isnan(self.last_val) else float("nan"),
             "train_tokens": self.state.step * cfg.tokens_per_step * world,

@@ -4,23 +4,35 @@ MFU (PaLM, Chowdhery et al., 2022, appendix B) = model FLOPs per token * tokens/
 The peak is not a datasheet number: it is timed once per process (per dtype and thread count)
 as the best of a few square matmuls, so a 2-core VM, a laptop and a GPU each report MFU against
 what their matmul kernel actually reaches.
+
+A peak timed while other processes share the cores comes out low, and MFU then reads above
+100 %. So the best peak ever measured on this machine (keyed by the processor's name, dtype,
+thread count and device) is kept in `matmul_peaks.json` in the run directory, and a measurement
+never reports less than that record.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import time
+from pathlib import Path
 
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PEAKS_FILE = "matmul_peaks.json"
 _PEAKS: dict[tuple, float] = {}
 
 
 def measure_matmul_peak(dtype: str = "fp32", threads: int | None = None,
                         sizes: tuple[int, ...] = (1024, 2048), repeats: int = 5,
-                        device: str = "cpu") -> float:
+                        device: str = "cpu", record: Path | None = None) -> float:
     """Best FLOP/s of square (n x n) @ (n x n) matmuls (2 n^3 FLOPs each) in `dtype`, over
-    `sizes` and `repeats`; measured once per process and setting, then cached."""
+    `sizes` and `repeats`; measured once per process and setting, then cached. With `record`
+    (a JSON file), the result is at least the best earlier measurement stored there, and a
+    better one is stored."""
     threads = threads or torch.get_num_threads()
     key = (dtype, threads, device, tuple(sizes))
     if key not in _PEAKS:
@@ -30,7 +42,44 @@ def measure_matmul_peak(dtype: str = "fp32", threads: int | None = None,
             _PEAKS[key] = max(_best_matmul(n, DTYPES[dtype], repeats, device) for n in sizes)
         finally:
             torch.set_num_threads(previous)
+        if record is not None:
+            _PEAKS[key] = _best_on_record(Path(record), key, _PEAKS[key])
     return _PEAKS[key]
+
+
+def default_record() -> Path | None:
+    """`matmul_peaks.json` in the run directory, when one is configured (RECIPE_RUN_DIR)."""
+    run_dir = os.environ.get("RECIPE_RUN_DIR")
+    return Path(run_dir) / PEAKS_FILE if run_dir else None
+
+
+def _best_on_record(path: Path, key: tuple, measured: float) -> float:
+    name = f"{_processor()}|{'|'.join(map(str, key))}"
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        records = {}
+    best = max(measured, float(records.get(name, 0.0)))
+    if best > records.get(name, 0.0):
+        records[name] = best
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+            os.replace(tmp, path)  # atomic; a lost race only loses a record, never corrupts it
+        except OSError:
+            pass
+    return best
+
+
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _best_matmul(n: int, dtype: torch.dtype, repeats: int, device: str) -> float:

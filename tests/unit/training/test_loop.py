@@ -88,10 +88,11 @@ def test_loss_decreases(tmp_path, dtype):
 def test_a_finished_run_resumes_as_a_no_op_and_resume_false_starts_over(tmp_path):
     cfg = tiny_config(max_steps=4)
     model = make_model()
-    train(model, _data(cfg), cfg, InMemoryLogger(), tmp_path)
+    first = train(model, _data(cfg), cfg, InMemoryLogger(), tmp_path)
     again = InMemoryLogger()
     stats = train(make_model(), _data(cfg), cfg, again, tmp_path, val_tokens=corpus(4_000, seed=1))
     assert stats["start_step"] == 4 and "loss" not in again.metrics and "val_loss" in again.metrics
+    assert stats["train_loss"] == first["train_loss"]  # the last logged loss, from the checkpoint
     fresh = InMemoryLogger()
     assert train(make_model(), _data(cfg), cfg, fresh, tmp_path, resume=False)["start_step"] == 0
     assert len(fresh.metrics["loss"]) == 4
