@@ -5,6 +5,8 @@ from data_contracts import (
     documents,
     documents_excluded,
     multiturn_eval,
+    preference_excluded,
+    preference_pairs,
     quarantine,
     raw_documents,
     sft_dialogues,
@@ -29,6 +31,8 @@ CONTRACTS: dict[str, Contract] = {
         sft_excluded,
         sft_examples,
         multiturn_eval,
+        preference_pairs,
+        preference_excluded,
     )
 }
 

@@ -1,0 +1,159 @@
+"""Human-preference collection, with the rule annotator standing in for people (RECIPE.md §5).
+
+For each collection batch: a seeded draw of prompts from the SFT train dialogues (helpfulness
+prompts: task questions with checkable answers and chit-chat openers; safety prompts:
+adversarial and borderline), two responses per prompt from two *different* model variants at
+*different* temperatures, and one judgement per pair from the annotator. A pair becomes a row
+of `preference_pairs`, or of `preference_excluded` with its reason:
+
+- `pairs_chosen_unsafe`: the chosen response is unsafe while the rejected one is safe (the paper
+  leaves these out, §3.2.1);
+- `pairs_identical`: both variants gave the same text (nothing to compare);
+- `pairs_empty_response`: a variant produced no text (or its prompt did not fit the window).
+
+A share of each batch's prompts (`test_frac`, by a hash of the prompt) is the batch's held-out
+test split, as the paper holds out 1,000 examples per weekly batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from data_contracts.preference_excluded import EXCLUDED_BIN
+from tasks.preferences.annotator import judge_all, safety_bin
+from tasks.sft.sources import assign_split
+
+# (variant name, temperature) -> answer function over (system, turns) contexts
+Sampler = Callable[[str, float, list[tuple[str, list[dict]]], int], list[str | None]]
+
+
+class CollectionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batches: int = Field(2, gt=0)  # collection rounds ("weekly batches", §3.2.1)
+    helpfulness_prompts: int = Field(200, ge=0)  # per batch
+    safety_prompts: int = Field(200, ge=0)  # per batch; adversarial and borderline
+    variants: list[str] = ["sft", "sft_base", "pretrained"]  # two different ones per prompt
+    temperatures: list[float] = [0.6, 1.0, 1.3]  # two different ones per prompt (§3.2.1)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(48, gt=0)
+    test_frac: float = Field(0.2, ge=0, lt=1)  # held-out test split per batch, by prompt
+
+
+def prompt_pool(dialogues: list[dict]) -> dict[str, list[dict]]:
+    """Candidate prompts from the SFT *train* dialogues (held-out prompts stay unseen for the
+    evaluation stage): the first user turn of each, with its tags. Instruction demonstrations
+    and GAtt rows are left out (their prompts carry an instruction)."""
+    pool: dict[str, list[dict]] = {"helpfulness": [], "safety": []}
+    for d in dialogues:
+        if d["split"] != "train" or d["instruction"] is not None:
+            continue
+        single = len(d["turns"]) == 2
+        prompt = {"prompt_id": d["dialogue_id"], "system": d["system"], "turns": d["turns"][:1],
+                  "is_safety": d["is_safety"], "category": d["category"],
+                  "risk_category": d["risk_category"], "source": d["source"],
+                  "reference": d["reference"] if single else None}
+        pool["safety" if d["is_safety"] else "helpfulness"].append(prompt)
+    return pool
+
+
+def plan_batch(pool: dict[str, list[dict]], cfg: CollectionConfig, batch: int, seed: int) -> list[dict]:
+    """The prompts of one batch, each with its two (variant, temperature) draws and split."""
+    if len(cfg.variants) < 2 or len(set(cfg.temperatures)) < 2:
+        raise ValueError("preference collection needs >= 2 model variants and >= 2 temperatures")
+    rng = random.Random(f"{seed}:{batch}")
+    planned = []
+    for kind, n in (("helpfulness", cfg.helpfulness_prompts), ("safety", cfg.safety_prompts)):
+        for prompt in rng.sample(pool[kind], min(n, len(pool[kind]))):
+            (va, vb) = rng.sample(cfg.variants, 2)
+            (ta, tb) = rng.sample(sorted(set(cfg.temperatures)), 2)
+            held = assign_split(prompt["prompt_id"], cfg.test_frac, salt=f"batch{batch}:")
+            planned.append({**prompt, "batch": batch, "variant_a": va, "variant_b": vb,
+                            "temperature_a": ta, "temperature_b": tb,
+                            "split": "test" if held == "heldout" else "train"})
+    return planned
+
+
+def sample_responses(planned: list[dict], sampler: Sampler, seed: int) -> tuple[list, list]:
+    """Responses a and b for each planned prompt, generated grouped by (variant, temperature)."""
+    out = {"a": [None] * len(planned), "b": [None] * len(planned)}
+    groups: dict[tuple[str, float], list[tuple[str, int]]] = {}
+    for i, p in enumerate(planned):
+        groups.setdefault((p["variant_a"], p["temperature_a"]), []).append(("a", i))
+        groups.setdefault((p["variant_b"], p["temperature_b"]), []).append(("b", i))
+    for n, ((variant, temperature), members) in enumerate(sorted(groups.items())):
+        contexts = [(planned[i]["system"], planned[i]["turns"]) for _, i in members]
+        for (side, i), text in zip(members, sampler(variant, temperature, contexts, seed + n)):
+            out[side][i] = text
+    return out["a"], out["b"]
+
+
+def annotate(planned: list[dict], a: list[str | None], b: list[str | None], annotator, seed: int
+             ) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """(preference_pairs rows, preference_excluded rows, stats)."""
+    rows, excluded = [], []
+    usable = [i for i in range(len(planned)) if a[i] and b[i] and a[i].strip() != b[i].strip()]
+    judged = judge_all(annotator, [planned[i] for i in usable], [a[i] for i in usable],
+                       [b[i] for i in usable], seed)
+    judgements = dict(zip(usable, judged))
+    flipped = 0
+    for i, p in enumerate(planned):
+        if i not in judgements:
+            reason = ("pairs_empty_response" if not (a[i] and b[i]) else "pairs_identical")
+            row = _row(p, a[i] or "(none)", b[i] or "(none)", None, "a", annotator.name)
+            excluded.append(row | {"reason": reason, "detail": f"responses {a[i]!r} / {b[i]!r}"[:300]})
+            continue
+        j = judgements[i]
+        flipped += j.flipped
+        row = _row(p, a[i], b[i], j, j.preferred, annotator.name)
+        if row["safety_bin"] == EXCLUDED_BIN:
+            excluded.append(row | {"reason": "pairs_chosen_unsafe",
+                                   "detail": "chosen response unsafe, rejected safe (§3.2.1 rule)"})
+        else:
+            rows.append(row)
+    return rows, excluded, _stats(planned, rows, excluded, flipped)
+
+
+def _row(p: dict, a: str, b: str, j, preferred: str, annotator: str) -> dict:
+    first = preferred == "a"
+    chosen, rejected = (a, b) if first else (b, a)
+    side = {"chosen": "a" if first else "b", "rejected": "b" if first else "a"}
+    safe = {"a": j.safe_a if j else True, "b": j.safe_b if j else True}
+    score = {"a": j.score_a if j else None, "b": j.score_b if j else None}
+    return {
+        "pair_id": f"{p['prompt_id']}@batch{p['batch']}", "prompt_id": p["prompt_id"],
+        "system": p["system"], "prompt": p["turns"], "chosen": chosen, "rejected": rejected,
+        "rating": j.rating if j else "negligibly_better",
+        "kind": j.kind if j else ("safety" if p["is_safety"] else "helpfulness"),
+        "safety_bin": safety_bin(safe[side["chosen"]], safe[side["rejected"]]),
+        "chosen_safe": safe[side["chosen"]], "rejected_safe": safe[side["rejected"]],
+        "chosen_score": score[side["chosen"]], "rejected_score": score[side["rejected"]],
+        "is_safety": p["is_safety"], "category": p["category"], "risk_category": p["risk_category"],
+        "reference": p["reference"], "source": p["source"],
+        "model_chosen": p[f"variant_{side['chosen']}"],
+        "model_rejected": p[f"variant_{side['rejected']}"],
+        "temperature_chosen": p[f"temperature_{side['chosen']}"],
+        "temperature_rejected": p[f"temperature_{side['rejected']}"],
+        "batch": p["batch"], "split": p["split"], "annotator": annotator,
+    }
+
+
+def _stats(planned, rows, excluded, flipped) -> dict[str, float]:
+    stats: dict[str, float] = {"prompts": len(planned), "pairs": len(rows), "excluded": len(excluded),
+                               "noise_flips": flipped}
+    for key, n in Counter(f"pairs.{r['kind']}.{r['split']}" for r in rows).items():
+        stats[key] = n
+    for key, n in Counter(f"rating.{r['kind']}.{r['rating']}" for r in rows).items():
+        stats[key] = n
+    for key, n in Counter(f"safety_bin.{r['kind']}.{r['safety_bin']}" for r in rows).items():
+        stats[key] = n
+    for key, n in Counter(f"excluded.{r['reason']}" for r in excluded).items():
+        stats[key] = n
+    wins = Counter(r["model_chosen"] for r in rows)
+    for variant, n in wins.items():
+        stats[f"chosen.{variant}"] = n
+    return stats
