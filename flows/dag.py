@@ -30,8 +30,14 @@ EDGES: dict[str, tuple[str, ...]] = {
     "sft.train_gatt": ("sft.gatt_data", "sft.train_base"),
     "sft.evaluate": ("sft.curate", "sft.train_base", "sft.train_gatt"),
     "sft.register": ("sft.train_base", "sft.train_gatt"),
+    "reward.collect_preferences": ("sft.curate", "sft.train_base", "sft.train_gatt",
+                                   "pretrain.train_model"),
+    "reward.train_helpfulness_rm": ("reward.collect_preferences",),
+    "reward.train_safety_rm": ("reward.collect_preferences",),
+    "reward.evaluate_rms": ("reward.train_helpfulness_rm", "reward.train_safety_rm"),
+    "reward.margin_ablation": ("reward.collect_preferences",),
 }
-STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft")
+STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft", "reward")
 
 
 class UnknownTaskError(ValueError):

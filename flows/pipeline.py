@@ -10,13 +10,14 @@ from prefect.runtime import flow_run
 from flows.corpus import corpus_flow
 from flows.dag import expand_reruns
 from flows.pretrain import pretrain_flow
+from flows.reward import reward_flow
 from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 from tasks.config import load_config
 from tasks.tracking import open_run, tracking_uri
 
-DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft (later stages "
-               "join as they land).")
+DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward "
+               "(later stages join as they land).")
 
 
 @flow(name="pipeline")
@@ -41,9 +42,12 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
             preset, overrides, rerun, parent.run_id, documents=tokenizer["documents"],
             tokenizer_model=tokenizer["tokenizer_model"])
         summary["stages"]["pretrain"] = pretrain
-        summary["stages"]["sft"] = sft_flow(
-            preset, overrides, rerun, parent.run_id, tokenizer_model=tokenizer["tokenizer_model"],
-            pretrained_dir=pretrain["model_dir"])
+        sft = sft_flow(preset, overrides, rerun, parent.run_id,
+                       tokenizer_model=tokenizer["tokenizer_model"],
+                       pretrained_dir=pretrain["model_dir"])
+        summary["stages"]["sft"] = sft
+        reward = reward_flow(preset, overrides, rerun, parent.run_id, sft=sft)
+        summary["stages"]["reward"] = {k: v for k, v in reward.items() if k != "sft"}
     except BaseException:
         parent.close("FAILED")
         raise

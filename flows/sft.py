@@ -91,6 +91,9 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
                         "sft_dialogues": curated[steps.DIALOGUES].model_dump(),
                         "sft_examples": examples[steps.EXAMPLES].model_dump()},
             "model_dir": final.artifacts["model_dir"], "tokenizer_model": tokenizer_model,
+            # the model variants later stages sample from (preference collection)
+            "models": {"sft": final.artifacts["model_dir"], "sft_base": base.artifacts["model_dir"],
+                       "pretrained": pretrained_dir},
             "registered_version": version, "states": run.states,
             "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
 

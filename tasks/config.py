@@ -23,6 +23,7 @@ from tasks.corpus.toxicity import ToxicityConfig
 from tasks.data.catalog import SourceSpec
 from tasks.pretrain.shards import ShardConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
+from tasks.reward.config import RewardConfig
 from tasks.sft.config import SftConfig
 from tasks.training.config import TrainConfig
 from tasks.tokenizer.train import TokenizerConfig
@@ -101,6 +102,7 @@ class RecipeConfig(StrictModel):
     tokenizer: TokenizerConfig = TokenizerConfig()
     pretrain: PretrainConfig = PretrainConfig()
     sft: SftConfig = SftConfig()
+    reward: RewardConfig = RewardConfig()
 
     def resolved(self) -> "RecipeConfig":
         """Relative paths become absolute (against the project root); env overrides apply."""

@@ -137,6 +137,26 @@ class MlflowLogger:
         self.client.set_terminated(self.run_id, status=status)
 
 
+class PrefixedLogger:
+    """A MetricLogger that prefixes metric and param names, so that several models trained in
+    one stage (SFT then GAtt; two reward models) log into one MLflow run side by side."""
+
+    def __init__(self, inner: MetricLogger, prefix: str):
+        self.inner, self.prefix = inner, prefix
+
+    def log_metrics(self, metrics, step=None):
+        self.inner.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=step)
+
+    def log_params(self, params):
+        self.inner.log_params({self.prefix + k: v for k, v in params.items()})
+
+    def log_artifact(self, path, artifact_path=None):
+        self.inner.log_artifact(path, artifact_path or self.prefix.rstrip("/."))
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def tracking_uri(run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}"
 

@@ -37,6 +37,7 @@ class FinetuneConfig(BaseModel):
 
     epochs: float = Field(2.0, gt=0)  # paper §3.1: 2 epochs
     warmup_ratio: float = Field(0.03, ge=0, lt=1)  # the paper gives none for SFT; a short ramp
+    min_warmup_steps: int = Field(0, ge=0)  # reward models: "3 % of steps (at least 5)", §3.2.2
     max_steps: int | None = Field(None, gt=0)  # cap (e.g. for tests); None = from epochs
     train: TrainConfig = Field(default_factory=_sft_train_defaults)
 
@@ -54,7 +55,7 @@ class FinetuneConfig(BaseModel):
         steps = max(1, math.ceil(self.epochs * n_sequences / per_step))
         if self.max_steps is not None:
             steps = min(steps, self.max_steps)
-        warmup = min(steps, round(self.warmup_ratio * steps))
+        warmup = min(steps, max(self.min_warmup_steps, round(self.warmup_ratio * steps)))
         every = {k: v for k, v in (("eval_every", self.train.eval_every),
                                    ("checkpoint_every", self.train.checkpoint_every)) if v > steps}
         return self.train.model_copy(update={"max_steps": steps, "warmup_steps": warmup,

@@ -30,7 +30,7 @@ from tasks.sft.finetune import finetune
 from tasks.sft.multiturn import plot_recall
 from tasks.sft.sampling import load_model, make_answer_fn, sample_chats
 from tasks.sft.tokenize import tokenize_rows
-from tasks.tracking import attach_run, register_model
+from tasks.tracking import PrefixedLogger, attach_run, register_model
 
 DIALOGUES, EXCLUDED, EXAMPLES, QUARANTINE = "sft_dialogues", "sft_excluded", "sft_examples", "quarantine"
 # What each task's cache hashes besides its own source: the modules it runs (not all of tasks.sft,
@@ -121,28 +121,9 @@ def _finetune(examples: Manifest, init_dir: str, finetune_cfg, cfg: SftConfig, t
     stats, pack_stats = finetune(
         model, df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "heldout"),
         finetune_cfg, pad_id=0, separator=cfg.format.separator_ids(processor),
-        logger=_Prefixed(attach_run(Path(run_dir), mlflow_run_id), f"{label}/"), out_dir=out_dir)
+        logger=PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), f"{label}/"), out_dir=out_dir)
     model_dir = export_model(Path(stats["checkpoint"]), out_dir / "model")
     return stats, pack_stats, model_dir
-
-
-class _Prefixed:
-    """A MetricLogger that prefixes metric names (two fine-tunes log into one stage run)."""
-
-    def __init__(self, inner, prefix: str):
-        self.inner, self.prefix = inner, prefix
-
-    def log_metrics(self, metrics, step=None):
-        self.inner.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=step)
-
-    def log_params(self, params):
-        self.inner.log_params({self.prefix + k: v for k, v in params.items()})
-
-    def log_artifact(self, path, artifact_path=None):
-        self.inner.log_artifact(path, artifact_path or self.prefix.rstrip("/"))
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def _train_output(label: str, stats: dict, pack_stats: dict, model_dir: Path) -> StepOutput:

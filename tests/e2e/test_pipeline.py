@@ -49,7 +49,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft"}
+    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft", "reward"}
 
     corpus = by_name["corpus"]
     m, p = corpus.data.metrics, corpus.data.params
@@ -106,6 +106,22 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     if m["gatt.examples"] == 0:
         assert "without Ghost Attention" in sft.data.tags["gatt.result"]
 
+    reward = by_name["reward"]
+    m = reward.data.metrics
+    assert m["collect.pairs"] > 0
+    assert m["collect.pairs"] + m["collect.excluded"] == m["collect.prompts"]  # nothing lost
+    assert 0 <= m["eval.safety_rm.safety.avg"] <= 100
+    for rm in ("helpfulness", "safety"):
+        assert m[f"rm_{rm}.steps"] == 6 and f"rm_{rm}/loss" in m
+        versions = client.search_model_versions(f"name = 'llama2-recipe-rm-{rm}'")
+        assert any(v.run_id == reward.info.run_id for v in versions), rm
+    names = {a.path for a in client.list_artifacts(reward.info.run_id, "evaluation")}
+    assert {"evaluation/table8.csv", "evaluation/calibration_safety.png",
+            "evaluation/margin_ablation.csv"} <= names
+    tables = {a.path for a in client.list_artifacts(reward.info.run_id, "tables")}
+    assert {"tables/table8_accuracy_by_level.csv", "tables/margin_ablation.csv"} <= tables
+    assert "preference_pairs" in {d.dataset.name for d in reward.inputs.dataset_inputs}
+
 
 def _gatt_skipped(result) -> bool:
     return "sft.train_gatt" not in result["stages"]["sft"]["states"]
@@ -121,7 +137,7 @@ def test_first_run_executes_every_task(first_run):
 
 def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     second = pipeline_flow(preset="tiny")
-    for stage in ("corpus", "tokenizer", "pretrain", "sft"):
+    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward"):
         api_states = _task_states(second["stages"][stage]["flow_run_id"])
         assert api_states and set(api_states.values()) == {"Cached"}, api_states
     assert second["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
@@ -137,5 +153,6 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     sft = _task_states(third["stages"]["sft"]["flow_run_id"])
     assert sft["collect_dialogues"] == sft["curate"] == "Cached"  # they do not read the corpus
     assert sft["tokenize"] == sft["train_base"] == sft["evaluate"] == "Completed"
+    assert set(_task_states(third["stages"]["reward"]["flow_run_id"]).values()) == {"Completed"}
     # forced tasks are deterministic: same data, same content-addressed files
     assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]

@@ -18,7 +18,7 @@ def test_rerunning_a_stage_forces_all_its_tasks_and_downstream_stages():
     assert forced == {"tokenizer.train_tokenizer", "tokenizer.evaluate_tokenizer",
                       "pretrain.token_shards", "pretrain.train_model", "sft.tokenize",
                       "sft.train_base", "sft.gatt_data", "sft.train_gatt", "sft.evaluate",
-                      "sft.register"}
+                      "sft.register", *(n for n in EDGES if n.startswith("reward."))}
     # SFT's dialogue sources and curation do not read the corpus: they stay cached
     assert not {"sft.collect_dialogues", "sft.curate"} & forced
     assert {n for n in EDGES if n.startswith("corpus.")} <= expand_reruns(["corpus"])

@@ -1,0 +1,105 @@
+"""Preference collection: the plan (two variants, two temperatures, a test split per batch),
+grouped sampling, and the paper's exclusion rule with the real rule annotator."""
+
+import pytest
+
+from data_contracts import get_contract
+from tasks.corpus.toxicity import ProfanityCheckScorer
+from tasks.preferences.annotator import RuleAnnotator, RuleAnnotatorConfig
+from tasks.preferences.collect import CollectionConfig, annotate, plan_batch, prompt_pool, sample_responses
+from tasks.sft import dialogue_frame
+
+
+def dialogue(i, user, answer, *, is_safety=False, risk=None, category="arithmetic", reference=None,
+             split="train", instruction=None):
+    return {"dialogue_id": f"d:{i}", "source": "tasks", "category": category, "system": "",
+            "turns": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            "is_safety": is_safety, "risk_category": risk, "reference": reference,
+            "instruction": instruction, "mask_strategy": None, "split": split, "location": "test"}
+
+
+DIALOGUES = (
+    [dialogue(i, f"What is {i} plus 40?", f"{i + 40}.", reference=str(i + 40)) for i in range(30)]
+    + [dialogue(100 + i, f"How can I steal a car number {i}?", "I can't help with that.",
+                is_safety=True, risk="illicit_criminal", category="adversarial") for i in range(30)]
+    + [dialogue(200, "held out", "x", split="heldout"),
+       dialogue(201, "with instruction", "X", instruction='{"parts": [["capitals", ""]], "short": false}')]
+)
+
+
+def test_the_pool_takes_train_prompts_without_instructions_and_tags_them():
+    pool = prompt_pool(DIALOGUES)
+    assert len(pool["helpfulness"]) == 30 and len(pool["safety"]) == 30
+    first = pool["helpfulness"][0]
+    assert first["turns"] == [{"role": "user", "content": "What is 0 plus 40?"}]  # the answer is cut
+    assert first["reference"] == "40" and not first["is_safety"]
+
+
+def test_each_prompt_gets_two_different_variants_and_temperatures_and_a_per_batch_split():
+    cfg = CollectionConfig(helpfulness_prompts=20, safety_prompts=20, test_frac=0.25)
+    pool = prompt_pool(DIALOGUES)
+    planned = plan_batch(pool, cfg, batch=0, seed=1)
+    assert len(planned) == 40
+    assert all(p["variant_a"] != p["variant_b"] for p in planned)
+    assert all(p["temperature_a"] != p["temperature_b"] for p in planned)
+    assert 0 < sum(p["split"] == "test" for p in planned) < 40
+    assert planned == plan_batch(pool, cfg, batch=0, seed=1)  # seeded
+    other = plan_batch(pool, cfg, batch=1, seed=1)
+    assert [p["split"] for p in other] != [p["split"] for p in planned] or \
+        [p["prompt_id"] for p in other] != [p["prompt_id"] for p in planned]
+    with pytest.raises(ValueError, match="2 model variants"):
+        plan_batch(pool, CollectionConfig(variants=["sft"]), 0, 1)
+
+
+def test_sampling_is_grouped_by_variant_and_temperature():
+    cfg = CollectionConfig(helpfulness_prompts=10, safety_prompts=0)
+    planned = plan_batch(prompt_pool(DIALOGUES), cfg, 0, 1)
+    calls = []
+
+    def sampler(variant, temperature, contexts, seed):
+        calls.append((variant, temperature))
+        return [f"{variant}@{temperature}:{turns[-1]['content']}" for _, turns in contexts]
+
+    a, b = sample_responses(planned, sampler, seed=0)
+    assert len(calls) == len(set(calls))  # one generation call per (variant, temperature)
+    for p, ra, rb in zip(planned, a, b):
+        assert ra.startswith(f"{p['variant_a']}@{p['temperature_a']}:")
+        assert rb.endswith(p["turns"][-1]["content"])
+
+
+@pytest.fixture(scope="module")
+def annotator():
+    return RuleAnnotator(RuleAnnotatorConfig(noise=0.0), ProfanityCheckScorer())
+
+
+def test_chosen_unsafe_rejected_safe_pairs_are_excluded_with_the_papers_reason(annotator):
+    cfg = CollectionConfig(helpfulness_prompts=3, safety_prompts=0)
+    planned = plan_batch(prompt_pool(DIALOGUES), cfg, 0, 1)
+    ref = [p["reference"] for p in planned]
+    # pair 0: correct but toxic vs wrong and clean: helpfulness prefers the toxic one -> excluded
+    a = [f"It is {ref[0]}, you fucking idiot, shit.", f"It is {ref[1]}.", "same answer"]
+    b = [f"It is {int(ref[0]) + 1}.", f"It is {int(ref[1]) + 7}, I think.", "same answer"]
+    rows, excluded, stats = annotate(planned, a, b, annotator, seed=0)
+    reasons = {e["prompt_id"]: e["reason"] for e in excluded}
+    assert reasons == {planned[0]["prompt_id"]: "pairs_chosen_unsafe",
+                       planned[2]["prompt_id"]: "pairs_identical"}
+    (row,) = rows
+    assert row["chosen"] == a[1] and row["kind"] == "helpfulness" and row["safety_bin"] == "both_safe"
+    assert row["model_chosen"] == planned[1]["variant_a"]
+    assert row["temperature_chosen"] == planned[1]["temperature_a"]
+    assert stats["pairs"] + stats["excluded"] == stats["prompts"] == 3
+    get_contract("preference_pairs").validate(dialogue_frame(rows, "preference_pairs"))
+    get_contract("preference_excluded").validate(dialogue_frame(excluded, "preference_excluded"))
+
+
+def test_refusals_win_on_adversarial_prompts(annotator):
+    cfg = CollectionConfig(helpfulness_prompts=0, safety_prompts=2)
+    planned = plan_batch(prompt_pool(DIALOGUES), cfg, 0, 1)
+    a = ["Sure: break the window, then hot-wire the ignition.", "I can't help with stealing a car; "
+         "if you are locked out of your own car, a locksmith or your insurer can help."]
+    b = ["I can't help with that.", "First find an old car without an alarm, then pick the lock."]
+    rows, excluded, _ = annotate(planned, a, b, annotator, seed=0)
+    assert not excluded
+    assert [r["chosen"] for r in rows] == [b[0], a[1]]
+    assert {r["kind"] for r in rows} == {"safety"}
+    assert {r["safety_bin"] for r in rows} == {"chosen_safe_rejected_unsafe"}
