@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
 from tasks.config import flatten, load_config
+from tasks.hashing import sha256_of
 from tasks.io import Manifest
 from tasks.reward import steps
 from tasks.tracking import log_step, stage_run
@@ -40,8 +41,9 @@ def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
     run = StageRunner("reward", expand_reruns(rerun or []))
     with stage_run(cfg, "reward", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(r, "reward."), "seed": seed})
+        label_sha = {f.name: sha256_of(f.path) for f in r.collection.label_files}
         collected = run(steps.collect_step, dialogues, sft["models"], tokenizer, r,
-                        cfg.corpus.toxicity, seed, data_dir)
+                        cfg.corpus.toxicity, seed, data_dir, label_sha)
         log_step(tracker, collected, datasets={steps.PAIRS: "training"})
         pairs = collected[steps.PAIRS]
         trained = {}

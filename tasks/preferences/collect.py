@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,18 @@ from tasks.sft.sources import assign_split
 
 # (variant name, temperature) -> answer function over (system, turns) contexts
 Sampler = Callable[[str, float, list[tuple[str, list[dict]]], int], list[str | None]]
+
+
+class LabelFile(BaseModel):
+    """Preference labels people collected, added to the annotator's pairs: our own Parquet
+    contract, or Anthropic HH-RLHF JSONL (`chosen`/`rejected` transcripts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # the rows' source
+    path: Path
+    format: Literal["parquet", "hh"] = "hh"
+    kind: Literal["helpfulness", "safety"] = "helpfulness"  # HH files: which judgement they hold
 
 
 class CollectionConfig(BaseModel):
@@ -42,6 +55,26 @@ class CollectionConfig(BaseModel):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(48, gt=0)
     test_frac: float = Field(0.2, ge=0, lt=1)  # held-out test split per batch, by prompt
+    label_files: list[LabelFile] = []  # each becomes one more batch, after the collected ones
+
+
+def read_label_files(cfg: CollectionConfig) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """(pairs, quarantine records, stats) from the configured label files; file i is batch
+    `cfg.batches + i`. Bad lines or rows are quarantined with file and line (files.py)."""
+    from tasks.preferences.files import read_hh_jsonl, read_preference_parquet
+
+    rows, bad, stats = [], [], {}
+    for i, spec in enumerate(cfg.label_files):
+        if spec.format == "parquet":
+            got, quarantined = read_preference_parquet(spec.path)
+        else:
+            got, quarantined, _ = read_hh_jsonl(spec.path, spec.kind, spec.name, cfg.batches + i,
+                                                cfg.test_frac)
+        rows += got
+        bad += [{**q, "stage": "preference_files"} for q in quarantined]
+        stats[f"files.{spec.name}.pairs"] = len(got)
+        stats[f"files.{spec.name}.quarantined"] = len(quarantined)
+    return rows, bad, stats
 
 
 def prompt_pool(dialogues: list[dict]) -> dict[str, list[dict]]:

@@ -49,9 +49,12 @@ def _key(*parts: str) -> str:
                                    "models.generation", "tasks.corpus.toxicity"),
       persist_result=True)
 def collect_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: str,
-                 cfg: RewardConfig, toxicity: ToxicityConfig, seed: int, data_dir: str) -> StepOutput:
+                 cfg: RewardConfig, toxicity: ToxicityConfig, seed: int, data_dir: str,
+                 label_files_sha256: dict[str, str]) -> StepOutput:
     """Prompts from the SFT train dialogues, two responses from two model variants at two
-    temperatures, one judgement each from the rule annotator (a stand-in for people)."""
+    temperatures, one judgement each from the rule annotator (a stand-in for people); then the
+    pairs of any label files people collected. `label_files_sha256` lets the cache see a
+    changed file."""
     c = cfg.collection
     missing = [v for v in c.variants if v not in models]
     if missing:
@@ -75,7 +78,12 @@ def collect_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: s
         for k, v in st.items():
             stats[k] = stats.get(k, 0) + v
         get_run_logger().info("preference batch %d: %d pairs, %d excluded", batch, len(got), len(dropped))
+    from_files, quarantined, file_stats = pc.read_label_files(c)
+    rows += from_files
+    stats.update(file_stats, quarantined=len(quarantined))
     return StepOutput(outputs={
+        "quarantine": write_dataset(dialogue_frame(quarantined, "quarantine"), "quarantine",
+                                    Path(data_dir)),
         PAIRS: write_dataset(dialogue_frame(rows, PAIRS), PAIRS, Path(data_dir)),
         PAIRS_EXCLUDED: write_dataset(dialogue_frame(excluded, PAIRS_EXCLUDED), PAIRS_EXCLUDED,
                                       Path(data_dir)),

@@ -110,3 +110,29 @@ def test_user_dialogues_reach_sft_and_bad_lines_are_quarantined(tmp_path):
     assert run.data.metrics["collect.quarantined"] == bad.height == 4
     assert "sft.train_gatt" not in result["states"]  # switched off: the base model is registered
 
+
+
+def test_preference_labels_people_collected_join_the_annotators_pairs(tmp_path):
+    """An Anthropic HH-RLHF file through the real reward flow: good pairs join the collected
+    ones as their own batch; a bad line is quarantined with file:line."""
+    from flows.reward import reward_flow
+
+    hh = tmp_path / "hh_harmless.jsonl"
+    prompt = "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you ask?\n\nHuman: My own door."
+    hh.write_text("\n".join([
+        json.dumps({"chosen": prompt + "\n\nAssistant: Call a locksmith; they can open it safely.",
+                    "rejected": prompt + "\n\nAssistant: Jam a tension wrench in and rake the pins."}),
+        '{"chosen": "no rejected field"}',  # line 2
+    ]) + "\n")
+    spec = {"name": "hh_harmless", "path": str(hh), "format": "hh", "kind": "safety"}
+    result = reward_flow(preset="tiny", overrides=[f"reward.collection.label_files=[{json.dumps(spec)}]",
+                                                   "reward.margin_ablation=[]"])
+    pairs = read_dataset(Manifest.model_validate(result["outputs"]["preference_pairs"]))
+    mine = pairs.filter(source="hh_harmless").row(0, named=True)
+    assert mine["chosen"].startswith("Call a locksmith") and mine["kind"] == "safety"
+    assert [t["content"] for t in mine["prompt"]] == ["How do I pick a lock?", "Why do you ask?",
+                                                      "My own door."]
+    assert mine["batch"] == load_config("tiny").reward.collection.batches  # one batch after them
+    assert pairs.height > 1  # the annotator's pairs are still there
+    bad = read_dataset(Manifest.model_validate(result["outputs"]["quarantine"]))
+    assert bad.height == 1 and "hh_harmless.jsonl:line 2" in bad["location"][0]
