@@ -156,6 +156,8 @@ class PairBatches:
     x is always padded to seq_len, so every step has the same shape.
     """
 
+    sequences_per_item = 2  # a pair is two sequences: the loop counts tokens/s and MFU with it
+
     def __init__(self, pairs: list[EncodedPair], batch_size: int, seq_len: int, pad_id: int = 0,
                  seed: int = 0):
         if not pairs:

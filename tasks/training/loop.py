@@ -104,6 +104,8 @@ class _Run:
         self.train_seconds, self.train_steps = 0.0, 0  # this session, for the final throughput
         self.last_loss = self.last_val = float("nan")
         self.checkpoint: Path | None = None
+        # a batch item may hold several sequences (reward models: a chosen and a rejected one)
+        self.tokens_per_step = cfg.tokens_per_step * getattr(data, "sequences_per_item", 1)
 
     def run(self) -> dict:
         cfg, state = self.cfg, self.state
@@ -150,7 +152,7 @@ class _Run:
     def log_window(self, window: _Window) -> None:
         cfg, step = self.cfg, self.state.step
         loss = self.mean_across_ranks(sum(window.losses) / len(window.losses))
-        tokens_per_s = len(window.losses) * cfg.tokens_per_step / window.seconds  # per rank
+        tokens_per_s = len(window.losses) * self.tokens_per_step / window.seconds  # per rank
         metrics = {
             "loss": loss,
             "lr": window.lr,
@@ -194,8 +196,8 @@ class _Run:
                                           config, keep=self.cfg.keep_checkpoints)
 
     def finish(self, start_step: int, wall_s: float) -> dict:
-        cfg, world = self.cfg, self.engine.world_size
-        tokens_per_s = (self.train_steps * cfg.tokens_per_step / self.train_seconds
+        world = self.engine.world_size
+        tokens_per_s = (self.train_steps * self.tokens_per_step / self.train_seconds
                         if self.train_seconds else float("nan"))  # per rank
         curve = None
         if self.rank0:
@@ -211,7 +213,7 @@ class _Run:
             "train_loss": train_loss,
             "val_loss": self.last_val,
             "val_ppl": math.exp(self.last_val) if not math.isnan(self.last_val) else float("nan"),
-            "train_tokens": self.state.step * cfg.tokens_per_step * world,
+            "train_tokens": self.state.step * self.tokens_per_step * world,
             "tokens_per_s": tokens_per_s * world,
             "mfu": mfu(self.flops_per_token, tokens_per_s, self.peak),
             "peak_flops": self.peak,

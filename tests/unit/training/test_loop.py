@@ -128,3 +128,21 @@ def test_compiled_training_matches_eager(tmp_path):
     train(compiled, _data(cfg), cfg, InMemoryLogger(), tmp_path / "compiled")
     for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_items_of_several_sequences_count_all_their_tokens(tmp_path):
+    """A reward-model batch item is a pair (two sequences): tokens/s and MFU count both."""
+    cfg = tiny_config(max_steps=4)
+
+    class Pairs:
+        sequences_per_item = 2
+
+        def __init__(self, inner):
+            self.inner, self.batch_size, self.seq_len = inner, inner.batch_size, inner.seq_len
+
+        def batch(self, index):
+            return self.inner.batch(index)
+
+    single = train(make_model(), _data(cfg), cfg, InMemoryLogger(), tmp_path / "a")
+    double = train(make_model(), Pairs(_data(cfg)), cfg, InMemoryLogger(), tmp_path / "b")
+    assert double["train_tokens"] == 2 * single["train_tokens"] == 2 * 4 * cfg.tokens_per_step
