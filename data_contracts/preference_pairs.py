@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from data_contracts.base import Contract
-from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW
+from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, roles_alternate
 
 # §3.2.1, strongest first
 RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
@@ -56,11 +56,8 @@ class PreferencePairs(pap.DataFrameModel):
 
     @pap.dataframe_check(error="prompt turns must alternate user/assistant and end with the user")
     def prompt_ends_with_user(cls, data) -> pl.LazyFrame:
-        expected = (pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user"))
-                    .otherwise(pl.lit("assistant")))
-        roles_ok = pl.col("prompt").list.eval(pl.element().struct.field("role") == expected).list.all()
-        length = pl.col("prompt").list.len()
-        return data.lazyframe.select(roles_ok & (length % 2 == 1))
+        prompt = pl.col("prompt")
+        return data.lazyframe.select(roles_alternate(prompt) & (prompt.list.len() % 2 == 1))
 
     @pap.dataframe_check(error="safety_bin must agree with chosen_safe / rejected_safe")
     def bin_matches_labels(cls, data) -> pl.LazyFrame:

@@ -21,12 +21,16 @@ SPLITS = ("train", "heldout")
 MASK_STRATEGIES = ("all_assistant", "last_turn")  # tasks/sft/chat_format.py MaskStrategy
 
 
+def roles_alternate(turns: pl.Expr) -> pl.Expr:
+    """Roles go user, assistant, user, ... (the length is checked by the caller)."""
+    expected = pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
+    return turns.list.eval(pl.element().struct.field("role") == expected).list.all()
+
+
 def _alternating(turns: pl.Expr) -> pl.Expr:
     """user, assistant, user, assistant, ...: an even number (>= 2) of turns."""
-    expected = pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
-    roles_ok = turns.list.eval(pl.element().struct.field("role") == expected).list.all()
     length = turns.list.len()
-    return roles_ok & (length >= 2) & (length % 2 == 0)
+    return roles_alternate(turns) & (length >= 2) & (length % 2 == 0)
 
 
 class SftDialogues(pap.DataFrameModel):

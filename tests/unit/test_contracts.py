@@ -105,3 +105,24 @@ def test_split_valid_raises_when_no_row_can_carry_the_failure():
     strict = Contract("non_empty", "1.0", NonEmpty, c.schema, "test")
     with pytest.raises(ContractError, match="non_empty"):
         strict.split_valid(_raw().clear())
+
+
+def test_preference_pairs_check_the_prompt_shape_and_the_safety_bin():
+    from tasks.sft import dialogue_frame
+
+    good = dict(pair_id="p1", prompt_id="d1", system="", prompt=[{"role": "user", "content": "hi"}],
+                chosen="hello", rejected="go away", rating="better", kind="safety",
+                safety_bin="chosen_safe_rejected_unsafe", chosen_safe=True, rejected_safe=False,
+                chosen_score=0.9, rejected_score=0.2, is_safety=True, category="adversarial",
+                risk_category="illicit_criminal", reference=None, source="donotanswer",
+                model_chosen="sft", model_rejected="pretrained", temperature_chosen=0.6,
+                temperature_rejected=1.3, batch=0, split="train", annotator="rule")
+    bad_prompt = dict(good, pair_id="p2", prompt=[{"role": "user", "content": "hi"},
+                                                  {"role": "assistant", "content": "yo"}])
+    bad_bin = dict(good, pair_id="p3", safety_bin="both_safe")
+    contract = get_contract("preference_pairs")
+    valid, invalid = contract.split_valid(dialogue_frame([good, bad_prompt, bad_bin], "preference_pairs"))
+    assert valid["pair_id"].to_list() == ["p1"]
+    errors = dict(zip(invalid["pair_id"], invalid["contract_error"]))
+    assert "end with the user" in errors["p2"] or "prompt_ends_with_user" in errors["p2"]
+    assert "bin" in errors["p3"]
