@@ -5,6 +5,7 @@ recall, calibration against the annotator, and (where configured) the margin abl
 
 from __future__ import annotations
 
+import polars as pl
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -54,24 +55,15 @@ def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
             trained[rm] = out.artifacts["model_dir"]
         evaluated = run(steps.evaluate_step, pairs, trained, tokenizer, r, run_dir)
         log_step(tracker, evaluated, artifact_path="evaluation")
-        table = read_dataset_csv(evaluated.artifacts["table8.csv"])
+        table = pl.read_csv(evaluated.artifacts["table8.csv"])
         tracker.log_table(table, "table8_accuracy_by_level")
         if r.margin_ablation:
             ablation = run(steps.margin_ablation_step, pairs, r, sft_dir, tokenizer, seed, run_dir,
                            tracker.run_id)
             log_step(tracker, ablation, artifact_path="evaluation")
-            tracker.log_table(read_dataset_csv(ablation.artifacts["margin_ablation.csv"]),
+            tracker.log_table(pl.read_csv(ablation.artifacts["margin_ablation.csv"]),
                               "margin_ablation")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     return {"outputs": {k: m.model_dump() for k, m in collected.outputs.items()},
             "reward_models": trained, "tokenizer_model": tokenizer, "sft": sft,
             "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
-
-
-def read_dataset_csv(path: str):
-    import polars as pl
-
-    return pl.read_csv(path)
-
-
-

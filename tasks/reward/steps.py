@@ -166,7 +166,8 @@ def _test_scores(model: RewardModel, rows: list[dict], processor, seq_len: int):
 
 
 def evaluate_models(pairs: Manifest, models: dict[str, str], tokenizer_model: str, seq_len: int,
-                    thresholds: list[float]) -> tuple[pl.DataFrame, list[dict], dict[str, bytes]]:
+                    thresholds: list[float], test_sets: tuple[str, ...] = ("helpfulness", "safety")
+                    ) -> tuple[pl.DataFrame, list[dict], dict[str, bytes]]:
     """Table 8 (accuracy per rating level, per RM and test set), the Safety RM's unsafe-response
     recall/precision, and a calibration plot per RM against the annotator's scores."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
@@ -174,7 +175,7 @@ def evaluate_models(pairs: Manifest, models: dict[str, str], tokenizer_model: st
     judged, safety_rows, plots = [], [], {}
     for rm, folder in models.items():
         model = load_reward_model(Path(folder))
-        for test_set in ("helpfulness", "safety"):
+        for test_set in test_sets:
             rows, r_c, r_r = _test_scores(model, [r for r in test if r["kind"] == test_set],
                                           processor, seq_len)
             judged += [{"rm": rm, "test_set": test_set, "rating": r["rating"], "correct": bool(c > j)}
@@ -224,9 +225,9 @@ def margin_ablation_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, token
         rm_cfg = cfg.helpfulness.model_copy(update={"margin": scheme})
         st, folder = train_reward_model(pairs, "helpfulness", rm_cfg, sft_dir, tokenizer_model,
                                         cfg.safety_share, seed, run_dir, mlflow_run_id, f"ablation_{scheme}")
-        table, _, _ = evaluate_models(pairs, {"helpfulness": str(folder)}, tokenizer_model, seq_len, [0.5])
-        tables.append(table.filter(pl.col("test_set") == "helpfulness")
-                      .with_columns(pl.lit(scheme).alias("margin")))
+        table, _, _ = evaluate_models(pairs, {"helpfulness": str(folder)}, tokenizer_model, seq_len,
+                                      [0.5], test_sets=("helpfulness",))
+        tables.append(table.with_columns(pl.lit(scheme).alias("margin")))
         stats[f"ablation.{scheme}.avg"] = tables[-1]["avg"][0]
     table = pl.concat(tables) if tables else pl.DataFrame()
     path = write_artifact(table.write_csv().encode(), Path(run_dir), "reward", "margin_ablation.csv")
