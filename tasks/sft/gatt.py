@@ -354,13 +354,15 @@ def multiturn_recall(conversations: list[dict], answer_fn: AnswerFn, turns: tupl
     model's own answers are fed back. At turn t the table counts the conversations that got an
     answer there (`evaluated`) and those whose answer satisfies every part (`satisfied`);
     conversations shorter than t or stopped by a context that no longer fits (None) are not
-    evaluated, so `recall` is None where nothing was.
+    evaluated, so `recall` is None where nothing was. An empty answer is evaluated (it obeys no
+    instruction) and ends its conversation: a blank assistant turn has no chat-format rendering
+    to feed back. `stop_reason` says why a conversation stopped early.
     """
     if not turns or min(turns) < 1:
         raise ValueError(f"turns must be 1-based turn numbers, got {turns}")
     instrs = [Instruction.from_json(c["instruction"]) for c in conversations]
     transcripts = [{"id": c["id"], "instruction": c["instruction"], "system": instr.text,
-                    "turns": [], "stopped_at": None} for c, instr in zip(conversations, instrs)]
+                    "turns": [], "stopped_at": None, "stop_reason": None} for c, instr in zip(conversations, instrs)]
     for turn in range(max(turns)):
         active = [i for i, (c, tr) in enumerate(zip(conversations, transcripts))
                   if tr["stopped_at"] is None and turn < len(c["users"])]
@@ -374,12 +376,14 @@ def multiturn_recall(conversations: list[dict], answer_fn: AnswerFn, turns: tupl
         answers = _answer_all(answer_fn, contexts, _sub_seed(seed, turn, 0), batch_size)
         for i, answer in zip(active, answers):
             if answer is None:
-                transcripts[i]["stopped_at"] = turn + 1
+                transcripts[i].update(stopped_at=turn + 1, stop_reason="context_too_long")
                 continue
             parts = check_parts(instrs[i], answer)
             transcripts[i]["turns"].append({"turn": turn + 1, "user": conversations[i]["users"][turn],
                                             "answer": answer, "satisfied": all(parts.values()),
                                             "parts": parts})
+            if not answer.strip():
+                transcripts[i].update(stopped_at=turn + 2, stop_reason="empty_answer")
     table = []
     for t in turns:
         reached = [tr["turns"][t - 1] for tr in transcripts if len(tr["turns"]) >= t]

@@ -4,6 +4,8 @@ from collections import Counter
 
 import pytest
 
+from tasks.sft.chat_format import render_chat
+
 from tasks.sft.gatt import (
     KINDS,
     Instruction,
@@ -279,6 +281,23 @@ def test_recall_counts_only_turns_reached():
     table, _ = multiturn_recall(short, recall_fn(), turns=(2, 4), seed=0)
     assert [r["evaluated"] for r in table] == [1, 0]
     assert Counter(r["satisfied"] for r in table) == Counter({1: 1, 0: 1})
+
+
+def test_an_empty_answer_is_evaluated_unsatisfied_and_ends_its_conversation():
+    """A tiny model may stop at once; the blank answer must not be fed back as a chat turn."""
+    def answer_fn(contexts, seed):
+        out = []
+        for system, turns in contexts:
+            render_chat(system, turns)  # raises on a blank turn, as the real tokenizer path does
+            turn = len(turns) // 2 + 1
+            out.append("" if turn == 2 and system == Instruction.from_json(CONVS[0]["instruction"]).text else
+                       apply(INSTRUCTIONS[system], "ok."))
+        return out
+
+    table, transcripts = multiturn_recall(CONVS, answer_fn, turns=(1, 2, 3), seed=0)
+    assert [(r["evaluated"], r["satisfied"]) for r in table] == [(2, 2), (2, 1), (1, 1)]
+    assert (transcripts[0]["stopped_at"], transcripts[0]["stop_reason"]) == (3, "empty_answer")
+    assert (transcripts[1]["stopped_at"], transcripts[1]["stop_reason"]) == (None, None)
 
 
 def test_an_instruction_space_narrows_what_is_drawn():
