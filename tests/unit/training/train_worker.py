@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         args.result_dir.mkdir(parents=True, exist_ok=True)
         (args.result_dir / f"result-rank{rank}.json").write_text(json.dumps(result))
     if torch.distributed.is_initialized():
+        # Both ranks leave their last collective (ZeRO-3's gather in weights_digest) before either
+        # tears the group down: a rank that destroys first can abort its peer mid-collective.
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
