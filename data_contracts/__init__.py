@@ -9,6 +9,8 @@ from data_contracts import (
     preference_pairs,
     quarantine,
     raw_documents,
+    rejection_samples,
+    rlhf_eval,
     sft_dialogues,
     sft_examples,
     sft_excluded,
@@ -33,6 +35,8 @@ CONTRACTS: dict[str, Contract] = {
         multiturn_eval,
         preference_pairs,
         preference_excluded,
+        rejection_samples,
+        rlhf_eval,
     )
 }
 

@@ -50,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     from flows.pipeline import pipeline_flow
     from flows.pretrain import pretrain_flow
     from flows.reward import reward_flow
+    from flows.rlhf import rlhf_flow
     from flows.sft import sft_flow
     from flows.tokenizer import tokenizer_flow
 
     flow = {"pipeline": pipeline_flow, "corpus": corpus_flow, "tokenizer": tokenizer_flow,
-            "pretrain": pretrain_flow, "sft": sft_flow, "reward": reward_flow}[args.stage]
+            "pretrain": pretrain_flow, "sft": sft_flow, "reward": reward_flow,
+            "rlhf": rlhf_flow}[args.stage]
     started = time.perf_counter()
     result = flow(preset=args.preset, overrides=args.set, rerun=args.rerun)
     seconds = time.perf_counter() - started
@@ -107,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline or one stage")
     run.add_argument("--preset", default="demo", help="configs/<preset>.yaml or a path (default demo)")
     run.add_argument("--stage", default="pipeline",
-                     choices=["pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward"])
+                     choices=["pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"])
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. corpus.quality.min_words=30")
     run.add_argument("--rerun", action="append", default=[], metavar="NAME",

@@ -27,10 +27,16 @@ class StageRunner:
         self.forced = forced
         self.states: dict[str, str] = {}  # task (task/i when mapped) -> final state name
 
-    def __call__(self, task: Task, *args, **kwargs):
+    def __call__(self, task: Task, *args, label: str | None = None, **kwargs):
+        """Run `task` once. `label` tells repeated runs of one task apart (an RLHF round: "v2"):
+        it names the Prefect task run and the recorded state ("rlhf.ppo:v2"); --rerun and
+        injected faults still match the plain task name, so they hit every round."""
         name = f"{self.stage}.{task.name}"
-        state = self._prepare(task, name)(*args, return_state=True, **kwargs)
-        self.states[name] = state.name
+        prepared = self._prepare(task, name)
+        if label:
+            prepared = prepared.with_options(task_run_name=f"{task.name}-{label}")
+        state = prepared(*args, return_state=True, **kwargs)
+        self.states[f"{name}:{label}" if label else name] = state.name
         return state.result()
 
     def map(self, task: Task, items: list, *args, **kwargs) -> list:

@@ -36,8 +36,21 @@ EDGES: dict[str, tuple[str, ...]] = {
     "reward.train_safety_rm": ("reward.collect_preferences",),
     "reward.evaluate_rms": ("reward.train_helpfulness_rm", "reward.train_safety_rm"),
     "reward.margin_ablation": ("reward.collect_preferences",),
+    # one node per task for all rounds: round r's tasks read round r-1's policy, so forcing any
+    # RLHF task re-runs it in every round and everything after it
+    "rlhf.refresh_reward_models": ("reward.collect_preferences", "sft.curate", "sft.train_gatt",
+                                   "rlhf.rs_finetune", "rlhf.ppo"),
+    "rlhf.rejection_sample": ("reward.train_helpfulness_rm", "reward.train_safety_rm",
+                              "rlhf.refresh_reward_models", "sft.train_gatt", "rlhf.rs_finetune",
+                              "rlhf.ppo"),
+    "rlhf.rs_finetune": ("rlhf.rejection_sample",),
+    "rlhf.ppo": ("rlhf.rs_finetune", "rlhf.refresh_reward_models", "reward.train_helpfulness_rm",
+                 "reward.train_safety_rm"),
+    "rlhf.register_round": ("rlhf.rs_finetune", "rlhf.ppo"),
+    "rlhf.evaluate_rounds": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.refresh_reward_models",
+                             "reward.train_helpfulness_rm", "reward.train_safety_rm", "sft.curate"),
 }
-STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft", "reward")
+STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf")
 
 
 class UnknownTaskError(ValueError):

@@ -11,12 +11,13 @@ from flows.corpus import corpus_flow
 from flows.dag import expand_reruns
 from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
+from flows.rlhf import rlhf_flow
 from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 from tasks.config import load_config
 from tasks.tracking import open_run, tracking_uri
 
-DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward "
+DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf "
                "(later stages join as they land).")
 
 
@@ -48,6 +49,8 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
         summary["stages"]["sft"] = sft
         reward = reward_flow(preset, overrides, rerun, parent.run_id, sft=sft)
         summary["stages"]["reward"] = {k: v for k, v in reward.items() if k != "sft"}
+        rlhf = rlhf_flow(preset, overrides, rerun, parent.run_id, reward=reward)
+        summary["stages"]["rlhf"] = {k: v for k, v in rlhf.items() if k != "reward"}
     except BaseException:
         parent.close("FAILED")
         raise

@@ -9,6 +9,8 @@ that hides pad columns, so a padded prompt gives the same tokens as that prompt 
            the pad columns 3-4 stay masked for the rest of the generation.
 
 Left padding is the default (the first new token's logits are in the last column for all rows).
+`use_cache=False` re-runs the whole sequence at every step with the same positions and masks
+(same tokens, for benchmarks and checks; quadratic in length).
 Used by rejection sampling, PPO rollouts, preference collection, distillation and evaluation.
 """
 
@@ -66,6 +68,16 @@ def _pad_batch(prompts: list[list[int]], pad_id: int, padding: str, total: int, 
     return tokens.to(device), valid.to(device)
 
 
+def _prefix_inputs(valid: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions (B, T) and attention mask (B, 1, T, T) for the first T columns: each sequence
+    counts positions over its real tokens; causal over real tokens, and a pad column also sees
+    itself (no all-masked row)."""
+    positions = (valid[:, :T].cumsum(dim=-1) - 1).clamp(min=0)
+    causal = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(T, dtype=torch.bool, device=valid.device)
+    return positions, ((causal & valid[:, None, :T]) | eye)[:, None]
+
+
 def _check_args(model: Llama, prompts, max_new_tokens, temperature, top_p, padding) -> None:
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and no prompt may be empty")
@@ -90,12 +102,15 @@ def generate(
     pad_id: int = 0,
     seed: int | None = None,
     padding: Literal["left", "right"] = "left",
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """New tokens for each prompt (the prompt excluded), at most `max_new_tokens`; a sequence
     stops after it samples `eos_id` (included in its output), the others carry on.
     temperature 0 = greedy; `seed` makes sampling reproducible (else torch's global RNG).
     `pad_id` is what the pad columns are fed; they are masked, so it never changes the result
-    and never appears in the output; a negative id (sentencepiece's "no pad", -1) is fed as 0."""
+    and never appears in the output; a negative id (sentencepiece's "no pad", -1) is fed as 0.
+    `use_cache=False` runs the full prompt + new tokens through the model at every step instead
+    of one token against a KV cache: the same tokens, only slower."""
     _check_args(model, prompts, max_new_tokens, temperature, top_p, padding)
     pad_id = max(pad_id, 0)
     if max_new_tokens <= 0:
@@ -107,14 +122,12 @@ def generate(
     total = width + max_new_tokens
     tokens, valid = _pad_batch(prompts, pad_id, padding, total, device)
     lengths = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
-    cache = KVCache(cfg.n_layers, B, cfg.n_kv_heads, total, cfg.head_dim, param.dtype, device)
+    cache = (KVCache(cfg.n_layers, B, cfg.n_kv_heads, total, cfg.head_dim, param.dtype, device)
+             if use_cache else None)
 
     # 1. prefill: causal over real tokens; a pad row also sees itself (no all-masked row)
-    positions = (valid[:, :width].cumsum(dim=-1) - 1).clamp(min=0)  # (B, L)
-    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    eye = torch.eye(width, dtype=torch.bool, device=device)
-    mask = (causal & valid[:, None, :width]) | eye  # (B, L, L)
-    logits, _ = model(tokens, positions=positions, attention_mask=mask[:, None], cache=cache)
+    positions, mask = _prefix_inputs(valid, width)  # (B, L), (B, 1, L, L)
+    logits, _ = model(tokens, positions=positions, attention_mask=mask, cache=cache)
     last = torch.full_like(lengths, width - 1) if padding == "left" else lengths - 1
     logits = logits[torch.arange(B, device=device), last]  # (B, V)
 
@@ -130,8 +143,13 @@ def generate(
             done |= tok == eos_id
         if step == max_new_tokens - 1 or bool(done.all()):
             break
-        logits, _ = model(tok[:, None], positions=(lengths + step)[:, None],
-                          attention_mask=valid[:, None, None, :width + step + 1], cache=cache)
+        if use_cache:
+            logits, _ = model(tok[:, None], positions=(lengths + step)[:, None],
+                              attention_mask=valid[:, None, None, :width + step + 1], cache=cache)
+        else:  # the whole sequence again: prompt block + every token so far (pad after EOS)
+            positions, mask = _prefix_inputs(valid, width + step + 1)
+            sequence = torch.cat([tokens, out[:, :step + 1]], dim=1)
+            logits, _ = model(sequence, positions=positions, attention_mask=mask)
         logits = logits[:, -1]
     return [_until_eos(row, eos_id) for row in out[:, :steps].tolist()]
 

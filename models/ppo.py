@@ -15,6 +15,11 @@ One PPO step, as the caller strings these together:
 
 Shapes: B rows, T tokens (prompt + response + pad), V vocabulary. `response_mask` (B, T) bool is
 True on the tokens the policy generated; every per-token quantity is only meaningful there.
+
+Alignment: every per-token quantity at column t belongs to token t, the action taken in state
+tokens[:t]. Its log-prob and value are therefore read one column earlier, from the output at
+t - 1 (`sequence_logprobs`, `align_to_tokens`); column 0 has no state before it and gets 0.
+`PolicyWithValue` gives the logits and values of one trunk pass, unshifted.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn as nn
+
+from models.llama import Llama
 
 SAFETY_GATE = 0.15  # §3.2.3: R_s < 0.15 -> use R_s (precision 0.89, recall 0.55 on safety tests)
 KLEstimator = Literal["k1", "k3"]
@@ -254,3 +262,72 @@ def entropy_from_logits(logits: torch.Tensor, response_mask: torch.Tensor) -> to
     probs = torch.softmax(logits, dim=-1)
     entropy = torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # (B, T)
     return masked_mean(entropy, response_mask)
+
+
+# --- policy with value head ---------------------------------------------------------------
+
+def align_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """x (B, T, ...) read at each column -> (B, T, ...) moved one column right, column 0 zero.
+
+    The output at column t - 1 has seen tokens[:t], so it is what the model says about token t
+    (the value V(tokens[:t]) of the state token t is chosen in, for instance).
+    """
+    out = torch.zeros_like(x)
+    out[:, 1:] = x[:, :-1]
+    return out
+
+
+def sequence_logprobs(logits: torch.Tensor, tokens: torch.Tensor,
+                      response_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(tokens[:, t] | tokens[:, :t]) at column t, (B, T) float32, from logits (B, T, V).
+
+    Column t comes from logits[:, t - 1] (the next-token prediction made after tokens[:t]);
+    column 0 has no prediction and gets 0. With response_mask (B, T) bool, columns off the mask
+    are 0 as well.
+    """
+    B = tokens.shape[0]
+    lp = logprobs_from_logits(logits[:, :-1], tokens[:, 1:])  # (B, T - 1)
+    out = torch.cat([lp.new_zeros(B, 1), lp], dim=1)  # (B, T)
+    if response_mask is not None:
+        out = torch.where(response_mask.bool(), out, torch.zeros_like(out))
+    return out
+
+
+class PolicyWithValue(nn.Module):
+    """A `Llama` policy plus a scalar value head on the same final-norm hidden states that its LM
+    head reads: one trunk pass gives both the logits and the values.
+
+    `self.policy` stays a plain `Llama` (save it or sample from it as is); the head is
+    `value_head`, nn.Linear(dim, 1), zero at the start so that the first value-loss gradients
+    move the head only, not the trunk the policy shares with it.
+    """
+
+    def __init__(self, policy: Llama):
+        super().__init__()
+        self.policy = policy
+        self.value_head = nn.Linear(policy.config.dim, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        first = next(policy.parameters())
+        self.value_head.to(device=first.device, dtype=first.dtype)
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> final-norm hidden states (B, T, dim), exactly as Llama.forward
+        computes them (positions 0..T-1, causal attention, no cache)."""
+        model, T = self.policy, tokens.shape[1]
+        if T > model.config.max_seq_len:
+            raise ValueError(f"{T} positions > max_seq_len {model.config.max_seq_len}")
+        cos, sin = model.rope_cos[:T][None, None], model.rope_sin[:T][None, None]  # (1, 1, T, D/2)
+        h = model.tok_embeddings(tokens)  # (B, T, C)
+        for layer in model.layers:
+            h = layer(h, cos, sin, None)  # mask None = causal
+        return model.norm(h)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) -> (logits (B, T, V) float32, values (B, T) float32), both unshifted:
+        column t is read after tokens[:t + 1]. Attention is causal, so right padding leaves the
+        columns before it unchanged."""
+        h = self.hidden_states(tokens)  # (B, T, C)
+        logits = self.policy.output(h).float()
+        values = self.value_head(h).squeeze(-1).float()
+        return logits, values

@@ -24,6 +24,7 @@ from tasks.data.catalog import SourceSpec
 from tasks.pretrain.shards import ShardConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
 from tasks.reward.config import RewardConfig
+from tasks.rlhf.config import RlhfConfig
 from tasks.sft.config import SftConfig
 from tasks.training.config import TrainConfig
 from tasks.tokenizer.train import TokenizerConfig
@@ -103,6 +104,7 @@ class RecipeConfig(StrictModel):
     pretrain: PretrainConfig = PretrainConfig()
     sft: SftConfig = SftConfig()
     reward: RewardConfig = RewardConfig()
+    rlhf: RlhfConfig = RlhfConfig()
 
     def resolved(self) -> "RecipeConfig":
         """Relative paths become absolute (against the project root); env overrides apply."""

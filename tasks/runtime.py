@@ -35,6 +35,7 @@ def configure_environment(run_dir: Path | None = None, threads: int = 2) -> Path
         "TRANSFORMERS_OFFLINE": "1",
         "MPLBACKEND": "Agg",
         "GIT_PYTHON_REFRESH": "quiet",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",  # e.g. the PPO trainer's per-iteration lines
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, str(value))

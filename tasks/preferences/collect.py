@@ -77,13 +77,14 @@ def read_label_files(cfg: CollectionConfig) -> tuple[list[dict], list[dict], dic
     return rows, bad, stats
 
 
-def prompt_pool(dialogues: list[dict]) -> dict[str, list[dict]]:
-    """Candidate prompts from the SFT *train* dialogues (held-out prompts stay unseen for the
-    evaluation stage): the first user turn of each, with its tags. Instruction demonstrations
-    and GAtt rows are left out (their prompts carry an instruction)."""
+def prompt_pool(dialogues: list[dict], split: str = "train") -> dict[str, list[dict]]:
+    """Candidate prompts from the SFT dialogues of one split (collection and RLHF train on
+    "train"; held-out prompts stay unseen until evaluation): the first user turn of each, with
+    its tags. Instruction demonstrations and GAtt rows are left out (their prompts carry an
+    instruction)."""
     pool: dict[str, list[dict]] = {"helpfulness": [], "safety": []}
     for d in dialogues:
-        if d["split"] != "train" or d["instruction"] is not None:
+        if d["split"] != split or d["instruction"] is not None:
             continue
         single = len(d["turns"]) == 2
         prompt = {"prompt_id": d["dialogue_id"], "system": d["system"], "turns": d["turns"][:1],

@@ -114,3 +114,27 @@ def test_bad_arguments_raise(model):
     with pytest.raises(ValueError, match="empty"):
         generate(model, [[1, 2], []], 4)
     assert generate(model, PROMPTS, 0) == [[], [], []]
+
+
+def early_eos(outputs: list[list[int]]) -> int:
+    """A token that ends some row early (within its first half) but is not in every row."""
+    for row in outputs:
+        for tok in row[1:len(row) // 2]:
+            if any(tok not in other for other in outputs):
+                return tok
+    raise AssertionError("no token stops only some rows")
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+@pytest.mark.parametrize("temperature, top_p, seed", [(0.0, 1.0, None), (1.0, 0.9, 7)])
+def test_no_cache_path_gives_the_same_tokens(model, padding, temperature, top_p, seed):
+    def run(eos_id, use_cache):
+        return generate(model, PROMPTS, 12, temperature=temperature, top_p=top_p, seed=seed,
+                        eos_id=eos_id, pad_id=3, padding=padding, use_cache=use_cache)
+
+    full = run(None, True)
+    assert run(None, False) == full
+    eos = early_eos(full)
+    cached = run(eos, True)
+    assert any(len(row) < 12 for row in cached) and any(len(row) == 12 for row in cached)
+    assert run(eos, False) == cached

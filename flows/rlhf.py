@@ -1,0 +1,108 @@
+"""RLHF stage (RECIPE.md §7): rounds RLHF-V1..Vn, each a nested MLflow run under the stage's.
+
+Round 1 starts from the SFT model and optimises against the reward stage's RMs (trained on the
+batches collected from the SFT-era models). Round r >= 2 first collects a fresh batch from the
+newest policy with the rule annotator, appends it to every earlier batch and retrains both RMs
+(`refresh_reward_models`). Each round then improves the policy with rejection sampling (K
+samples, best by the gated reward, fine-tuned on), and from round `ppo_from` on with PPO on top
+of the rejection-sampling model. Each round's policy is a registered model version. After the
+rounds, every version answers the held-out prompts and one table compares them.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows._runner import StageRunner
+from flows.dag import expand_reruns
+from tasks.config import flatten, load_config
+from tasks.io import Manifest, read_dataset
+from tasks.rlhf import steps
+from tasks.tracking import log_step, stage_run
+
+DESCRIPTION = (
+    "Iterative RLHF: per round, fresh preferences from the newest policy (rule annotator, a "
+    "stand-in for people) and refreshed Helpfulness/Safety RMs; rejection sampling (K samples, "
+    "best by the safety-gated reward R_c); PPO from round ppo_from on; one registered model "
+    "version per round; a per-round table on held-out prompts."
+)
+
+
+def _round_description(r: int, ppo: bool, refresh: bool) -> str:
+    parts = ["refresh both RMs on a fresh batch from the newest policy"] if refresh else \
+        ["the reward stage's RMs"]
+    parts.append("rejection sampling")
+    if ppo:
+        parts.append("PPO on top of the rejection-sampling model")
+    return f"RLHF-V{r}: " + ", then ".join(parts) + "."
+
+
+@flow(name="rlhf")
+def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
+              rerun: list[str] | None = None, parent_run_id: str | None = None,
+              reward: dict | None = None) -> dict:
+    """Run the RLHF rounds. Without `reward` (the reward stage's result), the earlier stages
+    supply it (cached when nothing changed)."""
+    cfg = load_config(preset, overrides or [])
+    if reward is None:
+        from flows.reward import reward_flow
+
+        reward = reward_flow(preset, overrides, rerun, parent_run_id)
+    l, seed, run_dir, data_dir = cfg.rlhf, cfg.seed, str(cfg.run_dir), str(cfg.data_dir)
+    sft = reward["sft"]
+    dialogues = Manifest.model_validate(sft["outputs"]["sft_dialogues"])
+    tokenizer, sft_dir = sft["tokenizer_model"], sft["model_dir"]
+    prompts = steps.prompt_sets(read_dataset(dialogues).to_dicts(), l, seed)
+    run = StageRunner("rlhf", expand_reruns(rerun or []))
+    with stage_run(cfg, "rlhf", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
+        tracker.log_params({**flatten(l, "rlhf."), "seed": seed,
+                            **{f"prompts.{k}": len(v) for k, v in prompts.items()}})
+        pairs = Manifest.model_validate(reward["outputs"]["preference_pairs"])
+        rms = dict(reward["reward_models"])
+        policy = previous = sft_dir
+        versions, samples, summary = {"sft": sft_dir}, [], []
+        for r in range(1, l.rounds + 1):
+            label, ppo = f"v{r}", r >= l.ppo_from
+            with stage_run(cfg, f"rlhf-v{r}", tracker.run_id, flow_run.id,
+                           _round_description(r, ppo, r >= 2)) as rt:
+                rt.set_tags({"rlhf.round": str(r), "rlhf.ppo": str(ppo)})
+                if r >= 2:
+                    refreshed = run(steps.refresh_step, r, {"latest": policy, "previous": previous,
+                                                            "sft": sft_dir}, pairs, dialogues,
+                                    tokenizer, sft_dir, cfg.reward, l, cfg.corpus.toxicity, seed,
+                                    data_dir, run_dir, rt.run_id, label=label)
+                    log_step(rt, refreshed, datasets={steps.PAIRS: "training"})
+                    pairs, rms = refreshed.outputs[steps.PAIRS], dict(refreshed.artifacts)
+                sampled = run(steps.rejection_sample_step, r, policy, rms, prompts["rs"], list(samples),
+                              tokenizer, cfg.reward, l, seed, data_dir, run_dir, label=label)
+                log_step(rt, sampled, datasets={steps.SAMPLES: "training"}, artifact_path="rejection_sampling")
+                samples.append(sampled.outputs[steps.SAMPLES])
+                tuned = run(steps.rs_finetune_step, r, policy, sampled.outputs[steps.SAMPLES], tokenizer,
+                            l, cfg.sft.format, run_dir, rt.run_id, label=label)
+                log_step(rt, tuned)
+                new_policy, how = tuned.artifacts["model_dir"], "rejection sampling"
+                if ppo:
+                    trained = run(steps.ppo_step, r, new_policy, rms, prompts["ppo"], prompts["validation"],
+                                  tokenizer, cfg.reward, l, cfg.corpus.toxicity, seed, run_dir,
+                                  rt.run_id, label=label)
+                    rt.log_metrics(trained.stats)
+                    new_policy = trained.artifacts["model_dir"]
+                    how = f"rejection sampling, then PPO ({trained.artifacts['stopped']})"
+                registered = run(steps.register_step, r, new_policy, l, how, run_dir, rt.run_id, label=label)
+                rt.log_metrics(registered.stats)
+                previous, policy = policy, new_policy
+                versions[f"rlhf-v{r}"] = policy
+                summary.append({"round": r, "how": how, "model_dir": policy})
+        evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, cfg.reward, l,
+                        cfg.corpus.toxicity, seed, data_dir, run_dir)
+        log_step(tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation")
+        tracker.log_table(pl.read_csv(evaluated.artifacts["rounds.csv"]), "rlhf_rounds")
+        tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
+    return {"models": versions, "model_dir": policy, "rounds": summary, "reward_models": rms,
+            "tokenizer_model": tokenizer, "reward": reward,
+            "outputs": {"preference_pairs": pairs.model_dump(),
+                        "rlhf_eval": evaluated.outputs[steps.EVAL].model_dump(),
+                        "rejection_samples": [m.model_dump() for m in samples]},
+            "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}

@@ -1,0 +1,440 @@
+"""The PPO trainer (Touvron et al., 2023, §3.2.3; RECIPE.md §7). Pure torch: no Prefect, no MLflow.
+
+One iteration:
+    1. draw `batch_size` prompts (a shuffled order, cycled; seeded)
+    2. sample one response per prompt with the policy (KV-cache `generate`, eval mode, no grad)
+    3. old log-probs and values (PolicyWithValue) and reference log-probs, no grad
+    4. r_c = reward_fn(prompt indices, responses)["r_c"]; score = WHITEN(LOGIT(r_c)) over the
+       last `whiten_window` scores; per-token rewards = score at the last token - beta * KL_t
+    5. GAE, advantages whitened over the response tokens
+    6. `ppo_epochs` passes over the batch in shuffled minibatches of `minibatch_size`, one AdamW
+       step (constant lr) each on policy_loss + vf_coef * value_loss, gradient norm clipped
+
+The math is in models/ppo.py. The value head is created here (zeros) and dropped at the end;
+the caller's `policy` is trained in place and stays a plain `Llama`. `torch.set_num_threads`
+is set to cfg.threads and left so.
+
+Log-probs, entropy and the KL are computed on logits / temperature, the distribution actually
+sampled from (top-p truncation is not modelled), so at temperature 1 they are the policy's own.
+
+Metrics (`logger.log_metrics(..., step=iteration)`, iterations count from 1):
+    ppo/r_c              mean gated reward r_c of the batch (in [0, 1]; logit clamps to 1e-6)
+    ppo/<key>            mean of every other key reward_fn returns (e.g. ppo/r_h, ppo/r_s)
+    ppo/score            mean whitened score WHITEN(LOGIT(r_c))
+    ppo/kl               mean per-token KL(pi || pi_0) over response tokens (cfg.kl_estimator)
+    ppo/kl_seq           mean over sequences of the summed per-token KL
+    ppo/entropy          mean per-token entropy of the sampling distribution over responses
+    ppo/clipfrac         share of response tokens where the ratio clip was active (minibatch mean)
+    ppo/approx_kl        k3 KL(old || new) between rollout and updated policy (minibatch mean)
+    ppo/policy_loss, ppo/value_loss   minibatch means
+    ppo/grad_norm        mean pre-clip gradient norm of the minibatch steps
+    ppo/response_length  mean response tokens (EOS included)
+    ppo/rows             sequences trained on this iteration
+    ppo/skipped          prompts drawn but skipped (prompt + max_new_tokens > max_seq_len)
+    ppo/rollout_s, ppo/update_s       seconds spent sampling + scoring, and optimising
+With eval_fn, at iteration 0 and every eval_every iterations and at the end:
+    ppo_eval/reward, ppo_eval/guard (when returned), and any other key as ppo_eval/<key>
+
+Early stopping (the paper "use[s] evaluations on held-out prompts for early stopping"): the
+policy with the best eval "reward" is kept (a CPU copy of its weights) and restored at the end;
+training stops after `patience` evaluations in a row without a strict improvement. Guard: if
+eval_fn also returns "guard" (an independent signal, higher is better) and an evaluation shows
+the reward above its starting value while the guard has fallen more than `guard_tolerance`
+below its starting value, the optimised reward is being gamed; training stops with reason
+"guard" and that evaluation is not eligible as the best.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.generation import generate
+from models.llama import Llama
+from models.ppo import (
+    PolicyWithValue,
+    RunningWhitener,
+    align_to_tokens,
+    entropy_from_logits,
+    gae,
+    logit,
+    masked_mean,
+    per_token_rewards,
+    policy_loss,
+    sequence_logprobs,
+    value_loss,
+    whiten,
+)
+from tasks.tracking import MetricLogger
+from tasks.training.optim import param_groups
+
+log = logging.getLogger("tasks.rlhf.ppo")
+
+# (prompt indices of the batch, sampled responses) -> {"r_c": (B,) in [0, 1], others logged}
+RewardFn = Callable[[list[int], list[list[int]]], dict[str, torch.Tensor]]
+# current policy -> {"reward": higher is better, optional "guard": higher is better, ...}
+EvalFn = Callable[[Llama], dict[str, float]]
+
+Stopped = Literal["completed", "early_stop", "guard"]
+
+
+class PPOConfig(BaseModel):
+    """PPO settings; defaults are the paper's (§3.2.3) where it gives them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- length and batch -------------------------------------------------------------------
+    iterations: int = Field(200, gt=0)  # "between 200 and 400 iterations"
+    batch_size: int = Field(512, gt=0)  # prompts (= sampled responses) per iteration
+    minibatch_size: int = Field(64, gt=0)  # one gradient step per minibatch
+    ppo_epochs: int = Field(1, gt=0)  # passes over each batch
+    max_new_tokens: int = Field(256, gt=0)  # response length cap (project choice)
+
+    # --- optimizer (§3.2.3: AdamW 0.9/0.95, eps 1e-5, wd 0.1, clip 1.0, constant lr 1e-6) ------
+    lr: float = Field(1e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.1, ge=0)  # on weight matrices only (tasks/training/optim.py)
+    grad_clip: float = Field(1.0, ge=0)  # 0 = off
+
+    # --- PPO ----------------------------------------------------------------------------------
+    kl_beta: float = Field(0.01, ge=0)  # 0.01 for 7B/13B, 0.005 for 34B/70B
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    clip: float = Field(0.2, gt=0)  # "clip threshold of 0.2"
+    value_clip: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    whiten_window: int = Field(1024, gt=0)  # scores the running whitener remembers
+
+    # --- sampling -----------------------------------------------------------------------------
+    temperature: float = Field(1.0, gt=0)  # > 0: PPO needs samples from the policy, not argmax
+    top_p: float = Field(1.0, gt=0, le=1)
+
+    # --- evaluation and early stopping ----------------------------------------------------------
+    eval_every: int = Field(10, gt=0)  # iterations between evaluations (with an eval_fn)
+    patience: int = Field(3, gt=0)  # evaluations in a row without improvement before stopping
+    guard_tolerance: float = Field(0.05, ge=0)  # allowed guard drop below its starting value
+
+    seed: int = 1234
+    threads: int = Field(2, gt=0)  # torch intra-op threads
+
+    @model_validator(mode="after")
+    def _check(self) -> PPOConfig:
+        if self.minibatch_size > self.batch_size:
+            raise ValueError(f"minibatch_size ({self.minibatch_size}) exceeds batch_size "
+                             f"({self.batch_size}): a minibatch is a slice of one iteration's batch")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"AdamW betas must lie in [0, 1); got {self.betas}")
+        return self
+
+
+def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_fn: RewardFn,
+              cfg: PPOConfig, logger: MetricLogger, eval_fn: EvalFn | None = None,
+              eos_id: int | None = None, pad_id: int = 0) -> dict:
+    """Train `policy` in place with PPO against `reward_fn`, penalised by the KL to `reference`.
+
+    prompts: token ids of each prompt (no padding). The reference is frozen here (eval mode,
+    requires_grad False). With eval_fn the best evaluated policy is restored at the end (module
+    docstring). Returns stats: iterations_run, stopped ("completed" | "early_stop" | "guard"),
+    best_iteration (the iteration whose weights `policy` ends with), eval_reward_start/best/end,
+    guard_start/end (None without eval_fn / guard; *_end is the last evaluation, before the
+    restore), skipped_prompts (total), seconds, and final_<name> for each ppo/<name> metric of
+    the last iteration.
+    """
+    _check_inputs(policy, reference, prompts)
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    reference.eval().requires_grad_(False)
+    model = PolicyWithValue(policy)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=tuple(cfg.betas), eps=cfg.eps)
+    whitener = RunningWhitener(cfg.whiten_window)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    sampler = _PromptCycle(len(prompts), rng)
+    early = _EarlyStopping(eval_fn, cfg, logger, policy)
+    early.evaluate(0)
+
+    stopped: Stopped = "completed"
+    iteration, skipped_total, metrics = 0, 0, {}
+    while iteration < cfg.iterations and early.reason is None:
+        iteration += 1
+        metrics = _iteration(iteration, model, reference, prompts, sampler.draw(cfg.batch_size),
+                             reward_fn, cfg, optimizer, whitener, rng, eos_id, pad_id)
+        skipped_total += int(metrics["ppo/skipped"])
+        logger.log_metrics(metrics, step=iteration)
+        log.info(_progress_line(iteration, cfg.iterations, metrics))
+        if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
+            early.evaluate(iteration)
+    if early.reason is not None:
+        stopped = early.reason
+    best_iteration = early.restore_best() if eval_fn is not None else iteration
+    policy.eval()
+    stats = {
+        "iterations_run": iteration,
+        "stopped": stopped,
+        "best_iteration": best_iteration,
+        "eval_reward_start": early.start_reward,
+        "eval_reward_best": early.best_reward,
+        "eval_reward_end": early.last_reward,
+        "guard_start": early.start_guard,
+        "guard_end": early.last_guard,
+        "skipped_prompts": skipped_total,
+        "seconds": time.perf_counter() - started,
+    }
+    stats.update({f"final_{k.removeprefix('ppo/')}": v for k, v in metrics.items()})
+    log.info("ppo stopped (%s) after %d iterations; keeping iteration %d; %.1f s",
+             stopped, iteration, best_iteration, stats["seconds"])
+    return stats
+
+
+# --- one iteration -------------------------------------------------------------------------
+
+def _iteration(iteration: int, model: PolicyWithValue, reference: Llama,
+               prompts: list[list[int]], drawn: list[int], reward_fn: RewardFn, cfg: PPOConfig,
+               optimizer: torch.optim.Optimizer, whitener: RunningWhitener,
+               rng: torch.Generator, eos_id: int | None, pad_id: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    room = model.policy.config.max_seq_len - cfg.max_new_tokens
+    indices = [i for i in drawn if len(prompts[i]) <= room]
+    skipped = len(drawn) - len(indices)
+    metrics: dict[str, float] = {"ppo/skipped": float(skipped)}
+    if not indices:
+        log.warning("ppo iteration %d: all %d drawn prompts are too long; no update", iteration,
+                    skipped)
+        return metrics | {"ppo/rows": 0.0}
+
+    model.eval()
+    responses = generate(model.policy, [prompts[i] for i in indices], cfg.max_new_tokens,
+                         temperature=cfg.temperature, top_p=cfg.top_p, eos_id=eos_id,
+                         pad_id=pad_id, seed=_generation_seed(cfg.seed, iteration))
+    kept = [k for k, r in enumerate(responses) if r]  # generate returns >= 1 token; be safe
+    indices, responses = [indices[k] for k in kept], [responses[k] for k in kept]
+    tokens, mask = _pack([prompts[i] for i in indices], responses, max(pad_id, 0))  # (B, T)
+    device = next(model.parameters()).device
+    tokens, mask = tokens.to(device), mask.to(device)
+    B = tokens.shape[0]
+
+    rollout = _score_rollout(model, reference, tokens, mask, cfg)
+    rewards_out = reward_fn(indices, responses)
+    r_c = _check_r_c(rewards_out, B).to(tokens.device)
+    x = logit(r_c)  # (B,)
+    whitener.update(x)
+    score = whitener.whiten(x)  # (B,)
+    rewards, kl = per_token_rewards(score, rollout["logprobs"], rollout["ref_logprobs"], mask,
+                                    cfg.kl_beta, cfg.kl_estimator)  # (B, T)
+    advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
+    advantages = whiten(advantages, mask)
+    t1 = time.perf_counter()
+
+    update = _update(model, optimizer, tokens, mask, rollout, advantages, returns, cfg, rng)
+    t2 = time.perf_counter()
+
+    metrics["ppo/r_c"] = float(r_c.mean())
+    for key, value in rewards_out.items():
+        if key != "r_c":
+            metrics[f"ppo/{key}"] = float(torch.as_tensor(value, dtype=torch.float32).mean())
+    metrics |= {
+        "ppo/score": float(score.mean()),
+        "ppo/kl": float(masked_mean(kl, mask)),
+        "ppo/kl_seq": float(kl.sum(dim=1).mean()),
+        "ppo/entropy": rollout["entropy"],
+        **update,
+        "ppo/response_length": float(mask.sum(dim=1).float().mean()),
+        "ppo/rows": float(B),
+        "ppo/rollout_s": t1 - t0,
+        "ppo/update_s": t2 - t1,
+    }
+    return metrics
+
+
+@torch.no_grad()
+def _score_rollout(model: PolicyWithValue, reference: Llama, tokens: torch.Tensor,
+                   mask: torch.Tensor, cfg: PPOConfig) -> dict:
+    """Old log-probs, values and reference log-probs (B, T), aligned to tokens and 0 off the
+    response, plus the mean response entropy; in chunks of minibatch_size rows (the logits of
+    a whole batch, B x T x V floats, need not fit in memory)."""
+    logprobs, values, ref_logprobs = [], [], []
+    entropy_sum, counted = 0.0, 0
+    for rows in torch.arange(tokens.shape[0]).split(cfg.minibatch_size):
+        tok, m = tokens[rows], mask[rows]
+        logits, v = model(tok)
+        logits = logits / cfg.temperature
+        logprobs.append(sequence_logprobs(logits, tok, m))
+        values.append(torch.where(m, align_to_tokens(v), 0.0))
+        ref_logits = reference(tok)[0] / cfg.temperature
+        ref_logprobs.append(sequence_logprobs(ref_logits, tok, m))
+        n = int(m[:, 1:].sum())
+        entropy_sum += float(entropy_from_logits(logits[:, :-1], m[:, 1:])) * n
+        counted += n
+    return {"logprobs": torch.cat(logprobs), "values": torch.cat(values),
+            "ref_logprobs": torch.cat(ref_logprobs), "entropy": entropy_sum / max(counted, 1)}
+
+
+def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
+            mask: torch.Tensor, rollout: dict, advantages: torch.Tensor, returns: torch.Tensor,
+            cfg: PPOConfig, rng: torch.Generator) -> dict[str, float]:
+    """ppo_epochs passes of shuffled minibatches, one optimizer step each; mean stats."""
+    model.train()
+    sums = {"policy_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0,
+            "grad_norm": 0.0}
+    steps = 0
+    lengths = mask.shape[1] - mask.flip(1).int().argmax(dim=1)  # (B,) end of each row's response
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(tokens.shape[0], generator=rng)
+        for rows in order.split(cfg.minibatch_size):
+            T = int(lengths[rows].max())  # drop columns that are pad in every row
+            tok, m = tokens[rows, :T], mask[rows, :T]
+            logits, v = model(tok)
+            lp = sequence_logprobs(logits / cfg.temperature, tok, m)
+            values = torch.where(m, align_to_tokens(v), 0.0)
+            pg, clipfrac, approx_kl = policy_loss(lp, rollout["logprobs"][rows, :T],
+                                                  advantages[rows, :T], m, cfg.clip)
+            vl = value_loss(values, rollout["values"][rows, :T], returns[rows, :T], m,
+                            cfg.value_clip)
+            loss = pg + cfg.vf_coef * vl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for p in model.parameters() if p.grad is not None]
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            optimizer.step()
+            for key, value in (("policy_loss", pg), ("value_loss", vl), ("clipfrac", clipfrac),
+                               ("approx_kl", approx_kl), ("grad_norm", grad_norm)):
+                sums[key] += float(value.detach())
+            steps += 1
+    model.eval()
+    return {f"ppo/{k}": v / steps for k, v in sums.items()}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+class _PromptCycle:
+    """Prompt indices in a shuffled order, reshuffled each time the order runs out."""
+
+    def __init__(self, n: int, rng: torch.Generator):
+        self.n, self.rng = n, rng
+        self.order: list[int] = []
+
+    def draw(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if not self.order:
+                self.order = torch.randperm(self.n, generator=self.rng).tolist()
+            take = min(k - len(out), len(self.order))
+            out += self.order[:take]
+            self.order = self.order[take:]
+        return out
+
+
+class _EarlyStopping:
+    """Evaluations, the best policy so far (CPU copy) and the stop decision."""
+
+    def __init__(self, eval_fn: EvalFn | None, cfg: PPOConfig, logger: MetricLogger,
+                 policy: Llama):
+        self.eval_fn, self.cfg, self.logger, self.policy = eval_fn, cfg, logger, policy
+        self.start_reward = self.best_reward = self.last_reward = None
+        self.start_guard = self.last_guard = None
+        self.best_iteration = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.since_best = 0
+        self.reason: Stopped | None = None
+
+    def evaluate(self, iteration: int) -> None:
+        if self.eval_fn is None:
+            return
+        self.policy.eval()
+        result = {k: float(v) for k, v in self.eval_fn(self.policy).items()}
+        if "reward" not in result:
+            raise ValueError(f"eval_fn must return 'reward'; got keys {sorted(result)}")
+        self.logger.log_metrics({f"ppo_eval/{k}": v for k, v in result.items()}, step=iteration)
+        reward, guard = result["reward"], result.get("guard")
+        self.last_reward, self.last_guard = reward, guard
+        line = f"ppo eval it {iteration}: reward {reward:.4f}"
+        if guard is not None:
+            line += f" guard {guard:.4f}"
+        log.info(line)
+        if self.start_reward is None:  # iteration 0: the starting point is the first best
+            self.start_reward, self.start_guard = reward, guard
+            self._keep(iteration, reward)
+            return
+        if (guard is not None and self.start_guard is not None and reward > self.start_reward
+                and guard < self.start_guard - self.cfg.guard_tolerance):
+            log.warning("ppo guard: eval reward %.4f > start %.4f while guard %.4f fell below "
+                        "start %.4f - %.4f; stopping", reward, self.start_reward, guard,
+                        self.start_guard, self.cfg.guard_tolerance)
+            self.reason = "guard"
+            return
+        if reward > self.best_reward:
+            self._keep(iteration, reward)
+        else:
+            self.since_best += 1
+            if self.since_best >= self.cfg.patience:
+                self.reason = "early_stop"
+
+    def _keep(self, iteration: int, reward: float) -> None:
+        self.best_reward, self.best_iteration, self.since_best = reward, iteration, 0
+        self.best_state = {k: v.detach().to("cpu", copy=True)
+                           for k, v in self.policy.state_dict().items()}
+
+    def restore_best(self) -> int:
+        """Load the best weights into the policy; returns their iteration."""
+        assert self.best_state is not None
+        self.policy.load_state_dict(self.best_state)
+        return self.best_iteration
+
+
+def _check_inputs(policy: Llama, reference: Llama, prompts: list[list[int]]) -> None:
+    if policy is reference:
+        raise ValueError("policy and reference must be different models (the reference is "
+                         "frozen; pass a copy of the initial policy)")
+    if policy.config.vocab_size != reference.config.vocab_size:
+        raise ValueError(f"policy vocabulary {policy.config.vocab_size} != reference "
+                         f"vocabulary {reference.config.vocab_size}")
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("train_ppo needs at least one prompt, and no prompt may be empty")
+
+
+def _check_r_c(out: dict[str, torch.Tensor], B: int) -> torch.Tensor:
+    if "r_c" not in out:
+        raise ValueError(f"reward_fn must return 'r_c'; got keys {sorted(out)}")
+    r_c = torch.as_tensor(out["r_c"]).detach().float().flatten()
+    if r_c.shape != (B,):
+        raise ValueError(f"reward_fn's r_c has {r_c.numel()} values for {B} responses")
+    # [0, 1], not (0, 1): a float32 sigmoid rounds to exactly 1 from ~17; logit() clamps
+    if not bool(((r_c >= 0) & (r_c <= 1)).all()):
+        raise ValueError(f"r_c must lie in [0, 1] (sigmoid rewards); got {r_c.min():.4g}.."
+                         f"{r_c.max():.4g}")
+    return r_c
+
+
+def _pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded prompt + response tokens (B, T) and response_mask (B, T), True on the
+    response tokens (EOS included)."""
+    T = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    tokens = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), T, dtype=torch.bool)
+    for row, (p, r) in enumerate(zip(prompts, responses)):
+        tokens[row, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+        mask[row, len(p):len(p) + len(r)] = True
+    return tokens, mask
+
+
+def _generation_seed(seed: int, iteration: int) -> int:
+    return (seed * 1_000_003 + iteration) % (2 ** 63)
+
+
+def _progress_line(iteration: int, total: int, m: dict[str, float]) -> str:
+    if not m.get("ppo/rows"):
+        return f"ppo it {iteration}/{total}: no rows"
+    return (f"ppo it {iteration}/{total}: r_c {m['ppo/r_c']:.3f} kl {m['ppo/kl']:.4f} "
+            f"ent {m['ppo/entropy']:.3f} pg {m['ppo/policy_loss']:.4f} "
+            f"vf {m['ppo/value_loss']:.4f} clip {m['ppo/clipfrac']:.3f} "
+            f"len {m['ppo/response_length']:.1f} ({m['ppo/rollout_s']:.2f}+"
+            f"{m['ppo/update_s']:.2f} s)")

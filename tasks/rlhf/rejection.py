@@ -1,0 +1,97 @@
+"""Rejection sampling (RECIPE.md §7, paper §3.2.3 and Fig. 7), as pure functions over rows.
+
+A round draws K responses per prompt from its starting policy, scores each with the round's
+refreshed reward models, and fine-tunes on the best response per prompt (highest gated reward
+R_c). Until round `rs_pool_from` the pick is among this round's K samples only; from then on a
+prompt's best samples of all earlier rounds compete too, re-scored by this round's RMs (the
+paper added this at RLHF-V4 after V3 regressed on some capabilities). Rows follow the
+`rejection_samples` contract.
+
+Fig. 7: for N = 1..K, the maximum and the median of R_c over the first N samples of a prompt,
+averaged over prompts. The gap between the two is the head-room rejection sampling exploits:
+the maximum grows with N while the median stays flat.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+from collections import defaultdict
+
+
+def mark_best(rows: list[dict]) -> list[dict]:
+    """Copies of `rows` with `is_best` set: per (round, prompt_id), the row with the highest
+    r_c; ties go to the earliest (origin_round, sample), so the pick is reproducible."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[(r["round"], r["prompt_id"])].append(i)
+    best = {min(idx, key=lambda i: (-rows[i]["r_c"], rows[i]["origin_round"], rows[i]["sample"]))
+            for idx in groups.values()}
+    return [{**r, "is_best": i in best} for i, r in enumerate(rows)]
+
+
+def pooled_candidates(round_: int, earlier_best: list[dict], prompt_ids: set[str],
+                      rs_pool_from: int) -> list[dict]:
+    """The earlier rounds' best rows that join round `round_`'s pick: none before
+    `rs_pool_from`; from then on every earlier round's best row of a prompt this round samples,
+    with `round` set to this round (the caller re-scores them with this round's RMs)."""
+    if round_ < rs_pool_from:
+        return []
+    out = []
+    for r in earlier_best:
+        if not r["is_best"] or r["round"] >= round_ or r["prompt_id"] not in prompt_ids:
+            continue
+        out.append({**r, "round": round_})
+    # one row per (prompt, origin): a prompt's pooled best of round 2 appears in round 3's rows
+    # (as origin 2) and again as round 3's best only if it won there; dedupe on the text's origin
+    seen, unique = set(), []
+    for r in out:
+        key = (r["prompt_id"], r["origin_round"], r["sample"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def best_of_n_curve(rows: list[dict]) -> list[dict]:
+    """Fig. 7 rows {n, max, median, prompts} for N = 1..K from the rows drawn in their own round
+    (origin_round == round), per prompt in `sample` order; prompts with fewer than N samples
+    do not count at N."""
+    by_prompt: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        if r["origin_round"] == r["round"]:
+            by_prompt[(r["round"], r["prompt_id"])].append((r["sample"], r["r_c"]))
+    scores = [[s for _, s in sorted(v)] for v in by_prompt.values()]
+    k = max((len(s) for s in scores), default=0)
+    curve = []
+    for n in range(1, k + 1):
+        firsts = [s[:n] for s in scores if len(s) >= n]
+        curve.append({"n": n, "max": statistics.fmean(max(f) for f in firsts),
+                      "median": statistics.fmean(statistics.median(f) for f in firsts),
+                      "prompts": len(firsts)})
+    return curve
+
+
+def curve_png(curves: dict[str, list[dict]], title: str = "Rejection sampling: R_c over N samples") -> bytes:
+    """One line pair (max solid, median dashed) per curve label, as PNG bytes (paper Fig. 7)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, curve) in enumerate(curves.items()):
+        color = f"C{i}"
+        n = [c["n"] for c in curve]
+        ax.plot(n, [c["max"] for c in curve], "-o", color=color, markersize=3, label=f"{label} max")
+        ax.plot(n, [c["median"] for c in curve], "--", color=color, label=f"{label} median")
+    ax.set_xlabel("N samples")
+    ax.set_ylabel("mean R_c (sigmoid)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
