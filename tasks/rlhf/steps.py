@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -312,6 +313,7 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
                p.model_dump_json(), json.dumps([x["prompt_id"] for x in prompts]), str(seed))
     out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-ppo-{key}"
     logger = attach_run(Path(run_dir), mlflow_run_id)
+    logging.getLogger("tasks.rlhf.ppo").setLevel(logging.INFO)  # one line per iteration, to Prefect's log
     get_run_logger().info("RLHF-V%d PPO: %d iterations max, %d prompts, into %s", round_, p.iterations,
                           len(prompts), out_dir)
     stats = train_ppo(policy, ref, tokens, reward_fn, p.model_copy(update={"seed": p.seed + round_}),
