@@ -26,6 +26,8 @@ KEY_METRICS = (
     "train.tokens_per_s", "train.mfu", "curate.dialogues_kept", "tokenize.examples",
     "base.val_loss", "gatt.dialogues_kept", "gatt.val_loss", "registered_version",
     "collect.pairs", "eval.helpfulness_rm.helpfulness.avg", "eval.safety_rm.safety.avg",
+    "eval.sft.mean_r_c", "eval.final.mean_r_c", "eval.final.kl_to_sft",
+    "eval.final.helpfulness_win_rate", "eval.final.safety_win_rate",
 )
 
 

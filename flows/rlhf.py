@@ -71,31 +71,33 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                 if r >= 2:
                     refreshed = run(steps.refresh_step, r, {"latest": policy, "previous": previous,
                                                             "sft": sft_dir}, pairs, dialogues,
-                                    tokenizer, sft_dir, cfg.reward, l, cfg.corpus.toxicity, seed,
+                                    tokenizer, sft_dir, cfg.reward, l.collection, cfg.corpus.toxicity, seed,
                                     data_dir, run_dir, rt.run_id, label=label)
                     log_step(rt, refreshed, datasets={steps.PAIRS: "training"})
                     pairs, rms = refreshed.outputs[steps.PAIRS], dict(refreshed.artifacts)
                 sampled = run(steps.rejection_sample_step, r, policy, rms, prompts["rs"], list(samples),
-                              tokenizer, cfg.reward, l, seed, data_dir, run_dir, label=label)
+                              tokenizer, cfg.reward, l.rejection, l.rs_pool_from, seed, data_dir, run_dir,
+                              label=label)
                 log_step(rt, sampled, datasets={steps.SAMPLES: "training"}, artifact_path="rejection_sampling")
                 samples.append(sampled.outputs[steps.SAMPLES])
                 tuned = run(steps.rs_finetune_step, r, policy, sampled.outputs[steps.SAMPLES], tokenizer,
-                            l, cfg.sft.format, run_dir, rt.run_id, label=label)
+                            l.rejection.finetune, cfg.sft.format, run_dir, rt.run_id, label=label)
                 log_step(rt, tuned)
                 new_policy, how = tuned.artifacts["model_dir"], "rejection sampling"
                 if ppo:
                     trained = run(steps.ppo_step, r, new_policy, rms, prompts["ppo"], prompts["validation"],
-                                  tokenizer, cfg.reward, l, cfg.corpus.toxicity, seed, run_dir,
+                                  tokenizer, cfg.reward, l.ppo, cfg.corpus.toxicity, seed, run_dir,
                                   rt.run_id, label=label)
                     rt.log_metrics(trained.stats)
                     new_policy = trained.artifacts["model_dir"]
                     how = f"rejection sampling, then PPO ({trained.artifacts['stopped']})"
-                registered = run(steps.register_step, r, new_policy, l, how, run_dir, rt.run_id, label=label)
+                registered = run(steps.register_step, r, new_policy, l.registered_model, how, run_dir,
+                                 rt.run_id, label=label)
                 rt.log_metrics(registered.stats)
                 previous, policy = policy, new_policy
                 versions[f"rlhf-v{r}"] = policy
                 summary.append({"round": r, "how": how, "model_dir": policy})
-        evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, cfg.reward, l,
+        evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, cfg.reward, l.evaluation,
                         cfg.corpus.toxicity, seed, data_dir, run_dir)
         log_step(tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation")
         tracker.log_table(pl.read_csv(evaluated.artifacts["rounds.csv"]), "rlhf_rounds")

@@ -4,7 +4,8 @@ policy and refreshed reward models, rejection sampling and its fine-tuning, PPO 
 
 Every task is cached on its inputs (model folders by path, which are keyed by their own inputs;
 datasets by content hash), so a run interrupted in round 3 resumes there: rounds 1 and 2 are
-cache hits. Training output folders are keyed the same way, so a killed fine-tuning resumes
+cache hits. Each task takes only its own part of the config, so changing, say, the PPO settings
+re-runs PPO and what follows it, not the rejection sampling before it. Training output folders are keyed the same way, so a killed fine-tuning resumes
 from its last checkpoint.
 """
 
@@ -28,18 +29,19 @@ from tasks.corpus.toxicity import ToxicityConfig, make_scorer
 from tasks.hashing import sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences import collect as pc
+from tasks.preferences.collect import CollectionConfig
 from tasks.preferences.annotator import RuleAnnotator, RuleAnnotatorConfig
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.config import RewardConfig
 from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, load_reward_model, train_reward_model)
 from tasks.rlhf import rejection
-from tasks.rlhf.config import RlhfConfig
-from tasks.rlhf.ppo import train_ppo
+from tasks.rlhf.config import RejectionConfig, RlhfConfig, RoundEvalConfig
+from tasks.rlhf.ppo import PPOConfig, train_ppo
 from tasks.rlhf.scoring import RewardScorer, annotator_scores, kl_along, win_rates
 from tasks.sft import dialogue_frame
 from tasks.sft.chat_format import MaskStrategy, prompt_tokens, tokenize_dialogue
 from tasks.sft.config import FormatConfig
-from tasks.sft.finetune import finetune
+from tasks.sft.finetune import FinetuneConfig, finetune
 from tasks.sft.sampling import load_model, make_answer_fn
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, save_weights
@@ -96,14 +98,14 @@ def _annotator(cfg: RuleAnnotatorConfig, toxicity: ToxicityConfig, noise: bool =
 @task(name="refresh_reward_models", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id",
       persist_result=True)
 def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues: Manifest,
-                 tokenizer_model: str, sft_dir: str, reward: RewardConfig, cfg: RlhfConfig,
+                 tokenizer_model: str, sft_dir: str, reward: RewardConfig, collection: CollectionConfig,
                  toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str,
                  mlflow_run_id: str) -> StepOutput:
     """New comparisons of the newest policy's answers (against the models `cfg.collection`
     names) judged by the rule annotator, appended to every earlier batch; then both reward
     models retrained from the SFT weights on all of it (paper: the RMs are refreshed on the
     newest batches before each round), each registered as a new version."""
-    c = cfg.collection
+    c = collection
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     loaded = {v: load_model(Path(models[v])) for v in c.variants}
 
@@ -174,11 +176,12 @@ def _as_prompt(row: dict) -> dict:
 @task(name="rejection_sample", cache_policy=code_and_inputs(*CODE), persist_result=True)
 def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], prompts: list[dict],
                           earlier: list[Manifest], tokenizer_model: str, reward: RewardConfig,
-                          cfg: RlhfConfig, seed: int, data_dir: str, run_dir: str) -> StepOutput:
+                          rejection_cfg: RejectionConfig, rs_pool_from: int, seed: int, data_dir: str,
+                          run_dir: str) -> StepOutput:
     """K answers per prompt from the round's starting policy, scored by the round's RMs; from
     `rs_pool_from` on, the earlier rounds' best answers re-scored beside them; the best per
     prompt marked. Logs the Fig. 7 curve (max and median R_c over the first N samples)."""
-    r = cfg.rejection
+    r = rejection_cfg
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     torch.manual_seed(seed + round_)
     answer = make_answer_fn(load_model(Path(policy_dir)), processor, r.max_new_tokens, r.temperature,
@@ -192,7 +195,7 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
     rows, skipped = _sample_rows(round_, prompts, answers, r.temperature)
     earlier_best = [row for m in earlier for row in read_dataset(m).filter(pl.col("is_best")).to_dicts()]
     rows += rejection.pooled_candidates(round_, earlier_best, {row["prompt_id"] for row in rows},
-                                        cfg.rs_pool_from)
+                                        rs_pool_from)
     scores = _scorer(rms, processor, _rm_seq_len(reward)).score([_as_prompt(x) for x in rows],
                                                                 [x["response"] for x in rows])
     for i, row in enumerate(rows):
@@ -243,10 +246,9 @@ def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.Da
 
 @task(name="rs_finetune", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
 def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_model: str,
-                     cfg: RlhfConfig, fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
+                     ft: FinetuneConfig, fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Fine-tune the round's starting policy on the best answers, with the shared loop as in SFT."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    ft = cfg.rejection.finetune
     examples, stats = best_examples(read_dataset(samples), processor, ft.train.seq_len)
     if not examples.height:
         raise ValueError(f"RLHF-V{round_}: no usable best answer to fine-tune on (stats {stats})")
@@ -277,13 +279,13 @@ def save_model_folder(model, folder: Path, extra: dict) -> Path:
 
 @task(name="ppo", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
 def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dict],
-             validation: list[dict], tokenizer_model: str, reward: RewardConfig, cfg: RlhfConfig,
+             validation: list[dict], tokenizer_model: str, reward: RewardConfig, ppo: PPOConfig,
              toxicity: ToxicityConfig, seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """PPO from the round's rejection-sampling model against the gated reward; the reference is
     that same starting model. Early stopping on the validation prompts' mean R_c (greedy
     answers); the guard is the rule annotator's score of the same answers, an independent
     signal that falls when the policy games the reward models."""
-    p = cfg.ppo
+    p = ppo
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     scorer = _scorer(rms, processor, _rm_seq_len(reward))
     annotator = _annotator(reward.annotator, toxicity, noise=False)
@@ -327,10 +329,10 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
 
 @task(name="register_round", cache_policy=code_and_inputs("tasks.rlhf.steps") - "mlflow_run_id",
       persist_result=True)
-def register_step(round_: int, policy_dir: str, cfg: RlhfConfig, how: str, run_dir: str,
+def register_step(round_: int, policy_dir: str, registered_model: str, how: str, run_dir: str,
                   mlflow_run_id: str) -> StepOutput:
     version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(policy_dir),
-                             cfg.registered_model, f"RLHF-V{round_}: {how}")
+                             registered_model, f"RLHF-V{round_}: {how}")
     return StepOutput(stats={"registered_version": float(version)})
 
 
@@ -387,11 +389,11 @@ def rounds_png(table: pl.DataFrame) -> bytes:
 
 @task(name="evaluate_rounds", cache_policy=code_and_inputs(*CODE), persist_result=True)
 def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[dict],
-                  tokenizer_model: str, reward: RewardConfig, cfg: RlhfConfig,
+                  tokenizer_model: str, reward: RewardConfig, evaluation: RoundEvalConfig,
                   toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str) -> StepOutput:
     """Greedy answers of every version (SFT first) to the held-out prompts, all scored by the
     final reward models; KL to SFT along each answer; the annotator's verdict against SFT."""
-    e = cfg.evaluation
+    e = evaluation
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     scorer = _scorer(rms, processor, _rm_seq_len(reward))
     annotator = _annotator(reward.annotator, toxicity, noise=False)
@@ -417,10 +419,12 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
     table = rounds_table(frame)
     get_run_logger().info("RLHF per-round table (held-out prompts):\n%s", table)
     stats = {"prompts": len(kept), "prompts_too_long": len(prompts) - len(kept)}
-    for row in table.to_dicts():
+    for i, row in enumerate(table.to_dicts()):
         for k, v in row.items():
             if k != "version" and v is not None:
                 stats[f"{row['version']}.{k}"] = v
+                if i == table.height - 1:  # the newest version, under one name for every preset
+                    stats[f"final.{k}"] = v
     artifacts = {
         "rounds.csv": str(write_artifact(table.write_csv().encode(), Path(run_dir), "rlhf", "rlhf_rounds.csv")),
         "rounds.png": str(write_artifact(rounds_png(table), Path(run_dir), "rlhf", "rlhf_rounds.png")),

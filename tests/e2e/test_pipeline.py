@@ -49,7 +49,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft", "reward"}
+    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"}
 
     corpus = by_name["corpus"]
     m, p = corpus.data.metrics, corpus.data.params
@@ -122,6 +122,35 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     assert {"tables/table8_accuracy_by_level.csv", "tables/margin_ablation.csv"} <= tables
     assert "preference_pairs" in {d.dataset.name for d in reward.inputs.dataset_inputs}
 
+    rlhf = by_name["rlhf"]
+    rounds = {r.info.run_name: r for r in client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{rlhf.info.run_id}'")}
+    assert set(rounds) == {"rlhf-v1", "rlhf-v2", "rlhf-v3"}  # one nested run per round
+    for name, run in rounds.items():
+        m = run.data.metrics
+        assert run.info.status == "FINISHED" and m["rs.prompts"] > 0
+        # Fig. 7: the mean of each prompt's max over its first N samples cannot fall with N
+        assert m["rs.fig7.max_at_1"] <= m["rs.fig7.max_at_3"] + 1e-12
+        assert {"rejection_sampling/fig7_rejection_sampling_" + name.split("-")[1] + ".png"} <= \
+            {a.path for a in client.list_artifacts(run.info.run_id, "rejection_sampling")}
+        assert "rejection_samples" in {d.dataset.name for d in run.inputs.dataset_inputs}
+        refreshed = any(k.endswith("_rm_helpfulness.steps") for k in m)
+        assert refreshed == (name != "rlhf-v1")  # V1 uses the reward stage's RMs
+    assert rounds["rlhf-v3"].data.metrics["rs.pooled_rows"] > 0  # rs_pool_from 3
+    assert "rs.pooled_rows" in rounds["rlhf-v2"].data.metrics and \
+        rounds["rlhf-v2"].data.metrics["rs.pooled_rows"] == 0
+    ppo = rounds["rlhf-v3"].data.metrics
+    assert ppo["ppo.iterations_run"] >= 1 and ppo["ppo/kl"] >= 0 and "ppo/entropy" in ppo
+    assert not any(k.startswith("ppo") for k in rounds["rlhf-v2"].data.metrics)  # ppo_from 3
+    versions = client.search_model_versions("name = 'llama2-recipe-rlhf'")
+    assert {r.info.run_id for r in rounds.values()} <= {v.run_id for v in versions}
+    m = rlhf.data.metrics
+    assert m["eval.sft.kl_to_sft"] == 0 and m["eval.final.kl_to_sft"] > 0
+    assert m["eval.sft.helpfulness_win_rate"] == 0.5  # SFT against itself: all ties
+    tables = {a.path for a in client.list_artifacts(rlhf.info.run_id, "tables")}
+    assert "tables/rlhf_rounds.csv" in tables
+    assert "rlhf_eval" in {d.dataset.name for d in rlhf.inputs.dataset_inputs}
+
 
 def _gatt_skipped(result) -> bool:
     return "sft.train_gatt" not in result["stages"]["sft"]["states"]
@@ -131,13 +160,14 @@ def test_first_run_executes_every_task(first_run):
     states = {k: v for stage in first_run["stages"].values() for k, v in stage["states"].items()}
     # train_gatt runs only when GAtt sampling kept a dialogue (the tiny model keeps none)
     skipped = {"sft.train_gatt"} if _gatt_skipped(first_run) else set()
-    assert {name.split("/")[0] for name in states} == set(EDGES) - skipped
+    # mapped tasks are recorded as name/i, an RLHF round's as name:v<r>
+    assert {name.split("/")[0].split(":")[0] for name in states} == set(EDGES) - skipped
     assert set(states.values()) == {"Completed"}
 
 
 def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     second = pipeline_flow(preset="tiny")
-    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward"):
+    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"):
         api_states = _task_states(second["stages"][stage]["flow_run_id"])
         assert api_states and set(api_states.values()) == {"Cached"}, api_states
     assert second["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
@@ -153,6 +183,27 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     sft = _task_states(third["stages"]["sft"]["flow_run_id"])
     assert sft["collect_dialogues"] == sft["curate"] == "Cached"  # they do not read the corpus
     assert sft["tokenize"] == sft["train_base"] == sft["evaluate"] == "Completed"
-    assert set(_task_states(third["stages"]["reward"]["flow_run_id"]).values()) == {"Completed"}
+    for stage in ("reward", "rlhf"):
+        assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
     # forced tasks are deterministic: same data, same content-addressed files
     assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
+
+
+def test_an_rlhf_run_stopped_in_its_last_round_resumes_there(first_run, monkeypatch):
+    """PPO (round 3 only) fails; the run again resumes at round 3's PPO: everything before it,
+    rounds 1 and 2 and round 3's refresh and rejection sampling, is a cache hit."""
+    from flows._runner import FAULT_ENV, InjectedFault
+    from flows.rlhf import rlhf_flow
+
+    overrides = ["rlhf.ppo.iterations=3"]  # a PPO setting only: nothing before PPO changes
+    monkeypatch.setenv(FAULT_ENV, "rlhf.ppo")
+    with pytest.raises(InjectedFault):
+        rlhf_flow(preset="tiny", overrides=overrides)
+    monkeypatch.delenv(FAULT_ENV)
+    resumed = rlhf_flow(preset="tiny", overrides=overrides)
+    states = resumed["states"]
+    before_ppo = {k: v for k, v in states.items() if not k.startswith(("rlhf.ppo", "rlhf.register_round:v3",
+                                                                        "rlhf.evaluate_rounds"))}
+    assert len(before_ppo) == 10 and set(before_ppo.values()) == {"Cached"}, states
+    assert states["rlhf.ppo:v3"] == "Completed" and states["rlhf.evaluate_rounds"] == "Completed"
+    assert resumed["models"]["rlhf-v2"] == first_run["stages"]["rlhf"]["models"]["rlhf-v2"]

@@ -49,7 +49,7 @@ def services(tmp_path_factory):
 @pytest.fixture(scope="module")
 def deployment_run(services):
     env = services["env"]
-    params = {"preset": "tiny", "overrides": ["data.max_docs_per_source=25"]}
+    params = {"preset": "tiny", "overrides": ["data.max_docs_per_source=25", "rlhf.rounds=1"]}
     created = subprocess.run(
         [str(serve.BIN / "prefect"), "deployment", "run", "pipeline/pipeline",
          "--params", json.dumps(params)],
@@ -75,7 +75,7 @@ def _api(services, method: str, path: str, body: dict | None = None) -> dict:
 
 def test_deployment_run_with_override_completes_and_is_tracked(services, deployment_run):
     deployments = _api(services, "POST", "/deployments/filter", {})
-    assert {d["name"] for d in deployments} >= {"pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward"}
+    assert {d["name"] for d in deployments} >= {"pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"}
     corpus = next(d for d in deployments if d["name"] == "corpus")
     assert corpus["work_pool_name"] == serve.POOL
     assert any(s["schedule"].get("cron") for s in _api(
@@ -94,7 +94,7 @@ def test_deployment_run_with_override_completes_and_is_tracked(services, deploym
     assert parent.info.run_name.startswith("pipeline tiny ")
     stages = client.search_runs([experiment.experiment_id],
                                 f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert {r.info.run_name for r in stages} == {"corpus", "tokenizer", "pretrain", "sft", "reward"}
+    assert {r.info.run_name for r in stages} == {"corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"}
     corpus_run = next(r for r in stages if r.info.run_name == "corpus")
     assert corpus_run.data.params["data.max_docs_per_source"] == "25"
     assert corpus_run.data.tags["mlflow.source.git.commit"]
