@@ -14,9 +14,10 @@ the maximum grows with N while the median stays flat.
 
 from __future__ import annotations
 
-import io
 import statistics
 from collections import defaultdict
+
+from tasks.plots import figure_png, pyplot
 
 
 def mark_best(rows: list[dict]) -> list[dict]:
@@ -74,12 +75,7 @@ def best_of_n_curve(rows: list[dict]) -> list[dict]:
 
 def curve_png(curves: dict[str, list[dict]], title: str = "Rejection sampling: R_c over N samples") -> bytes:
     """One line pair (max solid, median dashed) per curve label, as PNG bytes (paper Fig. 7)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for i, (label, curve) in enumerate(curves.items()):
         color = f"C{i}"
         n = [c["n"] for c in curve]
@@ -90,8 +86,4 @@ def curve_png(curves: dict[str, list[dict]], title: str = "Rejection sampling: R
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

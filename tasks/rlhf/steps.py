@@ -31,6 +31,7 @@ from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences import collect as pc
 from tasks.preferences.collect import CollectionConfig
 from tasks.preferences.annotator import RuleAnnotator, RuleAnnotatorConfig
+from tasks.plots import figure_png, pyplot
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.config import RewardConfig
 from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, load_reward_model, train_reward_model)
@@ -361,14 +362,7 @@ def rounds_table(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def rounds_png(table: pl.DataFrame) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     x = list(range(table.height))
     for col in ("mean_r_c", "mean_r_h", "mean_r_s", "helpfulness_win_rate", "safety_win_rate"):
         left.plot(x, table[col].to_list(), "-o", label=col)
@@ -380,11 +374,7 @@ def rounds_png(table: pl.DataFrame) -> bytes:
     right.set_xticks(x, table["version"].to_list())
     right.set_title("Mean per-token KL to the SFT model")
     right.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 @task(name="evaluate_rounds", cache_policy=code_and_inputs(*CODE), persist_result=True)
