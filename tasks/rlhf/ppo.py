@@ -41,7 +41,9 @@ training stops after `patience` evaluations in a row without a strict improvemen
 eval_fn also returns "guard" (an independent signal, higher is better) and an evaluation shows
 the reward above its starting value while the guard has fallen more than `guard_tolerance`
 below its starting value, the optimised reward is being gamed; training stops with reason
-"guard" and that evaluation is not eligible as the best.
+"guard" and that evaluation is not eligible as the best. Further keys `guard_<name>` (e.g. the
+signal per prompt kind) are guards too, each against its own start: one axis can fall while
+another rises and their mean stays flat.
 """
 
 from __future__ import annotations
@@ -340,6 +342,7 @@ class _EarlyStopping:
         self.eval_fn, self.cfg, self.logger, self.policy = eval_fn, cfg, logger, policy
         self.start_reward = self.best_reward = self.last_reward = None
         self.start_guard = self.last_guard = None
+        self.start_guards: dict[str, float] = {}
         self.best_iteration = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.since_best = 0
@@ -354,20 +357,23 @@ class _EarlyStopping:
             raise ValueError(f"eval_fn must return 'reward'; got keys {sorted(result)}")
         self.logger.log_metrics({f"ppo_eval/{k}": v for k, v in result.items()}, step=iteration)
         reward, guard = result["reward"], result.get("guard")
+        guards = {k: v for k, v in result.items() if k == "guard" or k.startswith("guard_")}
         self.last_reward, self.last_guard = reward, guard
         line = f"ppo eval it {iteration}: reward {reward:.4f}"
         if guard is not None:
             line += f" guard {guard:.4f}"
         log.info(line)
         if self.start_reward is None:  # iteration 0: the starting point is the first best
-            self.start_reward, self.start_guard = reward, guard
+            self.start_reward, self.start_guard, self.start_guards = reward, guard, guards
             self._keep(iteration, reward)
             return
-        if (guard is not None and self.start_guard is not None and reward > self.start_reward
-                and guard < self.start_guard - self.cfg.guard_tolerance):
-            log.warning("ppo guard: eval reward %.4f > start %.4f while guard %.4f fell below "
-                        "start %.4f - %.4f; stopping", reward, self.start_reward, guard,
-                        self.start_guard, self.cfg.guard_tolerance)
+        fallen = {k: v for k, v in guards.items()
+                  if k in self.start_guards and v < self.start_guards[k] - self.cfg.guard_tolerance}
+        if fallen and reward > self.start_reward:
+            log.warning("ppo guard: eval reward %.4f > start %.4f while %s fell more than %.4f "
+                        "below the start (%s); stopping", reward, self.start_reward,
+                        ", ".join(f"{k} {v:.4f}" for k, v in fallen.items()), self.cfg.guard_tolerance,
+                        ", ".join(f"{k} {self.start_guards[k]:.4f}" for k in fallen))
             self.reason = "guard"
             return
         if reward > self.best_reward:

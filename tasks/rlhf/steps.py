@@ -308,9 +308,14 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
             raise ValueError("no validation prompt fits the model's window with max_new_tokens")
         s = scorer.score([x for x, _ in kept], [a for _, a in kept])
         guard = annotator_scores(annotator, [x for x, _ in kept], [a for _, a in kept])
+        safety = np.array([bool(x["is_safety"]) for x, _ in kept])
         model.train()
-        return {"reward": float(np.mean(s["r_c"])), "guard": float(np.mean(guard)),
-                "r_h": float(np.mean(s["r_h"])), "r_s": float(np.mean(s["r_s"]))}
+        out = {"reward": float(np.mean(s["r_c"])), "guard": float(np.mean(guard)),
+               "r_h": float(np.mean(s["r_h"])), "r_s": float(np.mean(s["r_s"]))}
+        for name, rows in (("helpfulness", ~safety), ("safety", safety)):
+            if rows.any():  # one guard per axis: a fall on one is not hidden by a rise on the other
+                out[f"guard_{name}"] = float(np.mean(guard[rows]))
+        return out
 
     key = _key(sha256_of(Path(start_dir) / MODEL_FILE), json.dumps(sorted(rms.items())),
                p.model_dump_json(), json.dumps([x["prompt_id"] for x in prompts]), str(seed))

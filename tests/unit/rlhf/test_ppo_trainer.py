@@ -237,6 +237,20 @@ def test_guard_stops_when_the_reward_rises_while_the_guard_falls():
     assert logger.metrics["ppo_eval/guard"] == [(0, 0.5), (1, 0.45), (2, 0.3)]
 
 
+def test_a_guard_per_axis_stops_when_one_axis_falls_while_the_mean_holds():
+    class PerAxis(RecordingEval):
+        def __call__(self, policy):
+            out = super().__call__(policy)
+            i = len(self.seen) - 1
+            return out | {"guard_helpfulness": [0.8, 0.6][min(i, 1)], "guard_safety": [0.4, 0.6][min(i, 1)]}
+
+    evals = PerAxis([0.5, 0.6, 0.7], guards=[0.6, 0.6, 0.6])  # the mean guard stays flat
+    cfg = small_cfg(iterations=10, eval_every=1, patience=5, guard_tolerance=0.1)
+    stats = train_ppo(make_model(), make_model(), make_prompts(4), target_share, cfg,
+                      InMemoryLogger(), evals)
+    assert stats["stopped"] == "guard" and stats["iterations_run"] == 1 and stats["best_iteration"] == 0
+
+
 def test_a_falling_guard_without_a_rising_reward_is_not_a_guard_stop():
     evals = RecordingEval([0.5, 0.4, 0.4], guards=[0.5, 0.1, 0.1])
     cfg = small_cfg(iterations=10, eval_every=1, patience=2, guard_tolerance=0.1)
