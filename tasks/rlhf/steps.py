@@ -405,7 +405,9 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
     for order, (name, d) in enumerate(versions.items()):
         texts = [answers[name][i] for i in fits]
         model = sft if name == "sft" else load_model(Path(d))
-        answer_tokens = [processor.encode(t) + [processor.eos_id()] if t else [] for t in texts]
+        # the answer as generated ends with EOS; an empty answer is the EOS alone (the model chose
+        # to stop at once), so the KL is always measured on at least that one position
+        answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts]
         kl = kl_along(model, sft, tokens, answer_tokens)
         annot = annotator_scores(annotator, kept, texts)
         rows += _version_rows(name, order, kept, texts, scorer.score(kept, texts), kl, annot,
