@@ -1,0 +1,1 @@
+"""Safety context distillation (RECIPE.md §9): safety preprompts and the Safety-RM filter."""
