@@ -2,6 +2,7 @@
 
 from data_contracts import (
     demographics,
+    distillation_samples,
     documents,
     documents_excluded,
     multiturn_eval,
@@ -37,6 +38,7 @@ CONTRACTS: dict[str, Contract] = {
         preference_excluded,
         rejection_samples,
         rlhf_eval,
+        distillation_samples,
     )
 }
 

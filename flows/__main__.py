@@ -27,7 +27,8 @@ KEY_METRICS = (
     "base.val_loss", "gatt.dialogues_kept", "gatt.val_loss", "registered_version",
     "collect.pairs", "eval.helpfulness_rm.helpfulness.avg", "eval.safety_rm.safety.avg",
     "eval.sft.mean_r_c", "eval.final.mean_r_c", "eval.final.kl_to_sft",
-    "eval.final.helpfulness_win_rate", "eval.final.safety_win_rate",
+    "eval.final.helpfulness_win_rate", "eval.final.safety_win_rate", "distill.kept", "distill.rows",
+    "distill.kept_delta_mean",
 )
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_environment(cfg.run_dir, cfg.threads)
     from flows.corpus import corpus_flow
+    from flows.distill import distill_flow
     from flows.pipeline import pipeline_flow
     from flows.pretrain import pretrain_flow
     from flows.reward import reward_flow
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     flow = {"pipeline": pipeline_flow, "corpus": corpus_flow, "tokenizer": tokenizer_flow,
             "pretrain": pretrain_flow, "sft": sft_flow, "reward": reward_flow,
-            "rlhf": rlhf_flow}[args.stage]
+            "rlhf": rlhf_flow, "distill": distill_flow}[args.stage]
     started = time.perf_counter()
     result = flow(preset=args.preset, overrides=args.set, rerun=args.rerun)
     seconds = time.perf_counter() - started
@@ -111,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline or one stage")
     run.add_argument("--preset", default="demo", help="configs/<preset>.yaml or a path (default demo)")
     run.add_argument("--stage", default="pipeline",
-                     choices=["pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"])
+                     choices=["pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf",
+                              "distill"])
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. corpus.quality.min_words=30")
     run.add_argument("--rerun", action="append", default=[], metavar="NAME",

@@ -49,8 +49,12 @@ EDGES: dict[str, tuple[str, ...]] = {
     "rlhf.register_round": ("rlhf.rs_finetune", "rlhf.ppo"),
     "rlhf.evaluate_rounds": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.refresh_reward_models",
                              "reward.train_helpfulness_rm", "reward.train_safety_rm", "sft.curate"),
+    "distill.distill_data": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.refresh_reward_models",
+                             "reward.train_safety_rm", "sft.curate"),
+    "distill.distill_finetune": ("distill.distill_data",),
+    "distill.register": ("distill.distill_finetune",),
 }
-STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf")
+STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill")
 
 
 class UnknownTaskError(ValueError):

@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.corpus import corpus_flow
+from flows.distill import distill_flow
 from flows.dag import expand_reruns
 from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
@@ -17,7 +18,7 @@ from flows.tokenizer import tokenizer_flow
 from tasks.config import load_config
 from tasks.tracking import open_run, tracking_uri
 
-DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf "
+DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> distill "
                "(later stages join as they land).")
 
 
@@ -51,6 +52,9 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
         summary["stages"]["reward"] = {k: v for k, v in reward.items() if k != "sft"}
         rlhf = rlhf_flow(preset, overrides, rerun, parent.run_id, reward=reward)
         summary["stages"]["rlhf"] = {k: v for k, v in rlhf.items() if k != "reward"}
+        if cfg.distill.enabled:
+            distill = distill_flow(preset, overrides, rerun, parent.run_id, rlhf=rlhf)
+            summary["stages"]["distill"] = {k: v for k, v in distill.items() if k != "rlhf"}
     except BaseException:
         parent.close("FAILED")
         raise

@@ -23,6 +23,7 @@ from tasks.corpus.toxicity import ToxicityConfig
 from tasks.data.catalog import SourceSpec
 from tasks.pretrain.shards import ShardConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
+from tasks.distill.config import DistillConfig
 from tasks.reward.config import RewardConfig
 from tasks.rlhf.config import RlhfConfig
 from tasks.sft.config import SftConfig
@@ -105,6 +106,7 @@ class RecipeConfig(StrictModel):
     sft: SftConfig = SftConfig()
     reward: RewardConfig = RewardConfig()
     rlhf: RlhfConfig = RlhfConfig()
+    distill: DistillConfig = DistillConfig()
 
     def resolved(self) -> "RecipeConfig":
         """Relative paths become absolute (against the project root); env overrides apply."""

@@ -225,15 +225,17 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
                       stats={f"rs.{k}": float(v) for k, v in stats.items()}, artifacts=artifacts)
 
 
-def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.DataFrame, dict]:
-    """The best row per prompt as a chat training example (loss on the answer only); answers
-    that are empty, or examples longer than `seq_len`, are left out and counted."""
+def answer_examples(rows: list[dict], processor, seq_len: int, answer_key: str
+                    ) -> tuple[pl.DataFrame, dict]:
+    """Chat training examples (tokens, labels; loss on the answer only) of rows with `system`,
+    `prompt` (turns ending with the user) and an answer under `answer_key`; empty answers, and
+    examples longer than `seq_len`, are left out and counted."""
     tokens, labels, empty, too_long = [], [], 0, 0
-    for row in samples.filter(pl.col("is_best")).to_dicts():
-        if not row["response"].strip():
+    for row in rows:
+        if not row[answer_key].strip():
             empty += 1
             continue
-        turns = [*row["prompt"], {"role": "assistant", "content": row["response"]}]
+        turns = [*row["prompt"], {"role": "assistant", "content": row[answer_key]}]
         t, lab = tokenize_dialogue(processor, row["system"], turns, MaskStrategy.LAST_TURN)
         if len(t) > seq_len:
             too_long += 1
@@ -245,6 +247,21 @@ def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.Da
     return frame, {"examples": len(tokens), "skipped_empty": empty, "skipped_too_long": too_long}
 
 
+def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.DataFrame, dict]:
+    """The best row per prompt as a chat training example (see `answer_examples`)."""
+    return answer_examples(samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response")
+
+
+def finetune_on(examples: pl.DataFrame, init_dir: str, ft: FinetuneConfig, fmt: FormatConfig,
+                processor, out_dir: Path, logger) -> tuple[dict, Path]:
+    """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, model folder)."""
+    model = load_model(Path(init_dir)).train()
+    loop, pack = finetune(model, examples, examples.clear(), ft, pad_id=0,
+                          separator=fmt.separator_ids(processor), logger=logger, out_dir=out_dir)
+    folder = export_model(Path(loop["checkpoint"]), out_dir / "model")
+    return {k: v for k, v in {**loop, **pack}.items() if isinstance(v, (int, float))}, folder
+
+
 @task(name="rs_finetune", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
 def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_model: str,
                      ft: FinetuneConfig, fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
@@ -253,16 +270,13 @@ def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_
     examples, stats = best_examples(read_dataset(samples), processor, ft.train.seq_len)
     if not examples.height:
         raise ValueError(f"RLHF-V{round_}: no usable best answer to fine-tune on (stats {stats})")
-    model = load_model(Path(policy_dir)).train()
     key = _key(samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE), ft.model_dump_json(),
                fmt.model_dump_json())
     out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-rs-{key}"
     get_run_logger().info("RLHF-V%d: fine-tuning on %d best answers into %s", round_, examples.height, out_dir)
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "rs_finetune/")
-    loop, pack = finetune(model, examples, examples.clear(), ft, pad_id=0,
-                          separator=fmt.separator_ids(processor), logger=logger, out_dir=out_dir)
-    folder = export_model(Path(loop["checkpoint"]), out_dir / "model")
-    out = {**stats, **{k: v for k, v in {**loop, **pack}.items() if isinstance(v, (int, float))}}
+    loop, folder = finetune_on(examples, policy_dir, ft, fmt, processor, out_dir, logger)
+    out = {**stats, **loop}
     return StepOutput(stats={f"rs_finetune.{k}": float(v) for k, v in out.items()},
                       artifacts={"model_dir": str(folder)})
 

@@ -1,0 +1,142 @@
+"""Prefect tasks of the safety context distillation stage (RECIPE.md §9, paper §4.2.4).
+
+distill_data: for adversarial train prompts, the policy answers once with a safety preprompt
+in front of its system prompt and once without; the Safety RM scores both answers on the prompt
+*without* the preprompt; an answer is kept only where the preprompted one scores higher
+(`select_distilled`). distill_finetune: the policy fine-tuned on (prompt without the preprompt ->
+kept answer), loss on the answer only, with the shared loop. register: the distilled model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import sentencepiece as spm
+from prefect import task
+from prefect.logging import get_run_logger
+
+from tasks.caching import code_and_inputs
+from tasks.distill.config import DistillConfig
+from tasks.distill.preprompts import choose_preprompt, with_preprompt
+from tasks.distill.select import select_distilled
+from tasks.hashing import sha256_of
+from tasks.io import Manifest, read_dataset, write_dataset
+from tasks.preferences.collect import prompt_pool
+from tasks.results import StepOutput, write_artifact
+from tasks.reward.config import RewardConfig
+from tasks.reward.steps import load_reward_model
+from tasks.rlhf.scoring import rm_probs, rm_sequence
+from tasks.rlhf.steps import answer_examples, finetune_on
+from tasks.sft import dialogue_frame
+from tasks.sft.config import FormatConfig
+from tasks.sft.sampling import load_model, make_answer_fn
+from tasks.tracking import PrefixedLogger, attach_run, register_model
+from tasks.training.checkpoint import MODEL_FILE
+from tasks.plots import figure_png, pyplot
+
+SAMPLES = "distillation_samples"
+CODE = ("models", "tasks.training", "tasks.distill", "tasks.rlhf", "tasks.sft.chat_format",
+        "tasks.sft.sampling", "tasks.sft.finetune", "tasks.reward")
+COLUMNS = ("prompt_id", "system", "prompt", "risk_category", "preprompt_kind", "preprompt",
+           "answer_with", "answer_without", "score_with", "score_without", "delta", "kept", "reason")
+
+
+def adversarial_prompts(dialogues: list[dict], n: int, seed: int) -> list[dict]:
+    """`n` adversarial prompts (safety-tagged with a risk category) of the SFT train split, seeded."""
+    pool = [p for p in prompt_pool(dialogues, "train")["safety"] if p["risk_category"] is not None]
+    return random.Random(f"distill:{seed}").sample(pool, min(n, len(pool)))
+
+
+def delta_png(rows: list[dict]) -> bytes:
+    """Histogram of the Safety RM score gain from the preprompt, kept vs dropped."""
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    for kept, label, color in ((True, "kept", "C2"), (False, "dropped", "C3")):
+        deltas = [r["delta"] for r in rows if r["kept"] == kept]
+        if deltas:
+            ax.hist(deltas, bins=30, alpha=0.7, label=f"{label} ({len(deltas)})", color=color)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("Safety RM score with the preprompt - without")
+    ax.set_ylabel("prompts")
+    ax.set_title("Safety context distillation")
+    ax.legend()
+    return figure_png(fig)
+
+
+@task(name="distill_data", cache_policy=code_and_inputs(*CODE), persist_result=True)
+def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, tokenizer_model: str,
+                      cfg: DistillConfig, reward: RewardConfig, seed: int, data_dir: str,
+                      run_dir: str) -> StepOutput:
+    """Answers with and without a safety preprompt, scored by the Safety RM; keep-if-better."""
+    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    prompts = adversarial_prompts(read_dataset(dialogues).to_dicts(), cfg.prompts, seed)
+    chosen = [choose_preprompt(p["prompt_id"], p["risk_category"], seed, cfg.template_share) for p in prompts]
+    answer = make_answer_fn(load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0,
+                            cfg.batch_size)
+    with_ = answer([(with_preprompt(p["system"], text), p["turns"]) for p, (_, text) in zip(prompts, chosen)], seed)
+    without = answer([(p["system"], p["turns"]) for p in prompts], seed)
+    fits = [i for i in range(len(prompts)) if with_[i] is not None and without[i] is not None]
+    rows = [{"prompt_id": prompts[i]["prompt_id"], "system": prompts[i]["system"],
+             "prompt": prompts[i]["turns"], "risk_category": prompts[i]["risk_category"],
+             "preprompt_kind": chosen[i][0], "preprompt": chosen[i][1],
+             "answer_with": with_[i], "answer_without": without[i]} for i in fits]
+    rm = load_reward_model(Path(safety_rm))
+    seq_len = reward.safety.training.train.seq_len
+    as_prompt = [{"system": r["system"], "turns": r["prompt"]} for r in rows]  # scored WITHOUT the preprompt
+    s_with = rm_probs(rm, [rm_sequence(processor, p, r["answer_with"], seq_len) for p, r in zip(as_prompt, rows)])
+    s_without = rm_probs(rm, [rm_sequence(processor, p, r["answer_without"], seq_len)
+                              for p, r in zip(as_prompt, rows)])
+    kept, dropped, stats = select_distilled(rows, s_with.tolist(), s_without.tolist(), cfg.min_gain,
+                                            answer_key="answer_with")
+    out = [{**{k: r.get(k) for k in COLUMNS if k not in ("kept", "reason")}, "kept": True, "reason": None}
+           for r in kept]
+    out += [{**{k: r.get(k) for k in COLUMNS if k not in ("kept", "reason")}, "kept": False,
+             "reason": r["reason"]} for r in dropped]
+    for kind in ("generic", "template"):
+        of_kind = [r for r in out if r["preprompt_kind"] == kind]
+        stats[f"{kind}.rows"] = len(of_kind)
+        stats[f"{kind}.kept"] = sum(r["kept"] for r in of_kind)
+    stats["prompts_too_long"] = len(prompts) - len(fits)
+    stats["score_with_mean"] = float(np.mean(s_with)) if len(s_with) else None
+    stats["score_without_mean"] = float(np.mean(s_without)) if len(s_without) else None
+    get_run_logger().info("safety context distillation: %d of %d answers improved by the preprompt "
+                          "(mean Safety RM %.3f with, %.3f without); %d prompts did not fit the window "
+                          "with the preprompt", len(kept), len(out), stats["score_with_mean"] or 0.0,
+                          stats["score_without_mean"] or 0.0, stats["prompts_too_long"])
+    return StepOutput(
+        outputs={SAMPLES: write_dataset(dialogue_frame(out, SAMPLES), SAMPLES, Path(data_dir))},
+        stats={f"distill.{k}": float(v) for k, v in stats.items() if v is not None},
+        artifacts={"distill_delta.png": str(write_artifact(delta_png(out), Path(run_dir), "distill",
+                                                           "distill_delta.png"))})
+
+
+@task(name="distill_finetune", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
+def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: str, cfg: DistillConfig,
+                          fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
+    """The policy fine-tuned on the kept answers, the prompt WITHOUT the preprompt."""
+    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    rows = read_dataset(samples).filter(pl.col("kept")).to_dicts()
+    examples, stats = answer_examples(rows, processor, cfg.finetune.train.seq_len, "answer_with")
+    if not examples.height:
+        raise ValueError(f"safety context distillation kept no answer to fine-tune on ({stats}); "
+                         "lower distill.min_gain or use more distill.prompts")
+    key = hashlib.sha256("|".join([samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE),
+                                   cfg.finetune.model_dump_json(), fmt.model_dump_json()]).encode()).hexdigest()[:16]
+    out_dir = Path(run_dir) / "artifacts" / "distill" / f"finetune-{key}"
+    get_run_logger().info("distillation: fine-tuning on %d answers into %s", examples.height, out_dir)
+    logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "finetune/")
+    loop, folder = finetune_on(examples, policy_dir, cfg.finetune, fmt, processor, out_dir, logger)
+    return StepOutput(stats={f"finetune.{k}": float(v) for k, v in {**stats, **loop}.items()},
+                      artifacts={"model_dir": str(folder)})
+
+
+@task(name="register", cache_policy=code_and_inputs("tasks.distill.steps") - "mlflow_run_id",
+      persist_result=True)
+def register_step(model_dir: str, registered_model: str, description: str, run_dir: str,
+                  mlflow_run_id: str) -> StepOutput:
+    version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(model_dir),
+                             registered_model, description)
+    return StepOutput(stats={"registered_version": float(version)})
