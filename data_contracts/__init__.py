@@ -5,6 +5,7 @@ from data_contracts import (
     distillation_samples,
     documents,
     documents_excluded,
+    eval_results,
     multiturn_eval,
     preference_excluded,
     preference_pairs,
@@ -39,6 +40,7 @@ CONTRACTS: dict[str, Contract] = {
         rejection_samples,
         rlhf_eval,
         distillation_samples,
+        eval_results,
     )
 }
 

@@ -28,7 +28,7 @@ KEY_METRICS = (
     "collect.pairs", "eval.helpfulness_rm.helpfulness.avg", "eval.safety_rm.safety.avg",
     "eval.sft.mean_r_c", "eval.final.mean_r_c", "eval.final.kl_to_sft",
     "eval.final.helpfulness_win_rate", "eval.final.safety_win_rate", "distill.kept", "distill.rows",
-    "distill.kept_delta_mean",
+    "distill.kept_delta_mean", "sft.violation_annotator_pct", "distilled.violation_annotator_pct",
 )
 
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_environment(cfg.run_dir, cfg.threads)
     from flows.corpus import corpus_flow
     from flows.distill import distill_flow
+    from flows.evaluate import evaluate_flow
     from flows.pipeline import pipeline_flow
     from flows.pretrain import pretrain_flow
     from flows.reward import reward_flow
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     flow = {"pipeline": pipeline_flow, "corpus": corpus_flow, "tokenizer": tokenizer_flow,
             "pretrain": pretrain_flow, "sft": sft_flow, "reward": reward_flow,
-            "rlhf": rlhf_flow, "distill": distill_flow}[args.stage]
+            "rlhf": rlhf_flow, "distill": distill_flow, "evaluate": evaluate_flow}[args.stage]
     started = time.perf_counter()
     result = flow(preset=args.preset, overrides=args.set, rerun=args.rerun)
     seconds = time.perf_counter() - started
@@ -114,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="demo", help="configs/<preset>.yaml or a path (default demo)")
     run.add_argument("--stage", default="pipeline",
                      choices=["pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf",
-                              "distill"])
+                              "distill", "evaluate"])
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. corpus.quality.min_words=30")
     run.add_argument("--rerun", action="append", default=[], metavar="NAME",

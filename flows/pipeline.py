@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 
 from flows.corpus import corpus_flow
 from flows.distill import distill_flow
+from flows.evaluate import evaluate_flow
 from flows.dag import expand_reruns
 from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
@@ -18,7 +19,7 @@ from flows.tokenizer import tokenizer_flow
 from tasks.config import load_config
 from tasks.tracking import open_run, tracking_uri
 
-DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> distill "
+DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> distill -> evaluate "
                "(later stages join as they land).")
 
 
@@ -52,9 +53,13 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
         summary["stages"]["reward"] = {k: v for k, v in reward.items() if k != "sft"}
         rlhf = rlhf_flow(preset, overrides, rerun, parent.run_id, reward=reward)
         summary["stages"]["rlhf"] = {k: v for k, v in rlhf.items() if k != "reward"}
+        distill = {"rlhf": rlhf, "model_dir": rlhf["model_dir"]}  # what evaluation sees without it
         if cfg.distill.enabled:
             distill = distill_flow(preset, overrides, rerun, parent.run_id, rlhf=rlhf)
             summary["stages"]["distill"] = {k: v for k, v in distill.items() if k != "rlhf"}
+        if cfg.evaluate.enabled:
+            summary["stages"]["evaluate"] = evaluate_flow(preset, overrides, rerun, parent.run_id,
+                                                          distill=distill)
     except BaseException:
         parent.close("FAILED")
         raise

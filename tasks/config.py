@@ -24,6 +24,7 @@ from tasks.data.catalog import SourceSpec
 from tasks.pretrain.shards import ShardConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
 from tasks.distill.config import DistillConfig
+from tasks.evaluate.config import EvaluateConfig
 from tasks.reward.config import RewardConfig
 from tasks.rlhf.config import RlhfConfig
 from tasks.sft.config import SftConfig
@@ -107,6 +108,7 @@ class RecipeConfig(StrictModel):
     reward: RewardConfig = RewardConfig()
     rlhf: RlhfConfig = RlhfConfig()
     distill: DistillConfig = DistillConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def resolved(self) -> "RecipeConfig":
         """Relative paths become absolute (against the project root); env overrides apply."""

@@ -50,7 +50,8 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill"}
+    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill",
+                            "evaluate"}
 
     corpus = by_name["corpus"]
     m, p = corpus.data.metrics, corpus.data.params
@@ -163,6 +164,20 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     if m["distill.kept"] == 0:  # the tiny model rarely profits from a preprompt: it says so
         assert "kept none" in distill.data.tags["distill.result"]
 
+    evaluation = by_name["evaluate"]
+    m = evaluation.data.metrics
+    versions = evaluation.data.params["versions"].split(",")
+    assert versions[:5] == ["pretrained", "sft", "rlhf-v1", "rlhf-v2", "rlhf-v3"]
+    for version in versions:  # every version answered the same prompts and was judged
+        assert m[f"{version}.answers"] > 0
+        assert 0 <= m[f"{version}.violation_rm_pct"] <= 100
+        assert 0 <= m[f"{version}.false_refusal_borderline_pct"] <= 100
+        assert f"{version}.truthful_pct" in m and f"{version}.toxic_pct" in m
+    assert m["sft.win_vs_sft_annotator_pct"] == 50  # SFT against itself: all ties
+    tables = {a.path for a in client.list_artifacts(evaluation.info.run_id, "tables")}
+    assert {"tables/evaluation.csv", "tables/violation_by_category.csv", "tables/red_team.csv"} <= tables
+    assert "eval_results" in {d.dataset.name for d in evaluation.inputs.dataset_inputs}
+
 
 def _gatt_skipped(result) -> bool:
     return "sft.train_gatt" not in result["stages"]["sft"]["states"]
@@ -182,7 +197,7 @@ def test_first_run_executes_every_task(first_run):
 
 def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     second = pipeline_flow(preset="tiny")
-    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill"):
+    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate"):
         api_states = _task_states(second["stages"][stage]["flow_run_id"])
         assert api_states and set(api_states.values()) == {"Cached"}, api_states
     assert second["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
@@ -198,7 +213,7 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     sft = _task_states(third["stages"]["sft"]["flow_run_id"])
     assert sft["collect_dialogues"] == sft["curate"] == "Cached"  # they do not read the corpus
     assert sft["tokenize"] == sft["train_base"] == sft["evaluate"] == "Completed"
-    for stage in ("reward", "rlhf", "distill"):
+    for stage in ("reward", "rlhf", "distill", "evaluate"):
         assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
     # forced tasks are deterministic: same data, same content-addressed files
     assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SLICE = "data.max_docs_per_source=55"  # its own slice: no cache shared with other tests
 ONE_ROUND = "rlhf.rounds=1"  # the retry is about the corpus: one RLHF round keeps it short
+NO_DISTILL, NO_EVAL = "distill.enabled=false", "evaluate.enabled=false"  # likewise
 
 
 def _latest_flow_run(client, flow_name: str):
@@ -38,7 +39,8 @@ def test_retry_of_failed_flow_run_resumes_from_the_failed_task(monkeypatch):
     from prefect.client.orchestration import get_client
 
     monkeypatch.setenv(FAULT_ENV, "corpus.exact_dedup")
-    state = pipeline_flow(preset="tiny", overrides=[SLICE, ONE_ROUND], return_state=True)
+    state = pipeline_flow(preset="tiny", overrides=[SLICE, ONE_ROUND, NO_DISTILL, NO_EVAL],
+                          return_state=True)
     assert state.is_failed()
     with pytest.raises(InjectedFault):
         state.result()

