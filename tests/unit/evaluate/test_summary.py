@@ -1,4 +1,3 @@
-import polars as pl
 import pytest
 
 from data_contracts import get_contract
