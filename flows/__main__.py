@@ -100,6 +100,8 @@ def print_summary(result: dict, cfg) -> None:
     else:
         console.print(f"MLflow store: {uri}")
         console.print(f"MLflow run:   make ui, then open http://127.0.0.1:5000/{page}")
+    if result.get("report"):
+        console.print(f"Report:       {result['report']}  (open it in a browser)")
     console.print(f"Datasets:     {cfg.data_dir}")
     console.print(f"Summary JSON: {cfg.run_dir / 'last_run.json'}")
 

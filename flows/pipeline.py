@@ -17,6 +17,7 @@ from flows.rlhf import rlhf_flow
 from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 from tasks.config import load_config
+from tasks.report.build import build_report
 from tasks.tracking import open_run, tracking_uri
 
 DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> distill -> evaluate "
@@ -60,6 +61,10 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
         if cfg.evaluate.enabled:
             summary["stages"]["evaluate"] = evaluate_flow(preset, overrides, rerun, parent.run_id,
                                                           distill=distill)
+        report = build_report(parent.client, parent.run_id,
+                              cfg.run_dir / "reports" / f"report-{parent.run_id[:8]}.html")
+        parent.log_artifact(report, "report")
+        summary["report"] = str(report)
     except BaseException:
         parent.close("FAILED")
         raise

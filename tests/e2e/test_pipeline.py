@@ -2,6 +2,7 @@
 read back through their clients. Also: caching on a second run, and --rerun semantics."""
 
 import math
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -177,6 +178,34 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     tables = {a.path for a in client.list_artifacts(evaluation.info.run_id, "tables")}
     assert {"tables/evaluation.csv", "tables/violation_by_category.csv", "tables/red_team.csv"} <= tables
     assert "eval_results" in {d.dataset.name for d in evaluation.inputs.dataset_inputs}
+
+
+def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path):
+    """The pipeline ends with one HTML report (a file and an MLflow artifact of the parent run);
+    headless Chromium renders it and the DOM holds every stage and the run's own numbers."""
+    import shutil
+    import subprocess
+
+    from tests.e2e.test_services import CHROMIUM_FLAGS
+
+    report = Path(first_run["report"])
+    assert report.exists() and report.suffix == ".html"
+    client = MlflowClient(tracking_uri(load_config("tiny").run_dir))
+    assert f"report/{report.name}" in {a.path for a in client.list_artifacts(first_run["mlflow_run_id"], "report")}
+    binary = shutil.which("chromium")
+    assert binary, "chromium is not installed: `make test` installs it (make browser)"
+    dom = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom",
+                          report.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate"):
+        assert f">{stage}<" in dom, stage
+    rows_kept = client.get_run(first_run["stages"]["corpus"]["mlflow_run_id"]).data.metrics["rows_kept"]
+    assert f"{int(rows_kept)}" in dom
+    assert "rlhf rounds" in dom and "table8 accuracy by level" in dom and "evaluation" in dom
+    shot = Path(__file__).resolve().parents[2] / "test-artifacts" / "run-report.png"
+    shot.parent.mkdir(exist_ok=True)
+    subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}",
+                    "--window-size=1280,2400", report.as_uri()], capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 20_000
 
 
 def _gatt_skipped(result) -> bool:
