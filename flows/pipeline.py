@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import polars as pl
+
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -18,7 +20,8 @@ from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 from tasks.config import load_config
 from tasks.report.build import build_report
-from tasks.tracking import open_run, tracking_uri
+from tasks.report.cards import write_model_cards
+from tasks.tracking import git_commit, open_run, tracking_uri
 
 DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> distill -> evaluate "
                "(later stages join as they land).")
@@ -59,8 +62,12 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
             distill = distill_flow(preset, overrides, rerun, parent.run_id, rlhf=rlhf)
             summary["stages"]["distill"] = {k: v for k, v in distill.items() if k != "rlhf"}
         if cfg.evaluate.enabled:
-            summary["stages"]["evaluate"] = evaluate_flow(preset, overrides, rerun, parent.run_id,
-                                                          distill=distill)
+            evaluation = evaluate_flow(preset, overrides, rerun, parent.run_id, distill=distill)
+            summary["stages"]["evaluate"] = evaluation
+            table = pl.read_csv(evaluation["artifacts"]["evaluation.csv"]).to_dicts()
+            stage_runs = {k: v["mlflow_run_id"] for k, v in summary["stages"].items()}
+            summary["model_cards"] = write_model_cards(parent.client, stage_runs, table, cfg.preset,
+                                                       git_commit())
         report = build_report(parent.client, parent.run_id,
                               cfg.run_dir / "reports" / f"report-{parent.run_id[:8]}.html")
         parent.log_artifact(report, "report")

@@ -178,6 +178,12 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     tables = {a.path for a in client.list_artifacts(evaluation.info.run_id, "tables")}
     assert {"tables/evaluation.csv", "tables/violation_by_category.csv", "tables/red_team.csv"} <= tables
     assert "eval_results" in {d.dataset.name for d in evaluation.inputs.dataset_inputs}
+    # every version's registered model carries its model card, with its evaluation row
+    cards = first_run["model_cards"]
+    assert set(versions) <= set(cards)
+    name, number = cards["rlhf-v3"].split("/")
+    card = client.get_model_version(name, number).description
+    assert card.startswith("# Model card: rlhf-v3") and "violation_rm_%" in card and "Known limits" in card
 
 
 def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path):
