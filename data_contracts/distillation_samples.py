@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from data_contracts.base import Contract
-from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, roles_alternate
+from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, ends_with_user
 
 PREPROMPT_KINDS = ("generic", "template")
 DROP_REASONS = ("not_better", "empty_answer")
@@ -40,8 +40,7 @@ class DistillationSamples(pap.DataFrameModel):
 
     @pap.dataframe_check(error="prompt turns must alternate user/assistant and end with the user")
     def prompt_ends_with_user(cls, data) -> pl.LazyFrame:
-        prompt = pl.col("prompt")
-        return data.lazyframe.select(roles_alternate(prompt) & (prompt.list.len() % 2 == 1))
+        return data.lazyframe.select(ends_with_user(pl.col("prompt")))
 
     @pap.dataframe_check(error="a kept row has no reason and scored higher; a dropped row has a reason")
     def kept_rows_improved(cls, data) -> pl.LazyFrame:

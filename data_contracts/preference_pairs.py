@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from data_contracts.base import Contract
-from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, roles_alternate
+from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, ends_with_user
 
 # §3.2.1, strongest first
 RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
@@ -56,8 +56,7 @@ class PreferencePairs(pap.DataFrameModel):
 
     @pap.dataframe_check(error="prompt turns must alternate user/assistant and end with the user")
     def prompt_ends_with_user(cls, data) -> pl.LazyFrame:
-        prompt = pl.col("prompt")
-        return data.lazyframe.select(roles_alternate(prompt) & (prompt.list.len() % 2 == 1))
+        return data.lazyframe.select(ends_with_user(pl.col("prompt")))
 
     @pap.dataframe_check(error="safety_bin must agree with chosen_safe / rejected_safe")
     def bin_matches_labels(cls, data) -> pl.LazyFrame:

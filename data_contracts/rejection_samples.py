@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from data_contracts.base import Contract
-from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, roles_alternate
+from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, ends_with_user
 
 
 class RejectionSamples(pap.DataFrameModel):
@@ -41,8 +41,7 @@ class RejectionSamples(pap.DataFrameModel):
 
     @pap.dataframe_check(error="prompt turns must alternate user/assistant and end with the user")
     def prompt_ends_with_user(cls, data) -> pl.LazyFrame:
-        prompt = pl.col("prompt")
-        return data.lazyframe.select(roles_alternate(prompt) & (prompt.list.len() % 2 == 1))
+        return data.lazyframe.select(ends_with_user(pl.col("prompt")))
 
     @pap.dataframe_check(error="r_c must equal r_s or r_h")
     def r_c_is_one_of_the_scores(cls, data) -> pl.LazyFrame:

@@ -27,6 +27,11 @@ def roles_alternate(turns: pl.Expr) -> pl.Expr:
     return turns.list.eval(pl.element().struct.field("role") == expected).list.all()
 
 
+def ends_with_user(turns: pl.Expr) -> pl.Expr:
+    """A prompt: roles alternate from the user's and the last turn is the user's (odd length)."""
+    return roles_alternate(turns) & (turns.list.len() % 2 == 1)
+
+
 def _alternating(turns: pl.Expr) -> pl.Expr:
     """user, assistant, user, assistant, ...: an even number (>= 2) of turns."""
     length = turns.list.len()
