@@ -15,6 +15,7 @@ from tasks.data.fetch import verified_archive
 from tasks.config import flatten, load_config
 from tasks.evaluate import steps
 from tasks.io import Manifest, read_dataset, write_dataset
+from tasks.sft import dialogue_frame
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -60,8 +61,6 @@ def evaluate_flow(preset: str = "demo", overrides: list[str] | None = None,
                             **{f"prompts.{s}": sum(p["suite"] == s for p in prompts)
                                for s in sorted({p["suite"] for p in prompts})}})
         if quarantine:
-            from tasks.sft import dialogue_frame
-
             bad = write_dataset(dialogue_frame(quarantine, "quarantine"), "quarantine", cfg.data_dir)
             tracker.log_dataset(bad, "evaluation")
         tracker.log_metrics({"quarantined": float(len(quarantine))})

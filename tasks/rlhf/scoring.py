@@ -9,6 +9,7 @@ and EOS; a prompt too long for `seq_len` loses its oldest tokens (its `<s>` is k
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 from models.llama import Llama
 from models.ppo import gated_reward
 from models.reward import RewardModel
-from tasks.preferences.annotator import RuleAnnotator, toxicity
+from tasks.corpus.toxicity import ToxicityConfig, make_scorer
+from tasks.preferences.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
 from tasks.reward.data import MAX_RESPONSE_SHARE
 from tasks.sft.chat_format import prompt_tokens
 
@@ -69,6 +71,19 @@ class RewardScorer:
         is_safety = torch.tensor([bool(p["is_safety"]) for p in prompts], dtype=torch.bool)
         r_c = gated_reward(torch.from_numpy(r_h), torch.from_numpy(r_s), is_safety).numpy()
         return {"r_h": r_h, "r_s": r_s, "r_c": r_c}
+
+
+def load_scorer(rms: dict[str, str], processor, seq_len: int) -> RewardScorer:
+    """The scorer of the reward models in `rms` ({"helpfulness": folder, "safety": folder})."""
+    from tasks.reward.steps import load_reward_model
+
+    return RewardScorer(load_reward_model(Path(rms["helpfulness"])), load_reward_model(Path(rms["safety"])),
+                        processor, seq_len)
+
+
+def rule_annotator(cfg: RuleAnnotatorConfig, toxicity_cfg: ToxicityConfig, noise: bool = True) -> RuleAnnotator:
+    """The rule annotator; `noise=False` for measurements (its noise imitates labelling, not judging)."""
+    return RuleAnnotator(cfg if noise else cfg.model_copy(update={"noise": 0.0}), make_scorer(toxicity_cfg))
 
 
 def annotator_scores(annotator: RuleAnnotator, prompts: Sequence[Prompt],

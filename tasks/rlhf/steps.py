@@ -11,7 +11,6 @@ from its last checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -25,20 +24,19 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tasks.caching import code_and_inputs
-from tasks.corpus.toxicity import ToxicityConfig, make_scorer
-from tasks.hashing import sha256_of
+from tasks.corpus.toxicity import ToxicityConfig
+from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences import collect as pc
 from tasks.preferences.collect import CollectionConfig
-from tasks.preferences.annotator import RuleAnnotator, RuleAnnotatorConfig
 from tasks.plots import figure_png, pyplot
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.config import RewardConfig
-from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, load_reward_model, train_reward_model)
+from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, train_reward_model)
 from tasks.rlhf import rejection
 from tasks.rlhf.config import RejectionConfig, RlhfConfig, RoundEvalConfig
 from tasks.rlhf.ppo import PPOConfig, train_ppo
-from tasks.rlhf.scoring import RewardScorer, annotator_scores, kl_along, win_rates
+from tasks.rlhf.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
 from tasks.sft import dialogue_frame
 from tasks.sft.chat_format import MaskStrategy, prompt_tokens, tokenize_dialogue
 from tasks.sft.config import FormatConfig
@@ -54,9 +52,6 @@ CODE = ("models", "tasks.training", "tasks.rlhf", "tasks.sft.chat_format", "task
 PROMPT_KEYS = ("prompt_id", "system", "turns", "is_safety", "category", "risk_category", "source",
                "reference")
 
-
-def _key(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def _draw(pool: dict[str, list[dict]], counts, rng: random.Random, exclude: set[str] = frozenset()
@@ -81,17 +76,8 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
             "eval": _draw(heldout, cfg.evaluation.prompts, rng)}
 
 
-def _scorer(rms: dict[str, str], processor, seq_len: int) -> RewardScorer:
-    return RewardScorer(load_reward_model(Path(rms["helpfulness"])), load_reward_model(Path(rms["safety"])),
-                        processor, seq_len)
-
-
 def _rm_seq_len(reward: RewardConfig) -> int:
     return reward.helpfulness.training.train.seq_len
-
-
-def _annotator(cfg: RuleAnnotatorConfig, toxicity: ToxicityConfig, noise: bool = True) -> RuleAnnotator:
-    return RuleAnnotator(cfg if noise else cfg.model_copy(update={"noise": 0.0}), make_scorer(toxicity))
 
 
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
@@ -116,7 +102,7 @@ def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues
     earlier = read_dataset(pairs)
     first_batch = int(earlier["batch"].max()) + 1 if earlier.height else 0
     pool = pc.prompt_pool(read_dataset(dialogues).to_dicts())
-    annotator = _annotator(reward.annotator, toxicity)
+    annotator = rule_annotator(reward.annotator, toxicity)
     rows, excluded, stats = [], [], {}
     for b in range(c.batches):
         batch = first_batch + b
@@ -197,7 +183,7 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
     earlier_best = [row for m in earlier for row in read_dataset(m).filter(pl.col("is_best")).to_dicts()]
     rows += rejection.pooled_candidates(round_, earlier_best, {row["prompt_id"] for row in rows},
                                         rs_pool_from)
-    scores = _scorer(rms, processor, _rm_seq_len(reward)).score([_as_prompt(x) for x in rows],
+    scores = load_scorer(rms, processor, _rm_seq_len(reward)).score([_as_prompt(x) for x in rows],
                                                                 [x["response"] for x in rows])
     for i, row in enumerate(rows):
         row.update(r_h=float(scores["r_h"][i]), r_s=float(scores["r_s"][i]), r_c=float(scores["r_c"][i]))
@@ -270,7 +256,7 @@ def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_
     examples, stats = best_examples(read_dataset(samples), processor, ft.train.seq_len)
     if not examples.height:
         raise ValueError(f"RLHF-V{round_}: no usable best answer to fine-tune on (stats {stats})")
-    key = _key(samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE), ft.model_dump_json(),
+    key = parts_key(samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE), ft.model_dump_json(),
                fmt.model_dump_json())
     out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-rs-{key}"
     get_run_logger().info("RLHF-V%d: fine-tuning on %d best answers into %s", round_, examples.height, out_dir)
@@ -302,8 +288,8 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
     signal that falls when the policy games the reward models."""
     p = ppo
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    scorer = _scorer(rms, processor, _rm_seq_len(reward))
-    annotator = _annotator(reward.annotator, toxicity, noise=False)
+    scorer = load_scorer(rms, processor, _rm_seq_len(reward))
+    annotator = rule_annotator(reward.annotator, toxicity, noise=False)
     policy, ref = load_model(Path(start_dir)), load_model(Path(start_dir))
     tokens = [prompt_tokens(processor, x["system"], x["turns"]) for x in prompts]
     eos = processor.eos_id()
@@ -331,7 +317,7 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
                 out[f"guard_{name}"] = float(np.mean(guard[rows]))
         return out
 
-    key = _key(sha256_of(Path(start_dir) / MODEL_FILE), json.dumps(sorted(rms.items())),
+    key = parts_key(sha256_of(Path(start_dir) / MODEL_FILE), json.dumps(sorted(rms.items())),
                p.model_dump_json(), json.dumps([x["prompt_id"] for x in prompts]), str(seed))
     out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-ppo-{key}"
     logger = attach_run(Path(run_dir), mlflow_run_id)
@@ -404,28 +390,25 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
     final reward models; KL to SFT along each answer; the annotator's verdict against SFT."""
     e = evaluation
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    scorer = _scorer(rms, processor, _rm_seq_len(reward))
-    annotator = _annotator(reward.annotator, toxicity, noise=False)
+    scorer = load_scorer(rms, processor, _rm_seq_len(reward))
+    annotator = rule_annotator(reward.annotator, toxicity, noise=False)
     contexts = [(p["system"], p["turns"]) for p in prompts]
-    sft = load_model(Path(versions["sft"]))
-    answers = {name: make_answer_fn(load_model(Path(d)) if name != "sft" else sft, processor,
-                                    e.max_new_tokens, 0.0, 1.0, e.batch_size)(contexts, seed)
-               for name, d in versions.items()}
+    models = {name: load_model(Path(d)) for name, d in versions.items()}  # each loaded once
+    answers = {name: make_answer_fn(model, processor, e.max_new_tokens, 0.0, 1.0, e.batch_size)(contexts, seed)
+               for name, model in models.items()}
     fits = [i for i in range(len(prompts)) if all(answers[n][i] is not None for n in answers)]
     kept = [prompts[i] for i in fits]
     tokens = [prompt_tokens(processor, p["system"], p["turns"]) for p in kept]
-    base = annotator_scores(annotator, kept, [answers["sft"][i] for i in fits])
+    texts = {name: [answers[name][i] for i in fits] for name in models}
+    annot = {name: annotator_scores(annotator, kept, texts[name]) for name in models}
     rows = []
-    for order, (name, d) in enumerate(versions.items()):
-        texts = [answers[name][i] for i in fits]
-        model = sft if name == "sft" else load_model(Path(d))
+    for order, (name, model) in enumerate(models.items()):
         # the answer as generated ends with EOS; an empty answer is the EOS alone (the model chose
         # to stop at once), so the KL is always measured on at least that one position
-        answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts]
-        kl = kl_along(model, sft, tokens, answer_tokens)
-        annot = annotator_scores(annotator, kept, texts)
-        rows += _version_rows(name, order, kept, texts, scorer.score(kept, texts), kl, annot,
-                              win_rates(annot, base))
+        answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts[name]]
+        kl = kl_along(model, models["sft"], tokens, answer_tokens)
+        rows += _version_rows(name, order, kept, texts[name], scorer.score(kept, texts[name]), kl,
+                              annot[name], win_rates(annot[name], annot["sft"]))
     frame = dialogue_frame(rows, EVAL)
     table = rounds_table(frame)
     get_run_logger().info("RLHF per-round table (held-out prompts):\n%s", table)

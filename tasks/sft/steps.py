@@ -4,7 +4,6 @@ GAtt -> multi-turn consistency of both (paper Table 30)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -17,7 +16,7 @@ from prefect.logging import get_run_logger
 from data_contracts import get_contract
 from tasks.caching import code_and_inputs
 from tasks.corpus.toxicity import ToxicityConfig, make_scorer
-from tasks.hashing import sha256_of
+from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.pretrain.steps import export_model
 from tasks.results import StepOutput, write_artifact
@@ -41,9 +40,6 @@ FORMAT_CODE = ("tasks.sft.chat_format", "tasks.sft.tokenize")
 # (tasks.sft.steps: the tasks that train and sample share its _finetune helper)
 MODEL_CODE = (*FORMAT_CODE, "tasks.sft.sampling", "tasks.sft.steps", "models", "tasks.training")
 
-
-def _key(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def _write(rows: list[dict], contract: str, data_dir: str) -> Manifest:
@@ -114,7 +110,7 @@ def _finetune(examples: Manifest, init_dir: str, finetune_cfg, cfg: SftConfig, t
     df = read_dataset(examples)
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     model = load_model(Path(init_dir)).train()
-    key = _key(examples.sha256, sha256_of(Path(init_dir) / "model.safetensors"),
+    key = parts_key(examples.sha256, sha256_of(Path(init_dir) / "model.safetensors"),
                finetune_cfg.model_dump_json(), cfg.format.model_dump_json())
     out_dir = Path(run_dir) / "artifacts" / "sft" / f"{label}-{key}"  # keyed by inputs: resumable
     get_run_logger().info("SFT (%s): %d examples from %s into %s", label, df.height, init_dir, out_dir)
