@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from tasks.corpus.toxicity import (  # noqa: E402
+from tasks.judges.toxicity import (  # noqa: E402
     DetoxifyScorer,
     ProfanityCheckScorer,
     ToxicityScorer,

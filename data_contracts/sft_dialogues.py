@@ -18,7 +18,7 @@ TURN = pl.Struct({"role": pl.Utf8, "content": pl.Utf8})
 TURN_ARROW = pa.struct([pa.field("role", pa.large_string()), pa.field("content", pa.large_string())])
 RISK_CATEGORIES = ("illicit_criminal", "hateful_harmful", "unqualified_advice")  # RECIPE.md §9
 SPLITS = ("train", "heldout")
-MASK_STRATEGIES = ("all_assistant", "last_turn")  # tasks/sft/chat_format.py MaskStrategy
+MASK_STRATEGIES = ("all_assistant", "last_turn")  # tasks/chat/format.py MaskStrategy
 
 
 def roles_alternate(turns: pl.Expr) -> pl.Expr:

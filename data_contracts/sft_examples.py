@@ -2,7 +2,7 @@
 
 `labels[i]` is `tokens[i]` where token i is trained as a target and IGNORE_INDEX (-100, one
 named constant in models/llama.py) where it is not; the model shifts them itself. Packing
-several examples into one training sequence happens at training time (tasks/sft/chat_format.py).
+several examples into one training sequence happens at training time (tasks/chat/format.py).
 """
 
 import pandera.polars as pap

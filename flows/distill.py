@@ -41,7 +41,7 @@ def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
     with stage_run(cfg, "distill", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(d, "distill."), "seed": seed, "policy": policy})
         data = run(steps.distill_data_step, dialogues, policy, rlhf["reward_models"]["safety"], tokenizer,
-                   d, cfg.reward, seed, data_dir, run_dir)
+                   d, cfg.reward.seq_len("safety"), seed, data_dir, run_dir)
         log_step(tracker, data, datasets={steps.SAMPLES: "training"}, artifact_path="distillation")
         kept, rows = int(data.stats["distill.kept"]), int(data.stats["distill.rows"])
         if kept:

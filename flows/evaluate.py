@@ -15,7 +15,7 @@ from tasks.data.fetch import verified_archive
 from tasks.config import flatten, load_config
 from tasks.evaluate import steps
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.sft import dialogue_frame
+from tasks.records import dialogue_frame
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -67,7 +67,8 @@ def evaluate_flow(preset: str = "demo", overrides: list[str] | None = None,
         results = []
         for order, (name, model_dir) in enumerate(versions.items()):
             out = run(steps.evaluate_version_step, name, order, model_dir, prompts, rlhf["reward_models"],
-                      rlhf["tokenizer_model"], cfg.reward, e, cfg.corpus.toxicity, seed, data_dir, label=name)
+                      rlhf["tokenizer_model"], cfg.reward.seq_len("helpfulness"), cfg.reward.annotator, e,
+                      cfg.corpus.toxicity, seed, data_dir, label=name)
             log_step(tracker, out, datasets={steps.RESULTS: "evaluation"})
             results.append(out.outputs[steps.RESULTS])
         summary = run(steps.summarize_step, results, run_dir)

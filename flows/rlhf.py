@@ -60,6 +60,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_params({**flatten(l, "rlhf."), "seed": seed,
                             **{f"prompts.{k}": len(v) for k, v in prompts.items()}})
         pairs = Manifest.model_validate(reward["outputs"]["preference_pairs"])
+        rm_seq_len = cfg.reward.seq_len("helpfulness")  # what R_h, R_s and R_c are scored at
         rms = dict(reward["reward_models"])
         policy = previous = sft_dir
         versions, samples, summary = {"sft": sft_dir}, [], []
@@ -76,7 +77,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                     log_step(rt, refreshed, datasets={steps.PAIRS: "training"})
                     pairs, rms = refreshed.outputs[steps.PAIRS], dict(refreshed.artifacts)
                 sampled = run(steps.rejection_sample_step, r, policy, rms, prompts["rs"], list(samples),
-                              tokenizer, cfg.reward, l.rejection, l.rs_pool_from, seed, data_dir, run_dir,
+                              tokenizer, rm_seq_len, cfg.reward.annotator, l.rejection, l.rs_pool_from, seed, data_dir, run_dir,
                               label=label)
                 log_step(rt, sampled, datasets={steps.SAMPLES: "training"}, artifact_path="rejection_sampling")
                 samples.append(sampled.outputs[steps.SAMPLES])
@@ -86,7 +87,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                 new_policy, how = tuned.artifacts["model_dir"], "rejection sampling"
                 if ppo:
                     trained = run(steps.ppo_step, r, new_policy, rms, prompts["ppo"], prompts["validation"],
-                                  tokenizer, cfg.reward, l.ppo, cfg.corpus.toxicity, seed, run_dir,
+                                  tokenizer, rm_seq_len, cfg.reward.annotator, l.ppo, cfg.corpus.toxicity, seed, run_dir,
                                   rt.run_id, label=label)
                     rt.log_metrics(trained.stats)
                     new_policy = trained.artifacts["model_dir"]
@@ -97,7 +98,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                 previous, policy = policy, new_policy
                 versions[f"rlhf-v{r}"] = policy
                 summary.append({"round": r, "how": how, "model_dir": policy})
-        evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, cfg.reward, l.evaluation,
+        evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, rm_seq_len, cfg.reward.annotator, l.evaluation,
                         cfg.corpus.toxicity, seed, data_dir, run_dir)
         log_step(tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation")
         tracker.log_table(pl.read_csv(evaluated.artifacts["rounds.csv"]), "rlhf_rounds")

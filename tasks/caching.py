@@ -1,46 +1,32 @@
 """Cache policy for expensive deterministic tasks.
 
-Prefect's TASK_SOURCE hashes only the task function's own lines, so a change in the pure
-code it calls (a filter rule, a loss) would not invalidate the cache. `SourceFiles` adds the
-source text of the modules the task depends on; with INPUTS (content-addressed manifests and
-configs) the key changes exactly when the data, the config or the code changes.
+Prefect's TASK_SOURCE hashes only the task function's own lines, so a change in the pure code it
+calls (a filter rule, a loss, the refusal rule) would not invalidate the cache. `ImportedCode`
+keys a task on the source of its module and of every project module that module imports,
+transitively, with the data files they ship (tasks/codegraph.py derives the list from the
+imports; nothing is listed by hand). With INPUTS (content-addressed manifests and configs) the
+key changes exactly when the data, the config or the code a task can run changes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import INPUTS, CachePolicy
 
-
-CODE_AND_DATA = (".py", ".yaml")
+from tasks.codegraph import CodeGraph
 
 
 @dataclass
-class SourceFiles(CachePolicy):
-    modules: tuple[str, ...] = field(default_factory=tuple)
+class ImportedCode(CachePolicy):
+    """The code key of the task function's module (see tasks/codegraph.py)."""
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters, **kwargs) -> str:
-        h = hashlib.sha256()
-        for name in self.modules:
-            module = importlib.import_module(name)
-            # a package counts with every .py file inside it, and the data files it ships
-            files = (
-                sorted(p for p in Path(module.__path__[0]).rglob("*") if p.suffix in CODE_AND_DATA)
-                if hasattr(module, "__path__")
-                else [Path(inspect.getfile(module))]
-            )
-            for path in files:
-                h.update(path.name.encode())
-                h.update(path.read_bytes())
-        return h.hexdigest()
+        # a fresh graph each time: files are re-parsed only when their mtime or size changed
+        return CodeGraph().code_key(task_ctx.task.fn.__module__)
 
 
-def code_and_inputs(*modules: str) -> CachePolicy:
-    """Cache on the task's inputs, its source and the source of `modules`."""
-    return INPUTS + TASK_SOURCE + SourceFiles(modules=tuple(modules) + ("tasks.io", "data_contracts"))
+def code_and_inputs() -> CachePolicy:
+    """Cache on the task's inputs and on the code its module imports."""
+    return INPUTS + ImportedCode()

@@ -19,7 +19,7 @@ from tasks.corpus.demographics import DemographicsConfig
 from tasks.corpus.pii import PiiConfig
 from tasks.corpus.quality import QualityConfig
 from tasks.corpus.sampling import SamplingConfig
-from tasks.corpus.toxicity import ToxicityConfig
+from tasks.judges.toxicity import ToxicityConfig
 from tasks.data.catalog import SourceSpec
 from tasks.pretrain.shards import ShardConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
+from tasks.records import DOC_ID, SOURCE, TEXT  # noqa: F401  (the corpus's column names)
 
 # Columns every document frame carries (see data_contracts/documents.py).
-DOC_ID, SOURCE, TEXT = "doc_id", "source", "text"
 REASON, DETAIL = "reason", "detail"
 
 

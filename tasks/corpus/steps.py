@@ -15,7 +15,8 @@ from prefect.logging import get_run_logger
 
 from data_contracts import get_contract
 from tasks.caching import code_and_inputs
-from tasks.corpus import dedup, demographics, pii, quality, sampling, toxicity
+from tasks.corpus import dedup, demographics, pii, quality, sampling
+from tasks.judges import toxicity
 from tasks.corpus.base import FilterResult
 from tasks.data.catalog import SourceSpec
 from tasks.data.ingest import ingest
@@ -25,7 +26,7 @@ from tasks.results import StepOutput, write_artifact
 STAGE = "corpus"
 
 
-@task(name="ingest", cache_policy=code_and_inputs("tasks.data"), persist_result=True, retries=1)
+@task(name="ingest", cache_policy=code_and_inputs(), persist_result=True, retries=1)
 def ingest_sources(specs: list[SourceSpec], cache_dir: str, max_docs_per_source: int | None,
                    seed: int, data_dir: str) -> StepOutput:
     """Read every source into raw_documents; unreadable or contract-breaking rows -> quarantine."""
@@ -111,21 +112,21 @@ def _run_filter(manifest: Manifest, fn: Callable[..., FilterResult], cfg, name: 
     )
 
 
-@task(name="pii", cache_policy=code_and_inputs("tasks.corpus.pii", "tasks.corpus.base"),
+@task(name="pii", cache_policy=code_and_inputs(),
       persist_result=True)
 def pii_step(documents: Manifest, cfg: pii.PiiConfig, data_dir: str) -> StepOutput:
     """Drop block-listed sources/domains and PII-dense documents; redact the rest."""
     return _run_filter(documents, pii.pii_filter, cfg, "pii", data_dir)
 
 
-@task(name="quality", cache_policy=code_and_inputs("tasks.corpus.quality", "tasks.corpus.base"),
+@task(name="quality", cache_policy=code_and_inputs(),
       persist_result=True)
 def quality_step(documents: Manifest, cfg: quality.QualityConfig, data_dir: str) -> StepOutput:
     """Gopher-style quality rules, each with its own reason code."""
     return _run_filter(documents, quality.quality_filter, cfg, "quality", data_dir)
 
 
-@task(name="exact_dedup", cache_policy=code_and_inputs("tasks.corpus.dedup", "tasks.corpus.base"),
+@task(name="exact_dedup", cache_policy=code_and_inputs(),
       persist_result=True)
 def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """Drop documents whose normalised text was already seen."""
@@ -134,7 +135,7 @@ def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str)
     return _run_filter(documents, dedup.exact_dedup, cfg, "exact_dedup", data_dir)
 
 
-@task(name="near_dedup", cache_policy=code_and_inputs("tasks.corpus.dedup", "tasks.corpus.base"),
+@task(name="near_dedup", cache_policy=code_and_inputs(),
       persist_result=True)
 def near_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """MinHash + LSH near-duplicate removal; the earliest document of a cluster is kept."""
@@ -155,7 +156,7 @@ def _passthrough(documents: Manifest, name: str, data_dir: str) -> StepOutput:
     )
 
 
-@task(name="weights", cache_policy=code_and_inputs("tasks.corpus.sampling"), persist_result=True)
+@task(name="weights", cache_policy=code_and_inputs(), persist_result=True)
 def weights_step(documents: Manifest, excluded: list[Manifest], cfg: sampling.SamplingConfig,
                  data_dir: str) -> StepOutput:
     """Attach per-source sampling weights (factual sources up-sampled) and merge the exclusions."""
@@ -173,7 +174,7 @@ def weights_step(documents: Manifest, excluded: list[Manifest], cfg: sampling.Sa
     )
 
 
-@task(name="toxicity", cache_policy=code_and_inputs("tasks.corpus.toxicity"), persist_result=True)
+@task(name="toxicity", cache_policy=code_and_inputs(), persist_result=True)
 def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: str,
                   run_dir: str) -> StepOutput:
     """Measure (never filter) toxicity on a seeded sample: mean of line scores per document."""
@@ -196,7 +197,7 @@ def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: s
     )
 
 
-@task(name="demographics", cache_policy=code_and_inputs("tasks.corpus.demographics"),
+@task(name="demographics", cache_policy=code_and_inputs(),
       persist_result=True)
 def demographics_step(documents: Manifest, cfg: demographics.DemographicsConfig,
                       data_dir: str) -> StepOutput:

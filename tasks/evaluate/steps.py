@@ -32,23 +32,21 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tasks.caching import code_and_inputs
-from tasks.corpus.toxicity import ToxicityConfig
+from tasks.judges.toxicity import ToxicityConfig
 from tasks.evaluate import metrics, sources
 from tasks.evaluate.config import EvaluateConfig
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.plots import figure_png, pyplot
-from tasks.preferences.annotator import RuleAnnotator, toxicity
-from tasks.preferences.collect import prompt_pool
+from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
+from tasks.chat.prompt import prompt_pool
 from tasks.results import StepOutput, write_artifact
-from tasks.reward.config import RewardConfig
-from tasks.rlhf.scoring import RewardScorer, load_scorer, rule_annotator
-from tasks.sft import dialogue_frame
-from tasks.sft.safety import is_refusal
-from tasks.sft.sampling import load_model, make_answer_fn
+from tasks.judges.scoring import RewardScorer, load_scorer, rule_annotator
+from tasks.records import dialogue_frame
+from tasks.judges.refusal import is_refusal
+from tasks.training.model_io import load_model
+from tasks.chat.answer import make_answer_fn
 
 RESULTS = "eval_results"
-CODE = ("models", "tasks.evaluate", "tasks.rlhf.scoring", "tasks.sft.chat_format", "tasks.sft.sampling",
-        "tasks.sft.safety", "tasks.preferences", "tasks.reward", "tasks.corpus.toxicity")
 
 
 def _prompt(suite: str, prompt_id: str, user_turns: list[dict], *, system: str = "",
@@ -129,9 +127,10 @@ def judge(prompts: list[dict], answers: list[str], scorer: RewardScorer, annotat
     return out
 
 
-@task(name="evaluate_version", cache_policy=code_and_inputs(*CODE), persist_result=True)
+@task(name="evaluate_version", cache_policy=code_and_inputs(), persist_result=True)
 def evaluate_version_step(version: str, order: int, model_dir: str, prompts: list[dict],
-                          rms: dict[str, str], tokenizer_model: str, reward: RewardConfig,
+                          rms: dict[str, str], tokenizer_model: str, rm_seq_len: int,
+                          annotator_cfg: RuleAnnotatorConfig,
                           cfg: EvaluateConfig, toxicity_cfg: ToxicityConfig, seed: int,
                           data_dir: str) -> StepOutput:
     """One version's greedy answers to every evaluation prompt, judged."""
@@ -141,8 +140,8 @@ def evaluate_version_step(version: str, order: int, model_dir: str, prompts: lis
     answers = answer([(p["system"], p["turns"]) for p in prompts], seed)
     fits = [i for i, a in enumerate(answers) if a is not None]
     kept = [prompts[i] for i in fits]
-    scorer = load_scorer(rms, processor, reward.helpfulness.training.train.seq_len)
-    annotator = rule_annotator(reward.annotator, toxicity_cfg, noise=False)
+    scorer = load_scorer(rms, processor, rm_seq_len)
+    annotator = rule_annotator(annotator_cfg, toxicity_cfg, noise=False)
     judged = judge(kept, [answers[i] for i in fits], scorer, annotator, cfg)
     rows = [{"version": version, "order": order, "suite": p["suite"], "prompt_id": p["prompt_id"],
              "category": p["category"], "risk_category": p["risk_category"], "answer": answers[i], **j}
@@ -245,7 +244,7 @@ def summary_png(table: pl.DataFrame) -> bytes:
     return figure_png(fig)
 
 
-@task(name="summarize", cache_policy=code_and_inputs(*CODE), persist_result=True)
+@task(name="summarize", cache_policy=code_and_inputs(), persist_result=True)
 def summarize_step(results: list[Manifest], run_dir: str) -> StepOutput:
     rows = pl.concat([read_dataset(m) for m in results])
     table, by_cat, red = summary_table(rows)

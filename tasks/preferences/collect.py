@@ -25,8 +25,8 @@ from typing import Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from data_contracts.preference_excluded import EXCLUDED_BIN
-from tasks.preferences.annotator import judge_all, safety_bin
-from tasks.sft.sources import assign_split
+from tasks.judges.annotator import judge_all, safety_bin
+from tasks.records import assign_split
 
 # (variant name, temperature) -> answer function over (system, turns) contexts
 Sampler = Callable[[str, float, list[tuple[str, list[dict]]], int], list[str | None]]
@@ -75,24 +75,6 @@ def read_label_files(cfg: CollectionConfig) -> tuple[list[dict], list[dict], dic
         stats[f"files.{spec.name}.pairs"] = len(got)
         stats[f"files.{spec.name}.quarantined"] = len(quarantined)
     return rows, bad, stats
-
-
-def prompt_pool(dialogues: list[dict], split: str = "train") -> dict[str, list[dict]]:
-    """Candidate prompts from the SFT dialogues of one split (collection and RLHF train on
-    "train"; held-out prompts stay unseen until evaluation): the first user turn of each, with
-    its tags. Instruction demonstrations and GAtt rows are left out (their prompts carry an
-    instruction)."""
-    pool: dict[str, list[dict]] = {"helpfulness": [], "safety": []}
-    for d in dialogues:
-        if d["split"] != split or d["instruction"] is not None:
-            continue
-        single = len(d["turns"]) == 2
-        prompt = {"prompt_id": d["dialogue_id"], "system": d["system"], "turns": d["turns"][:1],
-                  "is_safety": d["is_safety"], "category": d["category"],
-                  "risk_category": d["risk_category"], "source": d["source"],
-                  "reference": d["reference"] if single else None}
-        pool["safety" if d["is_safety"] else "helpfulness"].append(prompt)
-    return pool
 
 
 def plan_batch(pool: dict[str, list[dict]], cfg: CollectionConfig, batch: int, seed: int) -> list[dict]:

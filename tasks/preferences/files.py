@@ -31,9 +31,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from data_contracts.preference_pairs import CONTRACT
-from tasks.preferences.annotator import safety_bin
-from tasks.sft.safety import prompt_key
-from tasks.sft.sources import assign_split, parse_hh_transcript, quarantine_record
+from tasks.judges.annotator import safety_bin
+from tasks.records import prompt_key
+from tasks.records import assign_split, quarantine_record
+from tasks.chat.hh import parse_hh_transcript
 
 HH_RATING = "better"  # HH has no strength label (module docstring)
 HUMAN_COLLECTED = "human-collected"  # model_chosen / model_rejected: which model is unknown

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from prefect import task
@@ -17,14 +16,13 @@ from tasks.pretrain.samples import make_sample_fn
 from tasks.pretrain.shards import ShardConfig, build_token_shards, load_shards, write_shards
 from tasks.results import StepOutput
 from tasks.tracking import attach_run, register_model
-from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE
 from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches
 from tasks.training.loop import LOSS_CURVE, train
+from tasks.training.model_io import export_model
 
 
-
-@task(name="token_shards", cache_policy=code_and_inputs("tasks.pretrain.shards"),
+@task(name="token_shards", cache_policy=code_and_inputs(),
       persist_result=True)
 def token_shards_step(documents: Manifest, tokenizer_model: str, cfg: ShardConfig,
                       run_dir: str) -> StepOutput:
@@ -41,7 +39,7 @@ def token_shards_step(documents: Manifest, tokenizer_model: str, cfg: ShardConfi
 
 
 @task(name="train_model",
-      cache_policy=code_and_inputs("models", "tasks.training", "tasks.pretrain.samples")
+      cache_policy=code_and_inputs()
       - "mlflow_run_id",
       persist_result=True)
 def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenizer_model: str,
@@ -80,11 +78,3 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
                                             "model_dir": str(model_dir)})
 
 
-def export_model(checkpoint: Path, folder: Path) -> Path:
-    """The weights and config of a checkpoint, without optimizer state: what gets registered."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_FILE, CONFIG_FILE):
-        if not (checkpoint / name).exists():
-            raise FileNotFoundError(f"{checkpoint / name} is missing: cannot export the model")
-        shutil.copyfile(checkpoint / name, folder / name)
-    return folder

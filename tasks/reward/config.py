@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.preferences.annotator import RuleAnnotatorConfig
+from tasks.judges.annotator import RuleAnnotatorConfig
 from tasks.preferences.collect import CollectionConfig
-from tasks.sft.finetune import FinetuneConfig
+from tasks.training.finetune import FinetuneConfig
 
 
 def _rm_training() -> FinetuneConfig:
@@ -39,3 +39,7 @@ class RewardConfig(BaseModel):
     safety_share: float = Field(0.9, gt=0, le=1)  # §3.2.2: Safety RM data 90/10 safety/helpfulness
     thresholds: list[float] = [0.5, 0.15]  # unsafe recall/precision cut-offs on sigmoid scores
     margin_ablation: list[Literal["none", "small", "large"]] = []  # Helpfulness RM, one per scheme
+
+    def seq_len(self, rm: Literal["helpfulness", "safety"]) -> int:
+        """The sequence length reward model `rm` was trained (and so scores) at."""
+        return getattr(self, rm).training.train.seq_len

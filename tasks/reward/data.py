@@ -27,10 +27,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from tasks.sft.chat_format import prompt_tokens
+from tasks.judges.scoring import MAX_RESPONSE_SHARE
+from tasks.chat.format import prompt_tokens
 
 RewardModelKind = Literal["helpfulness", "safety"]
-MAX_RESPONSE_SHARE = 0.5  # a response (with </s>) may take at most seq_len // 2 tokens
 Y_LENGTH, Y_MARGIN, Y_SAFE = 0, 1, 2  # columns of y
 SAFE, UNSAFE, UNKNOWN = 1, 0, -1  # the safe label column
 Excluded = tuple[dict, str, str]  # (row, reason, detail), like tasks.sft.tokenize

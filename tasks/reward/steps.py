@@ -16,34 +16,31 @@ from prefect.logging import get_run_logger
 
 from models.losses import margins_for
 from models.reward import RewardModel
-from models.llama import LlamaConfig
 from tasks.caching import code_and_inputs
-from tasks.corpus.toxicity import ToxicityConfig, make_scorer
+from tasks.judges.toxicity import ToxicityConfig, make_scorer
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences import collect as pc
-from tasks.preferences.annotator import RuleAnnotator
-from tasks.pretrain.steps import export_model
+from tasks.judges.annotator import RuleAnnotator
+from tasks.training.model_io import export_model
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.config import RewardConfig, RewardModelConfig
+from tasks.reward.collection import collect_batches
 from tasks.reward.data import PairBatches, data_mix, encode_pairs
 from tasks.reward.evaluate import (accuracy_by_level, calibration_png, score_pairs,
                                    unsafe_recall_precision)
-from tasks.sft import dialogue_frame
-from tasks.sft.sampling import load_model, make_answer_fn
+from tasks.records import dialogue_frame
+from tasks.training.model_io import load_model
 from tasks.tracking import PrefixedLogger, attach_run, register_model
-from tasks.training.checkpoint import MODEL_FILE, load_weights, read_config
+from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.loop import train
+from tasks.training.model_io import HEAD_FILE, load_reward_model
 
 PAIRS, PAIRS_EXCLUDED = "preference_pairs", "preference_excluded"
-RM_CODE = ("models", "tasks.training", "tasks.reward", "tasks.sft.chat_format", "tasks.reward.steps")
-HEAD_FILE = "reward_head.json"  # marks a model folder as a reward model
-
 
 
 @task(name="collect_preferences",
-      cache_policy=code_and_inputs("tasks.preferences", "tasks.sft.sampling", "tasks.sft.chat_format",
-                                   "models.generation", "tasks.corpus.toxicity"),
+      cache_policy=code_and_inputs(),
       persist_result=True)
 def collect_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: str,
                  cfg: RewardConfig, toxicity: ToxicityConfig, seed: int, data_dir: str,
@@ -53,28 +50,10 @@ def collect_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: s
     pairs of any label files people collected. `label_files_sha256` lets the cache see a
     changed file."""
     c = cfg.collection
-    missing = [v for v in c.variants if v not in models]
-    if missing:
-        raise ValueError(f"collection variants {missing} have no model; available: {sorted(models)}")
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    loaded = {v: load_model(Path(models[v])) for v in c.variants}
-
-    def sampler(variant, temperature, contexts, s):
-        fn = make_answer_fn(loaded[variant], processor, c.max_new_tokens, temperature, c.top_p)
-        return fn(contexts, s)
-
-    pool = pc.prompt_pool(read_dataset(dialogues).to_dicts())
     annotator = RuleAnnotator(cfg.annotator, make_scorer(toxicity))
-    rows, excluded, stats = [], [], {}
-    for batch in range(c.batches):
-        planned = pc.plan_batch(pool, c, batch, seed)
-        a, b = pc.sample_responses(planned, sampler, seed + 1000 * batch)
-        got, dropped, st = pc.annotate(planned, a, b, annotator, seed + batch)
-        rows += got
-        excluded += dropped
-        for k, v in st.items():
-            stats[k] = stats.get(k, 0) + v
-        get_run_logger().info("preference batch %d: %d pairs, %d excluded", batch, len(got), len(dropped))
+    rows, excluded, stats = collect_batches(read_dataset(dialogues).to_dicts(), models,
+                                            tokenizer_model, c, annotator, seed,
+                                            log=get_run_logger().info)
     from_files, quarantined, file_stats = pc.read_label_files(c)
     rows += from_files
     stats.update(file_stats, quarantined=len(quarantined))
@@ -85,16 +64,6 @@ def collect_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: s
         PAIRS_EXCLUDED: write_dataset(dialogue_frame(excluded, PAIRS_EXCLUDED), PAIRS_EXCLUDED,
                                       Path(data_dir)),
     }, stats={f"collect.{k}": float(v) for k, v in stats.items()})
-
-
-def load_reward_model(folder: Path) -> RewardModel:
-    """A reward model saved by `train_reward_model` (weights + config + reward_head.json)."""
-    folder = Path(folder)
-    if not (folder / HEAD_FILE).exists():
-        raise FileNotFoundError(f"{folder / HEAD_FILE} is missing: not a reward model folder")
-    model = RewardModel(LlamaConfig(**read_config(folder)["model"]))
-    load_weights(model, folder / MODEL_FILE)
-    return model.eval()
 
 
 def train_reward_model(pairs: Manifest, rm: str, rm_cfg: RewardModelConfig, sft_dir: str,
@@ -136,7 +105,7 @@ def _train_task(pairs, rm, cfg: RewardConfig, sft_dir, tokenizer_model, seed, ru
     return StepOutput(stats=stats, artifacts={"model_dir": str(folder)})
 
 
-@task(name="train_helpfulness_rm", cache_policy=code_and_inputs(*RM_CODE) - "mlflow_run_id",
+@task(name="train_helpfulness_rm", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def train_helpfulness_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tokenizer_model: str,
                            seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
@@ -144,7 +113,7 @@ def train_helpfulness_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tok
     return _train_task(pairs, "helpfulness", cfg, sft_dir, tokenizer_model, seed, run_dir, mlflow_run_id)
 
 
-@task(name="train_safety_rm", cache_policy=code_and_inputs(*RM_CODE) - "mlflow_run_id",
+@task(name="train_safety_rm", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def train_safety_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tokenizer_model: str,
                       seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
@@ -190,7 +159,7 @@ def evaluate_models(pairs: Manifest, models: dict[str, str], tokenizer_model: st
     return table, safety_rows, plots
 
 
-@task(name="evaluate_rms", cache_policy=code_and_inputs(*RM_CODE), persist_result=True)
+@task(name="evaluate_rms", cache_policy=code_and_inputs(), persist_result=True)
 def evaluate_step(pairs: Manifest, models: dict[str, str], tokenizer_model: str, cfg: RewardConfig,
                   run_dir: str) -> StepOutput:
     seq_len = cfg.helpfulness.training.train.seq_len
@@ -210,7 +179,7 @@ def evaluate_step(pairs: Manifest, models: dict[str, str], tokenizer_model: str,
     return StepOutput(stats={k: float(v) for k, v in stats.items() if v is not None}, artifacts=artifacts)
 
 
-@task(name="margin_ablation", cache_policy=code_and_inputs(*RM_CODE) - "mlflow_run_id",
+@task(name="margin_ablation", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def margin_ablation_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tokenizer_model: str,
                          seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:

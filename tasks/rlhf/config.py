@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.preferences.collect import CollectionConfig
+from tasks.reward.config import CollectionConfig
 from tasks.rlhf.ppo import PPOConfig
-from tasks.sft.finetune import FinetuneConfig
+from tasks.training.finetune import FinetuneConfig
 
 # The models a round's preference collection can compare (two different ones per prompt):
 # the newest policy, the one before it (the SFT model in round 2) and the SFT model.

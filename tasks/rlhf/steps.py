@@ -24,34 +24,34 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tasks.caching import code_and_inputs
-from tasks.corpus.toxicity import ToxicityConfig
+from tasks.judges.toxicity import ToxicityConfig
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.preferences import collect as pc
-from tasks.preferences.collect import CollectionConfig
+from tasks.chat.prompt import prompt_pool
 from tasks.plots import figure_png, pyplot
 from tasks.results import StepOutput, write_artifact
-from tasks.reward.config import RewardConfig
+from tasks.judges.annotator import RuleAnnotatorConfig
+from tasks.reward.collection import collect_batches
+from tasks.reward.config import CollectionConfig, RewardConfig
 from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, train_reward_model)
 from tasks.rlhf import rejection
 from tasks.rlhf.config import RejectionConfig, RlhfConfig, RoundEvalConfig
 from tasks.rlhf.ppo import PPOConfig, train_ppo
-from tasks.rlhf.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
-from tasks.sft import dialogue_frame
-from tasks.sft.chat_format import MaskStrategy, prompt_tokens, tokenize_dialogue
-from tasks.sft.config import FormatConfig
-from tasks.sft.finetune import FinetuneConfig, finetune
-from tasks.sft.sampling import load_model, make_answer_fn
+from tasks.judges.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
+from tasks.records import dialogue_frame
+from tasks.chat.format import prompt_tokens
+from tasks.chat.config import FormatConfig
+from tasks.training.finetune import FinetuneConfig
+from tasks.training.model_io import load_model
+from tasks.chat.answer import make_answer_fn
 from tasks.tracking import PrefixedLogger, attach_run, register_model
-from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, save_weights
-from tasks.pretrain.steps import export_model
+from tasks.training.checkpoint import MODEL_FILE
+from tasks.training.finetune import answer_examples, finetune_on
+from tasks.training.model_io import save_model_folder
 
 SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
-CODE = ("models", "tasks.training", "tasks.rlhf", "tasks.sft.chat_format", "tasks.sft.sampling",
-        "tasks.sft.finetune", "tasks.reward", "tasks.preferences", "tasks.corpus.toxicity")
 PROMPT_KEYS = ("prompt_id", "system", "turns", "is_safety", "category", "risk_category", "source",
                "reference")
-
 
 
 def _draw(pool: dict[str, list[dict]], counts, rng: random.Random, exclude: set[str] = frozenset()
@@ -67,7 +67,7 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
     """The stage's prompt sets, seeded: `rs` (rejection sampling, the same every round), `ppo`
     and `validation` (PPO early stopping; disjoint from `ppo`) from the SFT train dialogues;
     `eval` (the per-round table) from the held-out ones, unseen by any training."""
-    train, heldout = pc.prompt_pool(dialogues, "train"), pc.prompt_pool(dialogues, "heldout")
+    train, heldout = prompt_pool(dialogues, "train"), prompt_pool(dialogues, "heldout")
     rng = random.Random(f"rlhf:{seed}")
     rs = _draw(train, cfg.rejection.prompts, rng)
     ppo = _draw(train, cfg.ppo_prompts, rng)
@@ -76,13 +76,9 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
             "eval": _draw(heldout, cfg.evaluation.prompts, rng)}
 
 
-def _rm_seq_len(reward: RewardConfig) -> int:
-    return reward.helpfulness.training.train.seq_len
-
-
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
 
-@task(name="refresh_reward_models", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id",
+@task(name="refresh_reward_models", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues: Manifest,
                  tokenizer_model: str, sft_dir: str, reward: RewardConfig, collection: CollectionConfig,
@@ -93,25 +89,13 @@ def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues
     models retrained from the SFT weights on all of it (paper: the RMs are refreshed on the
     newest batches before each round), each registered as a new version."""
     c = collection
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    loaded = {v: load_model(Path(models[v])) for v in c.variants}
-
-    def sampler(variant, temperature, contexts, s):
-        return make_answer_fn(loaded[variant], processor, c.max_new_tokens, temperature, c.top_p)(contexts, s)
-
     earlier = read_dataset(pairs)
     first_batch = int(earlier["batch"].max()) + 1 if earlier.height else 0
-    pool = pc.prompt_pool(read_dataset(dialogues).to_dicts())
     annotator = rule_annotator(reward.annotator, toxicity)
-    rows, excluded, stats = [], [], {}
-    for b in range(c.batches):
-        batch = first_batch + b
-        planned = pc.plan_batch(pool, c, batch, seed)
-        a, b_ = pc.sample_responses(planned, sampler, seed + 1000 * batch)
-        got, dropped, st = pc.annotate(planned, a, b_, annotator, seed + batch)
-        rows, excluded = rows + got, excluded + dropped
-        for k, v in st.items():
-            stats[f"collect.{k}"] = stats.get(f"collect.{k}", 0) + v
+    rows, excluded, collected = collect_batches(read_dataset(dialogues).to_dicts(), models,
+                                                tokenizer_model, c, annotator, seed, first_batch,
+                                                log=get_run_logger().info)
+    stats = {f"collect.{k}": v for k, v in collected.items()}
     get_run_logger().info("RLHF-V%d: %d new preference pairs (%d excluded) from %s", round_,
                           len(rows), len(excluded), ", ".join(c.variants))
     merged = pl.concat([earlier, dialogue_frame(rows, PAIRS)]) if rows else earlier
@@ -160,9 +144,9 @@ def _as_prompt(row: dict) -> dict:
     return {**row, "turns": row["prompt"]}
 
 
-@task(name="rejection_sample", cache_policy=code_and_inputs(*CODE), persist_result=True)
+@task(name="rejection_sample", cache_policy=code_and_inputs(), persist_result=True)
 def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], prompts: list[dict],
-                          earlier: list[Manifest], tokenizer_model: str, reward: RewardConfig,
+                          earlier: list[Manifest], tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig,
                           rejection_cfg: RejectionConfig, rs_pool_from: int, seed: int, data_dir: str,
                           run_dir: str) -> StepOutput:
     """K answers per prompt from the round's starting policy, scored by the round's RMs; from
@@ -183,7 +167,7 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
     earlier_best = [row for m in earlier for row in read_dataset(m).filter(pl.col("is_best")).to_dicts()]
     rows += rejection.pooled_candidates(round_, earlier_best, {row["prompt_id"] for row in rows},
                                         rs_pool_from)
-    scores = load_scorer(rms, processor, _rm_seq_len(reward)).score([_as_prompt(x) for x in rows],
+    scores = load_scorer(rms, processor, rm_seq_len).score([_as_prompt(x) for x in rows],
                                                                 [x["response"] for x in rows])
     for i, row in enumerate(rows):
         row.update(r_h=float(scores["r_h"][i]), r_s=float(scores["r_s"][i]), r_c=float(scores["r_c"][i]))
@@ -211,44 +195,12 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
                       stats={f"rs.{k}": float(v) for k, v in stats.items()}, artifacts=artifacts)
 
 
-def answer_examples(rows: list[dict], processor, seq_len: int, answer_key: str
-                    ) -> tuple[pl.DataFrame, dict]:
-    """Chat training examples (tokens, labels; loss on the answer only) of rows with `system`,
-    `prompt` (turns ending with the user) and an answer under `answer_key`; empty answers, and
-    examples longer than `seq_len`, are left out and counted."""
-    tokens, labels, empty, too_long = [], [], 0, 0
-    for row in rows:
-        if not row[answer_key].strip():
-            empty += 1
-            continue
-        turns = [*row["prompt"], {"role": "assistant", "content": row[answer_key]}]
-        t, lab = tokenize_dialogue(processor, row["system"], turns, MaskStrategy.LAST_TURN)
-        if len(t) > seq_len:
-            too_long += 1
-            continue
-        tokens.append(t)
-        labels.append(lab)
-    frame = pl.DataFrame({"tokens": tokens, "labels": labels},
-                         schema={"tokens": pl.List(pl.Int64), "labels": pl.List(pl.Int64)})
-    return frame, {"examples": len(tokens), "skipped_empty": empty, "skipped_too_long": too_long}
-
-
 def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.DataFrame, dict]:
     """The best row per prompt as a chat training example (see `answer_examples`)."""
     return answer_examples(samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response")
 
 
-def finetune_on(examples: pl.DataFrame, init_dir: str, ft: FinetuneConfig, fmt: FormatConfig,
-                processor, out_dir: Path, logger) -> tuple[dict, Path]:
-    """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, model folder)."""
-    model = load_model(Path(init_dir)).train()
-    loop, pack = finetune(model, examples, examples.clear(), ft, pad_id=0,
-                          separator=fmt.separator_ids(processor), logger=logger, out_dir=out_dir)
-    folder = export_model(Path(loop["checkpoint"]), out_dir / "model")
-    return {k: v for k, v in {**loop, **pack}.items() if isinstance(v, (int, float))}, folder
-
-
-@task(name="rs_finetune", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
+@task(name="rs_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True)
 def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_model: str,
                      ft: FinetuneConfig, fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Fine-tune the round's starting policy on the best answers, with the shared loop as in SFT."""
@@ -269,18 +221,10 @@ def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_
 
 # --- 3. PPO ------------------------------------------------------------------------------------
 
-def save_model_folder(model, folder: Path, extra: dict) -> Path:
-    """Weights + config (what `load_model` reads) of a model trained outside the shared loop."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / MODEL_FILE)
-    (folder / CONFIG_FILE).write_text(json.dumps({"model": model.config.to_dict(), **extra}, indent=2,
-                                                 default=str))
-    return folder
 
-
-@task(name="ppo", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
+@task(name="ppo", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True)
 def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dict],
-             validation: list[dict], tokenizer_model: str, reward: RewardConfig, ppo: PPOConfig,
+             validation: list[dict], tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig, ppo: PPOConfig,
              toxicity: ToxicityConfig, seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """PPO from the round's rejection-sampling model against the gated reward; the reference is
     that same starting model. Early stopping on the validation prompts' mean R_c (greedy
@@ -288,8 +232,8 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
     signal that falls when the policy games the reward models."""
     p = ppo
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    scorer = load_scorer(rms, processor, _rm_seq_len(reward))
-    annotator = rule_annotator(reward.annotator, toxicity, noise=False)
+    scorer = load_scorer(rms, processor, rm_seq_len)
+    annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
     policy, ref = load_model(Path(start_dir)), load_model(Path(start_dir))
     tokens = [prompt_tokens(processor, x["system"], x["turns"]) for x in prompts]
     eos = processor.eos_id()
@@ -333,7 +277,7 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
                       artifacts={"model_dir": str(folder), "stopped": str(stats.get("stopped"))})
 
 
-@task(name="register_round", cache_policy=code_and_inputs("tasks.rlhf.steps") - "mlflow_run_id",
+@task(name="register_round", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def register_step(round_: int, policy_dir: str, registered_model: str, how: str, run_dir: str,
                   mlflow_run_id: str) -> StepOutput:
@@ -382,16 +326,16 @@ def rounds_png(table: pl.DataFrame) -> bytes:
     return figure_png(fig)
 
 
-@task(name="evaluate_rounds", cache_policy=code_and_inputs(*CODE), persist_result=True)
+@task(name="evaluate_rounds", cache_policy=code_and_inputs(), persist_result=True)
 def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[dict],
-                  tokenizer_model: str, reward: RewardConfig, evaluation: RoundEvalConfig,
+                  tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig, evaluation: RoundEvalConfig,
                   toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str) -> StepOutput:
     """Greedy answers of every version (SFT first) to the held-out prompts, all scored by the
     final reward models; KL to SFT along each answer; the annotator's verdict against SFT."""
     e = evaluation
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    scorer = load_scorer(rms, processor, _rm_seq_len(reward))
-    annotator = rule_annotator(reward.annotator, toxicity, noise=False)
+    scorer = load_scorer(rms, processor, rm_seq_len)
+    annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
     contexts = [(p["system"], p["turns"]) for p in prompts]
     models = {name: load_model(Path(d)) for name, d in versions.items()}  # each loaded once
     answers = {name: make_answer_fn(model, processor, e.max_new_tokens, 0.0, 1.0, e.batch_size)(contexts, seed)

@@ -6,27 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.sft.chat_format import MaskStrategy
 from tasks.sft.curate import CurationConfig
 from tasks.sft.dataset import SourcesConfig
-from tasks.sft.finetune import FinetuneConfig
+from tasks.training.finetune import FinetuneConfig
 from tasks.sft.gatt import HOBBIES, KINDS, PERSONAS, InstructionSpace
+from tasks.chat.config import FormatConfig
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class FormatConfig(_Strict):
-    """How dialogues become training tokens (chat_format.py)."""
-
-    # §3.1 zeroes the loss on user-prompt tokens and trains on every answer
-    mask_strategy: MaskStrategy = MaskStrategy.ALL_ASSISTANT
-    # token between packed examples; each example already opens with <s> and closes with </s>
-    separator: Literal["none", "eos", "bos"] = "none"
-
-    def separator_ids(self, processor) -> list[int]:
-        return {"none": [], "eos": [processor.eos_id()], "bos": [processor.bos_id()]}[self.separator]
 
 
 class InstructionsConfig(_Strict):

@@ -22,7 +22,7 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.corpus.toxicity import ToxicityScorer, document_scores
+from tasks.judges.toxicity import ToxicityScorer, document_scores
 
 Excluded = tuple[dict, str, str]  # (dialogue row, reason, detail)
 

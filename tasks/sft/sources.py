@@ -12,28 +12,19 @@ Shared helpers used by `synthetic.py` and `safety.py` live here too: `assign_spl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import re
 import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from tasks.chat.hh import parse_hh_transcript
+from tasks.chat.prompt import RISK_CATEGORIES
+from tasks.records import assign_split, quarantine_record
 
-STAGE = "sft_ingest"
-PAYLOAD_MAX_CHARS = 500
-RISK_CATEGORIES = ("illicit_criminal", "hateful_harmful", "unqualified_advice")
 Excluded = tuple[dict, str, str]  # (dialogue row, reason, detail)
-
-
-def assign_split(key: str, heldout_frac: float, salt: str = "") -> str:
-    """"heldout" when the first 8 bytes of sha256(salt + key), as a fraction of 2**64, are
-    below `heldout_frac`; otherwise "train". The same key always lands in the same split."""
-    digest = hashlib.sha256((salt + key).encode("utf-8")).digest()
-    return "heldout" if int.from_bytes(digest[:8], "big") / 2**64 < heldout_frac else "train"
 
 
 def dialogue_row(*, dialogue_id: str, source: str, category: str, turns: list[dict], split: str,
@@ -44,27 +35,6 @@ def dialogue_row(*, dialogue_id: str, source: str, category: str, turns: list[di
             "turns": turns, "is_safety": is_safety, "risk_category": risk_category,
             "reference": reference, "instruction": None, "mask_strategy": None, "split": split,
             "location": location}
-
-
-def json_object(raw: bytes) -> dict:
-    """One JSONL line as a dict; ValueError saying what is wrong (UTF-8, JSON, not an object)."""
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"invalid UTF-8 at byte {e.start} of the line") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"bad JSON: {e.msg} at column {e.colno}") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"JSON value is {type(obj).__name__}, expected an object")
-    return obj
-
-
-def quarantine_record(source: str, location: str, error: str, payload: Any) -> dict:
-    """One `quarantine` row; the payload is the raw input, valid UTF-8, cut to 500 chars."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return {"source": source, "location": location, "stage": STAGE, "error": error,
-            "payload": text[:PAYLOAD_MAX_CHARS]}
 
 
 class _Config(BaseModel):
@@ -201,36 +171,6 @@ def _mean_rating(chat: dict) -> float | None:
 
 # ---------------------------------------------------------------------------------------------
 # A user's own dialogues: messages-format or Anthropic HH-style transcripts, JSONL or Parquet
-
-_HH_MARKER = re.compile(r"\n\n(Human|Assistant):")
-
-
-def parse_hh_transcript(text: str) -> list[dict]:
-    """"\\n\\nHuman: ...\\n\\nAssistant: ..." -> turns [{"role", "content"}], content stripped.
-
-    A marker counts only after a blank line, so content may hold single and double newlines.
-    Raises ValueError when the text does not start with Human, two turns of one speaker follow
-    each other, a turn is empty, or the transcript ends with Human.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("transcript is empty")
-    parts = _HH_MARKER.split("\n\n" + text.lstrip("\n"))
-    if parts[0].strip():
-        raise ValueError(f"transcript must start with 'Human:', found {parts[0].strip()[:40]!r}")
-    turns = []
-    for i in range(1, len(parts), 2):
-        speaker, content = parts[i], parts[i + 1].strip()
-        n = len(turns) + 1
-        if n == 1 and speaker != "Human":
-            raise ValueError("transcript must start with 'Human:', found 'Assistant:'")
-        if (speaker == "Human") != (len(turns) % 2 == 0):
-            raise ValueError(f"turn {n}: two {speaker} turns in a row")
-        if not content:
-            raise ValueError(f"turn {n} ({speaker}) is empty")
-        turns.append({"role": "user" if speaker == "Human" else "assistant", "content": content})
-    if len(turns) % 2:
-        raise ValueError("transcript ends with a Human turn; it needs a final Assistant answer")
-    return turns
 
 
 class UserDialoguesConfig(_Config):

@@ -15,30 +15,25 @@ from prefect.logging import get_run_logger
 
 from data_contracts import get_contract
 from tasks.caching import code_and_inputs
-from tasks.corpus.toxicity import ToxicityConfig, make_scorer
+from tasks.judges.toxicity import ToxicityConfig, make_scorer
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.pretrain.steps import export_model
+from tasks.training.model_io import export_model
 from tasks.results import StepOutput, write_artifact
-from tasks.sft import dialogue_frame, gatt
+from tasks.records import dialogue_frame
+from tasks.sft import gatt
 from tasks.sft.config import SftConfig
 from tasks.sft.curate import curate
 from tasks.sft.dataset import (collect, contract_failures_to_quarantine, excluded_rows,
                                quarantine_rows)
-from tasks.sft.finetune import finetune
+from tasks.training.finetune import finetune
 from tasks.sft.multiturn import plot_recall
-from tasks.sft.sampling import load_model, make_answer_fn, sample_chats
+from tasks.training.model_io import load_model
+from tasks.chat.answer import make_answer_fn, sample_chats
 from tasks.sft.tokenize import tokenize_rows
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 
 DIALOGUES, EXCLUDED, EXAMPLES, QUARANTINE = "sft_dialogues", "sft_excluded", "sft_examples", "quarantine"
-# What each task's cache hashes besides its own source: the modules it runs (not all of tasks.sft,
-# so a change to a dialogue source does not retrain, and a change to the loop does not re-read).
-SOURCES_CODE = ("tasks.sft.dataset", "tasks.sft.sources", "tasks.sft.synthetic", "tasks.sft.safety",
-                "tasks.sft.data")
-FORMAT_CODE = ("tasks.sft.chat_format", "tasks.sft.tokenize")
-# (tasks.sft.steps: the tasks that train and sample share its _finetune helper)
-MODEL_CODE = (*FORMAT_CODE, "tasks.sft.sampling", "tasks.sft.steps", "models", "tasks.training")
 
 
 
@@ -50,13 +45,13 @@ def _rows(manifest: Manifest) -> list[dict]:
     return read_dataset(manifest).to_dicts()
 
 
-@task(name="collect_dialogues", cache_policy=code_and_inputs(*SOURCES_CODE), persist_result=True)
+@task(name="collect_dialogues", cache_policy=code_and_inputs(), persist_result=True)
 def collect_step(cfg: SftConfig, archives: dict[str, str], user_files_sha256: dict[str, str],
                  seed: int, data_dir: str) -> StepOutput:
     """Read every SFT source; rows that break the contract go to quarantine with the reason.
     `user_files_sha256` is there so the cache sees a changed user file."""
     rows, excluded, bad, stats = collect(cfg.sources, {k: Path(v) for k, v in archives.items()}, seed)
-    valid, invalid = get_contract(DIALOGUES).split_valid(dialogue_frame(rows), "collected")
+    valid, invalid = get_contract(DIALOGUES).split_valid(dialogue_frame(rows, DIALOGUES), "collected")
     bad = quarantine_rows(bad) + contract_failures_to_quarantine(invalid)
     stats.update({"quarantined": len(bad), "dialogues": valid.height})
     get_run_logger().info("SFT sources: %d dialogues, %d excluded by source rules, %d quarantined",
@@ -74,8 +69,7 @@ def _quarantine_frame(records: list[dict]) -> pl.DataFrame:
     return pl.from_arrow(pa.Table.from_pylist(records, schema=get_contract(QUARANTINE).schema))
 
 
-@task(name="curate", cache_policy=code_and_inputs("tasks.sft.curate", "tasks.sft.gatt",
-                                                  "tasks.corpus.toxicity"), persist_result=True)
+@task(name="curate", cache_policy=code_and_inputs(), persist_result=True)
 def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, seed: int,
                 data_dir: str) -> StepOutput:
     """Limits, dedup and response toxicity; then the instruction demonstrations are added."""
@@ -92,7 +86,7 @@ def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, s
                       stats={f"curate.{k}": float(v) for k, v in stats.items()})
 
 
-@task(name="tokenize", cache_policy=code_and_inputs(*FORMAT_CODE), persist_result=True)
+@task(name="tokenize", cache_policy=code_and_inputs(), persist_result=True)
 def tokenize_step(dialogues: Manifest, tokenizer_model: str, cfg: SftConfig, data_dir: str) -> StepOutput:
     """Chat-format tokens and labels per dialogue (too-long ones cut at a turn or excluded)."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
@@ -130,7 +124,7 @@ def _train_output(label: str, stats: dict, pack_stats: dict, model_dir: Path) ->
     return StepOutput(stats=out, artifacts=artifacts)
 
 
-@task(name="train_base", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.finetune") - "mlflow_run_id",
+@task(name="train_base", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def train_base_step(examples: Manifest, pretrained_dir: str, cfg: SftConfig, tokenizer_model: str,
                     run_dir: str, mlflow_run_id: str) -> StepOutput:
@@ -140,7 +134,7 @@ def train_base_step(examples: Manifest, pretrained_dir: str, cfg: SftConfig, tok
     return _train_output("base", stats, pack_stats, model_dir)
 
 
-@task(name="gatt_data", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.gatt"), persist_result=True)
+@task(name="gatt_data", cache_policy=code_and_inputs(), persist_result=True)
 def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, tokenizer_model: str,
                    cfg: SftConfig, seed: int, data_dir: str) -> StepOutput:
     """Ghost Attention data (§3.3): answers sampled from the SFT model with the instruction on
@@ -175,7 +169,7 @@ def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, token
                       stats={f"gatt.{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))})
 
 
-@task(name="train_gatt", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.finetune") - "mlflow_run_id",
+@task(name="train_gatt", cache_policy=code_and_inputs() - "mlflow_run_id",
       persist_result=True)
 def train_gatt_step(examples: Manifest, base_dir: str, cfg: SftConfig, tokenizer_model: str,
                     run_dir: str, mlflow_run_id: str) -> StepOutput:
@@ -193,7 +187,7 @@ def register_step(model_dir: str, name: str, description: str, run_dir: str,
     return StepOutput(stats={"registered_version": float(version)})
 
 
-@task(name="evaluate", cache_policy=code_and_inputs(*MODEL_CODE, "tasks.sft.gatt", "tasks.sft.multiturn"),
+@task(name="evaluate", cache_policy=code_and_inputs(),
       persist_result=True)
 def evaluate_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: str, cfg: SftConfig,
                   seed: int, run_dir: str, data_dir: str) -> StepOutput:

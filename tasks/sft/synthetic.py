@@ -10,8 +10,6 @@ to judge whether a model's answer is right.
 from __future__ import annotations
 
 import random
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -20,11 +18,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.sft.sources import assign_split, dialogue_row
+from tasks.records import assign_split
+from tasks.sft.sources import dialogue_row
 
 FACTS_PATH = Path(__file__).parent / "data" / "facts.yaml"
 KINDS = ("arithmetic", "counting", "conversion", "facts")
-NUMERIC_KINDS = ("arithmetic", "counting", "conversion")
 QA = tuple[str, str, str]  # (question, answer, reference)
 
 
@@ -63,31 +61,6 @@ def generate_task_dialogues(cfg: TaskDialoguesConfig, seed: int) -> tuple[list[d
     stats.update(dialogues=len(rows), train=sum(r["split"] == "train" for r in rows),
                  heldout=sum(r["split"] == "heldout" for r in rows))
     return rows, dict(stats)
-
-
-def check_answer(category: str, reference: str, answer: str) -> bool:
-    """Does `answer` state `reference` as a whole number or whole word(s)?
-
-    Both sides are compared case-folded, accents removed ("Brasilia" matches "Brasília") and
-    whitespace collapsed. Numeric references (the arithmetic, counting and conversion kinds, or
-    any reference that is a number) must appear as a number of their own: not inside a longer
-    number, after a minus sign or before a decimal part ("142", "4", "-42", "42.5" all fail for
-    "42"); thousands separators in the answer are ignored ("1,000" = "1000"). Other references
-    must appear with no letter or digit touching either end. Number words ("forty-two") do not
-    count, and an answer that states several candidates passes if one of them is the reference.
-    """
-    ref, text = _fold(reference), _fold(answer)
-    if not ref:
-        raise ValueError("check_answer needs a non-blank reference")
-    if category in NUMERIC_KINDS or re.fullmatch(r"-?\d+(\.\d+)?", ref):
-        text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
-        return re.search(rf"(?<![\w.\-]){re.escape(ref)}(?!\w|[.,]\d)", text) is not None
-    return re.search(rf"(?<!\w){re.escape(ref)}(?!\w)", text) is not None
-
-
-def _fold(s: str) -> str:
-    s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
-    return " ".join(s.casefold().split())
 
 
 class Country(BaseModel):

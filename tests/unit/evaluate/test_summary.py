@@ -2,7 +2,7 @@ import pytest
 
 from data_contracts import get_contract
 from tasks.evaluate.steps import summary_table
-from tasks.sft import dialogue_frame
+from tasks.records import dialogue_frame
 
 
 def row(version, order, suite, prompt_id, *, v_rm=None, v_ann=None, refusal=False, tox=0.0,

@@ -4,10 +4,11 @@ grouped sampling, and the paper's exclusion rule with the real rule annotator.""
 import pytest
 
 from data_contracts import get_contract
-from tasks.corpus.toxicity import ProfanityCheckScorer
-from tasks.preferences.annotator import RuleAnnotator, RuleAnnotatorConfig
-from tasks.preferences.collect import CollectionConfig, annotate, plan_batch, prompt_pool, sample_responses
-from tasks.sft import dialogue_frame
+from tasks.judges.toxicity import ProfanityCheckScorer
+from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig
+from tasks.preferences.collect import CollectionConfig, annotate, plan_batch, sample_responses
+from tasks.chat.prompt import prompt_pool
+from tasks.records import dialogue_frame
 
 
 def dialogue(i, user, answer, *, is_safety=False, risk=None, category="arithmetic", reference=None,

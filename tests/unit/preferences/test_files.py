@@ -9,7 +9,7 @@ import pytest
 from data_contracts.base import ContractError
 from data_contracts.preference_pairs import CONTRACT
 from tasks.preferences.files import read_hh_jsonl, read_preference_parquet
-from tasks.sft import dialogue_frame
+from tasks.records import dialogue_frame
 
 PREFIX = ("\n\nHuman: My sourdough is flat.\nIt rises in the fridge but not in the oven."
           "\n\nAssistant: How long do you proof it?\n\nHuman: About 4 hours.\n\nSecond line.")

@@ -12,7 +12,7 @@ from tasks.reward.data import (
     data_mix,
     encode_pairs,
 )
-from tasks.sft.chat_format import prompt_tokens
+from tasks.chat.format import prompt_tokens
 from tasks.tokenizer.train import TokenizerConfig, train_tokenizer
 
 torch.set_num_threads(1)

@@ -2,7 +2,7 @@ import pytest
 
 from data_contracts import get_contract
 from tasks.rlhf.rejection import best_of_n_curve, curve_png, mark_best, pooled_candidates
-from tasks.sft import dialogue_frame
+from tasks.records import dialogue_frame
 
 
 def row(prompt_id, sample, r_c, round_=1, origin=None, best=False, is_safety=False):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.corpus.toxicity import ProfanityCheckScorer
+from tasks.judges.toxicity import ProfanityCheckScorer
 from tasks.sft.curate import CurationConfig, curate
 
 

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from tasks.sft.chat_format import render_chat
+from tasks.chat.format import render_chat
 
 from tasks.sft.gatt import (
     KINDS,

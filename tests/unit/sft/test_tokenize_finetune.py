@@ -9,12 +9,13 @@ import sentencepiece as spm
 import torch
 
 from models.llama import IGNORE_INDEX, Llama, tiny
-from tasks.sft import dialogue_frame
-from tasks.sft.chat_format import MaskStrategy
-from tasks.sft.finetune import FinetuneConfig, finetune
-from tasks.sft.sampling import load_model, make_answer_fn
+from tasks.records import dialogue_frame
+from tasks.chat.format import MaskStrategy
+from tasks.training.finetune import FinetuneConfig, finetune
+from tasks.training.model_io import load_model
+from tasks.chat.answer import make_answer_fn
 from tasks.sft.tokenize import tokenize_rows
-from tasks.pretrain.steps import export_model
+from tasks.training.model_io import export_model
 from tasks.tokenizer.train import TokenizerConfig, train_tokenizer
 from tasks.tracking import InMemoryLogger
 

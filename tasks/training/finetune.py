@@ -16,11 +16,14 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.llama import IGNORE_INDEX, Llama
-from tasks.sft.chat_format import Packed, pack_examples
+from tasks.chat.format import Packed, pack_examples
 from tasks.tracking import MetricLogger
 from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches
 from tasks.training.loop import train
+from tasks.chat.config import FormatConfig
+from tasks.chat.format import MaskStrategy, tokenize_dialogue
+from tasks.training.model_io import export_model, load_model
 
 
 def _sft_train_defaults() -> TrainConfig:
@@ -95,3 +98,35 @@ def finetune(model: Llama, train_examples: pl.DataFrame, val_examples: pl.DataFr
 def labels_to_mask(labels: list[int]) -> np.ndarray:
     """1 where a label is a training target, 0 where it is IGNORE_INDEX."""
     return (np.asarray(labels) != IGNORE_INDEX).astype(np.uint8)
+
+
+def answer_examples(rows: list[dict], processor, seq_len: int, answer_key: str
+                    ) -> tuple[pl.DataFrame, dict]:
+    """Chat training examples (tokens, labels; loss on the answer only) of rows with `system`,
+    `prompt` (turns ending with the user) and an answer under `answer_key`; empty answers, and
+    examples longer than `seq_len`, are left out and counted."""
+    tokens, labels, empty, too_long = [], [], 0, 0
+    for row in rows:
+        if not row[answer_key].strip():
+            empty += 1
+            continue
+        turns = [*row["prompt"], {"role": "assistant", "content": row[answer_key]}]
+        t, lab = tokenize_dialogue(processor, row["system"], turns, MaskStrategy.LAST_TURN)
+        if len(t) > seq_len:
+            too_long += 1
+            continue
+        tokens.append(t)
+        labels.append(lab)
+    frame = pl.DataFrame({"tokens": tokens, "labels": labels},
+                         schema={"tokens": pl.List(pl.Int64), "labels": pl.List(pl.Int64)})
+    return frame, {"examples": len(tokens), "skipped_empty": empty, "skipped_too_long": too_long}
+
+
+def finetune_on(examples: pl.DataFrame, init_dir: str, ft: FinetuneConfig, fmt: FormatConfig,
+                processor, out_dir: Path, logger) -> tuple[dict, Path]:
+    """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, model folder)."""
+    model = load_model(Path(init_dir)).train()
+    loop, pack = finetune(model, examples, examples.clear(), ft, pad_id=0,
+                          separator=fmt.separator_ids(processor), logger=logger, out_dir=out_dir)
+    folder = export_model(Path(loop["checkpoint"]), out_dir / "model")
+    return {k: v for k, v in {**loop, **pack}.items() if isinstance(v, (int, float))}, folder

@@ -18,12 +18,12 @@ import torch
 from models.llama import Llama
 from models.ppo import gated_reward
 from models.reward import RewardModel
-from tasks.corpus.toxicity import ToxicityConfig, make_scorer
-from tasks.preferences.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
-from tasks.reward.data import MAX_RESPONSE_SHARE
-from tasks.sft.chat_format import prompt_tokens
+from tasks.judges.toxicity import ToxicityConfig, make_scorer
+from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
+from tasks.chat.format import prompt_tokens
+from tasks.chat.prompt import Prompt
 
-Prompt = dict  # {"system", "turns" (ending with the user), "is_safety", "category", "reference", ...}
+MAX_RESPONSE_SHARE = 0.5  # a response (with </s>) may take at most seq_len // 2 tokens
 
 
 def rm_sequence(processor, prompt: Prompt, response: str, seq_len: int) -> list[int]:
@@ -75,7 +75,7 @@ class RewardScorer:
 
 def load_scorer(rms: dict[str, str], processor, seq_len: int) -> RewardScorer:
     """The scorer of the reward models in `rms` ({"helpfulness": folder, "safety": folder})."""
-    from tasks.reward.steps import load_reward_model
+    from tasks.training.model_io import load_reward_model
 
     return RewardScorer(load_reward_model(Path(rms["helpfulness"])), load_reward_model(Path(rms["safety"])),
                         processor, seq_len)

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from tasks.corpus.toxicity import ProfanityCheckScorer
-from tasks.preferences.annotator import (
+from tasks.judges.toxicity import ProfanityCheckScorer
+from tasks.judges.annotator import (
     Judgement,
     RuleAnnotator,
     RuleAnnotatorConfig,

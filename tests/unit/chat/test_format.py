@@ -6,7 +6,7 @@ import sentencepiece as spm
 import torch
 
 from models.llama import IGNORE_INDEX as IGN
-from tasks.sft.chat_format import (
+from tasks.chat.format import (
     MaskStrategy,
     _first_fit,
     example_loss_mask,

@@ -24,8 +24,8 @@ import polars as pl
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.corpus.base import DOC_ID, SOURCE, TEXT
-from tasks.corpus.detoxify_backend import (  # noqa: F401  (re-exported)
+from tasks.records import DOC_ID, SOURCE, TEXT
+from tasks.judges.detoxify_backend import (  # noqa: F401  (re-exported)
     DETOXIFY_CLASSES,
     DetoxifyScorer,
     DetoxifyVariant,

@@ -9,27 +9,15 @@ report how far it got.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import sentencepiece as spm
 import torch
 
 from models.generation import generate
-from models.llama import Llama, LlamaConfig
-from tasks.sft.chat_format import prompt_tokens
-from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, load_weights, read_config
+from models.llama import Llama
+from tasks.chat.format import prompt_tokens
 
 Context = tuple[str, list[dict]]  # (system prompt, turns ending with a user turn)
-
-
-def load_model(model_dir: Path) -> Llama:
-    """The Llama in a model folder (weights + the config stored beside them), in eval mode."""
-    model_dir = Path(model_dir)
-    if not (model_dir / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{model_dir / CONFIG_FILE} is missing: not a model folder")
-    model = Llama(LlamaConfig(**read_config(model_dir)["model"]))
-    load_weights(model, model_dir / MODEL_FILE)
-    return model.eval()
 
 
 def make_answer_fn(model: Llama, processor: spm.SentencePieceProcessor, max_new_tokens: int,

@@ -5,9 +5,9 @@ import torch
 from models.llama import Llama, tiny
 from models.reward import RewardModel
 from tasks.reward.data import encode_pairs
-from tasks.rlhf.scoring import RewardScorer, kl_along, rm_sequence, win_rates
+from tasks.judges.scoring import RewardScorer, kl_along, rm_sequence, win_rates
 from tasks.rlhf.steps import best_examples, rounds_table
-from tasks.sft import dialogue_frame
+from tasks.records import dialogue_frame
 from models.llama import IGNORE_INDEX
 from tests.unit.reward.test_data import CHOSEN, SYSTEM, TURNS, pair
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from tasks.corpus.toxicity import (
+from tasks.judges.toxicity import (
     DETOXIFY_CLASSES,
     DetoxifyScorer,
     ProfanityCheckScorer,

@@ -51,14 +51,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data_contracts.preference_excluded import EXCLUDED_BIN
-from tasks.corpus.toxicity import (
+from tasks.judges.toxicity import (
     ToxicityScorer,
     mean_per_document,
     score_lines_batched,
     split_lines,
 )
-from tasks.sft.safety import is_refusal
-from tasks.sft.synthetic import check_answer
+from tasks.judges.refusal import is_refusal
+from tasks.judges.answers import check_answer
 
 STOPWORDS = frozenset(
     "the and for are but not you your yours with this that these those what which who whom how "

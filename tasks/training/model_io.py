@@ -1,0 +1,58 @@
+"""Model folders: what a stage registers and the next stage loads.
+
+A model folder holds `model.safetensors` and `config.json` ({"model": LlamaConfig fields, ...});
+a reward model's folder also holds `reward_head.json`. Checkpoints (checkpoint.py) hold more
+(optimizer, RNG, trainer state); `export_model` copies a checkpoint's weights and config out.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from models.llama import Llama, LlamaConfig
+from models.reward import RewardModel
+from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, load_weights, read_config, save_weights
+
+
+def export_model(checkpoint: Path, folder: Path) -> Path:
+    """The weights and config of a checkpoint, without optimizer state: what gets registered."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (MODEL_FILE, CONFIG_FILE):
+        if not (checkpoint / name).exists():
+            raise FileNotFoundError(f"{checkpoint / name} is missing: cannot export the model")
+        shutil.copyfile(checkpoint / name, folder / name)
+    return folder
+
+
+def save_model_folder(model, folder: Path, extra: dict) -> Path:
+    """Weights + config (what `load_model` reads) of a model trained outside the shared loop."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder / MODEL_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps({"model": model.config.to_dict(), **extra}, indent=2,
+                                                 default=str))
+    return folder
+
+
+def load_model(model_dir: Path) -> Llama:
+    """The Llama in a model folder (weights + the config stored beside them), in eval mode."""
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{model_dir / CONFIG_FILE} is missing: not a model folder")
+    model = Llama(LlamaConfig(**read_config(model_dir)["model"]))
+    load_weights(model, model_dir / MODEL_FILE)
+    return model.eval()
+
+
+HEAD_FILE = "reward_head.json"  # marks a model folder as a reward model
+
+
+def load_reward_model(folder: Path) -> RewardModel:
+    """A reward model saved by `train_reward_model` (weights + config + reward_head.json)."""
+    folder = Path(folder)
+    if not (folder / HEAD_FILE).exists():
+        raise FileNotFoundError(f"{folder / HEAD_FILE} is missing: not a reward model folder")
+    model = RewardModel(LlamaConfig(**read_config(folder)["model"]))
+    load_weights(model, folder / MODEL_FILE)
+    return model.eval()
