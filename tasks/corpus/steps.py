@@ -6,6 +6,7 @@ Each task takes manifests and configs (content-addressed, hashable) and returns 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -183,11 +184,12 @@ def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: s
     get_run_logger().info("toxicity (%s): %d documents scored, share >= %.2f: %.4f",
                           scorer.name, scores.height, cfg.threshold, stats.get("share_toxic", 0.0))
     top = toxicity.top_examples(scores, df, cfg.top_k)
-    tmp = Path(run_dir) / "artifacts" / "corpus" / ".tmp_hist.png"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    toxicity.histogram_png(scores["score"].to_numpy(), tmp, cfg.threshold)
-    hist = write_artifact(tmp.read_bytes(), Path(run_dir), "corpus", "toxicity_histogram.png")
-    tmp.unlink()
+    # A private scratch folder: two runs (or two tasks) at once never share the PNG's path, and
+    # write_artifact stores it atomically under its content hash.
+    with tempfile.TemporaryDirectory(prefix="recipe-hist-") as scratch:
+        png = toxicity.histogram_png(scores["score"].to_numpy(), Path(scratch) / "hist.png",
+                                     cfg.threshold)
+        hist = write_artifact(png.read_bytes(), Path(run_dir), "corpus", "toxicity_histogram.png")
     top_csv = write_artifact(_csv_bytes(top), Path(run_dir), "corpus", "toxicity_top_examples.csv")
     return StepOutput(
         outputs={"toxicity_scores": write_dataset(scores, "toxicity_scores", Path(data_dir))},
