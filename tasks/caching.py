@@ -17,6 +17,8 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
+from tasks.persist import VerifiedRecords
+
 
 CODE_AND_DATA = (".py", ".yaml")
 
@@ -42,5 +44,9 @@ class SourceFiles(CachePolicy):
 
 
 def code_and_inputs(*modules: str) -> CachePolicy:
-    """Cache on the task's inputs, its source and the source of `modules`."""
-    return INPUTS + TASK_SOURCE + SourceFiles(modules=tuple(modules) + ("tasks.io", "data_contracts"))
+    """Cache on the task's inputs, its source and the source of `modules`.
+
+    A cached record is checked before Prefect loads it (see tasks.persist).
+    """
+    policy = INPUTS + TASK_SOURCE + SourceFiles(modules=tuple(modules) + ("tasks.io", "data_contracts"))
+    return VerifiedRecords(policies=policy.policies)

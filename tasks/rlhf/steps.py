@@ -30,6 +30,7 @@ from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences import collect as pc
 from tasks.preferences.collect import CollectionConfig
 from tasks.plots import figure_png, pyplot
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.config import RewardConfig
 from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, train_reward_model)
@@ -83,7 +84,7 @@ def _rm_seq_len(reward: RewardConfig) -> int:
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
 
 @task(name="refresh_reward_models", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues: Manifest,
                  tokenizer_model: str, sft_dir: str, reward: RewardConfig, collection: CollectionConfig,
                  toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str,
@@ -160,7 +161,7 @@ def _as_prompt(row: dict) -> dict:
     return {**row, "turns": row["prompt"]}
 
 
-@task(name="rejection_sample", cache_policy=code_and_inputs(*CODE), persist_result=True)
+@task(name="rejection_sample", cache_policy=code_and_inputs(*CODE), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], prompts: list[dict],
                           earlier: list[Manifest], tokenizer_model: str, reward: RewardConfig,
                           rejection_cfg: RejectionConfig, rs_pool_from: int, seed: int, data_dir: str,
@@ -248,7 +249,7 @@ def finetune_on(examples: pl.DataFrame, init_dir: str, ft: FinetuneConfig, fmt: 
     return {k: v for k, v in {**loop, **pack}.items() if isinstance(v, (int, float))}, folder
 
 
-@task(name="rs_finetune", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
+@task(name="rs_finetune", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_model: str,
                      ft: FinetuneConfig, fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Fine-tune the round's starting policy on the best answers, with the shared loop as in SFT."""
@@ -278,7 +279,7 @@ def save_model_folder(model, folder: Path, extra: dict) -> Path:
     return folder
 
 
-@task(name="ppo", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True)
+@task(name="ppo", cache_policy=code_and_inputs(*CODE) - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dict],
              validation: list[dict], tokenizer_model: str, reward: RewardConfig, ppo: PPOConfig,
              toxicity: ToxicityConfig, seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
@@ -334,7 +335,7 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
 
 
 @task(name="register_round", cache_policy=code_and_inputs("tasks.rlhf.steps") - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def register_step(round_: int, policy_dir: str, registered_model: str, how: str, run_dir: str,
                   mlflow_run_id: str) -> StepOutput:
     version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(policy_dir),
@@ -382,7 +383,7 @@ def rounds_png(table: pl.DataFrame) -> bytes:
     return figure_png(fig)
 
 
-@task(name="evaluate_rounds", cache_policy=code_and_inputs(*CODE), persist_result=True)
+@task(name="evaluate_rounds", cache_policy=code_and_inputs(*CODE), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[dict],
                   tokenizer_model: str, reward: RewardConfig, evaluation: RoundEvalConfig,
                   toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str) -> StepOutput:
