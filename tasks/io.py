@@ -7,8 +7,11 @@ task input, and Prefect's input-hash cache invalidates exactly what it should.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +22,12 @@ from data_contracts import get_contract
 from tasks.hashing import sha256_of
 
 HASH_CHARS = 16  # of the sha256 in a file name; the manifest keeps all 64
+# A write in progress is `.<name>.<random>.partial`: hidden, and no `*.parquet` glob (polars,
+# pyarrow, DuckDB) picks it up. `.tmp-*.parquet` is the name older versions used.
+PARTIAL_SUFFIX = ".partial"
+_LEGACY_PARTIAL = ".tmp-*.parquet"
+# A partial file younger than this is never removed: its writer may not hold its lock yet.
+STALE_AFTER_S = 60.0
 
 
 class Manifest(BaseModel):
@@ -44,25 +53,26 @@ class DatasetMissingError(FileNotFoundError):
 def write_dataset(df: pl.DataFrame, contract_name: str, root: Path) -> Manifest:
     """Validate `df` against its contract and write it atomically under root/<contract>/.
 
-    The bytes go to a temp file in the target folder, are fsynced, hashed and renamed to
-    `<contract>-<sha256[:16]>.parquet`; a reader never sees a partial file. Writing identical
-    data twice yields the same file and manifest.
+    The bytes go to a temp file `.<contract>.<random>.partial` in the target folder, are
+    fsynced, hashed and renamed to `<contract>-<sha256[:16]>.parquet`; a reader never sees a
+    partial file, and partial files that a killed write left behind are removed first.
+    Writing identical data twice yields the same file and manifest.
     """
     contract = get_contract(contract_name)
     df = contract.validate(df, where="on write")
     table = contract.to_arrow(df)
     folder = Path(root) / contract.name
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=folder)
-    tmp = Path(tmp_name)
+    remove_stale_partials(folder)
+    fd, tmp = _open_partial(folder, contract.name)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:  # open (so locked) until renamed
             pq.write_table(table, fh, compression="zstd", write_statistics=True)
             fh.flush()
             os.fsync(fh.fileno())
-        digest = sha256_of(tmp)
-        final = folder / f"{contract.name}-{digest[:HASH_CHARS]}.parquet"
-        os.replace(tmp, final)
+            digest = sha256_of(tmp)
+            final = folder / f"{contract.name}-{digest[:HASH_CHARS]}.parquet"
+            os.replace(tmp, final)
         fsync_path(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -111,14 +121,53 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write any artifact (model file, PNG, JSON) atomically: temp file in place, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    remove_stale_partials(path.parent, path.name)
+    fd, tmp = _open_partial(path.parent, path.name)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:  # open (so locked) until renamed
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _open_partial(folder: Path, name: str) -> tuple[int, Path]:
+    """Create `.<name>.<random>.partial` in folder, locked for as long as this write holds it.
+
+    The lock (flock) is released by the kernel when the writing process dies, which is how
+    `remove_stale_partials` tells a killed write from one in progress (in any process or thread).
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=PARTIAL_SUFFIX, dir=folder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, Path(tmp_name)
+
+
+def remove_stale_partials(folder: Path, name: str | None = None) -> list[Path]:
+    """Delete the partial files in `folder` (of `name`, or all) that no live write holds.
+
+    A file counts as stale when nobody holds its lock and it is older than STALE_AFTER_S.
+    Returns the removed paths.
+    """
+    prefix = "*" if name is None else glob.escape(name)
+    patterns = [f".{prefix}.*{PARTIAL_SUFFIX}"] + ([_LEGACY_PARTIAL] if name is None else [])
+    removed = []
+    for path in sorted({p for pattern in patterns for p in Path(folder).glob(pattern)}):
+        try:
+            if time.time() - path.stat().st_mtime < STALE_AFTER_S:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # finished (renamed) or removed by another writer meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        except BlockingIOError:  # a live write holds it
+            pass
+        finally:
+            os.close(fd)
+    return removed

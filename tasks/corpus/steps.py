@@ -6,6 +6,7 @@ Each task takes manifests and configs (content-addressed, hashable) and returns 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -21,12 +22,13 @@ from tasks.corpus.base import FilterResult
 from tasks.data.catalog import SourceSpec
 from tasks.data.ingest import ingest
 from tasks.io import Manifest, read_dataset, write_dataset
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 
 STAGE = "corpus"
 
 
-@task(name="ingest", cache_policy=code_and_inputs(), persist_result=True, retries=1)
+@task(name="ingest", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON, retries=1)
 def ingest_sources(specs: list[SourceSpec], cache_dir: str, max_docs_per_source: int | None,
                    seed: int, data_dir: str) -> StepOutput:
     """Read every source into raw_documents; unreadable or contract-breaking rows -> quarantine."""
@@ -61,7 +63,7 @@ def _contract_split(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return valid, as_quarantine
 
 
-@task(name="split_shards", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="split_shards", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def split_shards(documents: Manifest, shards: int, data_dir: str) -> StepOutput:
     """Cut the corpus into `shards` contiguous row ranges (so merging restores the order)."""
     df = read_dataset(documents)
@@ -74,7 +76,7 @@ def split_shards(documents: Manifest, shards: int, data_dir: str) -> StepOutput:
     })
 
 
-@task(name="merge_shards", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="merge_shards", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def merge_shards(kept: list[Manifest], excluded: list[Manifest], data_dir: str) -> StepOutput:
     """Concatenate the shards' kept documents (in shard order) and all their exclusions."""
     if len(kept) == 1 and len(excluded) == 1:
@@ -113,21 +115,21 @@ def _run_filter(manifest: Manifest, fn: Callable[..., FilterResult], cfg, name: 
 
 
 @task(name="pii", cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def pii_step(documents: Manifest, cfg: pii.PiiConfig, data_dir: str) -> StepOutput:
     """Drop block-listed sources/domains and PII-dense documents; redact the rest."""
     return _run_filter(documents, pii.pii_filter, cfg, "pii", data_dir)
 
 
 @task(name="quality", cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def quality_step(documents: Manifest, cfg: quality.QualityConfig, data_dir: str) -> StepOutput:
     """Gopher-style quality rules, each with its own reason code."""
     return _run_filter(documents, quality.quality_filter, cfg, "quality", data_dir)
 
 
 @task(name="exact_dedup", cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """Drop documents whose normalised text was already seen."""
     if not cfg.exact:
@@ -136,7 +138,7 @@ def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str)
 
 
 @task(name="near_dedup", cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def near_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """MinHash + LSH near-duplicate removal; the earliest document of a cluster is kept."""
     if not cfg.near:
@@ -156,7 +158,7 @@ def _passthrough(documents: Manifest, name: str, data_dir: str) -> StepOutput:
     )
 
 
-@task(name="weights", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="weights", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def weights_step(documents: Manifest, excluded: list[Manifest], cfg: sampling.SamplingConfig,
                  data_dir: str) -> StepOutput:
     """Attach per-source sampling weights (factual sources up-sampled) and merge the exclusions."""
@@ -174,7 +176,7 @@ def weights_step(documents: Manifest, excluded: list[Manifest], cfg: sampling.Sa
     )
 
 
-@task(name="toxicity", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="toxicity", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: str,
                   run_dir: str) -> StepOutput:
     """Measure (never filter) toxicity on a seeded sample: mean of line scores per document."""
@@ -184,11 +186,12 @@ def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: s
     get_run_logger().info("toxicity (%s): %d documents scored, share >= %.2f: %.4f",
                           scorer.name, scores.height, cfg.threshold, stats.get("share_toxic", 0.0))
     top = toxicity.top_examples(scores, df, cfg.top_k)
-    tmp = Path(run_dir) / "artifacts" / "corpus" / ".tmp_hist.png"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    toxicity.histogram_png(scores["score"].to_numpy(), tmp, cfg.threshold)
-    hist = write_artifact(tmp.read_bytes(), Path(run_dir), "corpus", "toxicity_histogram.png")
-    tmp.unlink()
+    # A private scratch folder: two runs (or two tasks) at once never share the PNG's path, and
+    # write_artifact stores it atomically under its content hash.
+    with tempfile.TemporaryDirectory(prefix="recipe-hist-") as scratch:
+        png = toxicity.histogram_png(scores["score"].to_numpy(), Path(scratch) / "hist.png",
+                                     cfg.threshold)
+        hist = write_artifact(png.read_bytes(), Path(run_dir), "corpus", "toxicity_histogram.png")
     top_csv = write_artifact(_csv_bytes(top), Path(run_dir), "corpus", "toxicity_top_examples.csv")
     return StepOutput(
         outputs={"toxicity_scores": write_dataset(scores, "toxicity_scores", Path(data_dir))},
@@ -198,7 +201,7 @@ def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: s
 
 
 @task(name="demographics", cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def demographics_step(documents: Manifest, cfg: demographics.DemographicsConfig,
                       data_dir: str) -> StepOutput:
     """Pronoun and identity-term representation of the kept corpus (paper §4.1)."""

@@ -12,13 +12,16 @@ leaves out are counted as ``sliced_out_<source>`` and are not part of ``in``.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import io
+import os
 import random
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -100,8 +103,7 @@ def _list_container(source: Path | bytes, label: str) -> dict[str, Callable[[], 
     """File name -> a function returning its bytes, for a folder, zip or tar (path or bytes)."""
     name = label.rsplit("!", 1)[-1].lower()
     if isinstance(source, Path) and source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file())
-        return {p.relative_to(source).as_posix(): p.read_bytes for p in files}
+        return _folder_members(source)
     if name.endswith(_ZIP_SUFFIXES):
         zf = zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source))
         return {i.filename: (lambda i=i: zf.read(i)) for i in zf.infolist() if not i.is_dir()}
@@ -114,6 +116,50 @@ def _list_container(source: Path | bytes, label: str) -> dict[str, Callable[[], 
     raise ValueError(f"{label}: `member` given, but this is not a folder, zip or tar archive")
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """A folder entry that is not read, and why; it becomes a quarantine row with the reason."""
+
+    reason: str
+
+
+SKIPPED = "skipped: "  # starts the reason of a skipped file's quarantine row
+
+
+def _folder_members(root: Path) -> dict[str, Callable[[], bytes | SkippedFile]]:
+    """The files under `root`; a symbolic link is read only when it stays inside `root`.
+
+    Links that leave the folder (a link to /etc/passwd), loop (to themselves or to a folder
+    above them) or point nowhere are skipped with their reason. Links to folders inside `root`
+    are not descended: their files are read once, at their real path.
+    """
+    real_root, members = root.resolve(), {}
+    for p in sorted(root.rglob("*")):
+        name = p.relative_to(root).as_posix()
+        if p.is_symlink() and (skipped := _skipped_link(p, real_root)):
+            members[name] = lambda s=skipped: s
+        elif p.is_file():
+            members[name] = p.read_bytes
+    return members
+
+
+def _skipped_link(link: Path, real_root: Path) -> SkippedFile | None:
+    target = os.readlink(link)
+    try:
+        real = link.resolve(strict=True)
+    except RuntimeError:  # a loop, before Python 3.13 (since: OSError ELOOP)
+        return SkippedFile(f"symbolic link loop (-> {target})")
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return SkippedFile(f"symbolic link loop (-> {target})")
+        return SkippedFile(f"broken symbolic link (-> {target}: {e.strerror})")
+    if real != real_root and real_root not in real.parents:
+        return SkippedFile(f"symbolic link leaves the source folder {real_root} (-> {real})")
+    if real.is_dir() and (real == link.parent.resolve() or real in link.parent.resolve().parents):
+        return SkippedFile(f"symbolic link loop (-> {target}, a folder that contains it)")
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Ingestion
 
@@ -122,7 +168,10 @@ def read_source(spec: SourceSpec, cache_dir: Path) -> Iterator[Record]:
     """All records of one source, in order (good ones and error ones)."""
     adapter, options = get_adapter(spec.adapter), spec.adapter_options()
     for location, data in iter_source_files(spec, cache_dir):
-        yield from adapter.read(data, location, spec.encoding, options)
+        if isinstance(data, SkippedFile):
+            yield Record(location, None, error=f"{location}: {SKIPPED}{data.reason}")
+        else:
+            yield from adapter.read(data, location, spec.encoding, options)
 
 
 def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | None = None,
@@ -151,11 +200,13 @@ def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | 
             f"in_{spec.name}": len(kept) + len(bad),
             f"kept_{spec.name}": len(kept),
             f"quarantined_{spec.name}": len(bad),
+            f"skipped_{spec.name}": sum(f": {SKIPPED}" in rec.error for rec in bad),
             f"sliced_out_{spec.name}": len(good) - len(kept),
             f"bytes_{spec.name}": sum(len(rec.text.encode("utf-8")) for _, rec in kept),
         }
     for total, prefix in [("rows_in", "in_"), ("rows_kept", "kept_"),
                           ("rows_quarantined", "quarantined_"), ("rows_sliced_out", "sliced_out_"),
+                          ("files_skipped", "skipped_"),
                           ("bytes_kept", "bytes_")]:
         stats[total] = sum(stats[f"{prefix}{n}"] for n in names)
     assert stats["rows_in"] == stats["rows_kept"] + stats["rows_quarantined"]

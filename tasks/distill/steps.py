@@ -25,6 +25,7 @@ from tasks.distill.select import select_distilled
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.chat.prompt import prompt_pool
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.training.model_io import load_reward_model
 from tasks.judges.scoring import rm_probs, rm_sequence
@@ -63,7 +64,7 @@ def delta_png(rows: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-@task(name="distill_data", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="distill_data", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, tokenizer_model: str,
                       cfg: DistillConfig, rm_seq_len: int, seed: int, data_dir: str,
                       run_dir: str) -> StepOutput:
@@ -109,7 +110,7 @@ def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, toke
                                                            "distill_delta.png"))})
 
 
-@task(name="distill_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True)
+@task(name="distill_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: str, cfg: DistillConfig,
                           fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """The policy fine-tuned on the kept answers, the prompt WITHOUT the preprompt."""
@@ -130,7 +131,7 @@ def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: s
 
 
 @task(name="register", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def register_step(model_dir: str, registered_model: str, description: str, run_dir: str,
                   mlflow_run_id: str) -> StepOutput:
     version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(model_dir),

@@ -39,6 +39,7 @@ from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.plots import figure_png, pyplot
 from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
 from tasks.chat.prompt import prompt_pool
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.judges.scoring import RewardScorer, load_scorer, rule_annotator
 from tasks.records import dialogue_frame
@@ -127,7 +128,7 @@ def judge(prompts: list[dict], answers: list[str], scorer: RewardScorer, annotat
     return out
 
 
-@task(name="evaluate_version", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="evaluate_version", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def evaluate_version_step(version: str, order: int, model_dir: str, prompts: list[dict],
                           rms: dict[str, str], tokenizer_model: str, rm_seq_len: int,
                           annotator_cfg: RuleAnnotatorConfig,
@@ -244,7 +245,7 @@ def summary_png(table: pl.DataFrame) -> bytes:
     return figure_png(fig)
 
 
-@task(name="summarize", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="summarize", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def summarize_step(results: list[Manifest], run_dir: str) -> StepOutput:
     rows = pl.concat([read_dataset(m) for m in results])
     table, by_cat, red = summary_table(rows)

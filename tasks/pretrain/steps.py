@@ -14,6 +14,7 @@ from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset
 from tasks.pretrain.samples import make_sample_fn
 from tasks.pretrain.shards import ShardConfig, build_token_shards, load_shards, write_shards
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput
 from tasks.tracking import attach_run, register_model
 from tasks.training.config import TrainConfig
@@ -23,7 +24,7 @@ from tasks.training.model_io import export_model
 
 
 @task(name="token_shards", cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def token_shards_step(documents: Manifest, tokenizer_model: str, cfg: ShardConfig,
                       run_dir: str) -> StepOutput:
     """Tokenise the kept corpus into memory-mappable train/val arrays (content-addressed)."""
@@ -41,7 +42,7 @@ def token_shards_step(documents: Manifest, tokenizer_model: str, cfg: ShardConfi
 @task(name="train_model",
       cache_policy=code_and_inputs()
       - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenizer_model: str,
                sample_prompts: list[str], registered_model: str, run_dir: str,
                mlflow_run_id: str) -> StepOutput:

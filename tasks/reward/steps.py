@@ -23,6 +23,7 @@ from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.preferences import collect as pc
 from tasks.judges.annotator import RuleAnnotator
 from tasks.training.model_io import export_model
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.config import RewardConfig, RewardModelConfig
 from tasks.reward.collection import collect_batches
@@ -41,7 +42,7 @@ PAIRS, PAIRS_EXCLUDED = "preference_pairs", "preference_excluded"
 
 @task(name="collect_preferences",
       cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def collect_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: str,
                  cfg: RewardConfig, toxicity: ToxicityConfig, seed: int, data_dir: str,
                  label_files_sha256: dict[str, str]) -> StepOutput:
@@ -106,7 +107,7 @@ def _train_task(pairs, rm, cfg: RewardConfig, sft_dir, tokenizer_model, seed, ru
 
 
 @task(name="train_helpfulness_rm", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def train_helpfulness_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tokenizer_model: str,
                            seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Helpfulness RM: all helpfulness pairs + as many safety pairs (§3.2.2)."""
@@ -114,7 +115,7 @@ def train_helpfulness_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tok
 
 
 @task(name="train_safety_rm", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def train_safety_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tokenizer_model: str,
                       seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Safety RM: all safety pairs mixed 90/10 with helpfulness pairs, safety auxiliary loss."""
@@ -159,7 +160,7 @@ def evaluate_models(pairs: Manifest, models: dict[str, str], tokenizer_model: st
     return table, safety_rows, plots
 
 
-@task(name="evaluate_rms", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="evaluate_rms", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def evaluate_step(pairs: Manifest, models: dict[str, str], tokenizer_model: str, cfg: RewardConfig,
                   run_dir: str) -> StepOutput:
     seq_len = cfg.helpfulness.training.train.seq_len
@@ -180,7 +181,7 @@ def evaluate_step(pairs: Manifest, models: dict[str, str], tokenizer_model: str,
 
 
 @task(name="margin_ablation", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def margin_ablation_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, tokenizer_model: str,
                          seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """The Helpfulness RM trained once per margin scheme (Table 28), on the same pairs."""

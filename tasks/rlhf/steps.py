@@ -29,6 +29,7 @@ from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.chat.prompt import prompt_pool
 from tasks.plots import figure_png, pyplot
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.judges.annotator import RuleAnnotatorConfig
 from tasks.reward.collection import collect_batches
@@ -79,7 +80,7 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
 
 @task(name="refresh_reward_models", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues: Manifest,
                  tokenizer_model: str, sft_dir: str, reward: RewardConfig, collection: CollectionConfig,
                  toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str,
@@ -144,7 +145,7 @@ def _as_prompt(row: dict) -> dict:
     return {**row, "turns": row["prompt"]}
 
 
-@task(name="rejection_sample", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="rejection_sample", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], prompts: list[dict],
                           earlier: list[Manifest], tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig,
                           rejection_cfg: RejectionConfig, rs_pool_from: int, seed: int, data_dir: str,
@@ -200,7 +201,7 @@ def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.Da
     return answer_examples(samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response")
 
 
-@task(name="rs_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True)
+@task(name="rs_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_model: str,
                      ft: FinetuneConfig, fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Fine-tune the round's starting policy on the best answers, with the shared loop as in SFT."""
@@ -222,7 +223,7 @@ def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_
 # --- 3. PPO ------------------------------------------------------------------------------------
 
 
-@task(name="ppo", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True)
+@task(name="ppo", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dict],
              validation: list[dict], tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig, ppo: PPOConfig,
              toxicity: ToxicityConfig, seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
@@ -278,7 +279,7 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
 
 
 @task(name="register_round", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def register_step(round_: int, policy_dir: str, registered_model: str, how: str, run_dir: str,
                   mlflow_run_id: str) -> StepOutput:
     version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(policy_dir),
@@ -326,7 +327,7 @@ def rounds_png(table: pl.DataFrame) -> bytes:
     return figure_png(fig)
 
 
-@task(name="evaluate_rounds", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="evaluate_rounds", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[dict],
                   tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig, evaluation: RoundEvalConfig,
                   toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str) -> StepOutput:

@@ -19,6 +19,7 @@ from tasks.judges.toxicity import ToxicityConfig, make_scorer
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.training.model_io import export_model
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.records import dialogue_frame
 from tasks.sft import gatt
@@ -45,7 +46,7 @@ def _rows(manifest: Manifest) -> list[dict]:
     return read_dataset(manifest).to_dicts()
 
 
-@task(name="collect_dialogues", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="collect_dialogues", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def collect_step(cfg: SftConfig, archives: dict[str, str], user_files_sha256: dict[str, str],
                  seed: int, data_dir: str) -> StepOutput:
     """Read every SFT source; rows that break the contract go to quarantine with the reason.
@@ -69,7 +70,7 @@ def _quarantine_frame(records: list[dict]) -> pl.DataFrame:
     return pl.from_arrow(pa.Table.from_pylist(records, schema=get_contract(QUARANTINE).schema))
 
 
-@task(name="curate", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="curate", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, seed: int,
                 data_dir: str) -> StepOutput:
     """Limits, dedup and response toxicity; then the instruction demonstrations are added."""
@@ -86,7 +87,7 @@ def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, s
                       stats={f"curate.{k}": float(v) for k, v in stats.items()})
 
 
-@task(name="tokenize", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="tokenize", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def tokenize_step(dialogues: Manifest, tokenizer_model: str, cfg: SftConfig, data_dir: str) -> StepOutput:
     """Chat-format tokens and labels per dialogue (too-long ones cut at a turn or excluded)."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
@@ -125,7 +126,7 @@ def _train_output(label: str, stats: dict, pack_stats: dict, model_dir: Path) ->
 
 
 @task(name="train_base", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def train_base_step(examples: Manifest, pretrained_dir: str, cfg: SftConfig, tokenizer_model: str,
                     run_dir: str, mlflow_run_id: str) -> StepOutput:
     """SFT from the pretrained checkpoint on the curated examples (no GAtt data)."""
@@ -134,7 +135,7 @@ def train_base_step(examples: Manifest, pretrained_dir: str, cfg: SftConfig, tok
     return _train_output("base", stats, pack_stats, model_dir)
 
 
-@task(name="gatt_data", cache_policy=code_and_inputs(), persist_result=True)
+@task(name="gatt_data", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, tokenizer_model: str,
                    cfg: SftConfig, seed: int, data_dir: str) -> StepOutput:
     """Ghost Attention data (§3.3): answers sampled from the SFT model with the instruction on
@@ -170,7 +171,7 @@ def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, token
 
 
 @task(name="train_gatt", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def train_gatt_step(examples: Manifest, base_dir: str, cfg: SftConfig, tokenizer_model: str,
                     run_dir: str, mlflow_run_id: str) -> StepOutput:
     """Continue the SFT model on GAtt examples + replayed SFT examples."""
@@ -179,7 +180,7 @@ def train_gatt_step(examples: Manifest, base_dir: str, cfg: SftConfig, tokenizer
     return _train_output("gatt", stats, pack_stats, model_dir)
 
 
-@task(name="register", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True)
+@task(name="register", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def register_step(model_dir: str, name: str, description: str, run_dir: str,
                   mlflow_run_id: str) -> StepOutput:
     """Log the final SFT model to the stage run and register it (a cached run reuses the version)."""
@@ -188,7 +189,7 @@ def register_step(model_dir: str, name: str, description: str, run_dir: str,
 
 
 @task(name="evaluate", cache_policy=code_and_inputs(),
-      persist_result=True)
+      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def evaluate_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: str, cfg: SftConfig,
                   seed: int, run_dir: str, data_dir: str) -> StepOutput:
     """Multi-turn consistency (Table 30) for each model, and sample chats of the last one."""

@@ -1,10 +1,22 @@
+import fcntl
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from data_contracts import ContractError
-from tasks.io import DatasetMissingError, read_dataset, write_dataset
+from tasks.io import (
+    DatasetMissingError,
+    atomic_write_bytes,
+    read_dataset,
+    remove_stale_partials,
+    write_dataset,
+)
 
 
 def _scores(n=3, score=0.1):
@@ -28,7 +40,7 @@ def test_write_is_content_addressed_and_idempotent(tmp_path):
     assert a.sha256[:16] in a.path.name
     assert a.rows == 3 and a.contract == "toxicity_scores" and a.version == "1.0"
     files = sorted(p.name for p in (tmp_path / "toxicity_scores").iterdir())
-    assert len(files) == 2 and not any(f.startswith(".tmp") for f in files)
+    assert len(files) == 2 and not any(f.startswith(".") for f in files)
 
 
 def test_round_trip_validates_on_read(tmp_path):
@@ -61,3 +73,68 @@ def test_missing_file_names_the_dataset_and_the_fix(tmp_path):
     m.path.unlink()
     with pytest.raises(DatasetMissingError, match="--rerun"):
         read_dataset(m)
+
+
+# A child process that is SIGKILLed in the middle of write_dataset: after the Parquet bytes are
+# written and fsynced, before the rename (the fault injected on purpose is the kill itself).
+_KILLED_WRITE = """
+import os, signal, sys
+import polars as pl
+import tasks.io
+os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+df = pl.DataFrame({"doc_id": ["k"], "source": ["news"], "n_lines": [1], "score": [0.3],
+                   "toxic": [False]})
+tasks.io.write_dataset(df, "toxicity_scores", sys.argv[1])
+"""
+
+
+def _age(path, seconds=3600):
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_killed_write_leaves_no_file_a_parquet_glob_reads_and_the_next_write_removes_it(tmp_path):
+    good = write_dataset(_scores(), "toxicity_scores", tmp_path)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(tmp_path)],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    folder = tmp_path / "toxicity_scores"
+    (left,) = [p for p in folder.iterdir() if p != good.path]
+    assert left.name.startswith(".toxicity_scores.") and left.name.endswith(".partial")
+    # the leftover is invisible to a reader that globs the dataset folder
+    assert pl.scan_parquet(folder / "*.parquet").collect().equals(_scores())
+
+    # a young leftover is kept (its writer may only just have created it) ...
+    write_dataset(_scores(n=1), "toxicity_scores", tmp_path)
+    assert left.exists()
+    # ... an old one whose writer is gone is removed by the next write, as is the old name
+    legacy = folder / ".tmp-abc123.parquet"
+    legacy.write_bytes(b"half a parquet file")
+    _age(left), _age(legacy)
+    write_dataset(_scores(n=2), "toxicity_scores", tmp_path)
+    assert not left.exists() and not legacy.exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_write_in_progress_is_never_removed(tmp_path):
+    folder = tmp_path / "toxicity_scores"
+    folder.mkdir()
+    busy = folder / ".toxicity_scores.live.partial"
+    with open(busy, "wb") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # what a writer in another process holds
+        _age(busy)
+        assert remove_stale_partials(folder) == []
+        write_dataset(_scores(), "toxicity_scores", tmp_path)
+        assert busy.exists()
+    assert remove_stale_partials(folder) == [busy]  # its writer let go without renaming
+
+
+def test_artifact_writes_use_partial_names_and_clean_up_their_own(tmp_path):
+    stale = tmp_path / ".hist.png.x1y2.partial"
+    other = tmp_path / ".other.bin.x1y2.partial"
+    for p in (stale, other):
+        p.write_bytes(b"x")
+        _age(p)
+    atomic_write_bytes(tmp_path / "hist.png", b"png")
+    assert (tmp_path / "hist.png").read_bytes() == b"png"
+    assert not stale.exists() and other.exists()  # only leftovers of the same artifact name
