@@ -15,15 +15,8 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, CachePolicy
 
-<<<<<<< HEAD
 from tasks.codegraph import CodeGraph
 from tasks.persist import VerifiedRecords
-=======
-from tasks.persist import VerifiedRecords
-
-
-CODE_AND_DATA = (".py", ".yaml")
->>>>>>> h13-2
 
 
 @dataclass
@@ -35,17 +28,7 @@ class ImportedCode(CachePolicy):
         return CodeGraph().code_key(task_ctx.task.fn.__module__)
 
 
-<<<<<<< HEAD
 def code_and_inputs() -> CachePolicy:
     """Cache on the task's inputs and on the code its module imports. A cached record is checked
     before Prefect loads it (see tasks/persist.py)."""
     return VerifiedRecords(policies=(INPUTS + ImportedCode()).policies)
-=======
-def code_and_inputs(*modules: str) -> CachePolicy:
-    """Cache on the task's inputs, its source and the source of `modules`.
-
-    A cached record is checked before Prefect loads it (see tasks.persist).
-    """
-    policy = INPUTS + TASK_SOURCE + SourceFiles(modules=tuple(modules) + ("tasks.io", "data_contracts"))
-    return VerifiedRecords(policies=policy.policies)
->>>>>>> h13-2
