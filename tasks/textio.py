@@ -27,7 +27,8 @@ FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # latin-1 decodes any byte: the last
 JSON_ARRAY_MESSAGE = ("this file is a JSON array, not JSON Lines (one JSON object per line); "
                       "convert it, e.g. with jq -c '.[]'")
 
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a bad byte
 
 
@@ -48,7 +49,7 @@ def _is_wide(name: str) -> bool:
 
 def sniff_text(data: bytes, declared: str = "utf-8") -> Sniffed:
     """The encoding to decode `data` with, by the rules of the module docstring."""
-    if _is_wide(declared):  # the user said UTF-16/32: NUL bytes are expected, the codec reads the BOM
+    if _is_wide(declared):  # declared UTF-16/32: NUL bytes are expected, the codec reads the BOM
         return Sniffed(declared)
     nul = data.find(b"\x00", 0, BINARY_SNIFF_BYTES)
     if nul >= 0:
@@ -107,7 +108,8 @@ def loads_line(line: str) -> Any:
     except json.JSONDecodeError as e:
         raise JsonLineError(f"{e.msg} at column {e.colno}") from None
     except RecursionError:
-        raise JsonLineError("nested too deeply to parse (beyond Python's recursion limit)") from None
+        raise JsonLineError("nested too deeply to parse (beyond Python's recursion limit)"
+                            ) from None
 
 
 def is_json_array(data: bytes) -> bool:
@@ -134,7 +136,8 @@ def is_json_array(data: bytes) -> bool:
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
 _LINE_BREAKING = re.compile(r"[\x0b\x0c]")  # vertical tab, form feed: page/line breaks in old texts
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # C0 (but tab, LF, CR), DEL, C1
-_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"  # zero-width space/non-joiner/joiner, word joiner, BOM
+# zero-width space, non-joiner, joiner; word joiner; BOM (zero-width no-break space)
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 
 
 def normalise_controls(text: str) -> tuple[str, int]:

@@ -31,7 +31,8 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.textio import JSON_ARRAY_MESSAGE, JsonLineError, is_blank, is_json_array, loads_line, sniff_text, strip_bom
+from tasks.textio import (JSON_ARRAY_MESSAGE, JsonLineError, is_blank, is_json_array, loads_line,
+                          sniff_text, strip_bom)
 
 PAYLOAD_MAX_CHARS = 2000
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape) or lone escapes

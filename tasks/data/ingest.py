@@ -210,8 +210,8 @@ def _normalise(rec: Record, checks: dict[str, int]) -> Record:
     checks["normalised"] += 1
     if is_blank(text):
         message = "text is empty after removing control characters (NUL, BEL, ANSI escapes, ...)"
-        return Record(rec.location, None, error=f"{rec.location}: {message}",
-                      payload=rec.text[:PAYLOAD_MAX_CHARS], record_id=rec.record_id, encoding=rec.encoding)
+        return replace(rec, text=None, title=None, url=None, error=f"{rec.location}: {message}",
+                       payload=rec.text[:PAYLOAD_MAX_CHARS])
     return replace(rec, text=text, title=title or None)
 
 

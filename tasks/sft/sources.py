@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.textio import JSON_ARRAY_MESSAGE, JsonLineError, is_json_array, loads_line
+
 STAGE = "sft_ingest"
 PAYLOAD_MAX_CHARS = 500
 RISK_CATEGORIES = ("illicit_criminal", "hateful_harmful", "unqualified_advice")
@@ -284,19 +286,24 @@ def _read_records(path: Path):
         for i, rec in enumerate(records, start=1):
             yield f"{path}:row {i}", i, rec, None
         return
-    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    data = path.read_bytes()
+    array = is_json_array(data)  # then every line says so, instead of one parse error each
+    for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         loc = f"{path}:line {n}"
+        if array:
+            yield loc, n, raw.decode("utf-8", "replace"), JSON_ARRAY_MESSAGE
+            continue
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             yield loc, n, raw.decode("utf-8", "replace"), f"invalid UTF-8 at byte {e.start} of the line"
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield loc, n, line, f"bad JSON: {e.msg} at column {e.colno}"
+            obj = loads_line(line)  # also accepts a byte-order mark, survives deep nesting
+        except JsonLineError as e:
+            yield loc, n, line, f"bad JSON: {e}"
             continue
         problem = None if isinstance(obj, dict) else f"JSON value is {type(obj).__name__}, expected an object"
         yield loc, n, obj, problem
