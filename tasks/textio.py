@@ -138,6 +138,8 @@ _LINE_BREAKING = re.compile(r"[\x0b\x0c]")  # vertical tab, form feed: page/line
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # C0 (but tab, LF, CR), DEL, C1
 # zero-width space, non-joiner, joiner; word joiner; BOM (zero-width no-break space)
 _INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+_VISIBLE = re.compile(f"[^\\s{_INVISIBLE}]")
+_ANY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # ESC (0x1b) included
 
 
 def normalise_controls(text: str) -> tuple[str, int]:
@@ -147,6 +149,8 @@ def normalise_controls(text: str) -> tuple[str, int]:
     separate lines or pages); every other C0/C1 control character (NUL, BEL, backspace, ...)
     and DEL is removed. Tab, newline and carriage return are text and stay.
     """
+    if not _ANY_CONTROL.search(text):  # the common case: one scan, nothing to do
+        return text, 0
     changed = 0
     for pattern, replacement in ((_ANSI_ESCAPE, ""), (_LINE_BREAKING, "\n"), (_CONTROL, "")):
         text, n = _subn_count(pattern, replacement, text)
@@ -168,4 +172,4 @@ def _subn_count(pattern: re.Pattern, replacement: str, text: str) -> tuple[str, 
 
 def is_blank(text: str) -> bool:
     """True for text with nothing visible: empty, whitespace, zero-width characters only."""
-    return not text.translate({ord(c): None for c in _INVISIBLE}).strip()
+    return _VISIBLE.search(text) is None
