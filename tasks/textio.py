@@ -1,5 +1,5 @@
-"""Reading a user's text bytes: encodings, byte-order marks, binary files, JSON lines, control
-characters. Pure code, shared by the corpus adapters and the SFT / preference file readers.
+"""Reading a user's text bytes: encodings, byte-order marks, binary files, JSON lines, CSV records,
+control characters. Pure code, shared by the corpus adapters and the SFT / preference readers.
 
 Encoding of a text file (`sniff_text`), in this order:
 1. a NUL byte in the first 8 KiB means a binary file (an image, an archive, or UTF-16/32 text),
@@ -17,8 +17,11 @@ Rows decoded by a fallback are flagged by their readers (``encoding=cp1252`` in 
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import json
 import re
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -127,6 +130,33 @@ def is_json_array(data: bytes) -> bool:
         return isinstance(json.loads(body.decode("utf-8", "replace")), list)
     except (ValueError, RecursionError):
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+def csv_records(text: str, delimiter: str = ",") -> Iterator[tuple[int, Any, str | None]]:
+    """(first line number, fields, None) per CSV record of `text`, or (line number, the raw
+    line, why) for a line where a record the csv module cannot parse starts: that one line is
+    given up and reading starts again on the next line, so a stray quote costs one row, not the
+    rest of the file. Quoted fields may still span lines.
+    """
+    lines = io.StringIO(text, newline="").readlines()  # split at \n, \r\n, \r, endings kept
+    start = 0
+    while start < len(lines):
+        # strict: a stray quote is an error, not a field that silently swallows the following rows
+        reader = csv.reader(iter(lines[start:]), delimiter=delimiter, strict=True)
+        done = 0  # lines consumed by the records read so far
+        try:
+            for row in reader:
+                yield start + done + 1, row, None
+                done = reader.line_num
+            return
+        except csv.Error as e:
+            bad = start + done
+            yield bad + 1, lines[bad], str(e)
+            start = bad + 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from tasks.results import StepOutput, write_artifact
 STAGE = "corpus"
 
 
-@task(name="ingest", cache_policy=code_and_inputs("tasks.data"), persist_result=True, retries=1)
+@task(name="ingest", cache_policy=code_and_inputs("tasks.data", "tasks.textio"), persist_result=True,
+      retries=1)
 def ingest_sources(specs: list[SourceSpec], cache_dir: str, max_docs_per_source: int | None,
                    seed: int, data_dir: str) -> StepOutput:
     """Read every source into raw_documents; unreadable or contract-breaking rows -> quarantine."""

@@ -31,8 +31,8 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.textio import (JSON_ARRAY_MESSAGE, JsonLineError, is_blank, is_json_array, loads_line,
-                          sniff_text, strip_bom)
+from tasks.textio import (JSON_ARRAY_MESSAGE, JsonLineError, csv_records, is_blank, is_json_array,
+                          loads_line, sniff_text, strip_bom)
 
 PAYLOAD_MAX_CHARS = 2000
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape) or lone escapes
@@ -204,9 +204,9 @@ def _text_file(read: Callable[..., Iterator[Record]]) -> Callable[..., Iterator[
 def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Iterator[Record]:
     text, locator = _decode(data, encoding)
     csv.field_size_limit(1 << 30)  # news articles exceed the default 128 KiB field limit
-    rows = _csv_rows(io.StringIO(strip_bom(text), newline="").readlines(), opts.delimiter)
+    rows = csv_records(strip_bom(text), opts.delimiter)
     line_no, header, problem = next(rows, (0, None, None))
-    if problem:
+    if problem is not None:
         yield _error(location, f"csv header unreadable: {problem}", text[:PAYLOAD_MAX_CHARS])
         return
     if header is None:
@@ -228,28 +228,6 @@ def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Ite
             yield _error(f"{location}:row {row_no}", message, row.rstrip("\r\n"))
             continue
         yield _csv_record(row, row_no, header, col, location, opts, locator, encoding)
-
-
-def _csv_rows(lines: list[str], delimiter: str) -> Iterator[tuple[int, Any, str | None]]:
-    """(first line number, fields, None) per CSV record of `lines` (line endings kept), or
-    (line number, the raw line, why) for a line where a record the csv module cannot parse
-    starts: that one line is given up and reading starts again on the next line, so a stray
-    quote costs one row, not the rest of the file.
-    """
-    start = 0
-    while start < len(lines):
-        # strict: a stray quote is an error, not a field that silently swallows the following rows
-        reader = csv.reader(iter(lines[start:]), delimiter=delimiter, strict=True)
-        done = 0  # lines consumed by the records read so far
-        try:
-            for row in reader:
-                yield start + done + 1, row, None
-                done = reader.line_num
-            return
-        except csv.Error as e:
-            bad = start + done
-            yield bad + 1, lines[bad], str(e)
-            start = bad + 1
 
 
 def _wanted(opts: CsvOptions | ParquetOptions) -> list[str]:

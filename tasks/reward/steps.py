@@ -42,8 +42,9 @@ HEAD_FILE = "reward_head.json"  # marks a model folder as a reward model
 
 
 @task(name="collect_preferences",
-      cache_policy=code_and_inputs("tasks.preferences", "tasks.sft.sampling", "tasks.sft.chat_format",
-                                   "models.generation", "tasks.corpus.toxicity"),
+      cache_policy=code_and_inputs("tasks.preferences", "tasks.textio", "tasks.sft.sampling",
+                                   "tasks.sft.chat_format", "models.generation",
+                                   "tasks.corpus.toxicity"),
       persist_result=True)
 def collect_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: str,
                  cfg: RewardConfig, toxicity: ToxicityConfig, seed: int, data_dir: str,

@@ -35,7 +35,7 @@ DIALOGUES, EXCLUDED, EXAMPLES, QUARANTINE = "sft_dialogues", "sft_excluded", "sf
 # What each task's cache hashes besides its own source: the modules it runs (not all of tasks.sft,
 # so a change to a dialogue source does not retrain, and a change to the loop does not re-read).
 SOURCES_CODE = ("tasks.sft.dataset", "tasks.sft.sources", "tasks.sft.synthetic", "tasks.sft.safety",
-                "tasks.sft.data")
+                "tasks.sft.data", "tasks.textio")
 FORMAT_CODE = ("tasks.sft.chat_format", "tasks.sft.tokenize")
 # (tasks.sft.steps: the tasks that train and sample share its _finetune helper)
 MODEL_CODE = (*FORMAT_CODE, "tasks.sft.sampling", "tasks.sft.steps", "models", "tasks.training")
