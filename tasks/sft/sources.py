@@ -254,18 +254,19 @@ def read_user_dialogues(path: Path, fmt: Literal["messages", "hh"], source: str,
         raise ValueError(f"unknown user dialogue format {fmt!r}; use 'messages' or 'hh'")
     if not path.is_file():
         raise FileNotFoundError(f"user dialogue file {path} does not exist")
-    rows, quarantine, seen = [], [], set()
+    rows, quarantine, seen = [], [], {}  # dialogue id -> location of its first record
     for location, n, obj, error in _read_records(path):
         try:
             if error:
                 raise ValueError(error)
             row = _user_row(obj, fmt, source, cfg, f"{source}:{path.name}:{n}", location)
             if row["dialogue_id"] in seen:
-                raise ValueError(f"duplicate dialogue id {row['dialogue_id']!r}")
+                raise ValueError(f"duplicate dialogue id {row['dialogue_id']!r}, first at "
+                                 f"{seen[row['dialogue_id']]}")
         except ValueError as e:
             quarantine.append(quarantine_record(source, location, str(e), obj))
             continue
-        seen.add(row["dialogue_id"])
+        seen[row["dialogue_id"]] = location
         rows.append(row)
     stats = {"records_in": len(rows) + len(quarantine), "kept": len(rows), "quarantined": len(quarantine),
              "kept_train": sum(r["split"] == "train" for r in rows),

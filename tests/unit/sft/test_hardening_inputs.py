@@ -35,3 +35,12 @@ def test_json_array_file_says_so_on_every_line(tmp_path):
     assert rows == [] and stats["records_in"] == stats["quarantined"] == 1
     assert quarantine[0]["error"] == JSON_ARRAY_MESSAGE
     assert quarantine[0]["location"] == f"{path}:line 1"
+
+
+def test_duplicate_id_names_the_first_record(tmp_path):
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps({"id": "a"} | DIALOGUE) + "\n" for _ in range(2)))
+    rows, quarantine, stats = _read(path)
+    assert [r["location"] for r in rows] == [f"{path}:line 1"]
+    assert quarantine[0]["error"] == f"duplicate dialogue id 'mine:a', first at {path}:line 1"
+    assert (stats["records_in"], stats["kept"], stats["quarantined"]) == (2, 1, 1)
