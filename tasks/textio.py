@@ -2,8 +2,9 @@
 control characters. Pure code, shared by the corpus adapters and the SFT / preference readers.
 
 Encoding of a text file (`sniff_text`), in this order:
-1. a NUL byte in the first 8 KiB means a binary file (an image, an archive, or UTF-16/32 text),
-   which is reported as such instead of being decoded into garbage;
+1. a NUL byte in the first 8 KiB, or more than 5 % of it in other control bytes (not tab, line
+   breaks or ESC), means a binary file (an image, an archive, or UTF-16/32 text), which is
+   reported as such instead of being decoded into garbage;
 2. a file that starts with a UTF-8 byte-order mark, or decodes as UTF-8, is UTF-8 (the mark is
    not part of the text);
 3. otherwise the source's declared `encoding`, when it is not UTF-8 and decodes the file;
@@ -26,6 +27,8 @@ from typing import Any, NamedTuple
 
 UTF8_BOM = b"\xef\xbb\xbf"
 BINARY_SNIFF_BYTES = 8192
+BINARY_CONTROL_SHARE = 0.05  # random (compressed) bytes hold ~9 %, text next to none
+_BINARY_BYTES = bytes([*range(0x01, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
 FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # latin-1 decodes any byte: the last resort
 JSON_ARRAY_MESSAGE = ("this file is a JSON array, not JSON Lines (one JSON object per line); "
                       "convert it, e.g. with jq -c '.[]'")
@@ -58,6 +61,11 @@ def sniff_text(data: bytes, declared: str = "utf-8") -> Sniffed:
     if nul >= 0:
         return Sniffed(None, f"binary file, not text (NUL byte at byte offset {nul}); if it is "
                              "UTF-16 or UTF-32 text, save it as UTF-8 or set the source's encoding")
+    head = data[:BINARY_SNIFF_BYTES]
+    controls = len(head) - len(head.translate(None, _BINARY_BYTES))
+    if controls > BINARY_CONTROL_SHARE * len(head):
+        return Sniffed(None, f"binary file, not text ({controls} of its first {len(head)} bytes "
+                             "are control bytes)")
     has_bom = data.startswith(UTF8_BOM)
     try:
         data.decode("utf-8")

@@ -6,6 +6,7 @@ quarantined with its file and line, and rows_in = kept + quarantined counts ever
 from __future__ import annotations
 
 import json
+import random
 
 from prefect import flow
 
@@ -13,7 +14,7 @@ from tasks.corpus.steps import ingest_sources
 from tasks.data.catalog import SourceSpec
 from tasks.data.ingest import ingest
 from tasks.io import read_dataset
-from tasks.textio import JSON_ARRAY_MESSAGE, normalise_controls, sniff_text
+from tasks.textio import JSON_ARRAY_MESSAGE, is_json_array, normalise_controls, sniff_text
 
 BOM = b"\xef\xbb\xbf"
 
@@ -112,6 +113,11 @@ def test_sniffing_rules():
     assert sniff_text(BOM + b"caf\xe9") == ("utf-8", None)  # a BOM says UTF-8
     assert sniff_text("hi".encode("utf-16"), "utf-16") == ("utf-16", None)
     assert sniff_text("hi".encode("utf-16")).binary.startswith("binary file")
+    rng = random.Random(0)
+    noise = bytes(rng.randrange(1, 256) for _ in range(4096))  # random bytes without a NUL
+    assert sniff_text(noise).binary.startswith("binary file, not text (")
+    assert sniff_text(b"log \x1b[31mred\x1b[0m bell\x07\n" * 50).binary is None
+    assert not is_json_array(b"[" * 100_000 + b"\n")  # too deep to parse: not an array file
 
 
 # ---- 3. a line nested 100,000 deep is one quarantined line, not a crash ----------------------
