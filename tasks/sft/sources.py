@@ -24,6 +24,7 @@ from tasks.chat.hh import parse_hh_transcript
 from tasks.chat.prompt import RISK_CATEGORIES
 from tasks.records import assign_split, quarantine_record
 
+from tasks.textio import JSON_ARRAY_MESSAGE, JsonLineError, is_json_array, loads_line
 Excluded = tuple[dict, str, str]  # (dialogue row, reason, detail)
 
 
@@ -192,18 +193,19 @@ def read_user_dialogues(path: Path, fmt: Literal["messages", "hh"], source: str,
         raise ValueError(f"unknown user dialogue format {fmt!r}; use 'messages' or 'hh'")
     if not path.is_file():
         raise FileNotFoundError(f"user dialogue file {path} does not exist")
-    rows, quarantine, seen = [], [], set()
+    rows, quarantine, seen = [], [], {}  # dialogue id -> location of its first record
     for location, n, obj, error in _read_records(path):
         try:
             if error:
                 raise ValueError(error)
             row = _user_row(obj, fmt, source, cfg, f"{source}:{path.name}:{n}", location)
             if row["dialogue_id"] in seen:
-                raise ValueError(f"duplicate dialogue id {row['dialogue_id']!r}")
+                raise ValueError(f"duplicate dialogue id {row['dialogue_id']!r}, first at "
+                                 f"{seen[row['dialogue_id']]}")
         except ValueError as e:
             quarantine.append(quarantine_record(source, location, str(e), obj))
             continue
-        seen.add(row["dialogue_id"])
+        seen[row["dialogue_id"]] = location
         rows.append(row)
     stats = {"records_in": len(rows) + len(quarantine), "kept": len(rows), "quarantined": len(quarantine),
              "kept_train": sum(r["split"] == "train" for r in rows),
@@ -224,19 +226,24 @@ def _read_records(path: Path):
         for i, rec in enumerate(records, start=1):
             yield f"{path}:row {i}", i, rec, None
         return
-    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    data = path.read_bytes()
+    array = is_json_array(data)  # then every line says so, instead of one parse error each
+    for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         loc = f"{path}:line {n}"
+        if array:
+            yield loc, n, raw.decode("utf-8", "replace"), JSON_ARRAY_MESSAGE
+            continue
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             yield loc, n, raw.decode("utf-8", "replace"), f"invalid UTF-8 at byte {e.start} of the line"
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield loc, n, line, f"bad JSON: {e.msg} at column {e.colno}"
+            obj = loads_line(line)  # also accepts a byte-order mark, survives deep nesting
+        except JsonLineError as e:
+            yield loc, n, line, f"bad JSON: {e}"
             continue
         problem = None if isinstance(obj, dict) else f"JSON value is {type(obj).__name__}, expected an object"
         yield loc, n, obj, problem

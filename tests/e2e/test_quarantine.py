@@ -1,5 +1,6 @@
 """Malformed user input through the real corpus flow: every bad row lands in quarantine with
-its file, line and reason, is counted, and nothing else is lost."""
+its file, line and reason, is counted, and nothing else is lost; a file that is not UTF-8 is
+read with the cp1252 fallback and its non-ASCII rows flagged."""
 
 import json
 
@@ -31,7 +32,7 @@ def user_jsonl(tmp_path_factory):
         json.dumps({"body": "no text field"}).encode(),  # missing field (line 3)
         json.dumps({"text": 42}).encode(),  # wrong type (line 4)
         json.dumps({"text": "   "}).encode(),  # empty text (line 5)
-        b'{"text": "caf\xe9 au lait"}',  # invalid UTF-8 (line 6)
+        b'{"text": "caf\xe9 au lait"}',  # not UTF-8 (line 6): the file is read as cp1252
         json.dumps({"text": GOOD.replace("water", "power")}).encode(),
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -47,19 +48,21 @@ def test_malformed_rows_are_quarantined_counted_and_nothing_else_lost(user_jsonl
     outputs = {k: Manifest.model_validate(v) for k, v in result["outputs"].items()}
 
     quarantine = read_dataset(outputs["quarantine"]).filter(source="mine")
-    assert quarantine.height == 5
+    assert quarantine.height == 4
     locations = " ".join(quarantine["location"])
-    for line in (2, 3, 4, 5, 6):
+    for line in (2, 3, 4, 5):
         assert f"mine.jsonl:line {line}" in locations
     errors = " | ".join(quarantine["error"]).lower()
-    for word in ("bad json", "missing", "expected a string", "whitespace", "invalid utf-8"):
+    for word in ("bad json", "missing", "expected a string", "whitespace"):
         assert word in errors, word
 
     raw = read_dataset(outputs["raw_documents"]).filter(source="mine")
-    assert raw.height == 2  # both good lines were read
+    assert raw.height == 3  # both good lines, and line 6 decoded by the cp1252 fallback
+    assert raw.filter(text="café au lait")["location"].to_list() == [
+        f"{user_jsonl}:line 6 encoding=cp1252"]
     kept = read_dataset(outputs["documents"]).filter(source="mine").height
     dropped = read_dataset(outputs["documents_excluded"]).filter(source="mine").height
-    assert kept + dropped == 2
+    assert kept + dropped == 3
 
     cfg = load_config("tiny")
     metrics = MlflowClient(tracking_uri(cfg.run_dir)).get_run(result["mlflow_run_id"]).data.metrics

@@ -161,19 +161,20 @@ def test_csv_missing_column_is_one_error_for_the_file():
 
 
 def test_csv_ragged_row_and_invalid_utf8_name_row_and_byte_offset():
-    data = b"id,text\n1,good\n2,too,many\n3,caf\xe9 au lait\n4,also good\n"
+    # row 1 makes this a UTF-8 file (two valid sequences) with one damaged byte in row 3
+    data = b"id,text\n1,na\xc3\xafve caf\xc3\xa9\n2,too,many\n3,caf\xe9 au lait\n4,also good\n"
     records = list(read_csv(data, "mine.csv", "utf-8", CsvOptions(id_column="id")))
-    assert [r.text for r in records] == ["good", None, None, "also good"]
+    assert [r.text for r in records] == ["naïve café", None, None, "also good"]
     assert records[1].error == "mine.csv:row 2: row has 3 fields, header has 2"
     offset = data.index(b"\xe9")
     assert records[2].error == f"mine.csv:row 3 id=3: invalid utf-8 at byte offset {offset}"
 
 
 def test_csv_stray_quote_is_an_error_not_a_field_that_swallows_the_rest():
-    records = list(read_csv(b'text\nok\n"a"b\nnever read\n', "q.csv", "utf-8", CsvOptions()))
-    assert records[0].text == "ok" and len(records) == 2
-    assert records[1].error.startswith("q.csv:row 2: csv parse error near line 3")
-    assert records[1].error.endswith("the rest of the file is unread")
+    records = list(read_csv(b'text\nok\n"a"b\nread again\n', "q.csv", "utf-8", CsvOptions()))
+    assert [r.text for r in records] == ["ok", None, "read again"]
+    assert records[1].error.startswith("q.csv:row 2: csv quoting error at line 3")
+    assert records[1].error.endswith("this line is quarantined and reading resumes at line 4")
 
 
 def test_jsonl_non_object_and_lone_surrogate():
@@ -207,7 +208,8 @@ def test_parquet_rows_nulls_wrong_types_and_unreadable_files():
 
 
 def test_txt_file_invalid_utf8_names_the_offset_and_empty_file_is_an_error():
-    [bad] = read_txt_folder(b"hello \xc3\x28 world", "a.txt", "utf-8", TxtFolderOptions())
+    # "é" twice: a UTF-8 file with one damaged byte, not a legacy encoding
+    [bad] = read_txt_folder(b"hello \xc3\x28 world \xc3\xa9\xc3\xa9", "a.txt", "utf-8", TxtFolderOptions())
     assert bad.error == "a.txt: invalid utf-8 at byte offset 6" and bad.text is None
     [empty] = read_txt_folder(b"\n\n", "b.txt", "utf-8", TxtFolderOptions())
     assert empty.error == "b.txt: file text is only whitespace"

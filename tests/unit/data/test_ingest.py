@@ -27,7 +27,7 @@ def test_malformed_jsonl_lines_go_to_quarantine_with_file_and_line(tmp_path):
              GOOD[1],
              b'{"text": 42}',                               # line 5: a number as text
              b'{"text": ""}',                               # line 6: empty text
-             b'{"text": "caf\xe9"}',                        # line 7: invalid UTF-8
+             b'{"text": "\xc3\xa9t\xc3\xa9 caf\xe9"}',        # line 7: invalid UTF-8 in a UTF-8 file
              GOOD[2]]
     data = b"\n".join(lines) + b"\n"
     path = tmp_path / "mine.jsonl"
@@ -51,7 +51,7 @@ def test_malformed_jsonl_lines_go_to_quarantine_with_file_and_line(tmp_path):
     assert quarantine["location"].to_list() == [f"{path}:line {n}" for n in (2, 3, 5, 6, 7)]
     assert set(quarantine["stage"]) == {"ingest"} and set(quarantine["source"]) == {"mine"}
     assert quarantine["payload"][2] == '{"text": 42}'
-    assert quarantine["payload"][4] == '{"text": "caf\ufffd"}'
+    assert quarantine["payload"][4] == '{"text": "été caf\ufffd"}'
     assert (stats["in_mine"], stats["kept_mine"], stats["quarantined_mine"]) == (8, 3, 5)
     assert stats["rows_in"] == stats["rows_kept"] + stats["rows_quarantined"] == 8
 
