@@ -2,12 +2,16 @@
 
 `load_config("tiny")` reads configs/tiny.yaml, applies `key.path=value` overrides and
 validates everything up front, so a typo fails at flow entry with the file and the key
-named, not an hour into a run. Unknown keys are rejected everywhere (extra="forbid").
+named, not an hour into a run. Unknown keys are rejected everywhere (extra="forbid"), types
+are strict (a bool is not a number, "30" in a YAML file is not an int), the input files a preset
+names must exist, and source names must be unique (tasks/config_checks.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +24,7 @@ from tasks.corpus.pii import PiiConfig
 from tasks.corpus.quality import QualityConfig
 from tasks.corpus.sampling import SamplingConfig
 from tasks.judges.toxicity import ToxicityConfig
+from tasks.config_checks import input_problems, resolve_input_paths
 from tasks.data.catalog import SourceSpec
 from tasks.pretrain.shards import ShardConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
@@ -132,7 +137,7 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "catalog")
         raise ConfigError(f"no preset '{preset}' ({path} does not exist); known presets: {known}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -140,10 +145,21 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     raw.setdefault("preset", path.stem)
     for item in overrides:
         _apply_override(raw, item)
+    # Input files named relative to the preset resolve against its folder, wherever the
+    # process runs (a Prefect worker's working directory is not the user's shell's).
+    resolve_input_paths(raw, path.parent.resolve())
     try:
-        return RecipeConfig.model_validate(raw).resolved()
+        # JSON mode, strict: what a YAML file can say (str -> Path, int -> float, a list ->
+        # tuple) is accepted; lax coercions (true -> 1, "30" -> 30, 2.0 -> 2) are not.
+        cfg = RecipeConfig.model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as exc:
         raise ConfigError(_explain(path, exc)) from None
+    cfg = cfg.resolved()
+    problems = input_problems(cfg)
+    if problems:
+        raise ConfigError("\n".join([f"{path}: invalid configuration ({len(problems)} problem(s)):",
+                                      *(f"  - {p}" for p in problems)]))
+    return cfg
 
 
 def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
@@ -169,7 +185,19 @@ def _apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override '{item}': '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    node[parts[-1]] = yaml.load(value, Loader=_Loader)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); YAML 1.2 and every user read
+    it as a number, and the strict config models would reject the string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _explain(path: Path, exc: ValidationError) -> str:

@@ -61,7 +61,7 @@ class SourceSpec(BaseModel):
         if adapter is None:  # the adapter itself was invalid and is reported on its own
             return value
         try:
-            get_adapter(adapter).options(**value)
+            get_adapter(adapter).options.model_validate(value, strict=True)  # true is not 1
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             allowed = sorted(get_adapter(adapter).options.model_fields)

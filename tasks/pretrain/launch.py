@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.preset, args.set)
     configure_environment(cfg.run_dir, cfg.pretrain.train.threads)
     from models.llama import Llama, LlamaConfig
+    from models.seeding import seeded
     from tasks.pretrain.shards import load_shards
     from tasks.tracking import InMemoryLogger, attach_run, open_run
     from tasks.training.data import TokenBatches
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     train_tokens, val_tokens, meta = load_shards(args.shards)
     model_cfg = {**cfg.pretrain.model_config_dict(), "vocab_size": int(meta["vocab_size"])}
-    model = Llama(LlamaConfig(**model_cfg))
     t = cfg.pretrain.train
+    with seeded(t.seed):  # every rank starts from the same weights, run after run
+        model = Llama(LlamaConfig(**model_cfg))
     if rank != 0:
         logger = InMemoryLogger()
     elif args.mlflow_run_id:

@@ -9,6 +9,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from models.llama import Llama, LlamaConfig
+from models.seeding import seeded
 from tasks.caching import code_and_inputs
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset
@@ -56,7 +57,7 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
     out_dir = Path(run_dir) / "artifacts" / "pretrain" / (
         "train-" + parts_key(sha256_of(Path(shards_manifest)), json.dumps(config.to_dict(), sort_keys=True),
                         cfg.model_dump_json()))
-    torch_model = Llama(config)
+    torch_model = build_model(config, cfg.seed)
     get_run_logger().info("pretraining %.2fM parameters for %d steps (%d tokens/step) in %s",
                           torch_model.num_params() / 1e6, cfg.max_steps, cfg.tokens_per_step, out_dir)
     stats = train(
@@ -78,4 +79,10 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
     return StepOutput(stats=out, artifacts={"loss_curve.png": str(out_dir / LOSS_CURVE),
                                             "model_dir": str(model_dir)})
 
+
+def build_model(config: LlamaConfig, seed: int) -> Llama:
+    """A fresh Llama whose initial weights depend only on `seed` (the training config's), so
+    two fresh runs with the same inputs train the same weights."""
+    with seeded(seed):
+        return Llama(config)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import sentencepiece as spm
-import torch
 from prefect import task
 from prefect.logging import get_run_logger
 
 from models.losses import margins_for
 from models.reward import RewardModel
+from models.seeding import seeded
 from tasks.caching import code_and_inputs
 from tasks.judges.toxicity import ToxicityConfig, make_scorer
 from tasks.hashing import parts_key, sha256_of
@@ -78,8 +78,8 @@ def train_reward_model(pairs: Manifest, rm: str, rm_cfg: RewardModelConfig, sft_
     encoded, too_long, enc_stats = encode_pairs(rows, processor, t.seq_len, margins)
     batches = PairBatches(encoded, t.batch_size, t.seq_len, seed=t.seed)
     run_cfg = rm_cfg.training.resolve(len(encoded))
-    torch.manual_seed(t.seed)  # the scalar head's initial weights: same seed, same model
-    model = RewardModel.from_llama(load_model(Path(sft_dir)), aux_weight=rm_cfg.safety_aux_weight)
+    with seeded(t.seed):  # the scalar head's initial weights: same seed, same model
+        model = RewardModel.from_llama(load_model(Path(sft_dir)), aux_weight=rm_cfg.safety_aux_weight)
     key = parts_key(pairs.sha256, rm, rm_cfg.model_dump_json(), sha256_of(Path(sft_dir) / MODEL_FILE),
                str(seed))
     out_dir = Path(run_dir) / "artifacts" / "reward" / f"{label}-{key}"  # keyed by inputs: resumable

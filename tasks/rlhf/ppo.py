@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.generation import generate
 from models.llama import Llama
+from models.seeding import seeded
 from models.ppo import (
     PolicyWithValue,
     RunningWhitener,
@@ -153,7 +154,8 @@ def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     reference.eval().requires_grad_(False)
-    model = PolicyWithValue(policy)
+    with seeded(cfg.seed):  # the value head is zeroed, but its nn.Linear draws on construction
+        model = PolicyWithValue(policy)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=tuple(cfg.betas), eps=cfg.eps)
     whitener = RunningWhitener(cfg.whiten_window)

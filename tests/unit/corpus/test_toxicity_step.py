@@ -6,7 +6,7 @@ import polars as pl
 from prefect import flow
 
 from tasks.corpus.steps import toxicity_step
-from tasks.corpus.toxicity import ToxicityConfig
+from tasks.judges.toxicity import ToxicityConfig
 from tasks.io import write_dataset
 
 
