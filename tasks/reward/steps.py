@@ -34,6 +34,7 @@ from tasks.sft.sampling import load_model, make_answer_fn
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE, load_weights, read_config
 from tasks.training.loop import train
+from tasks.training.rerun import set_aside_if_forced
 
 PAIRS, PAIRS_EXCLUDED = "preference_pairs", "preference_excluded"
 RM_CODE = ("models", "tasks.training", "tasks.reward", "tasks.sft.chat_format", "tasks.reward.steps")
@@ -116,6 +117,7 @@ def train_reward_model(pairs: Manifest, rm: str, rm_cfg: RewardModelConfig, sft_
     get_run_logger().info("%s RM: %d pairs (%d too long), %d steps, into %s", rm, len(encoded),
                           len(too_long), run_cfg.max_steps, out_dir)
     logger = attach_run(Path(run_dir), mlflow_run_id)
+    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     stats = train(model, batches, run_cfg, PrefixedLogger(logger, f"{label}/"), out_dir)
     folder = export_model(Path(stats["checkpoint"]), out_dir / "model")
     (folder / HEAD_FILE).write_text(json.dumps({"head": "reward", "rm": rm, "margin": rm_cfg.margin,

@@ -45,6 +45,7 @@ from tasks.sft.sampling import load_model, make_answer_fn
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, save_weights
 from tasks.pretrain.steps import export_model
+from tasks.training.rerun import set_aside_if_forced
 
 SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
 CODE = ("models", "tasks.training", "tasks.rlhf", "tasks.sft.chat_format", "tasks.sft.sampling",
@@ -242,6 +243,7 @@ def finetune_on(examples: pl.DataFrame, init_dir: str, ft: FinetuneConfig, fmt: 
                 processor, out_dir: Path, logger) -> tuple[dict, Path]:
     """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, model folder)."""
     model = load_model(Path(init_dir)).train()
+    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     loop, pack = finetune(model, examples, examples.clear(), ft, pad_id=0,
                           separator=fmt.separator_ids(processor), logger=logger, out_dir=out_dir)
     folder = export_model(Path(loop["checkpoint"]), out_dir / "model")
