@@ -5,7 +5,8 @@ runs: they would stay RUNNING forever. Every run is therefore tagged with the pr
 opened it (pid, host and the process's start time, so that a reused pid does not look alive),
 and whenever a run is opened, RUNNING runs of the experiment whose process is gone are ended
 as KILLED, with a tag that says why. A new top-level run that follows such a killed run (same
-stage, same resolved config) says which run it continues.
+stage, same resolved config) says which run it continues, and that run says which run continued
+it.
 
 A Prefect retry keeps the flow-run id, so the retried pipeline finds its parent MLflow run by
 the `prefect.flow_run_id` tag and continues it instead of opening a second one.
@@ -23,6 +24,7 @@ HOST_TAG = "recipe.host"
 PROCESS_START_TAG = "recipe.process_start"
 CONFIG_TAG = "recipe.config_sha256"  # the resolved config: a run continues one with the same
 CONTINUES_TAG = "recipe.continues"  # run id of the killed run this one continues
+CONTINUED_BY_TAG = "recipe.continued_by"  # on the killed run: the run that continues it
 ENDED_TAG = "recipe.ended"  # why a run was ended by another process
 ATTEMPT_TAG = "recipe.attempt"  # 1, then 2, 3 ... for each Prefect retry of the same flow run
 FLOW_RUN_TAG = "prefect.flow_run_id"
@@ -82,13 +84,18 @@ def end_orphaned_runs(client, experiment_id: str) -> list:
     return ended
 
 
-def continued_run(ended: list, tags: dict[str, str]):
-    """Among runs just ended as KILLED, the latest top-level one a new top-level run with `tags`
-    continues (same stage, same config), or None."""
-    same = [r for r in ended if PARENT_TAG not in r.data.tags
-            and r.data.tags.get("stage") == tags.get("stage")
-            and r.data.tags.get(CONFIG_TAG) == tags.get(CONFIG_TAG)]
-    return max(same, key=lambda r: r.info.start_time, default=None)
+def continued_run(client, experiment_id: str, tags: dict[str, str]):
+    """The killed top-level run a new top-level run with `tags` continues: the latest run ended
+    as KILLED (by `end_orphaned_runs`) with the same stage and config that no run continues
+    yet; or None."""
+    if not tags.get(CONFIG_TAG):
+        return None
+    runs = client.search_runs(
+        [experiment_id], f"attributes.status = 'KILLED' and tags.stage = '{tags.get('stage', '')}' "
+                         f"and tags.`{CONFIG_TAG}` = '{tags[CONFIG_TAG]}'",
+        order_by=["attributes.start_time DESC"], max_results=50)
+    return next((r for r in runs if ENDED_TAG in r.data.tags and PARENT_TAG not in r.data.tags
+                 and CONTINUED_BY_TAG not in r.data.tags), None)
 
 
 def continues_note(run) -> str:

@@ -193,7 +193,7 @@ def open_run(
     client = MlflowClient(uri)
     experiment_id = _experiment_id(client, run_dir, preset)
     tables = run_dir / "mlflow" / "tables"
-    ended = mlflow_runs.end_orphaned_runs(client, experiment_id)
+    mlflow_runs.end_orphaned_runs(client, experiment_id)
     if continue_flow_run:
         earlier = mlflow_runs.find_flow_run_run(client, experiment_id, tags.get(mlflow_runs.FLOW_RUN_TAG),
                                                 tags.get("stage", ""))
@@ -206,14 +206,15 @@ def open_run(
         all_tags["mlflow.source.git.commit"] = commit
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    else:
-        killed = mlflow_runs.continued_run(ended, all_tags)
-        if killed is not None:
-            all_tags[mlflow_runs.CONTINUES_TAG] = killed.info.run_id
-            description += mlflow_runs.continues_note(killed)
+    killed = None if parent_run_id else mlflow_runs.continued_run(client, experiment_id, all_tags)
+    if killed is not None:
+        all_tags[mlflow_runs.CONTINUES_TAG] = killed.info.run_id
+        description += mlflow_runs.continues_note(killed)
     if description:
         all_tags["mlflow.note.content"] = description
     run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+    if killed is not None:
+        client.set_tag(killed.info.run_id, mlflow_runs.CONTINUED_BY_TAG, run.info.run_id)
     return MlflowLogger(client, run.info.run_id, tables)
 
 
