@@ -249,7 +249,7 @@ def test_every_registered_version_loads_the_weights_its_task_trained(first_run, 
     digests = {}
     for mv in versions:
         local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(tmp_path / mv.name / mv.version),
+            artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(tmp_path / mv.name / str(mv.version)),
             tracking_uri=uri))
         digest = sha256_of(local / "model.safetensors")
         assert digest == sha256_of(Path(mv.tags["trained_folder"]) / "model.safetensors"), (mv.name, mv.version)
