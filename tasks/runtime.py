@@ -36,6 +36,8 @@ def configure_environment(run_dir: Path | None = None, threads: int = 2) -> Path
         "MPLBACKEND": "Agg",
         "GIT_PYTHON_REFRESH": "quiet",
         "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",  # e.g. the PPO trainer's per-iteration lines
+        # the report and model cards download artifacts: one progress bar per file is noise
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, str(value))

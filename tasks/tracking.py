@@ -9,6 +9,7 @@ through `MlflowClient` with explicit run ids rather than the fluent API's thread
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any, Iterator, Protocol
 
 import polars as pl
 
+from tasks import mlflow_runs
+from tasks.hashing import sha256_of
 from tasks.io import Manifest, read_dataset
 from tasks.results import StepOutput
 
@@ -172,8 +175,14 @@ def open_run(
     tags: dict[str, str],
     parent_run_id: str | None = None,
     description: str = "",
+    continue_flow_run: bool = False,
 ) -> MlflowLogger:
-    """Create a run (nested under `parent_run_id` if given) in the preset's experiment."""
+    """Create a run (nested under `parent_run_id` if given) in the preset's experiment.
+
+    Runs left RUNNING by a killed process are ended first (KILLED; see mlflow_runs.py), and a new
+    top-level run says which of them it continues. With `continue_flow_run`, the run this
+    Prefect flow run (tag `prefect.flow_run_id`) opened before, if any, is continued instead:
+    a Prefect retry of a failed pipeline keeps one parent run."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -182,24 +191,41 @@ def open_run(
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    name = experiment_name(preset)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        artifacts = (run_dir / "mlflow" / "artifacts").resolve()
-        artifacts.mkdir(parents=True, exist_ok=True)
-        experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
-    else:
-        experiment_id = experiment.experiment_id
-    all_tags = {"preset": preset, **tags}
+    experiment_id = _experiment_id(client, run_dir, preset)
+    tables = run_dir / "mlflow" / "tables"
+    mlflow_runs.end_orphaned_runs(client, experiment_id)
+    if continue_flow_run:
+        earlier = mlflow_runs.find_flow_run_run(client, experiment_id, tags.get(mlflow_runs.FLOW_RUN_TAG),
+                                                tags.get("stage", ""))
+        if earlier is not None:
+            mlflow_runs.reopen(client, earlier)
+            return MlflowLogger(client, earlier.info.run_id, tables)
+    all_tags = {"preset": preset, **tags, **mlflow_runs.owner_tags()}
     commit = git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
+    killed = None if parent_run_id else mlflow_runs.continued_run(client, experiment_id, all_tags)
+    if killed is not None:
+        all_tags[mlflow_runs.CONTINUES_TAG] = killed.info.run_id
+        description += mlflow_runs.continues_note(killed)
     if description:
         all_tags["mlflow.note.content"] = description
     run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
-    return MlflowLogger(client, run.info.run_id, run_dir / "mlflow" / "tables")
+    if killed is not None:
+        client.set_tag(killed.info.run_id, mlflow_runs.CONTINUED_BY_TAG, run.info.run_id)
+    return MlflowLogger(client, run.info.run_id, tables)
+
+
+def _experiment_id(client, run_dir: Path, preset: str) -> str:
+    name = experiment_name(preset)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = (run_dir / "mlflow" / "artifacts").resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(name, artifact_location=artifacts.as_uri())
 
 
 def attach_run(run_dir: Path, run_id: str) -> MlflowLogger:
@@ -213,20 +239,39 @@ def attach_run(run_dir: Path, run_id: str) -> MlflowLogger:
 
 
 def register_model(logger: MlflowLogger, folder: Path, name: str, description: str) -> str:
-    """Log a model folder (safetensors + config) as the run's `model` artifact and register it
-    as a new version of `name`; returns the version number."""
+    """Log a model folder (safetensors + config) into the run at `models/<name>/<digest>` and
+    register it as a new version of `name`; returns the version number.
+
+    The path is content-addressed (digest of the folder's files), so every version has its own
+    folder that no later registration overwrites, even when one run registers several models
+    (the two reward models) or one model several times (an RLHF round each)."""
     from mlflow.exceptions import MlflowException
 
     client = logger.client
-    client.log_artifacts(logger.run_id, str(folder), "model")
+    digest = folder_sha256(folder)
+    artifact_path = f"models/{name}/{digest[:16]}"
+    client.log_artifacts(logger.run_id, str(folder), artifact_path)
     try:
         client.create_registered_model(name, description=description)
     except MlflowException as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
-    version = client.create_model_version(
-        name, source=f"{logger.artifact_uri}/model", run_id=logger.run_id, description=description)
+    tags = {"folder_sha256": digest, "trained_folder": str(Path(folder).resolve())}
+    weights = Path(folder) / "model.safetensors"
+    if weights.exists():
+        tags["weights_sha256"] = sha256_of(weights)
+    version = client.create_model_version(name, source=f"{logger.artifact_uri}/{artifact_path}",
+                                          run_id=logger.run_id, description=description, tags=tags)
     return version.version
+
+
+def folder_sha256(folder: Path) -> str:
+    """One digest over a folder's files (relative names and contents), in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(sha256_of(path).encode() + b"\0")
+    return digest.hexdigest()
 
 
 def git_commit() -> str | None:
@@ -253,9 +298,11 @@ def stage_run(cfg, stage: str, parent_run_id: str | None, flow_run_id: str | Non
         cfg.run_dir,
         cfg.preset,
         run_name=stage,
-        tags={"stage": stage, "prefect.flow_run_id": str(flow_run_id or "")},
+        tags={"stage": stage, "prefect.flow_run_id": str(flow_run_id or ""),
+              mlflow_runs.CONFIG_TAG: mlflow_runs.config_sha256(cfg)},
         parent_run_id=parent_run_id,
         description=description,
+        continue_flow_run=parent_run_id is None,  # a retried stage flow run keeps its run
     )
     try:
         yield logger

@@ -22,6 +22,7 @@ from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches
 from tasks.training.loop import LOSS_CURVE, train
 from tasks.training.model_io import export_model
+from tasks.training.rerun import set_aside_if_forced
 
 
 @task(name="token_shards", cache_policy=code_and_inputs(),
@@ -60,6 +61,7 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
     torch_model = build_model(config, cfg.seed)
     get_run_logger().info("pretraining %.2fM parameters for %d steps (%d tokens/step) in %s",
                           torch_model.num_params() / 1e6, cfg.max_steps, cfg.tokens_per_step, out_dir)
+    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     stats = train(
         torch_model,
         TokenBatches(train_tokens, cfg.batch_size, cfg.seq_len, seed=cfg.seed),

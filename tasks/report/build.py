@@ -83,7 +83,9 @@ def build_report(client, parent_run_id: str, out: Path) -> Path:
     parent = client.get_run(parent_run_id)
     experiment = parent.info.experiment_id
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    by_stage = {r.info.run_name: r for r in children}
+    # a retried pipeline holds a stage's runs of every attempt: show the latest finished one
+    ranked = sorted(children, key=lambda r: (r.info.status == "FINISHED", r.info.start_time))
+    by_stage = {r.info.run_name: r for r in ranked}
     commit = parent.data.tags.get("mlflow.source.git.commit", "")
     report = Report(f"Llama 2 recipe: {parent.info.run_name}",
                     f"preset {parent.data.tags.get('preset', '?')}, commit {commit[:12] or 'unknown'}, "

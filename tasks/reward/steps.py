@@ -36,6 +36,7 @@ from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.loop import train
 from tasks.training.model_io import HEAD_FILE, load_reward_model
+from tasks.training.rerun import set_aside_if_forced
 
 PAIRS, PAIRS_EXCLUDED = "preference_pairs", "preference_excluded"
 
@@ -86,6 +87,7 @@ def train_reward_model(pairs: Manifest, rm: str, rm_cfg: RewardModelConfig, sft_
     get_run_logger().info("%s RM: %d pairs (%d too long), %d steps, into %s", rm, len(encoded),
                           len(too_long), run_cfg.max_steps, out_dir)
     logger = attach_run(Path(run_dir), mlflow_run_id)
+    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     stats = train(model, batches, run_cfg, PrefixedLogger(logger, f"{label}/"), out_dir)
     folder = export_model(Path(stats["checkpoint"]), out_dir / "model")
     (folder / HEAD_FILE).write_text(json.dumps({"head": "reward", "rm": rm, "margin": rm_cfg.margin,

@@ -33,6 +33,7 @@ from tasks.training.model_io import load_model
 from tasks.chat.answer import make_answer_fn, sample_chats
 from tasks.sft.tokenize import tokenize_rows
 from tasks.tracking import PrefixedLogger, attach_run, register_model
+from tasks.training.rerun import set_aside_if_forced
 
 DIALOGUES, EXCLUDED, EXAMPLES, QUARANTINE = "sft_dialogues", "sft_excluded", "sft_examples", "quarantine"
 
@@ -109,6 +110,7 @@ def _finetune(examples: Manifest, init_dir: str, finetune_cfg, cfg: SftConfig, t
                finetune_cfg.model_dump_json(), cfg.format.model_dump_json())
     out_dir = Path(run_dir) / "artifacts" / "sft" / f"{label}-{key}"  # keyed by inputs: resumable
     get_run_logger().info("SFT (%s): %d examples from %s into %s", label, df.height, init_dir, out_dir)
+    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     stats, pack_stats = finetune(
         model, df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "heldout"),
         finetune_cfg, pad_id=0, separator=cfg.format.separator_ids(processor),

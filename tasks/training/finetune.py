@@ -24,6 +24,7 @@ from tasks.training.loop import train
 from tasks.chat.config import FormatConfig
 from tasks.chat.format import MaskStrategy, tokenize_dialogue
 from tasks.training.model_io import export_model, load_model
+from tasks.training.rerun import set_aside_if_forced
 
 
 def _sft_train_defaults() -> TrainConfig:
@@ -126,6 +127,7 @@ def finetune_on(examples: pl.DataFrame, init_dir: str, ft: FinetuneConfig, fmt: 
                 processor, out_dir: Path, logger) -> tuple[dict, Path]:
     """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, model folder)."""
     model = load_model(Path(init_dir)).train()
+    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     loop, pack = finetune(model, examples, examples.clear(), ft, pad_id=0,
                           separator=fmt.separator_ids(processor), logger=logger, out_dir=out_dir)
     folder = export_model(Path(loop["checkpoint"]), out_dir / "model")

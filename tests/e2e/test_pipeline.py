@@ -82,7 +82,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     assert "val_loss" in pre.data.metrics and "mfu" in pre.data.metrics
     assert pre.data.params["pretrain.train.max_steps"] == "30"
     names = {a.path for a in client.list_artifacts(pre.info.run_id)}
-    assert "loss_curve.png" in names and "model" in names
+    assert "loss_curve.png" in names and "models" in names  # models/<registered name>/<digest>
     assert any(n.startswith("samples") for n in names), names
     versions = client.search_model_versions("name = 'llama2-recipe-pretrained'")
     assert any(v.run_id == pre.info.run_id for v in versions)
@@ -214,6 +214,53 @@ def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path)
     assert shot.stat().st_size > 20_000
 
 
+def test_every_registered_version_loads_the_weights_its_task_trained(first_run, tmp_path):
+    """Each model version of the run, downloaded through the registry (models:/name/version),
+    holds the weights of the folder its task trained: no version shares or loses its folder
+    to a later registration (before, all of one run's versions pointed at `<run>/model`)."""
+    import mlflow
+
+    from tasks.hashing import sha256_of
+
+    uri = tracking_uri(load_config("tiny").run_dir)
+    client = MlflowClient(uri)
+    stages = first_run["stages"]
+    run_of = {stage: out["mlflow_run_id"] for stage, out in stages.items()}
+    experiment = client.get_run(run_of["rlhf"]).info.experiment_id
+    rounds = {r.info.run_name: r.info.run_id for r in client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{run_of['rlhf']}'")}
+    last = max(rounds)
+    expected = {  # (registered model, MLflow run that registered it) -> folder the task trained
+        ("llama2-recipe-pretrained", run_of["pretrain"]): stages["pretrain"]["model_dir"],
+        ("llama2-recipe-sft", run_of["sft"]): stages["sft"]["model_dir"],
+        ("llama2-recipe-distilled", run_of["distill"]): stages["distill"]["model_dir"],
+        **{(f"llama2-recipe-rm-{rm}", run_of["reward"]): stages["reward"]["reward_models"][rm]
+           for rm in ("helpfulness", "safety")},
+        **{(f"llama2-recipe-rm-{rm}", rounds[last]): stages["rlhf"]["reward_models"][rm]
+           for rm in ("helpfulness", "safety")},
+        **{("llama2-recipe-rlhf", run_id): stages["rlhf"]["models"][name] for name, run_id in rounds.items()},
+    }
+    ours = set(run_of.values()) | set(rounds.values())
+    names = {name for name, _ in expected}
+    versions = [mv for name in names for mv in client.search_model_versions(f"name = '{name}'")
+                if mv.run_id in ours]
+    assert {(mv.name, mv.run_id) for mv in versions} >= set(expected)
+    assert len({mv.source for mv in versions}) == len(versions)  # one folder per version
+    digests = {}
+    for mv in versions:
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(tmp_path / mv.name / str(mv.version)),
+            tracking_uri=uri))
+        digest = sha256_of(local / "model.safetensors")
+        assert digest == sha256_of(Path(mv.tags["trained_folder"]) / "model.safetensors"), (mv.name, mv.version)
+        if (mv.name, mv.run_id) in expected:
+            trained = Path(expected[(mv.name, mv.run_id)]) / "model.safetensors"
+            assert digest == sha256_of(trained), (mv.name, mv.version, trained)
+            digests[(mv.name, mv.run_id)] = digest
+    reward = run_of["reward"]
+    assert digests[("llama2-recipe-rm-helpfulness", reward)] != digests[("llama2-recipe-rm-safety", reward)]
+
+
 def _gatt_skipped(result) -> bool:
     return "sft.train_gatt" not in result["stages"]["sft"]["states"]
 
@@ -245,6 +292,13 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
         assert corpus[name] == "Completed", (name, corpus)
     for stage in ("tokenizer", "pretrain"):
         assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
+    # a forced training task trains again from step 0 (before: it resumed its own final
+    # checkpoint and trained 0 steps); the earlier output is set aside, not deleted
+    pretrain = MlflowClient(tracking_uri(load_config("tiny").run_dir)).get_run(
+        third["stages"]["pretrain"]["mlflow_run_id"]).data.metrics
+    assert pretrain["train.start_step"] == 0 and pretrain["train.steps"] == 30
+    trained = Path(third["stages"]["pretrain"]["model_dir"]).parent
+    assert list(trained.parent.glob(f"{trained.name}.set-aside-*"))
     sft = _task_states(third["stages"]["sft"]["flow_run_id"])
     assert sft["collect_dialogues"] == sft["curate"] == "Cached"  # they do not read the corpus
     assert sft["tokenize"] == sft["train_base"] == sft["evaluate"] == "Completed"
