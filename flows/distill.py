@@ -13,6 +13,7 @@ from tasks.config import flatten, load_config
 from tasks.distill import steps
 from tasks.io import Manifest
 from tasks.tracking import log_step, stage_run
+from tasks.register import register_step
 
 DESCRIPTION = (
     "Safety context distillation: adversarial train prompts answered with a safety preprompt "
@@ -56,7 +57,7 @@ def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
             how = (f"Safety context distillation kept none of {rows} preprompted answers (none scored "
                    "higher): the same weights as the last RLHF policy")
         tracker.set_tags({"distill.result": how})
-        registered = run(steps.register_step, model_dir, d.registered_model, how, run_dir, tracker.run_id)
+        registered = run(register_step, model_dir, d.registered_model, how, run_dir, tracker.run_id)
         tracker.log_metrics(registered.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     return {"model_dir": model_dir, "models": {**rlhf["models"], "distilled": model_dir},

@@ -19,7 +19,8 @@ from flows._runner import StageRunner
 from flows.dag import expand_reruns
 from tasks.config import flatten, load_config
 from tasks.io import Manifest, read_dataset
-from tasks.rlhf import steps
+from tasks.register import register_step
+from tasks.rlhf import rounds, steps
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -28,6 +29,9 @@ DESCRIPTION = (
     "best by the safety-gated reward R_c); PPO from round ppo_from on; one registered model "
     "version per round; a per-round table on held-out prompts."
 )
+
+# the shared registration task, named per round
+register_round = register_step.with_options(name="register_round")
 
 
 def _round_description(r: int, ppo: bool, refresh: bool) -> str:
@@ -54,7 +58,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
     sft = reward["sft"]
     dialogues = Manifest.model_validate(sft["outputs"]["sft_dialogues"])
     tokenizer, sft_dir = sft["tokenizer_model"], sft["model_dir"]
-    prompts = steps.prompt_sets(read_dataset(dialogues).to_dicts(), l, seed)
+    prompts = rounds.prompt_sets(read_dataset(dialogues).to_dicts(), l, seed)
     run = StageRunner("rlhf", expand_reruns(rerun or []))
     with stage_run(cfg, "rlhf", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(l, "rlhf."), "seed": seed,
@@ -92,7 +96,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                     rt.log_metrics(trained.stats)
                     new_policy = trained.artifacts["model_dir"]
                     how = f"rejection sampling, then PPO ({trained.artifacts['stopped']})"
-                registered = run(steps.register_step, r, new_policy, l.registered_model, how, run_dir,
+                registered = run(register_round, new_policy, l.registered_model, f"RLHF-V{r}: {how}", run_dir,
                                  rt.run_id, label=label)
                 rt.log_metrics(registered.stats)
                 previous, policy = policy, new_policy

@@ -19,6 +19,7 @@ from tasks.hashing import sha256_of
 from tasks.io import read_dataset
 from tasks.sft import steps
 from tasks.tracking import log_step, stage_run
+from tasks.register import register_step
 
 DESCRIPTION = (
     "Supervised fine-tuning: human chit-chat (kept by rating), dialogues with checkable answers, "
@@ -80,7 +81,7 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
         log_step(tracker, evaluated, artifact_path="evaluation")
         tracker.log_table(read_dataset(evaluated["multiturn_eval"]), "multiturn_recall")
         label = "gatt" if len(models) > 1 else "base"
-        registered = run(steps.register_step, final.artifacts["model_dir"], s.registered_model,
+        registered = run(register_step, final.artifacts["model_dir"], s.registered_model,
                          f"{note}; val loss {final.stats[f'{label}.val_loss']:.3f}", run_dir,
                          tracker.run_id)
         version = int(registered.stats["registered_version"])

@@ -34,7 +34,7 @@ from tasks.records import dialogue_frame
 from tasks.chat.config import FormatConfig
 from tasks.training.model_io import load_model
 from tasks.chat.answer import make_answer_fn
-from tasks.tracking import PrefixedLogger, attach_run, register_model
+from tasks.tracking import PrefixedLogger, attach_run
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.plots import figure_png, pyplot
 
@@ -130,10 +130,3 @@ def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: s
                       artifacts={"model_dir": str(folder)})
 
 
-@task(name="register", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def register_step(model_dir: str, registered_model: str, description: str, run_dir: str,
-                  mlflow_run_id: str) -> StepOutput:
-    version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(model_dir),
-                             registered_model, description)
-    return StepOutput(stats={"registered_version": float(version)})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,6 @@ from tasks.caching import code_and_inputs
 from tasks.judges.toxicity import ToxicityConfig
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.chat.prompt import prompt_pool
-from tasks.plots import figure_png, pyplot
 from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.judges.annotator import RuleAnnotatorConfig
@@ -36,7 +33,8 @@ from tasks.reward.collection import collect_batches
 from tasks.reward.config import CollectionConfig, RewardConfig
 from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, train_reward_model)
 from tasks.rlhf import rejection
-from tasks.rlhf.config import RejectionConfig, RlhfConfig, RoundEvalConfig
+from tasks.rlhf.rounds import as_prompt, best_examples, rounds_png, rounds_table, sample_rows, version_rows
+from tasks.rlhf.config import RejectionConfig, RoundEvalConfig
 from tasks.rlhf.ppo import PPOConfig, train_ppo
 from tasks.judges.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
 from tasks.records import dialogue_frame
@@ -47,34 +45,10 @@ from tasks.training.model_io import load_model
 from tasks.chat.answer import make_answer_fn
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
-from tasks.training.finetune import answer_examples, finetune_on
+from tasks.training.finetune import finetune_on
 from tasks.training.model_io import save_model_folder
 
 SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
-PROMPT_KEYS = ("prompt_id", "system", "turns", "is_safety", "category", "risk_category", "source",
-               "reference")
-
-
-def _draw(pool: dict[str, list[dict]], counts, rng: random.Random, exclude: set[str] = frozenset()
-          ) -> list[dict]:
-    out = []
-    for kind in ("helpfulness", "safety"):
-        candidates = [p for p in pool[kind] if p["prompt_id"] not in exclude]
-        out += rng.sample(candidates, min(getattr(counts, kind), len(candidates)))
-    return out
-
-
-def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, list[dict]]:
-    """The stage's prompt sets, seeded: `rs` (rejection sampling, the same every round), `ppo`
-    and `validation` (PPO early stopping; disjoint from `ppo`) from the SFT train dialogues;
-    `eval` (the per-round table) from the held-out ones, unseen by any training."""
-    train, heldout = prompt_pool(dialogues, "train"), prompt_pool(dialogues, "heldout")
-    rng = random.Random(f"rlhf:{seed}")
-    rs = _draw(train, cfg.rejection.prompts, rng)
-    ppo = _draw(train, cfg.ppo_prompts, rng)
-    validation = _draw(train, cfg.validation_prompts, rng, exclude={p["prompt_id"] for p in ppo})
-    return {"rs": rs, "ppo": ppo, "validation": validation,
-            "eval": _draw(heldout, cfg.evaluation.prompts, rng)}
 
 
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
@@ -122,28 +96,6 @@ def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues
 
 # --- 2. rejection sampling -------------------------------------------------------------------
 
-def _sample_rows(round_: int, prompts: list[dict], answers: list[list[str | None]],
-                 temperature: float) -> tuple[list[dict], int]:
-    """Rows for the K answers of each prompt (sample k = answers[k]); prompts whose context does
-    not fit the window (answer None) are left out and counted."""
-    rows, skipped = [], 0
-    for i, p in enumerate(prompts):
-        texts = [answers[k][i] for k in range(len(answers))]
-        if any(t is None for t in texts):
-            skipped += 1
-            continue
-        for k, text in enumerate(texts):
-            rows.append({"round": round_, "prompt_id": p["prompt_id"], "system": p["system"],
-                         "prompt": p["turns"], "is_safety": p["is_safety"], "category": p["category"],
-                         "risk_category": p["risk_category"], "reference": p["reference"],
-                         "sample": k, "response": text, "temperature": temperature,
-                         "origin_round": round_, "is_best": False})
-    return rows, skipped
-
-
-def _as_prompt(row: dict) -> dict:
-    return {**row, "turns": row["prompt"]}
-
 
 @task(name="rejection_sample", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
 def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], prompts: list[dict],
@@ -164,11 +116,11 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
         answers.append(answer(contexts, seed + 7919 * round_ + 104729 * k))
         get_run_logger().info("RLHF-V%d rejection sampling: sample %d/%d for %d prompts", round_,
                               k + 1, r.k, len(prompts))
-    rows, skipped = _sample_rows(round_, prompts, answers, r.temperature)
+    rows, skipped = sample_rows(round_, prompts, answers, r.temperature)
     earlier_best = [row for m in earlier for row in read_dataset(m).filter(pl.col("is_best")).to_dicts()]
     rows += rejection.pooled_candidates(round_, earlier_best, {row["prompt_id"] for row in rows},
                                         rs_pool_from)
-    scores = load_scorer(rms, processor, rm_seq_len).score([_as_prompt(x) for x in rows],
+    scores = load_scorer(rms, processor, rm_seq_len).score([as_prompt(x) for x in rows],
                                                                 [x["response"] for x in rows])
     for i, row in enumerate(rows):
         row.update(r_h=float(scores["r_h"][i]), r_s=float(scores["r_s"][i]), r_c=float(scores["r_c"][i]))
@@ -194,11 +146,6 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
                           round_, stats["all_r_c_mean"], stats["best_r_c_mean"])
     return StepOutput(outputs={SAMPLES: write_dataset(dialogue_frame(rows, SAMPLES), SAMPLES, Path(data_dir))},
                       stats={f"rs.{k}": float(v) for k, v in stats.items()}, artifacts=artifacts)
-
-
-def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.DataFrame, dict]:
-    """The best row per prompt as a chat training example (see `answer_examples`)."""
-    return answer_examples(samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response")
 
 
 @task(name="rs_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
@@ -278,53 +225,9 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
                       artifacts={"model_dir": str(folder), "stopped": str(stats.get("stopped"))})
 
 
-@task(name="register_round", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def register_step(round_: int, policy_dir: str, registered_model: str, how: str, run_dir: str,
-                  mlflow_run_id: str) -> StepOutput:
-    version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(policy_dir),
-                             registered_model, f"RLHF-V{round_}: {how}")
-    return StepOutput(stats={"registered_version": float(version)})
 
 
 # --- 4. the per-round table -----------------------------------------------------------------
-
-def _version_rows(name: str, order: int, prompts: list[dict], answers: list[str], scores: dict,
-                  kl: list, annot: np.ndarray, wins: np.ndarray) -> list[dict]:
-    return [{"version": name, "order": order, "prompt_id": p["prompt_id"],
-             "kind": "safety" if p["is_safety"] else "helpfulness", "category": p["category"],
-             "risk_category": p["risk_category"], "answer": a, "r_h": float(scores["r_h"][i]),
-             "r_s": float(scores["r_s"][i]), "r_c": float(scores["r_c"][i]), "kl_to_sft": kl[i],
-             "annotator_score": float(annot[i]), "win_vs_sft": float(wins[i])}
-            for i, (p, a) in enumerate(zip(prompts, answers))]
-
-
-def rounds_table(rows: pl.DataFrame) -> pl.DataFrame:
-    """Per version: mean R_c, R_h, R_s, mean KL to SFT, and the annotator's helpfulness and safety
-    win rates against SFT (ties half), on the held-out prompts."""
-    return (rows.group_by("version", "order").agg(
-        pl.col("r_c").mean().alias("mean_r_c"), pl.col("r_h").mean().alias("mean_r_h"),
-        pl.col("r_s").mean().alias("mean_r_s"), pl.col("kl_to_sft").mean().alias("kl_to_sft"),
-        pl.col("win_vs_sft").filter(pl.col("kind") == "helpfulness").mean().alias("helpfulness_win_rate"),
-        pl.col("win_vs_sft").filter(pl.col("kind") == "safety").mean().alias("safety_win_rate"),
-        pl.len().alias("prompts"))
-        .sort("order").drop("order"))
-
-
-def rounds_png(table: pl.DataFrame) -> bytes:
-    fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
-    x = list(range(table.height))
-    for col in ("mean_r_c", "mean_r_h", "mean_r_s", "helpfulness_win_rate", "safety_win_rate"):
-        left.plot(x, table[col].to_list(), "-o", label=col)
-    left.set_xticks(x, table["version"].to_list())
-    left.set_title("Held-out prompts, per model version")
-    left.legend(fontsize=8)
-    left.grid(alpha=0.3)
-    right.plot(x, table["kl_to_sft"].fill_null(0).to_list(), "-o", color="C5")
-    right.set_xticks(x, table["version"].to_list())
-    right.set_title("Mean per-token KL to the SFT model")
-    right.grid(alpha=0.3)
-    return figure_png(fig)
 
 
 @task(name="evaluate_rounds", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
@@ -352,7 +255,7 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
         # to stop at once), so the KL is always measured on at least that one position
         answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts[name]]
         kl = kl_along(model, models["sft"], tokens, answer_tokens)
-        rows += _version_rows(name, order, kept, texts[name], scorer.score(kept, texts[name]), kl,
+        rows += version_rows(name, order, kept, texts[name], scorer.score(kept, texts[name]), kl,
                               annot[name], win_rates(annot[name], annot["sft"]))
     frame = dialogue_frame(rows, EVAL)
     table = rounds_table(frame)

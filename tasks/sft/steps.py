@@ -32,7 +32,7 @@ from tasks.sft.multiturn import plot_recall
 from tasks.training.model_io import load_model
 from tasks.chat.answer import make_answer_fn, sample_chats
 from tasks.sft.tokenize import tokenize_rows
-from tasks.tracking import PrefixedLogger, attach_run, register_model
+from tasks.tracking import PrefixedLogger, attach_run
 from tasks.training.rerun import set_aside_if_forced
 
 DIALOGUES, EXCLUDED, EXAMPLES, QUARANTINE = "sft_dialogues", "sft_excluded", "sft_examples", "quarantine"
@@ -182,12 +182,6 @@ def train_gatt_step(examples: Manifest, base_dir: str, cfg: SftConfig, tokenizer
     return _train_output("gatt", stats, pack_stats, model_dir)
 
 
-@task(name="register", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def register_step(model_dir: str, name: str, description: str, run_dir: str,
-                  mlflow_run_id: str) -> StepOutput:
-    """Log the final SFT model to the stage run and register it (a cached run reuses the version)."""
-    version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(model_dir), name, description)
-    return StepOutput(stats={"registered_version": float(version)})
 
 
 @task(name="evaluate", cache_policy=code_and_inputs(),

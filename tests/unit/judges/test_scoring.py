@@ -6,7 +6,7 @@ from models.llama import Llama, tiny
 from models.reward import RewardModel
 from tasks.reward.data import encode_pairs
 from tasks.judges.scoring import RewardScorer, kl_along, rm_sequence, win_rates
-from tasks.rlhf.steps import best_examples, rounds_table
+from tasks.rlhf.rounds import best_examples, rounds_table
 from tasks.records import dialogue_frame
 from models.llama import IGNORE_INDEX
 from tests.unit.reward.test_data import CHOSEN, SYSTEM, TURNS, pair
