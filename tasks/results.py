@@ -9,12 +9,16 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.io import Manifest, atomic_write_bytes
 
 
 class StepOutput(BaseModel):
+    # NaN and infinite stats (a loss before the first step, an empty mean) persist as NaN and
+    # Infinity, which read back; the default (null) would make the record invalid and the task rerun
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
     outputs: dict[str, Manifest] = Field(default_factory=dict)
     stats: dict[str, float] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)  # name -> local file path

@@ -108,3 +108,16 @@ def test_every_project_task_persists_its_result_as_json_through_the_checked_poli
                 assert isinstance(obj.result_serializer, StepOutputJSON), found[-1]
                 assert isinstance(obj.cache_policy, VerifiedRecords), found[-1]
     assert len(found) >= 30  # every stage's tasks, not an empty walk
+
+
+def test_nan_and_infinite_stats_round_trip_so_the_cache_hit_is_not_refused():
+    """A stat that is NaN (no loss yet) or infinite must read back; pydantic's default writes
+    null, which made the record invalid and the task run again on every run."""
+    import math
+
+    from tasks.persist import STEP_OUTPUT_JSON
+    from tasks.results import StepOutput
+
+    out = StepOutput(stats={"loss": float("nan"), "ppl": float("inf"), "ok": 1.0})
+    back = STEP_OUTPUT_JSON.loads(STEP_OUTPUT_JSON.dumps(out))
+    assert math.isnan(back.stats["loss"]) and back.stats["ppl"] == math.inf and back.stats["ok"] == 1.0
