@@ -180,35 +180,37 @@ class TransformerBlock(nn.Module):
         return x + self.feed_forward(self.ffn_norm(x))
 
 
-class Llama(nn.Module):
+class LlamaTrunk(nn.Module):
+    """Embeddings, blocks and final norm: the part of Llama that `Llama` (LM head) and
+    `RewardModel` (scalar head) share. Subclasses add their head after calling __init__ and then
+    initialise the weights (construction order = the order seeded draws happen in, unchanged).
+    The trunk's modules are attributes of the model itself, not of a submodule, so the state-dict
+    keys stay Llama's (`tok_embeddings`, `layers.*`, `norm`) and saved folders load as before."""
+
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.config = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.output.weight = self.tok_embeddings.weight
         cos, sin = rope_cache(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(
+    def hidden_states(
         self,
         tokens: torch.Tensor,  # (B, T) token ids
-        targets: torch.Tensor | None = None,  # (B, T) next-token ids, IGNORE_INDEX = no loss
         positions: torch.Tensor | None = None,  # (B, T) or (T,); default 0..T-1 (+ cache offset)
         attention_mask: torch.Tensor | None = None,  # (B, 1, T, S) bool, True = may attend
         cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns (logits (B, T, vocab) in float32, mean cross-entropy or None)."""
+    ) -> torch.Tensor:
+        """Final-norm hidden states (B, T, dim), in the weights' dtype: everything before a head.
+        Without positions, mask and cache: positions 0..T-1 and causal attention."""
         B, T = tokens.shape
         if positions is None:
             start = cache.length if cache is not None else 0
@@ -224,17 +226,12 @@ class Llama(nn.Module):
         if mask is None and cache is not None and cache.length > 0:
             mask = torch.ones(1, 1, T, cache.length + T, dtype=torch.bool, device=tokens.device)
             mask[..., cache.length:] = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-        h = self.tok_embeddings(tokens)
+        h = self.tok_embeddings(tokens)  # (B, T, C)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, cache, i)
         if cache is not None:
             cache.length += T
-        logits = self.output(self.norm(h)).float()
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
-        return logits, loss
+        return self.norm(h)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -244,3 +241,28 @@ class Llama(nn.Module):
         """Training FLOPs per token: 6N for the matmuls plus attention (PaLM appendix B)."""
         cfg = self.config
         return 6 * self.num_params(exclude_embeddings=True) + 12 * cfg.n_layers * cfg.dim * seq_len
+
+
+class Llama(LlamaTrunk):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__(cfg)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.apply(self._init_weights)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # (B, T) token ids
+        targets: torch.Tensor | None = None,  # (B, T) next-token ids, IGNORE_INDEX = no loss
+        positions: torch.Tensor | None = None,  # (B, T) or (T,); default 0..T-1 (+ cache offset)
+        attention_mask: torch.Tensor | None = None,  # (B, 1, T, S) bool, True = may attend
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns (logits (B, T, vocab) in float32, mean cross-entropy or None)."""
+        logits = self.output(self.hidden_states(tokens, positions, attention_mask, cache)).float()
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+        return logits, loss

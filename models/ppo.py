@@ -311,23 +311,11 @@ class PolicyWithValue(nn.Module):
         first = next(policy.parameters())
         self.value_head.to(device=first.device, dtype=first.dtype)
 
-    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) -> final-norm hidden states (B, T, dim), exactly as Llama.forward
-        computes them (positions 0..T-1, causal attention, no cache)."""
-        model, T = self.policy, tokens.shape[1]
-        if T > model.config.max_seq_len:
-            raise ValueError(f"{T} positions > max_seq_len {model.config.max_seq_len}")
-        cos, sin = model.rope_cos[:T][None, None], model.rope_sin[:T][None, None]  # (1, 1, T, D/2)
-        h = model.tok_embeddings(tokens)  # (B, T, C)
-        for layer in model.layers:
-            h = layer(h, cos, sin, None)  # mask None = causal
-        return model.norm(h)
-
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) -> (logits (B, T, V) float32, values (B, T) float32), both unshifted:
         column t is read after tokens[:t + 1]. Attention is causal, so right padding leaves the
         columns before it unchanged."""
-        h = self.hidden_states(tokens)  # (B, T, C)
+        h = self.policy.hidden_states(tokens)  # (B, T, C): Llama.forward's pass up to its head
         logits = self.policy.output(h).float()
         values = self.value_head(h).squeeze(-1).float()
         return logits, values

@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn as nn
 
-from models.llama import Llama, LlamaConfig, RMSNorm, TransformerBlock, rope_cache
+from models.llama import Llama, LlamaConfig, LlamaTrunk
 from models.losses import pairwise_loss, safety_aux_loss
 
 # Columns of the (2B, 3) targets.
@@ -31,24 +31,19 @@ Y_LENGTH, Y_MARGIN, Y_SAFE = 0, 1, 2
 Y_COLUMNS = 3
 
 
-class RewardModel(nn.Module):
-    """The Llama trunk (embeddings, blocks, final norm) with the LM head replaced by a scalar head
-    read at the last non-pad token of each sequence (RECIPE.md §6)."""
+class RewardModel(LlamaTrunk):
+    """The Llama trunk (embeddings, blocks, final norm: `LlamaTrunk.hidden_states`, the same pass
+    as `Llama.forward`) with the LM head replaced by a scalar head read at the last non-pad token
+    of each sequence (RECIPE.md §6). `flops_per_token` is Llama's formula; N counts the head's
+    dim + 1 parameters, applied at one position per row (a slight overcount)."""
 
     def __init__(self, cfg: LlamaConfig, aux_weight: float = 0.0):
-        super().__init__()
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0 (0 = no safety auxiliary loss); got {aux_weight}")
-        self.config = cfg
+        super().__init__(cfg)
         self.aux_weight = aux_weight  # weight of safety_aux_loss in the training loss
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.score_head = nn.Linear(cfg.dim, 1)
-        cos, sin = rope_cache(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(Llama._init_weights)
+        self.apply(self._init_weights)
         # Head: N(0, 1/(dim+1)), zero bias, as OpenAI's reward models (Ziegler et al., 2019,
         # lm-human-preferences): the final norm makes hidden states unit-RMS, so initial scores
         # are O(1) and differ between responses, and trunk gradients are non-zero from step 0.
@@ -66,18 +61,6 @@ class RewardModel(nn.Module):
         assert set(missing) == {"score_head.weight", "score_head.bias"} and not unexpected, \
             (missing, unexpected)
         return model
-
-    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) -> final-norm hidden states (B, T, dim): Llama.forward up to its LM head
-        (positions 0..T-1, causal attention, no cache)."""
-        T = tokens.shape[1]
-        if T > self.config.max_seq_len:
-            raise ValueError(f"{T} positions > max_seq_len {self.config.max_seq_len}")
-        cos, sin = self.rope_cos[:T][None, None], self.rope_sin[:T][None, None]  # (1, 1, T, D/2)
-        h = self.tok_embeddings(tokens)  # (B, T, C)
-        for layer in self.layers:
-            h = layer(h, cos, sin, None)  # mask None = causal
-        return self.norm(h)
 
     def scores(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) right-padded, lengths (B,) real tokens per row -> (B,) float32 scores,
@@ -114,16 +97,6 @@ class RewardModel(nn.Module):
         if self.aux_weight:
             loss = loss + self.aux_weight * safety_aux_loss(scores, targets[:, Y_SAFE].float())
         return scores, loss
-
-    def num_params(self, exclude_embeddings: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.tok_embeddings.weight.numel() if exclude_embeddings else n
-
-    def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token, Llama's formula (6N + attention, PaLM appendix B); N counts
-        the head's dim + 1 parameters (applied at one position per row: a slight overcount)."""
-        cfg = self.config
-        return 6 * self.num_params(exclude_embeddings=True) + 12 * cfg.n_layers * cfg.dim * seq_len
 
     def to_state_dict(self) -> dict[str, torch.Tensor]:
         return self.state_dict()

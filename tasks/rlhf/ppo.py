@@ -14,8 +14,10 @@ The math is in models/ppo.py. The value head is created here (zeros) and dropped
 the caller's `policy` is trained in place and stays a plain `Llama`. `torch.set_num_threads`
 is set to cfg.threads and left so.
 
-Log-probs, entropy and the KL are computed on logits / temperature, the distribution actually
-sampled from (top-p truncation is not modelled), so at temperature 1 they are the policy's own.
+Files: this one is the loop (config, iterations, the update); tasks/rlhf/rollout.py draws the
+prompts, samples the responses and scores them (the typed `Rollout`); tasks/rlhf/early_stop.py
+holds the evaluations, early stopping and the guard. Log-probs, entropy and the KL are computed
+at the sampling temperature (rollout.py).
 
 Metrics (`logger.log_metrics(..., step=iteration)`, iterations count from 1):
     ppo/r_c              mean gated reward r_c of the batch (in [0, 1]; logit clamps to 1e-6)
@@ -35,15 +37,8 @@ Metrics (`logger.log_metrics(..., step=iteration)`, iterations count from 1):
 With eval_fn, at iteration 0 and every eval_every iterations and at the end:
     ppo_eval/reward, ppo_eval/guard (when returned), and any other key as ppo_eval/<key>
 
-Early stopping (the paper "use[s] evaluations on held-out prompts for early stopping"): the
-policy with the best eval "reward" is kept (a CPU copy of its weights) and restored at the end;
-training stops after `patience` evaluations in a row without a strict improvement. Guard: if
-eval_fn also returns "guard" (an independent signal, higher is better) and an evaluation shows
-the reward above its starting value while the guard has fallen more than `guard_tolerance`
-below its starting value, the optimised reward is being gamed; training stops with reason
-"guard" and that evaluation is not eligible as the best. Further keys `guard_<name>` (e.g. the
-signal per prompt kind) are guards too, each against its own start: one axis can fall while
-another rises and their mean stays flat.
+With eval_fn the best evaluated policy is kept and restored at the end, and training may stop
+early, or on the reward-hacking guard (tasks/rlhf/early_stop.py).
 """
 
 from __future__ import annotations
@@ -56,14 +51,11 @@ from typing import Callable, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.generation import generate
 from models.llama import Llama
-from models.seeding import seeded
 from models.ppo import (
     PolicyWithValue,
     RunningWhitener,
     align_to_tokens,
-    entropy_from_logits,
     gae,
     logit,
     masked_mean,
@@ -73,6 +65,9 @@ from models.ppo import (
     value_loss,
     whiten,
 )
+from models.seeding import seeded
+from tasks.rlhf.early_stop import EarlyStopping, EvalFn, Stopped
+from tasks.rlhf.rollout import PromptCycle, Rollout, collect_rollout, generation_seed
 from tasks.tracking import MetricLogger
 from tasks.training.optim import param_groups
 
@@ -80,10 +75,8 @@ log = logging.getLogger("tasks.rlhf.ppo")
 
 # (prompt indices of the batch, sampled responses) -> {"r_c": (B,) in [0, 1], others logged}
 RewardFn = Callable[[list[int], list[list[int]]], dict[str, torch.Tensor]]
-# current policy -> {"reward": higher is better, optional "guard": higher is better, ...}
-EvalFn = Callable[[Llama], dict[str, float]]
 
-Stopped = Literal["completed", "early_stop", "guard"]
+__all__ = ["EvalFn", "PPOConfig", "RewardFn", "Stopped", "train_ppo"]
 
 
 class PPOConfig(BaseModel):
@@ -160,11 +153,10 @@ def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_
                                   betas=tuple(cfg.betas), eps=cfg.eps)
     whitener = RunningWhitener(cfg.whiten_window)
     rng = torch.Generator().manual_seed(cfg.seed)
-    sampler = _PromptCycle(len(prompts), rng)
-    early = _EarlyStopping(eval_fn, cfg, logger, policy)
+    sampler = PromptCycle(len(prompts), rng)
+    early = EarlyStopping(eval_fn, policy, logger, cfg.patience, cfg.guard_tolerance)
     early.evaluate(0)
 
-    stopped: Stopped = "completed"
     iteration, skipped_total, metrics = 0, 0, {}
     while iteration < cfg.iterations and early.reason is None:
         iteration += 1
@@ -175,22 +167,12 @@ def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_
         log.info(_progress_line(iteration, cfg.iterations, metrics))
         if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
             early.evaluate(iteration)
-    if early.reason is not None:
-        stopped = early.reason
-    best_iteration = early.restore_best() if eval_fn is not None else iteration
+    stopped: Stopped = early.reason or "completed"
+    best_iteration = early.finish(iteration)
     policy.eval()
-    stats = {
-        "iterations_run": iteration,
-        "stopped": stopped,
-        "best_iteration": best_iteration,
-        "eval_reward_start": early.start_reward,
-        "eval_reward_best": early.best_reward,
-        "eval_reward_end": early.last_reward,
-        "guard_start": early.start_guard,
-        "guard_end": early.last_guard,
-        "skipped_prompts": skipped_total,
-        "seconds": time.perf_counter() - started,
-    }
+    stats = {"iterations_run": iteration, "stopped": stopped, "best_iteration": best_iteration,
+             **early.stats(), "skipped_prompts": skipped_total,
+             "seconds": time.perf_counter() - started}
     stats.update({f"final_{k.removeprefix('ppo/')}": v for k, v in metrics.items()})
     log.info("ppo stopped (%s) after %d iterations; keeping iteration %d; %.1f s",
              stopped, iteration, best_iteration, stats["seconds"])
@@ -204,87 +186,64 @@ def _iteration(iteration: int, model: PolicyWithValue, reference: Llama,
                optimizer: torch.optim.Optimizer, whitener: RunningWhitener,
                rng: torch.Generator, eos_id: int | None, pad_id: int) -> dict[str, float]:
     t0 = time.perf_counter()
+    # 1. prompts with room for a whole response; the others are skipped and counted
     room = model.policy.config.max_seq_len - cfg.max_new_tokens
     indices = [i for i in drawn if len(prompts[i]) <= room]
-    skipped = len(drawn) - len(indices)
-    metrics: dict[str, float] = {"ppo/skipped": float(skipped)}
+    skipped = {"ppo/skipped": float(len(drawn) - len(indices))}
     if not indices:
         log.warning("ppo iteration %d: all %d drawn prompts are too long; no update", iteration,
-                    skipped)
-        return metrics | {"ppo/rows": 0.0}
+                    len(drawn))
+        return skipped | {"ppo/rows": 0.0}
+    # 2-3. sample with the policy; old log-probs, values and reference log-probs, no grad
+    rollout = collect_rollout(model, reference, prompts, indices,
+                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=cfg.top_p, eos_id=eos_id, pad_id=pad_id,
+                              seed=generation_seed(cfg.seed, iteration),
+                              chunk_rows=cfg.minibatch_size)
+    # 4. the reward model's r_c -> whitened score -> per-token rewards; 5. GAE
+    rewards_out = reward_fn(rollout.indices, rollout.responses)
+    r_c = _check_r_c(rewards_out, len(rollout.indices)).to(rollout.tokens.device)
+    score, kl, advantages, returns = _advantages(rollout, r_c, whitener, cfg)
+    t1 = time.perf_counter()
+    # 6. the PPO epochs
+    update = _update(model, optimizer, rollout, advantages, returns, cfg, rng)
+    t2 = time.perf_counter()
 
-    model.eval()
-    responses = generate(model.policy, [prompts[i] for i in indices], cfg.max_new_tokens,
-                         temperature=cfg.temperature, top_p=cfg.top_p, eos_id=eos_id,
-                         pad_id=pad_id, seed=_generation_seed(cfg.seed, iteration))
-    kept = [k for k, r in enumerate(responses) if r]  # generate returns >= 1 token; be safe
-    indices, responses = [indices[k] for k in kept], [responses[k] for k in kept]
-    tokens, mask = _pack([prompts[i] for i in indices], responses, max(pad_id, 0))  # (B, T)
-    device = next(model.parameters()).device
-    tokens, mask = tokens.to(device), mask.to(device)
-    B = tokens.shape[0]
+    mask = rollout.response_mask
+    rewards_logged = {f"ppo/{k}": float(torch.as_tensor(v, dtype=torch.float32).mean())
+                      for k, v in rewards_out.items() if k != "r_c"}
+    return skipped | {"ppo/r_c": float(r_c.mean()), **rewards_logged,
+                      "ppo/score": float(score.mean()),
+                      "ppo/kl": float(masked_mean(kl, mask)),
+                      "ppo/kl_seq": float(kl.sum(dim=1).mean()),
+                      "ppo/entropy": rollout.entropy,
+                      **update,
+                      "ppo/response_length": float(mask.sum(dim=1).float().mean()),
+                      "ppo/rows": float(mask.shape[0]),
+                      "ppo/rollout_s": t1 - t0,
+                      "ppo/update_s": t2 - t1}
 
-    rollout = _score_rollout(model, reference, tokens, mask, cfg)
-    rewards_out = reward_fn(indices, responses)
-    r_c = _check_r_c(rewards_out, B).to(tokens.device)
+
+def _advantages(rollout: Rollout, r_c: torch.Tensor, whitener: RunningWhitener, cfg: PPOConfig
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """score (B,) = WHITEN(LOGIT(r_c)) over the whitener's window (this batch included); the
+    per-token KL (B, T); whitened GAE advantages (B, T) and returns (B, T)."""
     x = logit(r_c)  # (B,)
     whitener.update(x)
     score = whitener.whiten(x)  # (B,)
-    rewards, kl = per_token_rewards(score, rollout["logprobs"], rollout["ref_logprobs"], mask,
+    mask = rollout.response_mask
+    rewards, kl = per_token_rewards(score, rollout.logprobs, rollout.ref_logprobs, mask,
                                     cfg.kl_beta, cfg.kl_estimator)  # (B, T)
-    advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
-    advantages = whiten(advantages, mask)
-    t1 = time.perf_counter()
-
-    update = _update(model, optimizer, tokens, mask, rollout, advantages, returns, cfg, rng)
-    t2 = time.perf_counter()
-
-    metrics["ppo/r_c"] = float(r_c.mean())
-    for key, value in rewards_out.items():
-        if key != "r_c":
-            metrics[f"ppo/{key}"] = float(torch.as_tensor(value, dtype=torch.float32).mean())
-    metrics |= {
-        "ppo/score": float(score.mean()),
-        "ppo/kl": float(masked_mean(kl, mask)),
-        "ppo/kl_seq": float(kl.sum(dim=1).mean()),
-        "ppo/entropy": rollout["entropy"],
-        **update,
-        "ppo/response_length": float(mask.sum(dim=1).float().mean()),
-        "ppo/rows": float(B),
-        "ppo/rollout_s": t1 - t0,
-        "ppo/update_s": t2 - t1,
-    }
-    return metrics
+    advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
+    return score, kl, whiten(advantages, mask), returns
 
 
-@torch.no_grad()
-def _score_rollout(model: PolicyWithValue, reference: Llama, tokens: torch.Tensor,
-                   mask: torch.Tensor, cfg: PPOConfig) -> dict:
-    """Old log-probs, values and reference log-probs (B, T), aligned to tokens and 0 off the
-    response, plus the mean response entropy; in chunks of minibatch_size rows (the logits of
-    a whole batch, B x T x V floats, need not fit in memory)."""
-    logprobs, values, ref_logprobs = [], [], []
-    entropy_sum, counted = 0.0, 0
-    for rows in torch.arange(tokens.shape[0]).split(cfg.minibatch_size):
-        tok, m = tokens[rows], mask[rows]
-        logits, v = model(tok)
-        logits = logits / cfg.temperature
-        logprobs.append(sequence_logprobs(logits, tok, m))
-        values.append(torch.where(m, align_to_tokens(v), 0.0))
-        ref_logits = reference(tok)[0] / cfg.temperature
-        ref_logprobs.append(sequence_logprobs(ref_logits, tok, m))
-        n = int(m[:, 1:].sum())
-        entropy_sum += float(entropy_from_logits(logits[:, :-1], m[:, 1:])) * n
-        counted += n
-    return {"logprobs": torch.cat(logprobs), "values": torch.cat(values),
-            "ref_logprobs": torch.cat(ref_logprobs), "entropy": entropy_sum / max(counted, 1)}
-
-
-def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
-            mask: torch.Tensor, rollout: dict, advantages: torch.Tensor, returns: torch.Tensor,
-            cfg: PPOConfig, rng: torch.Generator) -> dict[str, float]:
+def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, rollout: Rollout,
+            advantages: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig,
+            rng: torch.Generator) -> dict[str, float]:
     """ppo_epochs passes of shuffled minibatches, one optimizer step each; mean stats."""
     model.train()
+    tokens, mask = rollout.tokens, rollout.response_mask
     sums = {"policy_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0,
             "grad_norm": 0.0}
     steps = 0
@@ -297,9 +256,9 @@ def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, tokens: to
             logits, v = model(tok)
             lp = sequence_logprobs(logits / cfg.temperature, tok, m)
             values = torch.where(m, align_to_tokens(v), 0.0)
-            pg, clipfrac, approx_kl = policy_loss(lp, rollout["logprobs"][rows, :T],
+            pg, clipfrac, approx_kl = policy_loss(lp, rollout.logprobs[rows, :T],
                                                   advantages[rows, :T], m, cfg.clip)
-            vl = value_loss(values, rollout["values"][rows, :T], returns[rows, :T], m,
+            vl = value_loss(values, rollout.values[rows, :T], returns[rows, :T], m,
                             cfg.value_clip)
             loss = pg + cfg.vf_coef * vl
             optimizer.zero_grad(set_to_none=True)
@@ -316,86 +275,7 @@ def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, tokens: to
     return {f"ppo/{k}": v / steps for k, v in sums.items()}
 
 
-# --- helpers -------------------------------------------------------------------------------
-
-class _PromptCycle:
-    """Prompt indices in a shuffled order, reshuffled each time the order runs out."""
-
-    def __init__(self, n: int, rng: torch.Generator):
-        self.n, self.rng = n, rng
-        self.order: list[int] = []
-
-    def draw(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if not self.order:
-                self.order = torch.randperm(self.n, generator=self.rng).tolist()
-            take = min(k - len(out), len(self.order))
-            out += self.order[:take]
-            self.order = self.order[take:]
-        return out
-
-
-class _EarlyStopping:
-    """Evaluations, the best policy so far (CPU copy) and the stop decision."""
-
-    def __init__(self, eval_fn: EvalFn | None, cfg: PPOConfig, logger: MetricLogger,
-                 policy: Llama):
-        self.eval_fn, self.cfg, self.logger, self.policy = eval_fn, cfg, logger, policy
-        self.start_reward = self.best_reward = self.last_reward = None
-        self.start_guard = self.last_guard = None
-        self.start_guards: dict[str, float] = {}
-        self.best_iteration = 0
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.since_best = 0
-        self.reason: Stopped | None = None
-
-    def evaluate(self, iteration: int) -> None:
-        if self.eval_fn is None:
-            return
-        self.policy.eval()
-        result = {k: float(v) for k, v in self.eval_fn(self.policy).items()}
-        if "reward" not in result:
-            raise ValueError(f"eval_fn must return 'reward'; got keys {sorted(result)}")
-        self.logger.log_metrics({f"ppo_eval/{k}": v for k, v in result.items()}, step=iteration)
-        reward, guard = result["reward"], result.get("guard")
-        guards = {k: v for k, v in result.items() if k == "guard" or k.startswith("guard_")}
-        self.last_reward, self.last_guard = reward, guard
-        line = f"ppo eval it {iteration}: reward {reward:.4f}"
-        if guard is not None:
-            line += f" guard {guard:.4f}"
-        log.info(line)
-        if self.start_reward is None:  # iteration 0: the starting point is the first best
-            self.start_reward, self.start_guard, self.start_guards = reward, guard, guards
-            self._keep(iteration, reward)
-            return
-        fallen = {k: v for k, v in guards.items()
-                  if k in self.start_guards and v < self.start_guards[k] - self.cfg.guard_tolerance}
-        if fallen and reward > self.start_reward:
-            log.warning("ppo guard: eval reward %.4f > start %.4f while %s fell more than %.4f "
-                        "below the start (%s); stopping", reward, self.start_reward,
-                        ", ".join(f"{k} {v:.4f}" for k, v in fallen.items()), self.cfg.guard_tolerance,
-                        ", ".join(f"{k} {self.start_guards[k]:.4f}" for k in fallen))
-            self.reason = "guard"
-            return
-        if reward > self.best_reward:
-            self._keep(iteration, reward)
-        else:
-            self.since_best += 1
-            if self.since_best >= self.cfg.patience:
-                self.reason = "early_stop"
-
-    def _keep(self, iteration: int, reward: float) -> None:
-        self.best_reward, self.best_iteration, self.since_best = reward, iteration, 0
-        self.best_state = {k: v.detach().to("cpu", copy=True)
-                           for k, v in self.policy.state_dict().items()}
-
-    def restore_best(self) -> int:
-        """Load the best weights into the policy; returns their iteration."""
-        assert self.best_state is not None
-        self.policy.load_state_dict(self.best_state)
-        return self.best_iteration
-
+# --- checks and the progress line ------------------------------------------------------------
 
 def _check_inputs(policy: Llama, reference: Llama, prompts: list[list[int]]) -> None:
     if policy is reference:
@@ -419,23 +299,6 @@ def _check_r_c(out: dict[str, torch.Tensor], B: int) -> torch.Tensor:
         raise ValueError(f"r_c must lie in [0, 1] (sigmoid rewards); got {r_c.min():.4g}.."
                          f"{r_c.max():.4g}")
     return r_c
-
-
-def _pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded prompt + response tokens (B, T) and response_mask (B, T), True on the
-    response tokens (EOS included)."""
-    T = max(len(p) + len(r) for p, r in zip(prompts, responses))
-    tokens = torch.full((len(prompts), T), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(prompts), T, dtype=torch.bool)
-    for row, (p, r) in enumerate(zip(prompts, responses)):
-        tokens[row, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
-        mask[row, len(p):len(p) + len(r)] = True
-    return tokens, mask
-
-
-def _generation_seed(seed: int, iteration: int) -> int:
-    return (seed * 1_000_003 + iteration) % (2 ** 63)
 
 
 def _progress_line(iteration: int, total: int, m: dict[str, float]) -> str:

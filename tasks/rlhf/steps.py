@@ -47,6 +47,7 @@ from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.finetune import finetune_on
 from tasks.training.model_io import save_model_folder
+from tasks.training.rerun import set_aside_if_forced
 
 SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
 
@@ -212,6 +213,7 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
     key = parts_key(sha256_of(Path(start_dir) / MODEL_FILE), json.dumps(sorted(rms.items())),
                p.model_dump_json(), json.dumps([x["prompt_id"] for x in prompts]), str(seed))
     out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-ppo-{key}"
+    set_aside_if_forced(out_dir)  # --rerun trains again into a fresh folder; the old model is kept
     logger = attach_run(Path(run_dir), mlflow_run_id)
     logging.getLogger("tasks.rlhf.ppo").setLevel(logging.INFO)  # one line per iteration, to Prefect's log
     get_run_logger().info("RLHF-V%d PPO: %d iterations max, %d prompts, into %s", round_, p.iterations,

@@ -102,3 +102,59 @@ def test_position_beyond_context_is_an_error():
     model = random_model(tiny())
     with pytest.raises(ValueError, match="max_seq_len"):
         model(torch.zeros(1, 129, dtype=torch.long))
+
+
+# --- the shared trunk (hidden_states) ---------------------------------------------------------
+
+def trunk_by_hand(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The trunk loop as RewardModel and PolicyWithValue each wrote it before `hidden_states`
+    existed: sliced rotary tables, every block with a causal mask, the final norm."""
+    T = tokens.shape[1]
+    cos, sin = model.rope_cos[:T][None, None], model.rope_sin[:T][None, None]
+    h = model.tok_embeddings(tokens)
+    for layer in model.layers:
+        h = layer(h, cos, sin, None)
+    return model.norm(h)
+
+
+def test_hidden_states_then_the_head_is_forward_bit_for_bit():
+    cfg = tiny()
+    model = random_model(cfg, seed=3)
+    tokens = torch.randint(0, cfg.vocab_size, (3, 11))
+    h = model.hidden_states(tokens)
+    assert h.shape == (3, 11, cfg.dim)
+    assert torch.equal(h, trunk_by_hand(model, tokens))  # the old copies, exactly
+    logits, _ = model(tokens)
+    assert torch.equal(model.output(h).float(), logits)
+
+
+def test_hidden_states_with_a_cache_match_forward_with_a_cache():
+    cfg = tiny()
+    model = random_model(cfg, seed=4)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 9))
+    caches = [KVCache(cfg.n_layers, 2, cfg.n_kv_heads, 9, cfg.head_dim, torch.float32)
+              for _ in range(2)]
+    for part in (tokens[:, :6], tokens[:, 6:7], tokens[:, 7:]):  # prefill, then decode steps
+        h = model.hidden_states(part, cache=caches[0])
+        logits, _ = model(part, cache=caches[1])
+        assert torch.equal(model.output(h).float(), logits)
+    assert caches[0].length == caches[1].length == 9
+
+
+def test_seeded_construction_draws_in_the_same_order_as_before():
+    # Llama used to build its modules inline: embeddings, blocks, norm, head, then the normal
+    # init. The trunk base class must not change which weights a seed gives.
+    from models.llama import RMSNorm, TransformerBlock
+
+    cfg = tiny(vocab_size=64)
+    torch.manual_seed(11)
+    old = torch.nn.ModuleDict()
+    old["tok_embeddings"] = torch.nn.Embedding(cfg.vocab_size, cfg.dim)
+    old["layers"] = torch.nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+    old["norm"] = RMSNorm(cfg.dim, cfg.norm_eps)
+    old["output"] = torch.nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+    old.apply(Llama._init_weights)
+    torch.manual_seed(11)
+    new = Llama(cfg).state_dict()
+    assert list(new) == list(old.state_dict())
+    assert all(torch.equal(new[k], v) for k, v in old.state_dict().items())

@@ -3,13 +3,14 @@ import math
 import pytest
 import torch
 
-from models.llama import Llama, LlamaConfig, tiny
+from models.llama import Llama, LlamaConfig, RMSNorm, TransformerBlock, tiny
 from models.losses import accuracy, pairwise_loss, safety_aux_loss
 from models.reward import RewardModel
 from tasks.tracking import InMemoryLogger
 from tasks.training.checkpoint import MODEL_FILE, latest_checkpoint, load_weights, read_config
 from tasks.training.config import TrainConfig
 from tasks.training.loop import train
+from tests.unit.models.test_llama import trunk_by_hand
 
 VOCAB = 16
 PAD, MARKER = 0, 1  # toy task: chosen responses contain MARKER somewhere, rejected ones never
@@ -49,6 +50,35 @@ def test_from_llama_copies_the_trunk_exactly():
         if name != "output.weight":
             assert torch.equal(rm.state_dict()[name], p), name
     assert "output.weight" not in rm.state_dict()
+
+
+def test_scores_equal_the_head_on_the_old_hand_written_trunk_loop():
+    # RewardModel now inherits Llama's hidden_states; its scores must not move by one bit
+    torch.manual_seed(5)
+    rm = RewardModel(tiny(vocab_size=VOCAB), aux_weight=0.1)
+    tokens = torch.randint(0, VOCAB, (4, 10))
+    lengths = torch.tensor([10, 3, 7, 1])
+    h = trunk_by_hand(rm, tokens)
+    expected = rm.score_head(h[torch.arange(4), lengths - 1]).squeeze(-1).float()
+    assert torch.equal(rm.scores(tokens, lengths), expected)
+
+
+def test_seeded_construction_gives_the_same_weights_as_before():
+    # the old inline construction: embeddings, blocks, norm, score head, normal init, head init
+    cfg = tiny(vocab_size=VOCAB)
+    torch.manual_seed(6)
+    old = torch.nn.ModuleDict()
+    old["tok_embeddings"] = torch.nn.Embedding(cfg.vocab_size, cfg.dim)
+    old["layers"] = torch.nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+    old["norm"] = RMSNorm(cfg.dim, cfg.norm_eps)
+    old["score_head"] = torch.nn.Linear(cfg.dim, 1)
+    old.apply(Llama._init_weights)
+    torch.nn.init.normal_(old["score_head"].weight, mean=0.0, std=1.0 / math.sqrt(cfg.dim + 1))
+    torch.nn.init.zeros_(old["score_head"].bias)
+    torch.manual_seed(6)
+    new = RewardModel(cfg).state_dict()
+    assert list(new) == list(old.state_dict())
+    assert all(torch.equal(new[k], v) for k, v in old.state_dict().items())
 
 
 def test_from_llama_with_tied_embeddings_keeps_the_embedding_and_drops_the_head():

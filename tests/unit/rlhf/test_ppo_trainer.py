@@ -9,6 +9,7 @@ from models.llama import Llama, tiny
 from models.ppo import PolicyWithValue, sequence_logprobs
 from tasks.rlhf.ppo import PPOConfig, train_ppo
 from tasks.tracking import InMemoryLogger
+from tests.unit.models.test_llama import trunk_by_hand
 
 torch.set_num_threads(1)
 
@@ -69,6 +70,16 @@ def test_policy_with_value_shares_the_trunk_pass_and_starts_with_zero_values():
     # the head's parameters are the only ones PolicyWithValue adds
     assert {n for n, _ in model.named_parameters() if not n.startswith("policy.")} == {
         "value_head.weight", "value_head.bias"}
+
+
+def test_policy_with_value_values_are_the_head_on_the_old_hand_written_trunk_loop():
+    model = PolicyWithValue(make_model(seed=2))
+    torch.nn.init.normal_(model.value_head.weight)
+    tokens = torch.randint(0, VOCAB, (2, 7))
+    h = trunk_by_hand(model.policy, tokens)
+    logits, values = model(tokens)
+    assert torch.equal(values, model.value_head(h).squeeze(-1).float())
+    assert torch.equal(logits, model.policy.output(h).float())
 
 
 def test_policy_with_value_values_are_causal_so_right_padding_is_harmless():
