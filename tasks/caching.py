@@ -10,6 +10,7 @@ key changes exactly when the data, the config or the code a task can run changes
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,11 @@ class ImportedCode(CachePolicy):
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters, **kwargs) -> str:
         # a fresh graph each time: files are re-parsed only when their mtime or size changed
-        return CodeGraph().code_key(task_ctx.task.fn.__module__)
+        fn = task_ctx.task.fn
+        code = CodeGraph().code_key(fn.__module__)
+        # the function's own name: two tasks of one module called with the same inputs (the
+        # Helpfulness RM and the margin ablation) must not share a key
+        return hashlib.sha256(f"{code}|{fn.__module__}.{fn.__qualname__}".encode()).hexdigest()
 
 
 def code_and_inputs() -> CachePolicy:
