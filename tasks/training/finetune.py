@@ -1,7 +1,7 @@
 """Fine-tune a model on tokenised chat examples with the shared training loop (RECIPE.md §4).
 
 The examples (one row of `sft_examples` each) are packed into sequences of `seq_len` tokens
-(chat_format.pack_examples) and read in epochs (TokenBatches order="epochs"); the loss mask
+(`tasks.chat.format.pack_examples`) and read in epochs (TokenBatches order="epochs"); the loss mask
 comes from the labels, so only answer tokens are trained. The number of optimizer steps
 follows from the epochs (paper: 2) and the packed size; warmup is a share of them.
 """
