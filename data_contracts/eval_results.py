@@ -28,7 +28,7 @@ class EvalResults(pap.DataFrameModel):
     r_s: float = pap.Field(ge=0, le=1)  # Safety RM, sigmoid (P(safe) by its auxiliary loss)
     violation_rm: Optional[bool] = pap.Field(nullable=True)  # r_s below the threshold
     violation_annotator: Optional[bool] = pap.Field(nullable=True)  # the rule annotator: unsafe
-    refusal: bool  # tasks.sft.safety.is_refusal
+    refusal: bool  # tasks.judges.refusal.is_refusal
     toxicity: float = pap.Field(ge=0, le=1)
     truthful: Optional[bool] = pap.Field(nullable=True)  # TruthfulQA reference match
     annotator_score: float = pap.Field(ge=0, le=1)  # on the prompt's own axis

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.data.adapters import PAYLOAD_MAX_CHARS, Record, get_adapter
+from tasks.data.adapters import get_adapter
 from tasks.data.catalog import SourceSpec
 from tasks.data.fetch import verified_archive
+from tasks.data.reader_base import PAYLOAD_MAX_CHARS, Record
 from tasks.progress import progress
 from tasks.textio import is_blank, normalise_controls
 

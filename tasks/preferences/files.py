@@ -1,9 +1,10 @@
 """Preference labels that people collected: our own Parquet files and Anthropic HH-RLHF JSONL.
 
 The second `Annotator` source of DESIGN.md: where the rule annotator (a stand-in for human
-annotators, annotator.py) makes labels, these readers take labels from files. Pure code: each
-reader returns rows shaped like the `preference_pairs` contract (plain dicts) and quarantine
-records (file and row or line, and why) for input it could not use; nothing is dropped silently.
+annotators, `tasks.judges.annotator`) makes labels, these readers take labels from files. Pure
+code: each reader returns rows shaped like the `preference_pairs` contract (plain dicts) and
+quarantine records (file and row or line, and why) for input it could not use; nothing is
+dropped silently.
 
 HH-RLHF (Bai et al. 2022) lines hold two transcripts, {"chosen": ..., "rejected": ...}, which
 share every turn but the last assistant answer. HH mapped onto the contract:

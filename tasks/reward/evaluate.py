@@ -141,17 +141,3 @@ def calibration_png(rm_scores, annotator_scores, title: str, bins: int = 10) -> 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()
-
-
-def table_markdown(df: pl.DataFrame, digits: int = 1) -> str:
-    """A Markdown table of `df`: floats with `digits` decimals, nulls as "–"."""
-    def cell(value) -> str:
-        if value is None:
-            return "–"
-        if isinstance(value, float):
-            return f"{value:.{digits}f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.iter_rows()]
-    return "\n".join(lines)

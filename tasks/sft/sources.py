@@ -6,8 +6,8 @@ flat stats. Rows a reader *could* read but leaves out on purpose (low ratings, t
 not quarantine: they come back as `excluded` (row, reason, detail) tuples where they form a
 valid dialogue, and are counted per reason in the stats either way.
 
-Shared helpers used by `synthetic.py` and `safety.py` live here too: `assign_split`,
-`dialogue_row`, `quarantine_record`.
+`dialogue_row`, shared with `synthetic.py` and `safety.py`, lives here too; `assign_split` and
+`quarantine_record` are in `tasks.records`.
 """
 
 from __future__ import annotations

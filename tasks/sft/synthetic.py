@@ -3,8 +3,8 @@
 Four kinds, each its own `category`: arithmetic, counting, conversion and facts (countries from
 `data/facts.yaml`). A dialogue asks 1..max_turns questions of one kind; `reference` is the bare
 answer to the last one ("42", "Paris"). Generation is seeded per kind, so changing the count of
-one kind leaves the others' dialogues unchanged. `check_answer` is the rule later stages use
-to judge whether a model's answer is right.
+one kind leaves the others' dialogues unchanged. `tasks.judges.answers.check_answer` is the rule
+later stages use to judge whether a model's answer is right.
 """
 
 from __future__ import annotations

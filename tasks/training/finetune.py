@@ -1,7 +1,7 @@
 """Fine-tune a model on tokenised chat examples with the shared training loop (RECIPE.md §4).
 
 The examples (one row of `sft_examples` each) are packed into sequences of `seq_len` tokens
-(chat_format.pack_examples) and read in epochs (TokenBatches order="epochs"); the loss mask
+(`tasks.chat.format.pack_examples`) and read in epochs (TokenBatches order="epochs"); the loss mask
 comes from the labels, so only answer tokens are trained. The number of optimizer steps
 follows from the epochs (paper: 2) and the packed size; warmup is a share of them.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.llama import IGNORE_INDEX, Llama
+from models.llama import Llama
 from tasks.chat.format import Packed, pack_examples
 from tasks.tracking import MetricLogger
 from tasks.training.config import TrainConfig
@@ -94,11 +94,6 @@ def finetune(model: Llama, train_examples: pl.DataFrame, val_examples: pl.DataFr
     pack_stats["pack.sequences"] = float(n_sequences)
     pack_stats["train.target_tokens_per_epoch"] = float(np.sum(data.loss_mask))
     return stats, pack_stats
-
-
-def labels_to_mask(labels: list[int]) -> np.ndarray:
-    """1 where a label is a training target, 0 where it is IGNORE_INDEX."""
-    return (np.asarray(labels) != IGNORE_INDEX).astype(np.uint8)
 
 
 def answer_examples(rows: list[dict], processor, seq_len: int, answer_key: str

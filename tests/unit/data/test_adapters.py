@@ -14,11 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.data.adapters import (CsvOptions, FortunesOptions, JsonlOptions, ParquetOptions,
-                                 TxtFolderOptions, read_csv, read_fortunes, read_jsonl,
-                                 read_parquet, read_txt_folder, strip_gutenberg_boilerplate)
 from tasks.data.catalog import load_catalog
+from tasks.data.csv_reader import CsvOptions, read_csv
 from tasks.data.ingest import read_source
+from tasks.data.jsonl_reader import JsonlOptions, read_jsonl
+from tasks.data.parquet_reader import ParquetOptions, read_parquet
+from tasks.data.text_readers import (FortunesOptions, TxtFolderOptions, read_fortunes,
+                                     read_txt_folder, strip_gutenberg_boilerplate)
 
 REPO = Path(__file__).resolve().parents[3]
 CATALOG = load_catalog(REPO / "configs" / "catalog.yaml")

@@ -10,7 +10,6 @@ from tasks.reward.evaluate import (
     accuracy_by_level,
     calibration_png,
     score_pairs,
-    table_markdown,
     unsafe_recall_precision,
 )
 
@@ -82,16 +81,6 @@ def test_accuracy_by_level_errors():
     bad = frame().with_columns(pl.lit("unsure").alias("rating"))
     with pytest.raises(ValueError, match="unknown rating levels \\['unsure'\\]"):
         accuracy_by_level(bad)
-
-
-def test_table_markdown():
-    text = table_markdown(accuracy_by_level(frame()).select("rm", "better", "slightly_better", "n"))
-    assert text.splitlines() == [
-        "| rm | better | slightly_better | n |",
-        "|---|---|---|---|",
-        "| safety | 50.0 | – | 9 |",
-        "| helpfulness | – | – | 1 |",
-    ]
 
 
 # --- unsafe_recall_precision ---------------------------------------------------------------------
