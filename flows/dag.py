@@ -1,7 +1,7 @@
 """The task graph, for `--rerun`: forcing a task also forces everything downstream of it.
 
 Names are `<stage>.<task>` (the Prefect task names) or a whole `<stage>`. The graph is data,
-kept next to the flows that realise it; tests/flows/test_dag.py checks the two agree.
+kept next to the flows that realise it; tests/unit/test_dag.py checks the two agree.
 """
 
 from __future__ import annotations
