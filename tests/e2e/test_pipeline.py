@@ -302,8 +302,11 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     sft = _task_states(third["stages"]["sft"]["flow_run_id"])
     assert sft["collect_dialogues"] == sft["curate"] == "Cached"  # they do not read the corpus
     assert sft["tokenize"] == sft["train_base"] == sft["evaluate"] == "Completed"
-    for stage in ("reward", "rlhf", "distill", "evaluate"):
+    for stage in ("reward", "rlhf", "distill"):
         assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
+    evaluate = _task_states(third["stages"]["evaluate"]["flow_run_id"])
+    assert evaluate.pop("eval_prompts") == "Cached"  # drawn from the curated dialogues only
+    assert evaluate and set(evaluate.values()) == {"Completed"}
     # forced tasks are deterministic: same data, same content-addressed files
     assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
 

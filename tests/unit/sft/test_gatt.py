@@ -6,20 +6,19 @@ import pytest
 
 from tasks.chat.format import render_chat
 
-from tasks.sft.gatt import (
+from tasks.sft.gatt import build_gatt
+from tasks.sft.instructions import (
     KINDS,
     Instruction,
     InstructionSpace,
     Part,
     apply,
-    build_gatt,
     check,
     check_parts,
-    eval_conversations,
     instruction_demos,
-    multiturn_recall,
     sample_instruction,
 )
+from tasks.sft.multiturn import eval_conversations, multiturn_recall
 
 HOBBY, CAPS, SIGN, PERSONA = (Part("hobby", "tennis"), Part("capitals"), Part("signoff", "Cheers"),
                               Part("persona", "Napoleon"))
