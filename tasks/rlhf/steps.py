@@ -36,6 +36,7 @@ from tasks.rlhf import rejection
 from tasks.rlhf.rounds import as_prompt, best_examples, rounds_png, rounds_table, sample_rows, version_rows
 from tasks.rlhf.config import RejectionConfig, RoundEvalConfig
 from tasks.rlhf.ppo import PPOConfig, train_ppo
+from tasks.judges.judge import judge
 from tasks.judges.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
 from tasks.records import dialogue_frame
 from tasks.chat.format import prompt_tokens
@@ -250,15 +251,18 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
     kept = [prompts[i] for i in fits]
     tokens = [prompt_tokens(processor, p["system"], p["turns"]) for p in kept]
     texts = {name: [answers[name][i] for i in fits] for name in models}
-    annot = {name: annotator_scores(annotator, kept, texts[name]) for name in models}
+    judged = {name: judge(kept, texts[name], scorer, annotator, safety_threshold=0.5)
+              for name in models}
+    annot = {name: np.array([j["annotator_score"] for j in judged[name]]) for name in models}
     rows = []
     for order, (name, model) in enumerate(models.items()):
         # the answer as generated ends with EOS; an empty answer is the EOS alone (the model chose
         # to stop at once), so the KL is always measured on at least that one position
         answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts[name]]
         kl = kl_along(model, models["sft"], tokens, answer_tokens)
-        rows += version_rows(name, order, kept, texts[name], scorer.score(kept, texts[name]), kl,
-                              annot[name], win_rates(annot[name], annot["sft"]))
+        scores = {k: np.array([j[k] for j in judged[name]]) for k in ("r_h", "r_s", "r_c")}
+        rows += version_rows(name, order, kept, texts[name], scores, kl, annot[name],
+                             win_rates(annot[name], annot["sft"]))
     frame = dialogue_frame(rows, EVAL)
     table = rounds_table(frame)
     get_run_logger().info("RLHF per-round table (held-out prompts):\n%s", table)
