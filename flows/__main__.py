@@ -17,9 +17,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.config import ConfigError, load_config
 from tasks.runtime import PROJECT_ROOT, configure_environment, default_run_dir
+
+if TYPE_CHECKING:
+    from flows.results import PipelineResult
 
 KEY_METRICS = (
     "rows_in", "rows_kept", "rows_excluded", "rows_quarantined",
@@ -129,20 +133,23 @@ def _console_setup() -> None:
 def _finish(state, stage: str, cfg, started: float, default_dir: Path) -> int:
     """Summary and 0 for a completed flow run; the retry command and 1 for a failed one."""
     from flows.failures import report_failure
+    from flows.results import PipelineResult
 
     if not state.is_completed():
         report_failure(state, stage, cfg.run_dir, default_dir)
         return 1
     result = state.result()
-    if stage != "pipeline":
-        result = {"preset": cfg.preset, "stages": {stage: result}}
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    (cfg.run_dir / "last_run.json").write_text(json.dumps(result, indent=2, default=str))
-    print_summary(result, cfg)
+    if stage != "pipeline":  # one stage's result, summarised like the pipeline's
+        result = PipelineResult(preset=cfg.preset, **{stage: result})
+    seconds = round(time.perf_counter() - started, 1)
+    summary = {**result.summary(), "seconds": seconds}
+    (cfg.run_dir / "last_run.json").write_text(json.dumps(summary, indent=2))
+    print_summary(result, seconds, cfg)
     return 0
 
 
-def print_summary(result: dict, cfg) -> None:
+def print_summary(result: PipelineResult, seconds: float, cfg) -> None:
+    """The stages' task counts and key metrics, and where the run's records are."""
     from mlflow import MlflowClient
     from rich.console import Console
     from rich.table import Table
@@ -150,18 +157,19 @@ def print_summary(result: dict, cfg) -> None:
     from tasks.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri(cfg.run_dir))
-    table = Table(title=f"Llama 2 recipe, preset '{cfg.preset}', {result['seconds']} s")
+    table = Table(title=f"Llama 2 recipe, preset '{cfg.preset}', {seconds} s")
     for col in ("stage", "tasks run", "tasks cached", "key metrics"):
         table.add_column(col)
-    for stage, out in result["stages"].items():
-        states = list(out["states"].values())
-        metrics = client.get_run(out["mlflow_run_id"]).data.metrics
+    stages = result.stages()
+    for stage, out in stages.items():
+        states = list(out.states.values())
+        metrics = client.get_run(out.mlflow_run_id).data.metrics
         shown = ", ".join(f"{k}={_fmt(metrics[k])}" for k in KEY_METRICS if k in metrics)
         table.add_row(stage, str(states.count("Completed")), str(states.count("Cached")), shown)
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     uri = tracking_uri(cfg.run_dir)
-    run_id = result.get("mlflow_run_id") or next(iter(result["stages"].values()))["mlflow_run_id"]
+    run_id = result.mlflow_run_id or next(iter(stages.values())).mlflow_run_id
     experiment_id = client.get_run(run_id).info.experiment_id
     # workflowType: MLflow 3 opens an experiment in its GenAI (traces) view unless told otherwise
     view = "?workflowType=machine_learning"
@@ -175,8 +183,8 @@ def print_summary(result: dict, cfg) -> None:
         console.print(f"MLflow store: {uri}  ({ui} serves it on {base})")
     console.print(f"MLflow runs:  {base}/{runs_page}")
     console.print(f"MLflow run:   {base}/{run_page}")
-    if result.get("report"):
-        console.print(f"Report:       {result['report']}  (open it in a browser)")
+    if result.report:
+        console.print(f"Report:       {result.report}  (open it in a browser)")
     console.print(f"Datasets:     {cfg.data_dir}")
     console.print(f"Summary JSON: {cfg.run_dir / 'last_run.json'}")
 

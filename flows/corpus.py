@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner, build_task_runner
 from flows.dag import expand_reruns
+from flows.results import CorpusResult
 from tasks.config import flatten, load_config
 from tasks.corpus import steps
 from tasks.data.catalog import load_catalog
@@ -27,8 +28,8 @@ DESCRIPTION = (
 
 @flow(name="corpus")
 def corpus_flow(preset: str = "demo", overrides: list[str] | None = None,
-                rerun: list[str] | None = None, parent_run_id: str | None = None) -> dict:
-    """Build the kept corpus; returns {dataset name: manifest as dict}."""
+                rerun: list[str] | None = None, parent_run_id: str | None = None) -> CorpusResult:
+    """Build the kept corpus; the result holds every dataset the stage wrote."""
     cfg = load_config(preset, overrides or [])
     run = StageRunner("corpus", expand_reruns(rerun or []))
     data_dir, c = str(cfg.data_dir), cfg.corpus
@@ -62,8 +63,8 @@ def corpus_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_metrics(_row_accounting(raw, weighted))
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     outputs = {**raw.outputs, **weighted.outputs, **toxicity.outputs, **demographics.outputs}
-    return {"outputs": {k: m.model_dump() for k, m in outputs.items()},
-            "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+    return CorpusResult(outputs=outputs, states=run.states, mlflow_run_id=tracker.run_id,
+                        flow_run_id=str(flow_run.id))
 
 
 @flow(name="corpus-shard-filters")

@@ -9,9 +9,9 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.results import DistillResult, RlhfResult
 from tasks.config import flatten, load_config
 from tasks.distill import steps
-from tasks.io import Manifest
 from tasks.tracking import log_step, stage_run
 from tasks.register import register_step
 
@@ -26,7 +26,7 @@ DESCRIPTION = (
 @flow(name="distill")
 def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
                  rerun: list[str] | None = None, parent_run_id: str | None = None,
-                 rlhf: dict | None = None) -> dict:
+                 rlhf: RlhfResult | None = None) -> DistillResult:
     """Distil the safety preprompt into the newest RLHF policy. Without `rlhf` (the RLHF stage's
     result), the earlier stages supply it (cached when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -35,13 +35,11 @@ def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
 
         rlhf = rlhf_flow(preset, overrides, rerun, parent_run_id)
     d, seed, run_dir, data_dir = cfg.distill, cfg.seed, str(cfg.run_dir), str(cfg.data_dir)
-    sft = rlhf["reward"]["sft"]
-    dialogues = Manifest.model_validate(sft["outputs"]["sft_dialogues"])
-    tokenizer, policy = rlhf["tokenizer_model"], rlhf["model_dir"]
+    dialogues, tokenizer, policy = rlhf.sft.dialogues, rlhf.tokenizer_model, rlhf.model_dir
     run = StageRunner("distill", expand_reruns(rerun or []))
     with stage_run(cfg, "distill", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(d, "distill."), "seed": seed, "policy": policy})
-        data = run(steps.distill_data_step, dialogues, policy, rlhf["reward_models"]["safety"], tokenizer,
+        data = run(steps.distill_data_step, dialogues, policy, rlhf.reward_models["safety"], tokenizer,
                    d, cfg.reward.seq_len("safety"), seed, data_dir, run_dir)
         log_step(tracker, data, datasets={steps.SAMPLES: "training"}, artifact_path="distillation")
         kept, rows = int(data.stats["distill.kept"]), int(data.stats["distill.rows"])
@@ -60,7 +58,7 @@ def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
         registered = run(register_step, model_dir, d.registered_model, how, run_dir, tracker.run_id)
         tracker.log_metrics(registered.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return {"model_dir": model_dir, "models": {**rlhf["models"], "distilled": model_dir},
-            "tokenizer_model": tokenizer, "rlhf": rlhf,
-            "outputs": {k: m.model_dump() for k, m in data.outputs.items()},
-            "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+    return DistillResult(model_dir=model_dir, models={**rlhf.models, "distilled": model_dir},
+                         tokenizer_model=tokenizer, rlhf=rlhf, outputs=data.outputs,
+                         states=run.states, mlflow_run_id=tracker.run_id,
+                         flow_run_id=str(flow_run.id))

@@ -14,6 +14,7 @@ from flows.distill import distill_flow
 from flows.evaluate import evaluate_flow
 from flows.dag import expand_reruns
 from flows.pretrain import pretrain_flow
+from flows.results import PipelineResult
 from flows.reward import reward_flow
 from flows.rlhf import rlhf_flow
 from flows.sft import sft_flow
@@ -30,7 +31,7 @@ DESCRIPTION = ("Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> 
 
 @flow(name="pipeline")
 def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
-                  rerun: list[str] | None = None) -> dict:
+                  rerun: list[str] | None = None) -> PipelineResult:
     """Run every stage in order; `rerun` forces named stages/tasks and what depends on them."""
     cfg = load_config(preset, overrides or [])
     expand_reruns(rerun or [])  # fail fast on an unknown name, before any work
@@ -40,43 +41,40 @@ def pipeline_flow(preset: str = "demo", overrides: list[str] | None = None,
                       {"stage": "pipeline", "prefect.flow_run_id": str(flow_run.id or ""),
                        CONFIG_TAG: config_sha256(cfg)},
                       description=DESCRIPTION, continue_flow_run=True)
-    summary: dict = {"preset": cfg.preset, "mlflow_run_id": parent.run_id,
-                     "tracking_uri": tracking_uri(cfg.run_dir), "stages": {}}
     try:
-        corpus = corpus_flow(preset, overrides, rerun, parent.run_id)
-        summary["stages"]["corpus"] = corpus
-        tokenizer = tokenizer_flow(preset, overrides, rerun, parent.run_id,
-                                   documents=corpus["outputs"]["documents"])
-        summary["stages"]["tokenizer"] = tokenizer
-        pretrain = pretrain_flow(
-            preset, overrides, rerun, parent.run_id, documents=tokenizer["documents"],
-            tokenizer_model=tokenizer["tokenizer_model"])
-        summary["stages"]["pretrain"] = pretrain
-        sft = sft_flow(preset, overrides, rerun, parent.run_id,
-                       tokenizer_model=tokenizer["tokenizer_model"],
-                       pretrained_dir=pretrain["model_dir"])
-        summary["stages"]["sft"] = sft
-        reward = reward_flow(preset, overrides, rerun, parent.run_id, sft=sft)
-        summary["stages"]["reward"] = {k: v for k, v in reward.items() if k != "sft"}
-        rlhf = rlhf_flow(preset, overrides, rerun, parent.run_id, reward=reward)
-        summary["stages"]["rlhf"] = {k: v for k, v in rlhf.items() if k != "reward"}
-        distill = {"rlhf": rlhf, "model_dir": rlhf["model_dir"]}  # what evaluation sees without it
-        if cfg.distill.enabled:
-            distill = distill_flow(preset, overrides, rerun, parent.run_id, rlhf=rlhf)
-            summary["stages"]["distill"] = {k: v for k, v in distill.items() if k != "rlhf"}
-        if cfg.evaluate.enabled:
-            evaluation = evaluate_flow(preset, overrides, rerun, parent.run_id, distill=distill)
-            summary["stages"]["evaluate"] = evaluation
-            table = pl.read_csv(evaluation["artifacts"]["evaluation.csv"]).to_dicts()
-            stage_runs = {k: v["mlflow_run_id"] for k, v in summary["stages"].items()}
-            summary["model_cards"] = write_model_cards(parent.client, stage_runs, table, cfg.preset,
-                                                       git_commit())
+        result = _stages(cfg, preset, overrides, rerun, parent.run_id)
+        if result.evaluate is not None:
+            table = pl.read_csv(result.evaluate.table).to_dicts()
+            stage_runs = {k: v.mlflow_run_id for k, v in result.stages().items()}
+            cards = write_model_cards(parent.client, stage_runs, table, cfg.preset, git_commit())
+            result = result.model_copy(update={"model_cards": cards})
         report = build_report(parent.client, parent.run_id,
                               cfg.run_dir / "reports" / f"report-{parent.run_id[:8]}.html")
         parent.log_artifact(report, "report")
-        summary["report"] = str(report)
     except BaseException:
         parent.close("FAILED")
         raise
     parent.close("FINISHED")
-    return summary
+    return result.model_copy(update={"mlflow_run_id": parent.run_id, "report": str(report),
+                                     "tracking_uri": tracking_uri(cfg.run_dir)})
+
+
+def _stages(cfg, preset: str, overrides: list[str] | None, rerun: list[str] | None,
+            parent_run_id: str) -> PipelineResult:
+    """Each stage's flow in order, each given the results it reads."""
+    corpus = corpus_flow(preset, overrides, rerun, parent_run_id)
+    tokenizer = tokenizer_flow(preset, overrides, rerun, parent_run_id, documents=corpus.documents)
+    pretrain = pretrain_flow(preset, overrides, rerun, parent_run_id, documents=tokenizer.documents,
+                             tokenizer_model=tokenizer.tokenizer_model)
+    sft = sft_flow(preset, overrides, rerun, parent_run_id,
+                   tokenizer_model=tokenizer.tokenizer_model, pretrained_dir=pretrain.model_dir)
+    reward = reward_flow(preset, overrides, rerun, parent_run_id, sft=sft)
+    rlhf = rlhf_flow(preset, overrides, rerun, parent_run_id, reward=reward)
+    distill = evaluation = None
+    if cfg.distill.enabled:
+        distill = distill_flow(preset, overrides, rerun, parent_run_id, rlhf=rlhf)
+    if cfg.evaluate.enabled:  # without distillation, evaluation reads the RLHF result itself
+        evaluation = evaluate_flow(preset, overrides, rerun, parent_run_id, distill=distill,
+                                   rlhf=None if distill else rlhf)
+    return PipelineResult(preset=cfg.preset, corpus=corpus, tokenizer=tokenizer, pretrain=pretrain,
+                          sft=sft, reward=reward, rlhf=rlhf, distill=distill, evaluate=evaluation)

@@ -8,6 +8,7 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.results import PretrainResult
 from tasks.config import flatten, load_config
 from tasks.io import Manifest
 from tasks.pretrain import steps
@@ -24,19 +25,20 @@ DESCRIPTION = (
 @flow(name="pretrain")
 def pretrain_flow(preset: str = "demo", overrides: list[str] | None = None,
                   rerun: list[str] | None = None, parent_run_id: str | None = None,
-                  documents: dict | None = None, tokenizer_model: str | None = None) -> dict:
+                  documents: Manifest | None = None,
+                  tokenizer_model: str | None = None) -> PretrainResult:
     """Train the base model. Without inputs, the earlier stages supply them (cached)."""
     cfg = load_config(preset, overrides or [])
     if documents is None or tokenizer_model is None:
         from flows.tokenizer import tokenizer_flow
 
         tok = tokenizer_flow(preset, overrides, rerun, parent_run_id)
-        documents, tokenizer_model = tok["documents"], tok["tokenizer_model"]
+        documents, tokenizer_model = tok.documents, tok.tokenizer_model
     p = cfg.pretrain
     run = StageRunner("pretrain", expand_reruns(rerun or []))
     with stage_run(cfg, "pretrain", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(p, "pretrain."), "seed": cfg.seed})
-        shards = run(steps.token_shards_step, Manifest.model_validate(documents), tokenizer_model,
+        shards = run(steps.token_shards_step, documents, tokenizer_model,
                      p.shards, str(cfg.run_dir))
         log_step(tracker, shards, artifact_path="shards")
         trained = run(steps.train_step, shards.artifacts["shards_manifest.json"],
@@ -45,6 +47,7 @@ def pretrain_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_metrics(trained.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
         tracker.set_tags({"registered_model": f"{p.registered_model} v{int(trained.stats['registered_version'])}"})
-    return {"outputs": {}, "model_dir": trained.artifacts["model_dir"], "tokenizer_model": tokenizer_model,
-            "registered_version": int(trained.stats["registered_version"]), "states": run.states,
-            "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+    return PretrainResult(model_dir=trained.artifacts["model_dir"], tokenizer_model=tokenizer_model,
+                          registered_version=int(trained.stats["registered_version"]),
+                          states=run.states, mlflow_run_id=tracker.run_id,
+                          flow_run_id=str(flow_run.id))

@@ -11,9 +11,9 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.results import RewardResult, SftResult
 from tasks.config import flatten, load_config
 from tasks.hashing import sha256_of
-from tasks.io import Manifest
 from tasks.reward import steps
 from tasks.tracking import log_step, stage_run
 
@@ -28,7 +28,7 @@ DESCRIPTION = (
 @flow(name="reward")
 def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
                 rerun: list[str] | None = None, parent_run_id: str | None = None,
-                sft: dict | None = None) -> dict:
+                sft: SftResult | None = None) -> RewardResult:
     """Collect preferences and train both reward models. Without `sft` (the SFT stage's
     result), the earlier stages supply it (cached when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -37,13 +37,12 @@ def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
 
         sft = sft_flow(preset, overrides, rerun, parent_run_id)
     r, seed, run_dir, data_dir = cfg.reward, cfg.seed, str(cfg.run_dir), str(cfg.data_dir)
-    dialogues = Manifest.model_validate(sft["outputs"]["sft_dialogues"])
-    tokenizer, sft_dir = sft["tokenizer_model"], sft["model_dir"]
+    dialogues, tokenizer, sft_dir = sft.dialogues, sft.tokenizer_model, sft.model_dir
     run = StageRunner("reward", expand_reruns(rerun or []))
     with stage_run(cfg, "reward", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(r, "reward."), "seed": seed})
         label_sha = {f.name: sha256_of(f.path) for f in r.collection.label_files}
-        collected = run(steps.collect_step, dialogues, sft["models"], tokenizer, r,
+        collected = run(steps.collect_step, dialogues, sft.models, tokenizer, r,
                         cfg.corpus.toxicity, seed, data_dir, label_sha)
         log_step(tracker, collected, datasets={steps.PAIRS: "training"})
         pairs = collected[steps.PAIRS]
@@ -64,6 +63,6 @@ def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
             tracker.log_table(pl.read_csv(ablation.artifacts["margin_ablation.csv"]),
                               "margin_ablation")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return {"outputs": {k: m.model_dump() for k, m in collected.outputs.items()},
-            "reward_models": trained, "tokenizer_model": tokenizer, "sft": sft,
-            "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+    return RewardResult(outputs=collected.outputs, reward_models=trained, tokenizer_model=tokenizer,
+                        sft=sft, states=run.states, mlflow_run_id=tracker.run_id,
+                        flow_run_id=str(flow_run.id))

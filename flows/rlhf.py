@@ -17,8 +17,9 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.results import RewardResult, RlhfResult, RlhfRound
 from tasks.config import flatten, load_config
-from tasks.io import Manifest, read_dataset
+from tasks.io import read_dataset
 from tasks.register import register_step
 from tasks.rlhf import rounds, steps
 from tasks.tracking import log_step, stage_run
@@ -46,7 +47,7 @@ def _round_description(r: int, ppo: bool, refresh: bool) -> str:
 @flow(name="rlhf")
 def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
               rerun: list[str] | None = None, parent_run_id: str | None = None,
-              reward: dict | None = None) -> dict:
+              reward: RewardResult | None = None) -> RlhfResult:
     """Run the RLHF rounds. Without `reward` (the reward stage's result), the earlier stages
     supply it (cached when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -55,17 +56,15 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
 
         reward = reward_flow(preset, overrides, rerun, parent_run_id)
     l, seed, run_dir, data_dir = cfg.rlhf, cfg.seed, str(cfg.run_dir), str(cfg.data_dir)
-    sft = reward["sft"]
-    dialogues = Manifest.model_validate(sft["outputs"]["sft_dialogues"])
-    tokenizer, sft_dir = sft["tokenizer_model"], sft["model_dir"]
+    dialogues, tokenizer, sft_dir = reward.sft.dialogues, reward.tokenizer_model, reward.sft.model_dir
     prompts = rounds.prompt_sets(read_dataset(dialogues).to_dicts(), l, seed)
     run = StageRunner("rlhf", expand_reruns(rerun or []))
     with stage_run(cfg, "rlhf", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(l, "rlhf."), "seed": seed,
                             **{f"prompts.{k}": len(v) for k, v in prompts.items()}})
-        pairs = Manifest.model_validate(reward["outputs"]["preference_pairs"])
+        pairs = reward.pairs
         rm_seq_len = cfg.reward.seq_len("helpfulness")  # what R_h, R_s and R_c are scored at
-        rms = dict(reward["reward_models"])
+        rms = dict(reward.reward_models)
         policy = previous = sft_dir
         versions, samples, summary = {"sft": sft_dir}, [], []
         for r in range(1, l.rounds + 1):
@@ -101,15 +100,14 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                 rt.log_metrics(registered.stats)
                 previous, policy = policy, new_policy
                 versions[f"rlhf-v{r}"] = policy
-                summary.append({"round": r, "how": how, "model_dir": policy})
+                summary.append(RlhfRound(round=r, how=how, model_dir=policy))
         evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, rm_seq_len, cfg.reward.annotator, l.evaluation,
                         cfg.corpus.toxicity, seed, data_dir, run_dir)
         log_step(tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation")
         tracker.log_table(pl.read_csv(evaluated.artifacts["rounds.csv"]), "rlhf_rounds")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return {"models": versions, "model_dir": policy, "rounds": summary, "reward_models": rms,
-            "tokenizer_model": tokenizer, "reward": reward,
-            "outputs": {"preference_pairs": pairs.model_dump(),
-                        "rlhf_eval": evaluated.outputs[steps.EVAL].model_dump(),
-                        "rejection_samples": [m.model_dump() for m in samples]},
-            "states": run.states, "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+    return RlhfResult(models=versions, model_dir=policy, rounds=summary, reward_models=rms,
+                      tokenizer_model=tokenizer, reward=reward,
+                      outputs={"preference_pairs": pairs, "rlhf_eval": evaluated.outputs[steps.EVAL]},
+                      rejection_samples=samples, states=run.states, mlflow_run_id=tracker.run_id,
+                      flow_run_id=str(flow_run.id))

@@ -12,6 +12,7 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.results import SftResult
 from tasks.config import flatten, load_config
 from tasks.data.catalog import load_catalog
 from tasks.data.fetch import verified_archive
@@ -33,7 +34,7 @@ DESCRIPTION = (
 @flow(name="sft")
 def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
              rerun: list[str] | None = None, parent_run_id: str | None = None,
-             tokenizer_model: str | None = None, pretrained_dir: str | None = None) -> dict:
+             tokenizer_model: str | None = None, pretrained_dir: str | None = None) -> SftResult:
     """Fine-tune the pretrained model into the SFT chat model. Without inputs, the earlier
     stages supply them (cached when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -41,7 +42,7 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
         from flows.pretrain import pretrain_flow
 
         pre = pretrain_flow(preset, overrides, rerun, parent_run_id)
-        tokenizer_model, pretrained_dir = pre["tokenizer_model"], pre["model_dir"]
+        tokenizer_model, pretrained_dir = pre.tokenizer_model, pre.model_dir
     s, seed, run_dir, data_dir = cfg.sft, cfg.seed, str(cfg.run_dir), str(cfg.data_dir)
     catalog = load_catalog(cfg.data.catalog)
     archives = {name: str(verified_archive(catalog.archive(name), cfg.data.cache_dir))
@@ -88,15 +89,15 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_metrics(registered.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
         tracker.set_tags({"registered_model": f"{s.registered_model} v{version}"})
-    return {"outputs": {"quarantine": collected[steps.QUARANTINE].model_dump(),
-                        "sft_dialogues": curated[steps.DIALOGUES].model_dump(),
-                        "sft_examples": examples[steps.EXAMPLES].model_dump()},
-            "model_dir": final.artifacts["model_dir"], "tokenizer_model": tokenizer_model,
-            # the model variants later stages sample from (preference collection)
-            "models": {"sft": final.artifacts["model_dir"], "sft_base": base.artifacts["model_dir"],
-                       "pretrained": pretrained_dir},
-            "registered_version": version, "states": run.states,
-            "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+    return SftResult(
+        outputs={"quarantine": collected[steps.QUARANTINE], "sft_dialogues": curated[steps.DIALOGUES],
+                 "sft_examples": examples[steps.EXAMPLES]},
+        model_dir=final.artifacts["model_dir"], tokenizer_model=tokenizer_model,
+        # the model variants later stages sample from (preference collection)
+        models={"sft": final.artifacts["model_dir"], "sft_base": base.artifacts["model_dir"],
+                "pretrained": pretrained_dir},
+        registered_version=version, states=run.states, mlflow_run_id=tracker.run_id,
+        flow_run_id=str(flow_run.id))
 
 
 def _without_model(output):

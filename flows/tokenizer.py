@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.results import TokenizerResult
 from tasks.config import flatten, load_config
 from tasks.io import Manifest, read_dataset
 from tasks.tokenizer import steps
@@ -24,15 +25,15 @@ DESCRIPTION = (
 @flow(name="tokenizer")
 def tokenizer_flow(preset: str = "demo", overrides: list[str] | None = None,
                    rerun: list[str] | None = None, parent_run_id: str | None = None,
-                   documents: dict | None = None) -> dict:
+                   documents: Manifest | None = None) -> TokenizerResult:
     """Train and evaluate the tokenizer. Without `documents`, the corpus stage supplies them
     (from cache when nothing changed)."""
     cfg = load_config(preset, overrides or [])
     if documents is None:
         from flows.corpus import corpus_flow
 
-        documents = corpus_flow(preset, overrides, rerun, parent_run_id)["outputs"]["documents"]
-    docs = Manifest.model_validate(documents)
+        documents = corpus_flow(preset, overrides, rerun, parent_run_id).documents
+    docs = documents
     run = StageRunner("tokenizer", expand_reruns(rerun or []))
     with stage_run(cfg, "tokenizer", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(cfg.tokenizer, "tokenizer."), "seed": cfg.seed})
@@ -44,7 +45,6 @@ def tokenizer_flow(preset: str = "demo", overrides: list[str] | None = None,
         log_step(tracker, evaluated)
         tracker.log_table(read_dataset(evaluated["tokenizer_eval"]), "bytes_per_token")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return {"outputs": {k: m.model_dump() for k, m in evaluated.outputs.items()},
-            "tokenizer_model": str(Path(model_path)), "documents": docs.model_dump(),
-            "states": run.states,
-            "mlflow_run_id": tracker.run_id, "flow_run_id": str(flow_run.id)}
+    return TokenizerResult(outputs=evaluated.outputs, tokenizer_model=str(Path(model_path)),
+                           documents=docs, states=run.states, mlflow_run_id=tracker.run_id,
+                           flow_run_id=str(flow_run.id))

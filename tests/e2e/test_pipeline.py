@@ -43,7 +43,7 @@ def first_run(run_dir):
 def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     cfg = load_config("tiny")
     client = MlflowClient(tracking_uri(cfg.run_dir))
-    parent = client.get_run(first_run["mlflow_run_id"])
+    parent = client.get_run(first_run.mlflow_run_id)
     assert parent.info.run_name.startswith("pipeline tiny ")
     assert parent.info.status == "FINISHED"
     experiment = client.get_experiment_by_name(experiment_name("tiny"))
@@ -61,7 +61,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     assert m["rows_kept"] > 0 and m["rows_excluded"] > 0
     assert 0.0 <= m["toxicity.share_toxic"] <= 1.0
     assert any(k.startswith("excluded.quality_") for k in m)
-    assert corpus.data.tags["prefect.flow_run_id"] == first_run["stages"]["corpus"]["flow_run_id"]
+    assert corpus.data.tags["prefect.flow_run_id"] == first_run.corpus.flow_run_id
     artifacts = {a.path for a in client.list_artifacts(corpus.info.run_id, "toxicity")}
     assert "toxicity/toxicity_histogram.png" in artifacts
     tables = {a.path for a in client.list_artifacts(corpus.info.run_id, "tables")}
@@ -179,7 +179,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     assert {"tables/evaluation.csv", "tables/violation_by_category.csv", "tables/red_team.csv"} <= tables
     assert "eval_results" in {d.dataset.name for d in evaluation.inputs.dataset_inputs}
     # every version's registered model carries its model card, with its evaluation row
-    cards = first_run["model_cards"]
+    cards = first_run.model_cards
     assert set(versions) <= set(cards)
     name, number = cards["rlhf-v3"].split("/")
     card = client.get_model_version(name, number).description
@@ -194,17 +194,17 @@ def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path)
 
     from tests.e2e.test_services import CHROMIUM_FLAGS
 
-    report = Path(first_run["report"])
+    report = Path(first_run.report)
     assert report.exists() and report.suffix == ".html"
     client = MlflowClient(tracking_uri(load_config("tiny").run_dir))
-    assert f"report/{report.name}" in {a.path for a in client.list_artifacts(first_run["mlflow_run_id"], "report")}
+    assert f"report/{report.name}" in {a.path for a in client.list_artifacts(first_run.mlflow_run_id, "report")}
     binary = shutil.which("chromium")
     assert binary, "chromium is not installed: `make test` installs it (make browser)"
     dom = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom",
                           report.as_uri()], capture_output=True, text=True, timeout=120).stdout
     for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate"):
         assert f">{stage}<" in dom, stage
-    rows_kept = client.get_run(first_run["stages"]["corpus"]["mlflow_run_id"]).data.metrics["rows_kept"]
+    rows_kept = client.get_run(first_run.corpus.mlflow_run_id).data.metrics["rows_kept"]
     assert f"{int(rows_kept)}" in dom
     assert "rlhf rounds" in dom and "table8 accuracy by level" in dom and "evaluation" in dom
     shot = Path(__file__).resolve().parents[2] / "test-artifacts" / "run-report.png"
@@ -224,21 +224,20 @@ def test_every_registered_version_loads_the_weights_its_task_trained(first_run, 
 
     uri = tracking_uri(load_config("tiny").run_dir)
     client = MlflowClient(uri)
-    stages = first_run["stages"]
-    run_of = {stage: out["mlflow_run_id"] for stage, out in stages.items()}
+    run_of = {stage: out.mlflow_run_id for stage, out in first_run.stages().items()}
     experiment = client.get_run(run_of["rlhf"]).info.experiment_id
     rounds = {r.info.run_name: r.info.run_id for r in client.search_runs(
         [experiment], f"tags.mlflow.parentRunId = '{run_of['rlhf']}'")}
     last = max(rounds)
     expected = {  # (registered model, MLflow run that registered it) -> folder the task trained
-        ("llama2-recipe-pretrained", run_of["pretrain"]): stages["pretrain"]["model_dir"],
-        ("llama2-recipe-sft", run_of["sft"]): stages["sft"]["model_dir"],
-        ("llama2-recipe-distilled", run_of["distill"]): stages["distill"]["model_dir"],
-        **{(f"llama2-recipe-rm-{rm}", run_of["reward"]): stages["reward"]["reward_models"][rm]
+        ("llama2-recipe-pretrained", run_of["pretrain"]): first_run.pretrain.model_dir,
+        ("llama2-recipe-sft", run_of["sft"]): first_run.sft.model_dir,
+        ("llama2-recipe-distilled", run_of["distill"]): first_run.distill.model_dir,
+        **{(f"llama2-recipe-rm-{rm}", run_of["reward"]): first_run.reward.reward_models[rm]
            for rm in ("helpfulness", "safety")},
-        **{(f"llama2-recipe-rm-{rm}", rounds[last]): stages["rlhf"]["reward_models"][rm]
+        **{(f"llama2-recipe-rm-{rm}", rounds[last]): first_run.rlhf.reward_models[rm]
            for rm in ("helpfulness", "safety")},
-        **{("llama2-recipe-rlhf", run_id): stages["rlhf"]["models"][name] for name, run_id in rounds.items()},
+        **{("llama2-recipe-rlhf", run_id): first_run.rlhf.models[name] for name, run_id in rounds.items()},
     }
     ours = set(run_of.values()) | set(rounds.values())
     names = {name for name, _ in expected}
@@ -262,15 +261,15 @@ def test_every_registered_version_loads_the_weights_its_task_trained(first_run, 
 
 
 def _gatt_skipped(result) -> bool:
-    return "sft.train_gatt" not in result["stages"]["sft"]["states"]
+    return "sft.train_gatt" not in result.sft.states
 
 
 def test_first_run_executes_every_task(first_run):
-    states = {k: v for stage in first_run["stages"].values() for k, v in stage["states"].items()}
+    states = {k: v for stage in first_run.stages().values() for k, v in stage.states.items()}
     # train_gatt runs only when GAtt sampling kept a dialogue (the tiny model keeps none)
     skipped = {"sft.train_gatt"} if _gatt_skipped(first_run) else set()
     # likewise distill_finetune runs only when distillation kept an answer
-    if "distill.distill_finetune" not in first_run["stages"]["distill"]["states"]:
+    if "distill.distill_finetune" not in first_run.distill.states:
         skipped.add("distill.distill_finetune")
     # mapped tasks are recorded as name/i, an RLHF round's as name:v<r>
     assert {name.split("/")[0].split(":")[0] for name in states} == set(EDGES) - skipped
@@ -280,35 +279,35 @@ def test_first_run_executes_every_task(first_run):
 def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     second = pipeline_flow(preset="tiny")
     for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate"):
-        api_states = _task_states(second["stages"][stage]["flow_run_id"])
+        api_states = _task_states(getattr(second, stage).flow_run_id)
         assert api_states and set(api_states.values()) == {"Cached"}, api_states
-    assert second["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
+    assert second.corpus.outputs == first_run.corpus.outputs
 
     third = pipeline_flow(preset="tiny", rerun=["corpus.quality"])
-    corpus = _task_states(third["stages"]["corpus"]["flow_run_id"])
+    corpus = _task_states(third.corpus.flow_run_id)
     assert corpus["ingest"] == "Cached" and corpus["pii"] == "Cached"
     for name in ("quality", "merge_shards", "exact_dedup", "near_dedup", "weights", "toxicity",
                  "demographics"):
         assert corpus[name] == "Completed", (name, corpus)
     for stage in ("tokenizer", "pretrain"):
-        assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
+        assert set(_task_states(getattr(third, stage).flow_run_id).values()) == {"Completed"}
     # a forced training task trains again from step 0 (before: it resumed its own final
     # checkpoint and trained 0 steps); the earlier output is set aside, not deleted
     pretrain = MlflowClient(tracking_uri(load_config("tiny").run_dir)).get_run(
-        third["stages"]["pretrain"]["mlflow_run_id"]).data.metrics
+        third.pretrain.mlflow_run_id).data.metrics
     assert pretrain["train.start_step"] == 0 and pretrain["train.steps"] == 30
-    trained = Path(third["stages"]["pretrain"]["model_dir"]).parent
+    trained = Path(third.pretrain.model_dir).parent
     assert list(trained.parent.glob(f"{trained.name}.set-aside-*"))
-    sft = _task_states(third["stages"]["sft"]["flow_run_id"])
+    sft = _task_states(third.sft.flow_run_id)
     assert sft["collect_dialogues"] == sft["curate"] == "Cached"  # they do not read the corpus
     assert sft["tokenize"] == sft["train_base"] == sft["evaluate"] == "Completed"
     for stage in ("reward", "rlhf", "distill"):
-        assert set(_task_states(third["stages"][stage]["flow_run_id"]).values()) == {"Completed"}
-    evaluate = _task_states(third["stages"]["evaluate"]["flow_run_id"])
+        assert set(_task_states(getattr(third, stage).flow_run_id).values()) == {"Completed"}
+    evaluate = _task_states(third.evaluate.flow_run_id)
     assert evaluate.pop("eval_prompts") == "Cached"  # drawn from the curated dialogues only
     assert evaluate and set(evaluate.values()) == {"Completed"}
     # forced tasks are deterministic: same data, same content-addressed files
-    assert third["stages"]["corpus"]["outputs"] == first_run["stages"]["corpus"]["outputs"]
+    assert third.corpus.outputs == first_run.corpus.outputs
 
 
 def test_an_rlhf_run_stopped_in_its_last_round_resumes_there(first_run, monkeypatch):
@@ -323,9 +322,9 @@ def test_an_rlhf_run_stopped_in_its_last_round_resumes_there(first_run, monkeypa
         rlhf_flow(preset="tiny", overrides=overrides)
     monkeypatch.delenv(FAULT_ENV)
     resumed = rlhf_flow(preset="tiny", overrides=overrides)
-    states = resumed["states"]
+    states = resumed.states
     before_ppo = {k: v for k, v in states.items() if not k.startswith(("rlhf.ppo", "rlhf.register_round:v3",
                                                                         "rlhf.evaluate_rounds"))}
     assert len(before_ppo) == 10 and set(before_ppo.values()) == {"Cached"}, states
     assert states["rlhf.ppo:v3"] == "Completed" and states["rlhf.evaluate_rounds"] == "Completed"
-    assert resumed["models"]["rlhf-v2"] == first_run["stages"]["rlhf"]["models"]["rlhf-v2"]
+    assert resumed.models["rlhf-v2"] == first_run.rlhf.models["rlhf-v2"]

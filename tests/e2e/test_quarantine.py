@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from flows.corpus import corpus_flow
 from tasks.config import load_config
-from tasks.io import Manifest, read_dataset
+from tasks.io import read_dataset
 from tasks.tracking import tracking_uri
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +45,7 @@ def test_malformed_rows_are_quarantined_counted_and_nothing_else_lost(user_jsonl
     overrides = ["data.sources=[fortunes]", "data.max_docs_per_source=40",
                  f"data.user_sources=[{yaml.safe_dump(spec, default_flow_style=True).strip()}]"]
     result = corpus_flow(preset="tiny", overrides=overrides)
-    outputs = {k: Manifest.model_validate(v) for k, v in result["outputs"].items()}
+    outputs = result.outputs
 
     quarantine = read_dataset(outputs["quarantine"]).filter(source="mine")
     assert quarantine.height == 4
@@ -65,7 +65,7 @@ def test_malformed_rows_are_quarantined_counted_and_nothing_else_lost(user_jsonl
     assert kept + dropped == 3
 
     cfg = load_config("tiny")
-    metrics = MlflowClient(tracking_uri(cfg.run_dir)).get_run(result["mlflow_run_id"]).data.metrics
+    metrics = MlflowClient(tracking_uri(cfg.run_dir)).get_run(result.mlflow_run_id).data.metrics
     assert metrics["rows_quarantined"] == outputs["quarantine"].rows
     assert metrics["rows_in"] == (
         metrics["rows_kept"] + metrics["rows_excluded"] + metrics["rows_quarantined"]
@@ -99,19 +99,19 @@ def test_user_dialogues_reach_sft_and_bad_lines_are_quarantined(tmp_path):
     result = sft_flow(preset="tiny", overrides=overrides)
 
     cfg = load_config("tiny")
-    run = MlflowClient(tracking_uri(cfg.run_dir)).get_run(result["mlflow_run_id"])
-    bad = read_dataset(Manifest.model_validate(result["outputs"]["quarantine"]))
+    run = MlflowClient(tracking_uri(cfg.run_dir)).get_run(result.mlflow_run_id)
+    bad = read_dataset(result.outputs["quarantine"])
     locations = " ".join(bad["location"])
     for where in ("chats.jsonl:line 2", "chats.jsonl:line 3", "chats.jsonl:line 4", "hh.jsonl:line 2"):
         assert where in locations, (where, locations)
-    dialogues = read_dataset(Manifest.model_validate(result["outputs"]["sft_dialogues"]))
+    dialogues = read_dataset(result.dialogues)
     mine = dialogues.filter(source="mine").row(0, named=True)
     assert mine["system"] == "Be brief." and mine["turns"][1]["content"] == "Red is a primary colour."
     hh_turns = dialogues.filter(source="mine_hh")["turns"][0].to_list()
     assert [t["content"] for t in hh_turns] == ["What is 2 plus 2?", "It is 4.", "And 3 plus 3?",
                                                  "That is 6."]
     assert run.data.metrics["collect.quarantined"] == bad.height == 4
-    assert "sft.train_gatt" not in result["states"]  # switched off: the base model is registered
+    assert "sft.train_gatt" not in result.states  # switched off: the base model is registered
 
 
 
@@ -130,12 +130,12 @@ def test_preference_labels_people_collected_join_the_annotators_pairs(tmp_path):
     spec = {"name": "hh_harmless", "path": str(hh), "format": "hh", "kind": "safety"}
     result = reward_flow(preset="tiny", overrides=[f"reward.collection.label_files=[{json.dumps(spec)}]",
                                                    "reward.margin_ablation=[]"])
-    pairs = read_dataset(Manifest.model_validate(result["outputs"]["preference_pairs"]))
+    pairs = read_dataset(result.pairs)
     mine = pairs.filter(source="hh_harmless").row(0, named=True)
     assert mine["chosen"].startswith("Call a locksmith") and mine["kind"] == "safety"
     assert [t["content"] for t in mine["prompt"]] == ["How do I pick a lock?", "Why do you ask?",
                                                       "My own door."]
     assert mine["batch"] == load_config("tiny").reward.collection.batches  # one batch after them
     assert pairs.height > 1  # the annotator's pairs are still there
-    bad = read_dataset(Manifest.model_validate(result["outputs"]["quarantine"]))
+    bad = read_dataset(result.outputs["quarantine"])
     assert bad.height == 1 and "hh_harmless.jsonl:line 2" in bad["location"][0]

@@ -6,7 +6,7 @@ from uuid import UUID
 import pytest
 
 from flows.corpus import corpus_flow
-from tasks.io import Manifest, read_dataset
+from tasks.io import read_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +32,13 @@ def test_dask_sharded_run_keeps_the_same_documents():
     sharded = corpus_flow(preset="tiny", overrides=[
         SLICE, "corpus.parallel.shards=3", "corpus.parallel.runner=dask",
         "corpus.parallel.workers=2"])
-    docs = {name: Manifest.model_validate(run["outputs"]["documents"])
-            for name, run in (("plain", plain), ("sharded", sharded))}
+    docs = {"plain": plain.documents, "sharded": sharded.documents}
     assert docs["plain"].sha256 == docs["sharded"].sha256
     plain_ids = read_dataset(docs["plain"])["doc_id"].to_list()
     assert plain_ids == read_dataset(docs["sharded"])["doc_id"].to_list() and plain_ids
 
-    names, child = _subflow_task_names(sharded["flow_run_id"])
+    names, child = _subflow_task_names(sharded.flow_run_id)
     assert names.count("pii") == 3 and names.count("quality") == 3
-    assert sharded["states"]["corpus.split_shards"] == "Completed"
-    assert {sharded["states"][f"corpus.quality/{i}"] for i in range(3)} == {"Completed"}
+    assert sharded.states["corpus.split_shards"] == "Completed"
+    assert {sharded.states[f"corpus.quality/{i}"] for i in range(3)} == {"Completed"}
     assert child.state.is_completed()
