@@ -47,7 +47,7 @@ def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
             tuned = run(steps.distill_finetune_step, data.outputs[steps.SAMPLES], policy, tokenizer, d,
                         cfg.sft.format, run_dir, tracker.run_id)
             log_step(tracker, tuned)
-            model_dir = tuned.artifacts["model_dir"]
+            model_dir = tuned.models["model"]
             how = (f"Safety context distillation of the last RLHF policy: fine-tuned on {kept} of "
                    f"{rows} preprompted answers the Safety RM scored higher")
         else:  # a model too weak to profit from the preprompt: say so, keep the policy as it is

@@ -61,7 +61,7 @@ def evaluate_flow(preset: str = "demo", overrides: list[str] | None = None,
     run = StageRunner("evaluate", expand_reruns(rerun or []))
     with stage_run(cfg, "evaluate", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         built = run(steps.eval_prompts_step, dialogues, archives, e, seed, run_dir, data_dir)
-        prompts = read_prompts(built.artifacts[steps.PROMPTS])
+        prompts = read_prompts(built.files[steps.PROMPTS])
         tracker.log_params({**flatten(e, "evaluate."), "seed": seed, "versions": ",".join(versions),
                             **{f"prompts.{s}": sum(p["suite"] == s for p in prompts)
                                for s in sorted({p["suite"] for p in prompts})}})
@@ -78,8 +78,8 @@ def evaluate_flow(preset: str = "demo", overrides: list[str] | None = None,
         summary = run(steps.summarize_step, results, run_dir)
         log_step(tracker, summary, artifact_path="evaluation")
         for name in ("evaluation", "violation_by_category", "red_team"):
-            tracker.log_table(pl.read_csv(summary.artifacts[f"{name}.csv"]), name)
+            tracker.log_table(pl.read_csv(summary.files[f"{name}.csv"]), name)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return EvaluateResult(versions=versions, artifacts=summary.artifacts, stats=summary.stats,
+    return EvaluateResult(versions=versions, artifacts=summary.files, stats=summary.stats,
                           states=run.states, mlflow_run_id=tracker.run_id,
                           flow_run_id=str(flow_run.id))

@@ -41,13 +41,13 @@ def pretrain_flow(preset: str = "demo", overrides: list[str] | None = None,
         shards = run(steps.token_shards_step, documents, tokenizer_model,
                      p.shards, str(cfg.run_dir))
         log_step(tracker, shards, artifact_path="shards")
-        trained = run(steps.train_step, shards.artifacts["shards_manifest.json"],
+        trained = run(steps.train_step, shards.files["shards_manifest.json"],
                       p.model_config_dict(), p.train, tokenizer_model, p.sample_prompts,
                       p.registered_model, str(cfg.run_dir), tracker.run_id)
         tracker.log_metrics(trained.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
         tracker.set_tags({"registered_model": f"{p.registered_model} v{int(trained.stats['registered_version'])}"})
-    return PretrainResult(model_dir=trained.artifacts["model_dir"], tokenizer_model=tokenizer_model,
+    return PretrainResult(model_dir=trained.models["model"], tokenizer_model=tokenizer_model,
                           registered_version=int(trained.stats["registered_version"]),
                           states=run.states, mlflow_run_id=tracker.run_id,
                           flow_run_id=str(flow_run.id))

@@ -51,16 +51,16 @@ def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
                          ("safety", steps.train_safety_step)):
             out = run(step, pairs, r, sft_dir, tokenizer, seed, run_dir, tracker.run_id)
             tracker.log_metrics(out.stats)
-            trained[rm] = out.artifacts["model_dir"]
+            trained[rm] = out.models["model"]
         evaluated = run(steps.evaluate_step, pairs, trained, tokenizer, r, run_dir)
         log_step(tracker, evaluated, artifact_path="evaluation")
-        table = pl.read_csv(evaluated.artifacts["table8.csv"])
+        table = pl.read_csv(evaluated.files["table8.csv"])
         tracker.log_table(table, "table8_accuracy_by_level")
         if r.margin_ablation:
             ablation = run(steps.margin_ablation_step, pairs, r, sft_dir, tokenizer, seed, run_dir,
                            tracker.run_id)
             log_step(tracker, ablation, artifact_path="evaluation")
-            tracker.log_table(pl.read_csv(ablation.artifacts["margin_ablation.csv"]),
+            tracker.log_table(pl.read_csv(ablation.files["margin_ablation.csv"]),
                               "margin_ablation")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     return RewardResult(outputs=collected.outputs, reward_models=trained, tokenizer_model=tokenizer,

@@ -78,7 +78,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                                     tokenizer, sft_dir, cfg.reward, l.collection, cfg.corpus.toxicity, seed,
                                     data_dir, run_dir, rt.run_id, label=label)
                     log_step(rt, refreshed, datasets={steps.PAIRS: "training"})
-                    pairs, rms = refreshed.outputs[steps.PAIRS], dict(refreshed.artifacts)
+                    pairs, rms = refreshed.outputs[steps.PAIRS], dict(refreshed.models)
                 sampled = run(steps.rejection_sample_step, r, policy, rms, prompts["rs"], list(samples),
                               tokenizer, rm_seq_len, cfg.reward.annotator, l.rejection, l.rs_pool_from, seed, data_dir, run_dir,
                               label=label)
@@ -87,14 +87,14 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
                 tuned = run(steps.rs_finetune_step, r, policy, sampled.outputs[steps.SAMPLES], tokenizer,
                             l.rejection.finetune, cfg.sft.format, run_dir, rt.run_id, label=label)
                 log_step(rt, tuned)
-                new_policy, how = tuned.artifacts["model_dir"], "rejection sampling"
+                new_policy, how = tuned.models["model"], "rejection sampling"
                 if ppo:
                     trained = run(steps.ppo_step, r, new_policy, rms, prompts["ppo"], prompts["validation"],
                                   tokenizer, rm_seq_len, cfg.reward.annotator, l.ppo, cfg.corpus.toxicity, seed, run_dir,
                                   rt.run_id, label=label)
                     rt.log_metrics(trained.stats)
-                    new_policy = trained.artifacts["model_dir"]
-                    how = f"rejection sampling, then PPO ({trained.artifacts['stopped']})"
+                    new_policy = trained.models["model"]
+                    how = f"rejection sampling, then PPO ({trained.notes['stopped']})"
                 registered = run(register_round, new_policy, l.registered_model, f"RLHF-V{r}: {how}", run_dir,
                                  rt.run_id, label=label)
                 rt.log_metrics(registered.stats)
@@ -104,7 +104,7 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
         evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, rm_seq_len, cfg.reward.annotator, l.evaluation,
                         cfg.corpus.toxicity, seed, data_dir, run_dir)
         log_step(tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation")
-        tracker.log_table(pl.read_csv(evaluated.artifacts["rounds.csv"]), "rlhf_rounds")
+        tracker.log_table(pl.read_csv(evaluated.files["rounds.csv"]), "rlhf_rounds")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     return RlhfResult(models=versions, model_dir=policy, rounds=summary, reward_models=rms,
                       tokenizer_model=tokenizer, reward=reward,

@@ -60,18 +60,18 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
         log_step(tracker, examples, datasets={steps.EXAMPLES: "training"})
         base = run(steps.train_base_step, examples[steps.EXAMPLES], pretrained_dir, s,
                    tokenizer_model, run_dir, tracker.run_id)
-        log_step(tracker, _without_model(base), artifact_path="base")
-        models = {"sft (no GAtt)": base.artifacts["model_dir"]}
+        log_step(tracker, base, artifact_path="base")
+        models = {"sft (no GAtt)": base.models["model"]}
         final, note = base, "SFT model without Ghost Attention (switched off)"
         if s.gatt.enabled:
             data = run(steps.gatt_data_step, curated[steps.DIALOGUES], examples[steps.EXAMPLES],
-                       base.artifacts["model_dir"], tokenizer_model, s, seed, data_dir)
+                       base.models["model"], tokenizer_model, s, seed, data_dir)
             log_step(tracker, data, datasets={"gatt_dialogues": "training"})
             if data.stats.get("gatt.examples", 0) > 0:
-                final = run(steps.train_gatt_step, data[steps.EXAMPLES], base.artifacts["model_dir"],
+                final = run(steps.train_gatt_step, data[steps.EXAMPLES], base.models["model"],
                             s, tokenizer_model, run_dir, tracker.run_id)
-                log_step(tracker, _without_model(final), artifact_path="gatt")
-                models["sft + GAtt"] = final.artifacts["model_dir"]
+                log_step(tracker, final, artifact_path="gatt")
+                models["sft + GAtt"] = final.models["model"]
                 note = "SFT model with Ghost Attention"
             else:  # the model followed no instruction at turn 1: nothing to fine-tune on
                 note = "SFT model without Ghost Attention (GAtt sampling kept no dialogue)"
@@ -82,7 +82,7 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
         log_step(tracker, evaluated, artifact_path="evaluation")
         tracker.log_table(read_dataset(evaluated["multiturn_eval"]), "multiturn_recall")
         label = "gatt" if len(models) > 1 else "base"
-        registered = run(register_step, final.artifacts["model_dir"], s.registered_model,
+        registered = run(register_step, final.models["model"], s.registered_model,
                          f"{note}; val loss {final.stats[f'{label}.val_loss']:.3f}", run_dir,
                          tracker.run_id)
         version = int(registered.stats["registered_version"])
@@ -92,15 +92,9 @@ def sft_flow(preset: str = "demo", overrides: list[str] | None = None,
     return SftResult(
         outputs={"quarantine": collected[steps.QUARANTINE], "sft_dialogues": curated[steps.DIALOGUES],
                  "sft_examples": examples[steps.EXAMPLES]},
-        model_dir=final.artifacts["model_dir"], tokenizer_model=tokenizer_model,
+        model_dir=final.models["model"], tokenizer_model=tokenizer_model,
         # the model variants later stages sample from (preference collection)
-        models={"sft": final.artifacts["model_dir"], "sft_base": base.artifacts["model_dir"],
+        models={"sft": final.models["model"], "sft_base": base.models["model"],
                 "pretrained": pretrained_dir},
         registered_version=version, states=run.states, mlflow_run_id=tracker.run_id,
         flow_run_id=str(flow_run.id))
-
-
-def _without_model(output):
-    """The step's output minus the model folder (registered separately, not a loose artifact)."""
-    return output.model_copy(update={"artifacts": {k: v for k, v in output.artifacts.items()
-                                                   if k != "model_dir"}})

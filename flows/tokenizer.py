@@ -40,7 +40,7 @@ def tokenizer_flow(preset: str = "demo", overrides: list[str] | None = None,
         tracker.log_dataset(docs, "training")
         trained = run(steps.train_step, docs, cfg.tokenizer, str(cfg.run_dir))
         log_step(tracker, trained, artifact_path="tokenizer")
-        model_path = trained.artifacts["tokenizer.model"]
+        model_path = trained.files["tokenizer.model"]
         evaluated = run(steps.evaluate_step, model_path, docs, str(cfg.data_dir))
         log_step(tracker, evaluated)
         tracker.log_table(read_dataset(evaluated["tokenizer_eval"]), "bytes_per_token")

@@ -314,9 +314,10 @@ def stage_run(cfg, stage: str, parent_run_id: str | None, flow_run_id: str | Non
 
 def log_step(logger: MetricLogger, output: StepOutput, datasets: dict[str, str] | None = None,
              artifact_path: str | None = None) -> None:
-    """Log a task's stats, artifacts and (selected) datasets with their MLflow context."""
+    """Log a task's stats, files and (selected) datasets with their MLflow context. Model
+    folders are not logged here: the register task logs each under its own path."""
     logger.log_metrics(output.stats)
-    for path in output.artifacts.values():
+    for path in output.files.values():
         logger.log_artifact(Path(path), artifact_path)
     for name, context in (datasets or {}).items():
         logger.log_dataset(output.outputs[name], context)

@@ -196,7 +196,7 @@ def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: s
     return StepOutput(
         outputs={"toxicity_scores": write_dataset(scores, "toxicity_scores", Path(data_dir))},
         stats={f"toxicity.{k}": v for k, v in stats.items()},
-        artifacts={"toxicity_histogram.png": str(hist), "toxicity_top_examples.csv": str(top_csv)},
+        files={"toxicity_histogram.png": str(hist), "toxicity_top_examples.csv": str(top_csv)},
     )
 
 

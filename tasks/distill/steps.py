@@ -106,7 +106,7 @@ def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, toke
     return StepOutput(
         outputs={SAMPLES: write_dataset(dialogue_frame(out, SAMPLES), SAMPLES, Path(data_dir))},
         stats={f"distill.{k}": float(v) for k, v in stats.items() if v is not None},
-        artifacts={"distill_delta.png": str(write_artifact(delta_png(out), Path(run_dir), "distill",
+        files={"distill_delta.png": str(write_artifact(delta_png(out), Path(run_dir), "distill",
                                                            "distill_delta.png"))})
 
 
@@ -127,6 +127,6 @@ def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: s
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "finetune/")
     loop, folder = finetune_on(examples, policy_dir, cfg.finetune, fmt, processor, out_dir, logger)
     return StepOutput(stats={f"finetune.{k}": float(v) for k, v in {**stats, **loop}.items()},
-                      artifacts={"model_dir": str(folder)})
+                      models={"model": str(folder)})
 
 

@@ -66,7 +66,7 @@ def eval_prompts_step(dialogues: Manifest, archives: dict[str, str], cfg: Evalua
                                             Path(data_dir))
     path = write_artifact(prompts_json(prompts), Path(run_dir), "evaluate", PROMPTS)
     return StepOutput(outputs=outputs, stats={"quarantined": float(len(quarantine))},
-                      artifacts={PROMPTS: str(path)})
+                      files={PROMPTS: str(path)})
 
 
 @task(name="evaluate_version", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
@@ -112,4 +112,4 @@ def summarize_step(results: list[Manifest], run_dir: str) -> StepOutput:
     stats.update({f"{r['version']}.red_team_share_fixed_%": r["share_fixed_%"] for r in red.to_dicts()
                   if r["share_fixed_%"] is not None})
     return StepOutput(stats={k.replace("%", "pct"): float(v) for k, v in stats.items()},
-                      artifacts={k: str(v) for k, v in artifacts.items()})
+                      files={k: str(v) for k, v in artifacts.items()})

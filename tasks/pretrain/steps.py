@@ -38,7 +38,7 @@ def token_shards_step(documents: Manifest, tokenizer_model: str, cfg: ShardConfi
     get_run_logger().info("token shards: %d train / %d val tokens in %s",
                           shards.train.size, shards.val.size, folder)
     return StepOutput(stats={f"shards.{k}": v for k, v in shards.stats.items()},
-                      artifacts={"shards_manifest.json": str(manifest)})
+                      files={"shards_manifest.json": str(manifest)})
 
 
 @task(name="train_model",
@@ -78,8 +78,8 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
                              f"for {stats['steps']} steps; val loss {stats['val_loss']:.3f}")
     out = {f"train.{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))}
     out["registered_version"] = float(version)
-    return StepOutput(stats=out, artifacts={"loss_curve.png": str(out_dir / LOSS_CURVE),
-                                            "model_dir": str(model_dir)})
+    return StepOutput(stats=out, files={"loss_curve.png": str(out_dir / LOSS_CURVE)},
+                      models={"model": str(model_dir)})
 
 
 def build_model(config: LlamaConfig, seed: int) -> Llama:

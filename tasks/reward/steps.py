@@ -105,7 +105,7 @@ def _train_task(pairs, rm, cfg: RewardConfig, sft_dir, tokenizer_model, seed, ru
                              f"{rm.capitalize()} reward model (Llama trunk from the SFT model, scalar "
                              f"head), margin '{rm_cfg.margin}', trained {int(stats[f'rm_{rm}.steps'])} steps")
     stats[f"rm_{rm}.registered_version"] = float(version)
-    return StepOutput(stats=stats, artifacts={"model_dir": str(folder)})
+    return StepOutput(stats=stats, models={"model": str(folder)})
 
 
 @task(name="train_helpfulness_rm", cache_policy=code_and_inputs() - "mlflow_run_id",
@@ -179,7 +179,7 @@ def evaluate_step(pairs: Manifest, models: dict[str, str], tokenizer_model: str,
     artifacts["safety_recall.json"] = str(write_artifact(json.dumps(safety_rows, indent=1).encode(),
                                                          Path(run_dir), "reward", "safety_recall.json"))
     get_run_logger().info("reward models, accuracy by rating level (Table 8):\n%s", table)
-    return StepOutput(stats={k: float(v) for k, v in stats.items() if v is not None}, artifacts=artifacts)
+    return StepOutput(stats={k: float(v) for k, v in stats.items() if v is not None}, files=artifacts)
 
 
 @task(name="margin_ablation", cache_policy=code_and_inputs() - "mlflow_run_id",
@@ -200,4 +200,4 @@ def margin_ablation_step(pairs: Manifest, cfg: RewardConfig, sft_dir: str, token
     table = pl.concat(tables) if tables else pl.DataFrame()
     path = write_artifact(table.write_csv().encode(), Path(run_dir), "reward", "margin_ablation.csv")
     return StepOutput(stats={k: float(v) for k, v in stats.items() if v is not None},
-                      artifacts={"margin_ablation.csv": str(path)})
+                      files={"margin_ablation.csv": str(path)})

@@ -93,7 +93,7 @@ def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues
             f"(batches 0..{first_batch + c.batches - 1})"))
     stats["pairs_total"] = merged.height
     return StepOutput(outputs={PAIRS: pairs_out, PAIRS_EXCLUDED: excluded_out},
-                      stats={k: float(v) for k, v in stats.items()}, artifacts=folders)
+                      stats={k: float(v) for k, v in stats.items()}, models=folders)
 
 
 # --- 2. rejection sampling -------------------------------------------------------------------
@@ -147,7 +147,7 @@ def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], pro
     get_run_logger().info("RLHF-V%d rejection sampling: mean R_c %.3f over all samples, %.3f of the best",
                           round_, stats["all_r_c_mean"], stats["best_r_c_mean"])
     return StepOutput(outputs={SAMPLES: write_dataset(dialogue_frame(rows, SAMPLES), SAMPLES, Path(data_dir))},
-                      stats={f"rs.{k}": float(v) for k, v in stats.items()}, artifacts=artifacts)
+                      stats={f"rs.{k}": float(v) for k, v in stats.items()}, files=artifacts)
 
 
 @task(name="rs_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
@@ -166,7 +166,7 @@ def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_
     loop, folder = finetune_on(examples, policy_dir, ft, fmt, processor, out_dir, logger)
     out = {**stats, **loop}
     return StepOutput(stats={f"rs_finetune.{k}": float(v) for k, v in out.items()},
-                      artifacts={"model_dir": str(folder)})
+                      models={"model": str(folder)})
 
 
 # --- 3. PPO ------------------------------------------------------------------------------------
@@ -225,7 +225,8 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
                                                            "round": round_, "started_from": start_dir})
     flat = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return StepOutput(stats={f"ppo.{k}": float(v) for k, v in flat.items()},
-                      artifacts={"model_dir": str(folder), "stopped": str(stats.get("stopped"))})
+                      models={"model": str(folder)},
+                      notes={"stopped": str(stats.get("stopped"))})
 
 
 
@@ -278,4 +279,4 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
         "rounds.png": str(write_artifact(rounds_png(table), Path(run_dir), "rlhf", "rlhf_rounds.png")),
     }
     return StepOutput(outputs={EVAL: write_dataset(frame, EVAL, Path(data_dir))},
-                      stats={f"eval.{k}": float(v) for k, v in stats.items()}, artifacts=artifacts)
+                      stats={f"eval.{k}": float(v) for k, v in stats.items()}, files=artifacts)

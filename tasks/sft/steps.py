@@ -122,10 +122,8 @@ def _finetune(examples: Manifest, init_dir: str, finetune_cfg, cfg: SftConfig, t
 
 def _train_output(label: str, stats: dict, pack_stats: dict, model_dir: Path) -> StepOutput:
     out = {f"{label}.{k}": float(v) for k, v in {**stats, **pack_stats}.items() if isinstance(v, (int, float))}
-    artifacts = {"model_dir": str(model_dir)}
-    if stats.get("loss_curve"):
-        artifacts[f"{label}_loss_curve.png"] = stats["loss_curve"]
-    return StepOutput(stats=out, artifacts=artifacts)
+    files = {f"{label}_loss_curve.png": stats["loss_curve"]} if stats.get("loss_curve") else {}
+    return StepOutput(stats=out, files=files, models={"model": str(model_dir)})
 
 
 @task(name="train_base", cache_policy=code_and_inputs() - "mlflow_run_id",
@@ -207,7 +205,7 @@ def evaluate_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: 
              if r["recall"] is not None}
     last = load_model(Path(list(models.values())[-1]))
     chats = sample_chats(last, processor, _sample_prompts(_rows(dialogues), seed), m.max_new_tokens * 2, seed)
-    artifacts = {
+    files = {
         "multiturn_recall.png": str(write_artifact(plot_recall(df), Path(run_dir), "sft", "multiturn_recall.png")),
         "sample_chats.md": str(write_artifact(chats.encode(), Path(run_dir), "sft", "sample_chats.md")),
         "multiturn_transcripts.json": str(write_artifact(
@@ -215,7 +213,7 @@ def evaluate_step(dialogues: Manifest, models: dict[str, str], tokenizer_model: 
     }
     get_run_logger().info("multi-turn recall:\n%s", df)
     return StepOutput(outputs={"multiturn_eval": write_dataset(df, "multiturn_eval", Path(data_dir))},
-                      stats=stats, artifacts=artifacts)
+                      stats=stats, files=files)
 
 
 def _slug(name: str) -> str:

