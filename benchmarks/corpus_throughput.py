@@ -42,8 +42,10 @@ def default_documents() -> Path:
             raise ValueError(f"the last run used preset {run['preset']!r}")
         return Manifest.model_validate(run["stages"]["corpus"]["outputs"]["raw_documents"]).path
     except (OSError, KeyError, ValueError) as exc:
-        sys.exit(f"no demo corpus found via {summary} ({exc}): run `make demo` first, "
-                 "or pass --documents PATH")
+        sys.exit(
+            f"no demo corpus found via {summary} ({exc}): run `make demo` first, "
+            "or pass --documents PATH"
+        )
 
 
 def run_chain(docs: pl.DataFrame) -> list[tuple[str, int, int, float, float]]:
@@ -71,23 +73,34 @@ def print_table(rows: list[tuple[str, int, int, float, float]]) -> None:
     header = ("step", "docs in", "docs out", "MB in", "seconds", "MB/s", "docs/s")
     print("{:<12} {:>9} {:>9} {:>8} {:>8} {:>7} {:>9}".format(*header))
     for name, n_in, n_out, mb, sec in [*rows, total]:
-        print(f"{name:<12} {n_in:>9,} {n_out:>9,} {mb:>8.1f} {sec:>8.2f} {mb / sec:>7.1f} "
-              f"{n_in / sec:>9,.0f}")
+        print(
+            f"{name:<12} {n_in:>9,} {n_out:>9,} {mb:>8.1f} {sec:>8.2f} {mb / sec:>7.1f} "
+            f"{n_in / sec:>9,.0f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--documents", type=Path,
-                        help="Parquet of documents (default: the demo corpus of runs/last_run.json)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run the chain N times and report the fastest run of each step")
+    parser.add_argument(
+        "--documents",
+        type=Path,
+        help="Parquet of documents (default: the demo corpus of runs/last_run.json)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the chain N times and report the fastest run of each step",
+    )
     args = parser.parse_args()
     path = args.documents or default_documents()
     if not path.exists():
         sys.exit(f"--documents {path} does not exist")
     docs = pl.read_parquet(path)
-    print(f"{path}: {docs.height:,} documents, {docs[TEXT].str.len_bytes().sum() / 1e6:.1f} MB of text, "
-          f"POLARS_MAX_THREADS={os.environ['POLARS_MAX_THREADS']}")
+    print(
+        f"{path}: {docs.height:,} documents, {docs[TEXT].str.len_bytes().sum() / 1e6:.1f} MB of text, "
+        f"POLARS_MAX_THREADS={os.environ['POLARS_MAX_THREADS']}"
+    )
     runs = [run_chain(docs) for _ in range(max(args.repeat, 1))]
     print_table([min(step, key=lambda r: r[4]) for step in zip(*runs)])
 

@@ -46,8 +46,9 @@ def random_prompts(batch: int, vocab: int, seed: int = 0) -> list[list[int]]:
     return [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
 
 
-def ours(model: Llama, prompts: list[list[int]], new_tokens: int, use_cache: bool = True
-         ) -> list[list[int]]:
+def ours(
+    model: Llama, prompts: list[list[int]], new_tokens: int, use_cache: bool = True
+) -> list[list[int]]:
     return generate(model, prompts, new_tokens, temperature=0, pad_id=PAD_ID, use_cache=use_cache)
 
 
@@ -57,11 +58,18 @@ def theirs(hf_model, prompts: list[list[int]], new_tokens: int) -> list[list[int
     ids = torch.full((len(prompts), width), PAD_ID, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, prompt in enumerate(prompts):  # left padding, as transformers expects for decoders
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
-    out = hf_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
-                            min_new_tokens=new_tokens, do_sample=False, use_cache=True,
-                            eos_token_id=None, pad_token_id=PAD_ID)
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    out = hf_model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        use_cache=True,
+        eos_token_id=None,
+        pad_token_id=PAD_ID,
+    )
     return out[:, width:].tolist()
 
 
@@ -84,15 +92,29 @@ GENERATORS = ["ours, KV cache", "ours, no cache", "HF, KV cache"]
 def bench(name: str, model: Llama, hf_model, prompts, new_tokens: int, repeat: int) -> list:
     """One row per generator (GENERATORS order); the first, ours with the cache, is the baseline."""
     times, outputs = best_times(
-        [lambda: ours(model, prompts, new_tokens),
-         lambda: ours(model, prompts, new_tokens, use_cache=False),
-         lambda: theirs(hf_model, prompts, new_tokens)], repeat)
+        [
+            lambda: ours(model, prompts, new_tokens),
+            lambda: ours(model, prompts, new_tokens, use_cache=False),
+            lambda: theirs(hf_model, prompts, new_tokens),
+        ],
+        repeat,
+    )
     n = len(prompts) * new_tokens
     rows = []
     for generator, seconds, out in zip(GENERATORS, times, outputs):
         same = sum(a == b for a, b in zip(outputs[0], out))
-        rows.append([name, len(prompts), n, generator, seconds, n / seconds, seconds / times[0],
-                     f"{same}/{len(prompts)}"])
+        rows.append(
+            [
+                name,
+                len(prompts),
+                n,
+                generator,
+                seconds,
+                n / seconds,
+                seconds / times[0],
+                f"{same}/{len(prompts)}",
+            ]
+        )
     return rows
 
 
@@ -102,23 +124,29 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--long", action=argparse.BooleanOptionalAction, default=True,
-                        help="the context-filling workload (slow without the cache)")
+    parser.add_argument(
+        "--long",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the context-filling workload (slow without the cache)",
+    )
     parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (slow to load)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    header = ["model", "batch", "new tokens", "generator", "s", "tok/s", "vs cache",
-              "same tokens"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, "
-          f"best of {args.repeat}")
+    header = ["model", "batch", "new tokens", "generator", "s", "tok/s", "vs cache", "same tokens"]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, "
+        f"best of {args.repeat}"
+    )
     print(" | ".join(header), flush=True)
 
     def show(rows: list) -> None:  # as each workload finishes: the long ones take minutes
         for row in rows:
-            print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row),
-                  flush=True)
+            print(
+                " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row), flush=True
+            )
 
     model = Llama(demo()).eval()
     prompts = random_prompts(args.batch, model.config.vocab_size)
@@ -131,16 +159,31 @@ def main() -> None:
         from transformers import AutoTokenizer, LlamaForCausalLM
 
         folder, gguf_file = smollm2_path()
-        hf_model = LlamaForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file,
-                                                    dtype=torch.float32, local_files_only=True)
+        hf_model = LlamaForCausalLM.from_pretrained(
+            str(folder), gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
-        texts = ["The capital of France is", "Once upon a time, there was a little",
-                 "def fibonacci(n):", "The three primary colours are",
-                 "Water boils at", "My favourite book is", "In 1969, the first",
-                 "A healthy breakfast includes"]
+        texts = [
+            "The capital of France is",
+            "Once upon a time, there was a little",
+            "def fibonacci(n):",
+            "The three primary colours are",
+            "Water boils at",
+            "My favourite book is",
+            "In 1969, the first",
+            "A healthy breakfast includes",
+        ]
         prompts = [tokenizer(texts[i % len(texts)])["input_ids"] for i in range(args.batch)]
-        show(bench("SmolLM2-135M", from_hf(hf_model).eval(), hf_model.eval(), prompts,
-                   args.new_tokens, args.repeat))
+        show(
+            bench(
+                "SmolLM2-135M",
+                from_hf(hf_model).eval(),
+                hf_model.eval(),
+                prompts,
+                args.new_tokens,
+                args.repeat,
+            )
+        )
 
 
 if __name__ == "__main__":

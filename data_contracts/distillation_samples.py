@@ -42,12 +42,15 @@ class DistillationSamples(pap.DataFrameModel):
     def prompt_ends_with_user(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select(ends_with_user(pl.col("prompt")))
 
-    @pap.dataframe_check(error="a kept row has no reason and scored higher; a dropped row has a reason")
+    @pap.dataframe_check(
+        error="a kept row has no reason and scored higher; a dropped row has a reason"
+    )
     def kept_rows_improved(cls, data) -> pl.LazyFrame:
         kept, reason = pl.col("kept"), pl.col("reason")
         return data.lazyframe.select(
             (kept & reason.is_null() & (pl.col("score_with") > pl.col("score_without")))
-            | (~kept & reason.is_not_null()))
+            | (~kept & reason.is_not_null())
+        )
 
 
 SCHEMA = pa.schema(
@@ -74,5 +77,5 @@ CONTRACT = Contract(
     model=DistillationSamples,
     schema=SCHEMA,
     description="Safety context distillation: answers with and without a safety preprompt, Safety RM "
-                "scores, kept only where the preprompt helped.",
+    "scores, kept only where the preprompt helped.",
 )

@@ -17,9 +17,11 @@ class DocumentsExcluded(RawDocuments):
         strict = True
 
 
-SCHEMA = RAW_SCHEMA.append(pa.field("stage", pa.large_string(), nullable=False)).append(
-    pa.field("reason", pa.large_string(), nullable=False)
-).append(pa.field("detail", pa.large_string(), nullable=False))
+SCHEMA = (
+    RAW_SCHEMA.append(pa.field("stage", pa.large_string(), nullable=False))
+    .append(pa.field("reason", pa.large_string(), nullable=False))
+    .append(pa.field("detail", pa.large_string(), nullable=False))
+)
 
 CONTRACT = Contract(
     name="documents_excluded",

@@ -11,13 +11,22 @@ import pyarrow as pa
 from data_contracts.base import Contract
 from data_contracts.sft_dialogues import RISK_CATEGORIES
 
-SUITES = ("adversarial", "multi_turn", "red_team", "borderline", "helpfulness", "realtoxicity",
-          "truthfulqa")
+SUITES = (
+    "adversarial",
+    "multi_turn",
+    "red_team",
+    "borderline",
+    "helpfulness",
+    "realtoxicity",
+    "truthfulqa",
+)
 ADVERSARIAL_SUITES = ("adversarial", "multi_turn", "red_team")
 
 
 class EvalResults(pap.DataFrameModel):
-    version: str = pap.Field(str_length={"min_value": 1})  # "pretrained", "sft", "rlhf-v1", ..., "distilled"
+    version: str = pap.Field(
+        str_length={"min_value": 1}
+    )  # "pretrained", "sft", "rlhf-v1", ..., "distilled"
     order: int = pap.Field(ge=0)
     suite: str = pap.Field(isin=list(SUITES))
     prompt_id: str = pap.Field(str_length={"min_value": 1})
@@ -73,5 +82,5 @@ CONTRACT = Contract(
     model=EvalResults,
     schema=SCHEMA,
     description="Per model version and held-out prompt: answer, RM scores, violation by RM and "
-                "annotator, refusal, toxicity, TruthfulQA match.",
+    "annotator, refusal, toxicity, TruthfulQA match.",
 )

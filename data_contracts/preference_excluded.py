@@ -13,8 +13,9 @@ EXCLUDED_BIN = "chosen_unsafe_rejected_safe"
 
 class PreferenceExcluded(PreferencePairs):
     # the excluded bin is allowed here (the rule that drops it is the reason)
-    safety_bin: str = pap.Field(isin=["chosen_safe_rejected_unsafe", "both_safe", "both_unsafe",
-                                      EXCLUDED_BIN])
+    safety_bin: str = pap.Field(
+        isin=["chosen_safe_rejected_unsafe", "both_safe", "both_unsafe", EXCLUDED_BIN]
+    )
     reason: str = pap.Field(str_matches=r"^[a-z]+_[a-z0-9_]+$")
     detail: str
 
@@ -27,12 +28,16 @@ class PreferenceExcluded(PreferencePairs):
 
         c, r, b = pl.col("chosen_safe"), pl.col("rejected_safe"), pl.col("safety_bin")
         return data.lazyframe.select(
-            ((b == "chosen_safe_rejected_unsafe") & c & ~r) | ((b == "both_safe") & c & r)
-            | ((b == "both_unsafe") & ~c & ~r) | ((b == EXCLUDED_BIN) & ~c & r))
+            ((b == "chosen_safe_rejected_unsafe") & c & ~r)
+            | ((b == "both_safe") & c & r)
+            | ((b == "both_unsafe") & ~c & ~r)
+            | ((b == EXCLUDED_BIN) & ~c & r)
+        )
 
 
-SCHEMA = (PAIRS_SCHEMA.append(pa.field("reason", pa.large_string(), nullable=False))
-          .append(pa.field("detail", pa.large_string(), nullable=False)))
+SCHEMA = PAIRS_SCHEMA.append(pa.field("reason", pa.large_string(), nullable=False)).append(
+    pa.field("detail", pa.large_string(), nullable=False)
+)
 
 CONTRACT = Contract(
     name="preference_excluded",

@@ -62,8 +62,10 @@ class PreferencePairs(pap.DataFrameModel):
     def bin_matches_labels(cls, data) -> pl.LazyFrame:
         c, r, b = pl.col("chosen_safe"), pl.col("rejected_safe"), pl.col("safety_bin")
         return data.lazyframe.select(
-            ((b == "chosen_safe_rejected_unsafe") & c & ~r) | ((b == "both_safe") & c & r)
-            | ((b == "both_unsafe") & ~c & ~r))
+            ((b == "chosen_safe_rejected_unsafe") & c & ~r)
+            | ((b == "both_safe") & c & r)
+            | ((b == "both_unsafe") & ~c & ~r)
+        )
 
 
 SCHEMA = pa.schema(
@@ -102,5 +104,5 @@ CONTRACT = Contract(
     model=PreferencePairs,
     schema=SCHEMA,
     description="Annotated comparisons: prompt, chosen, rejected, rating level, kind, safety bin, "
-                "model variants, temperatures, batch, split.",
+    "model variants, temperatures, batch, split.",
 )

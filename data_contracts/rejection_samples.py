@@ -27,7 +27,9 @@ class RejectionSamples(pap.DataFrameModel):
     category: str
     risk_category: Optional[str] = pap.Field(nullable=True, isin=list(RISK_CATEGORIES))
     reference: Optional[str] = pap.Field(nullable=True)
-    sample: int = pap.Field(ge=0)  # 0..K-1 within origin_round, in draw order (Fig. 7 takes the first N)
+    sample: int = pap.Field(
+        ge=0
+    )  # 0..K-1 within origin_round, in draw order (Fig. 7 takes the first N)
     response: str
     temperature: float = pap.Field(ge=0)
     r_h: float = pap.Field(ge=0, le=1)  # Helpfulness RM, sigmoid
@@ -45,7 +47,9 @@ class RejectionSamples(pap.DataFrameModel):
 
     @pap.dataframe_check(error="r_c must equal r_s or r_h")
     def r_c_is_one_of_the_scores(cls, data) -> pl.LazyFrame:
-        return data.lazyframe.select((pl.col("r_c") == pl.col("r_s")) | (pl.col("r_c") == pl.col("r_h")))
+        return data.lazyframe.select(
+            (pl.col("r_c") == pl.col("r_s")) | (pl.col("r_c") == pl.col("r_h"))
+        )
 
     @pap.dataframe_check(error="each (round, prompt_id) has exactly one best sample")
     def one_best_per_prompt(cls, data) -> pl.LazyFrame:
@@ -58,7 +62,9 @@ class RejectionSamples(pap.DataFrameModel):
 
     @pap.dataframe_check(error="(round, prompt_id, origin_round, sample) is unique")
     def unique_sample(cls, data) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.len().over(["round", "prompt_id", "origin_round", "sample"]) == 1)
+        return data.lazyframe.select(
+            pl.len().over(["round", "prompt_id", "origin_round", "sample"]) == 1
+        )
 
 
 SCHEMA = pa.schema(

@@ -29,7 +29,9 @@ class RlhfEval(pap.DataFrameModel):
     r_h: float = pap.Field(ge=0, le=1)
     r_s: float = pap.Field(ge=0, le=1)
     r_c: float = pap.Field(ge=0, le=1)
-    kl_to_sft: float = pap.Field(ge=0, nullable=True)  # null for an empty answer (no token to average)
+    kl_to_sft: float = pap.Field(
+        ge=0, nullable=True
+    )  # null for an empty answer (no token to average)
     annotator_score: float = pap.Field(ge=0, le=1)
     win_vs_sft: float = pap.Field(isin=[0.0, 0.5, 1.0])  # 1 win, 0.5 tie, 0 loss (annotator)
 

@@ -15,7 +15,9 @@ import pyarrow as pa
 from data_contracts.base import Contract
 
 TURN = pl.Struct({"role": pl.Utf8, "content": pl.Utf8})
-TURN_ARROW = pa.struct([pa.field("role", pa.large_string()), pa.field("content", pa.large_string())])
+TURN_ARROW = pa.struct(
+    [pa.field("role", pa.large_string()), pa.field("content", pa.large_string())]
+)
 RISK_CATEGORIES = ("illicit_criminal", "hateful_harmful", "unqualified_advice")  # RECIPE.md §9
 SPLITS = ("train", "heldout")
 MASK_STRATEGIES = ("all_assistant", "last_turn")  # tasks/chat/format.py MaskStrategy
@@ -23,7 +25,9 @@ MASK_STRATEGIES = ("all_assistant", "last_turn")  # tasks/chat/format.py MaskStr
 
 def roles_alternate(turns: pl.Expr) -> pl.Expr:
     """Roles go user, assistant, user, ... (the length is checked by the caller)."""
-    expected = pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
+    expected = (
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
+    )
     return turns.list.eval(pl.element().struct.field("role") == expected).list.all()
 
 
@@ -41,28 +45,36 @@ def _alternating(turns: pl.Expr) -> pl.Expr:
 class SftDialogues(pap.DataFrameModel):
     dialogue_id: str = pap.Field(unique=True, str_length={"min_value": 1})
     source: str = pap.Field(str_length={"min_value": 1})  # chitchat, tasks, donotanswer, ...
-    category: str = pap.Field(str_matches=r"^[a-z][a-z0-9_]*$")  # chitchat, arithmetic, adversarial, ...
+    category: str = pap.Field(
+        str_matches=r"^[a-z][a-z0-9_]*$"
+    )  # chitchat, arithmetic, adversarial, ...
     system: str  # "" = no system prompt
     turns: pl.List(TURN)
     is_safety: bool  # the prompt may elicit unsafe answers (adversarial and borderline prompts)
     risk_category: Optional[str] = pap.Field(nullable=True, isin=list(RISK_CATEGORIES))
     reference: Optional[str] = pap.Field(nullable=True)  # checkable answer to the last user turn
     instruction: Optional[str] = pap.Field(nullable=True)  # JSON spec of a checkable instruction
-    mask_strategy: Optional[str] = pap.Field(nullable=True, isin=list(MASK_STRATEGIES))  # None = config
+    mask_strategy: Optional[str] = pap.Field(
+        nullable=True, isin=list(MASK_STRATEGIES)
+    )  # None = config
     split: str = pap.Field(isin=list(SPLITS))
     location: str = pap.Field(str_length={"min_value": 1})  # file:line, or the generator and seed
 
     class Config:
         strict = True
 
-    @pap.dataframe_check(error="turns must alternate user/assistant, start with user, end with assistant")
+    @pap.dataframe_check(
+        error="turns must alternate user/assistant, start with user, end with assistant"
+    )
     def turns_alternate(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select(_alternating(pl.col("turns")))
 
     @pap.dataframe_check(error="every turn needs non-blank content")
     def turns_not_blank(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select(
-            pl.col("turns").list.eval(pl.element().struct.field("content").str.contains(r"\S")).list.all()
+            pl.col("turns")
+            .list.eval(pl.element().struct.field("content").str.contains(r"\S"))
+            .list.all()
         )
 
     @pap.dataframe_check(error="a risk_category needs is_safety")

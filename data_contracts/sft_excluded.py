@@ -17,9 +17,11 @@ class SftExcluded(SftDialogues):
         strict = True
 
 
-SCHEMA = (DIALOGUES_SCHEMA.append(pa.field("stage", pa.large_string(), nullable=False))
-          .append(pa.field("reason", pa.large_string(), nullable=False))
-          .append(pa.field("detail", pa.large_string(), nullable=False)))
+SCHEMA = (
+    DIALOGUES_SCHEMA.append(pa.field("stage", pa.large_string(), nullable=False))
+    .append(pa.field("reason", pa.large_string(), nullable=False))
+    .append(pa.field("detail", pa.large_string(), nullable=False))
+)
 
 CONTRACT = Contract(
     name="sft_excluded",

@@ -26,15 +26,38 @@ if TYPE_CHECKING:
     from flows.results import PipelineResult
 
 KEY_METRICS = (
-    "rows_in", "rows_kept", "rows_excluded", "rows_quarantined",
-    "toxicity.share_toxic", "toxicity.sampled_docs", "eval.bytes_per_token",
-    "eval.roundtrip_failures", "train.vocab_size", "train.val_loss", "train.val_ppl",
-    "train.tokens_per_s", "train.mfu", "curate.dialogues_kept", "tokenize.examples",
-    "base.val_loss", "gatt.dialogues_kept", "gatt.val_loss", "registered_version",
-    "collect.pairs", "eval.helpfulness_rm.helpfulness.avg", "eval.safety_rm.safety.avg",
-    "eval.sft.mean_r_c", "eval.final.mean_r_c", "eval.final.kl_to_sft",
-    "eval.final.helpfulness_win_rate", "eval.final.safety_win_rate", "distill.kept", "distill.rows",
-    "distill.kept_delta_mean", "sft.violation_annotator_pct", "distilled.violation_annotator_pct",
+    "rows_in",
+    "rows_kept",
+    "rows_excluded",
+    "rows_quarantined",
+    "toxicity.share_toxic",
+    "toxicity.sampled_docs",
+    "eval.bytes_per_token",
+    "eval.roundtrip_failures",
+    "train.vocab_size",
+    "train.val_loss",
+    "train.val_ppl",
+    "train.tokens_per_s",
+    "train.mfu",
+    "curate.dialogues_kept",
+    "tokenize.examples",
+    "base.val_loss",
+    "gatt.dialogues_kept",
+    "gatt.val_loss",
+    "registered_version",
+    "collect.pairs",
+    "eval.helpfulness_rm.helpfulness.avg",
+    "eval.safety_rm.safety.avg",
+    "eval.sft.mean_r_c",
+    "eval.final.mean_r_c",
+    "eval.final.kl_to_sft",
+    "eval.final.helpfulness_win_rate",
+    "eval.final.safety_win_rate",
+    "distill.kept",
+    "distill.rows",
+    "distill.kept_delta_mean",
+    "sft.violation_annotator_pct",
+    "distilled.violation_annotator_pct",
 )
 
 
@@ -80,20 +103,30 @@ def retry(flow_run_id: str, run_dir: Path, default_dir: Path) -> int:
         try:
             flow_run = client.read_flow_run(UUID(flow_run_id))
         except (ValueError, ObjectNotFound):
-            print(f"error: no flow run {flow_run_id} in {run_dir / 'prefect'}; if the run used another "
-                  "run directory, pass it with --run-dir", file=sys.stderr)
+            print(
+                f"error: no flow run {flow_run_id} in {run_dir / 'prefect'}; if the run used another "
+                "run directory, pass it with --run-dir",
+                file=sys.stderr,
+            )
             return 2
         name = client.read_flow(flow_run.flow_id).name
         if name not in _flows() or flow_run.parent_task_run_id:
-            print(f"error: flow run {flow_run_id} is '{name}', part of a larger run; retry the "
-                  "top-level flow run (the id a failed run printed)", file=sys.stderr)
+            print(
+                f"error: flow run {flow_run_id} is '{name}', part of a larger run; retry the "
+                "top-level flow run (the id a failed run printed)",
+                file=sys.stderr,
+            )
             return 2
         if flow_run.state is None or not flow_run.state.is_final():
-            print(f"error: flow run {flow_run_id} is {flow_run.state.name if flow_run.state else 'new'}; "
-                  "only a finished flow run (failed, crashed, cancelled, completed) can be retried",
-                  file=sys.stderr)
+            print(
+                f"error: flow run {flow_run_id} is {flow_run.state.name if flow_run.state else 'new'}; "
+                "only a finished flow run (failed, crashed, cancelled, completed) can be retried",
+                file=sys.stderr,
+            )
             return 2
-        client.set_flow_run_state(flow_run.id, Scheduled(message="python -m flows retry"), force=True)
+        client.set_flow_run_state(
+            flow_run.id, Scheduled(message="python -m flows retry"), force=True
+        )
         if flow_run.deployment_id:  # a worker runs it, where the deployment says
             print(f"flow run {flow_run_id} is scheduled again; the work pool's worker will run it")
             return 0
@@ -118,9 +151,17 @@ def _flows() -> dict:
     from flows.sft import sft_flow
     from flows.tokenizer import tokenizer_flow
 
-    return {"pipeline": pipeline_flow, "corpus": corpus_flow, "tokenizer": tokenizer_flow,
-            "pretrain": pretrain_flow, "sft": sft_flow, "reward": reward_flow,
-            "rlhf": rlhf_flow, "distill": distill_flow, "evaluate": evaluate_flow}
+    return {
+        "pipeline": pipeline_flow,
+        "corpus": corpus_flow,
+        "tokenizer": tokenizer_flow,
+        "pretrain": pretrain_flow,
+        "sft": sft_flow,
+        "reward": reward_flow,
+        "rlhf": rlhf_flow,
+        "distill": distill_flow,
+        "evaluate": evaluate_flow,
+    }
 
 
 def _console_setup() -> None:
@@ -179,7 +220,11 @@ def print_summary(result: PipelineResult, seconds: float, cfg) -> None:
         base = uri.rstrip("/")
     else:
         base = "http://127.0.0.1:5000"
-        ui = "make ui" if cfg.run_dir == PROJECT_ROOT / "runs" else f"make ui RECIPE_RUN_DIR={cfg.run_dir}"
+        ui = (
+            "make ui"
+            if cfg.run_dir == PROJECT_ROOT / "runs"
+            else f"make ui RECIPE_RUN_DIR={cfg.run_dir}"
+        )
         console.print(f"MLflow store: {uri}  ({ui} serves it on {base})")
     console.print(f"MLflow runs:  {base}/{runs_page}")
     console.print(f"MLflow run:   {base}/{run_page}")
@@ -197,19 +242,45 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the pipeline or one stage")
-    run.add_argument("--preset", default="demo", help="configs/<preset>.yaml or a path (default demo)")
-    run.add_argument("--stage", default="pipeline",
-                     choices=["pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf",
-                              "distill", "evaluate"])
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. corpus.quality.min_words=30")
-    run.add_argument("--rerun", action="append", default=[], metavar="NAME",
-                     help="force a stage or task (and everything downstream) to re-run; "
-                          "see `python -m flows tasks`")
+    run.add_argument(
+        "--preset", default="demo", help="configs/<preset>.yaml or a path (default demo)"
+    )
+    run.add_argument(
+        "--stage",
+        default="pipeline",
+        choices=[
+            "pipeline",
+            "corpus",
+            "tokenizer",
+            "pretrain",
+            "sft",
+            "reward",
+            "rlhf",
+            "distill",
+            "evaluate",
+        ],
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. corpus.quality.min_words=30",
+    )
+    run.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="force a stage or task (and everything downstream) to re-run; "
+        "see `python -m flows tasks`",
+    )
     sub.add_parser("tasks", help="list the tasks and what each reads")
     retry = sub.add_parser("retry", help="retry a failed flow run: completed tasks come from cache")
     retry.add_argument("flow_run_id", help="the id a failed run printed")
-    retry.add_argument("--run-dir", help="the run directory of that run (default: $RECIPE_RUN_DIR or runs/)")
+    retry.add_argument(
+        "--run-dir", help="the run directory of that run (default: $RECIPE_RUN_DIR or runs/)"
+    )
     return p
 
 

@@ -74,8 +74,9 @@ def _failing(fn, name: str):
     return fail
 
 
-def build_task_runner(kind: str, workers: int, dask_address: str | None = None,
-                      dask_processes: bool = False):
+def build_task_runner(
+    kind: str, workers: int, dask_address: str | None = None, dask_processes: bool = False
+):
     """The task runner for mapped work: threads locally, or Dask (a LocalCluster, or the
     scheduler at `dask_address` on a real cluster)."""
     if kind == "dask":
@@ -85,8 +86,12 @@ def build_task_runner(kind: str, workers: int, dask_address: str | None = None,
             return DaskTaskRunner(address=dask_address)
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
-            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
-                            "processes": dask_processes, "dashboard_address": None},
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "processes": dask_processes,
+                "dashboard_address": None,
+            },
         )
     from prefect.task_runners import ThreadPoolTaskRunner
 

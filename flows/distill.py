@@ -12,8 +12,8 @@ from flows.dag import expand_reruns
 from flows.results import DistillResult, RlhfResult
 from tasks.config import flatten, load_config
 from tasks.distill import steps
-from tasks.tracking import log_step, stage_run
 from tasks.register import register_step
+from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
     "Safety context distillation: adversarial train prompts answered with a safety preprompt "
@@ -24,9 +24,13 @@ DESCRIPTION = (
 
 
 @flow(name="distill")
-def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
-                 rerun: list[str] | None = None, parent_run_id: str | None = None,
-                 rlhf: RlhfResult | None = None) -> DistillResult:
+def distill_flow(
+    preset: str = "demo",
+    overrides: list[str] | None = None,
+    rerun: list[str] | None = None,
+    parent_run_id: str | None = None,
+    rlhf: RlhfResult | None = None,
+) -> DistillResult:
     """Distil the safety preprompt into the newest RLHF policy. Without `rlhf` (the RLHF stage's
     result), the earlier stages supply it (cached when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -39,26 +43,54 @@ def distill_flow(preset: str = "demo", overrides: list[str] | None = None,
     run = StageRunner("distill", expand_reruns(rerun or []))
     with stage_run(cfg, "distill", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(d, "distill."), "seed": seed, "policy": policy})
-        data = run(steps.distill_data_step, dialogues, policy, rlhf.reward_models["safety"], tokenizer,
-                   d, cfg.reward.seq_len("safety"), seed, data_dir, run_dir)
+        data = run(
+            steps.distill_data_step,
+            dialogues,
+            policy,
+            rlhf.reward_models["safety"],
+            tokenizer,
+            d,
+            cfg.reward.seq_len("safety"),
+            seed,
+            data_dir,
+            run_dir,
+        )
         log_step(tracker, data, datasets={steps.SAMPLES: "training"}, artifact_path="distillation")
         kept, rows = int(data.stats["distill.kept"]), int(data.stats["distill.rows"])
         if kept:
-            tuned = run(steps.distill_finetune_step, data.outputs[steps.SAMPLES], policy, tokenizer, d,
-                        cfg.sft.format, run_dir, tracker.run_id)
+            tuned = run(
+                steps.distill_finetune_step,
+                data.outputs[steps.SAMPLES],
+                policy,
+                tokenizer,
+                d,
+                cfg.sft.format,
+                run_dir,
+                tracker.run_id,
+            )
             log_step(tracker, tuned)
             model_dir = tuned.models["model"]
-            how = (f"Safety context distillation of the last RLHF policy: fine-tuned on {kept} of "
-                   f"{rows} preprompted answers the Safety RM scored higher")
+            how = (
+                f"Safety context distillation of the last RLHF policy: fine-tuned on {kept} of "
+                f"{rows} preprompted answers the Safety RM scored higher"
+            )
         else:  # a model too weak to profit from the preprompt: say so, keep the policy as it is
             model_dir = policy
-            how = (f"Safety context distillation kept none of {rows} preprompted answers (none scored "
-                   "higher): the same weights as the last RLHF policy")
+            how = (
+                f"Safety context distillation kept none of {rows} preprompted answers (none scored "
+                "higher): the same weights as the last RLHF policy"
+            )
         tracker.set_tags({"distill.result": how})
         registered = run(register_step, model_dir, d.registered_model, how, run_dir, tracker.run_id)
         tracker.log_metrics(registered.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return DistillResult(model_dir=model_dir, models={**rlhf.models, "distilled": model_dir},
-                         tokenizer_model=tokenizer, rlhf=rlhf, outputs=data.outputs,
-                         states=run.states, mlflow_run_id=tracker.run_id,
-                         flow_run_id=str(flow_run.id))
+    return DistillResult(
+        model_dir=model_dir,
+        models={**rlhf.models, "distilled": model_dir},
+        tokenizer_model=tokenizer,
+        rlhf=rlhf,
+        outputs=data.outputs,
+        states=run.states,
+        mlflow_run_id=tracker.run_id,
+        flow_run_id=str(flow_run.id),
+    )

@@ -37,13 +37,16 @@ def quiet_console_tracebacks() -> None:
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _NoTraceback):
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+            handler.formatter, _NoTraceback
+        ):
             handler.setFormatter(_NoTraceback(handler.formatter))
 
 
 def exit_on_sigterm() -> None:
     """SIGTERM (a `kill`, a scheduler's time limit) unwinds like Ctrl-C, so the flows close their
     MLflow runs as FAILED. SIGKILL cannot be caught: the next run ends those runs (KILLED)."""
+
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
@@ -74,8 +77,11 @@ def report_failure(state, flow_name: str, run_dir: Path, default_run_dir: Path) 
     log = Path(run_dir) / "failures" / f"{flow_run_id}.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(text)
-    print(f"\nerror: flow run {flow_run_id} ({flow_name}) failed: {reason}\n"
-          f"  traceback: {log}\n"
-          f"  Tasks that completed are cached. To retry this flow run (it resumes at the failed task\n"
-          f"  and continues the same MLflow run):\n\n"
-          f"    {retry_command(flow_run_id, run_dir, default_run_dir)}\n", file=sys.stderr)
+    print(
+        f"\nerror: flow run {flow_run_id} ({flow_name}) failed: {reason}\n"
+        f"  traceback: {log}\n"
+        f"  Tasks that completed are cached. To retry this flow run (it resumes at the failed task\n"
+        f"  and continues the same MLflow run):\n\n"
+        f"    {retry_command(flow_run_id, run_dir, default_run_dir)}\n",
+        file=sys.stderr,
+    )

@@ -23,10 +23,14 @@ DESCRIPTION = (
 
 
 @flow(name="pretrain")
-def pretrain_flow(preset: str = "demo", overrides: list[str] | None = None,
-                  rerun: list[str] | None = None, parent_run_id: str | None = None,
-                  documents: Manifest | None = None,
-                  tokenizer_model: str | None = None) -> PretrainResult:
+def pretrain_flow(
+    preset: str = "demo",
+    overrides: list[str] | None = None,
+    rerun: list[str] | None = None,
+    parent_run_id: str | None = None,
+    documents: Manifest | None = None,
+    tokenizer_model: str | None = None,
+) -> PretrainResult:
     """Train the base model. Without inputs, the earlier stages supply them (cached)."""
     cfg = load_config(preset, overrides or [])
     if documents is None or tokenizer_model is None:
@@ -38,16 +42,33 @@ def pretrain_flow(preset: str = "demo", overrides: list[str] | None = None,
     run = StageRunner("pretrain", expand_reruns(rerun or []))
     with stage_run(cfg, "pretrain", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(p, "pretrain."), "seed": cfg.seed})
-        shards = run(steps.token_shards_step, documents, tokenizer_model,
-                     p.shards, str(cfg.run_dir))
+        shards = run(
+            steps.token_shards_step, documents, tokenizer_model, p.shards, str(cfg.run_dir)
+        )
         log_step(tracker, shards, artifact_path="shards")
-        trained = run(steps.train_step, shards.files["shards_manifest.json"],
-                      p.model_config_dict(), p.train, tokenizer_model, p.sample_prompts,
-                      p.registered_model, str(cfg.run_dir), tracker.run_id)
+        trained = run(
+            steps.train_step,
+            shards.files["shards_manifest.json"],
+            p.model_config_dict(),
+            p.train,
+            tokenizer_model,
+            p.sample_prompts,
+            p.registered_model,
+            str(cfg.run_dir),
+            tracker.run_id,
+        )
         tracker.log_metrics(trained.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-        tracker.set_tags({"registered_model": f"{p.registered_model} v{int(trained.stats['registered_version'])}"})
-    return PretrainResult(model_dir=trained.models["model"], tokenizer_model=tokenizer_model,
-                          registered_version=int(trained.stats["registered_version"]),
-                          states=run.states, mlflow_run_id=tracker.run_id,
-                          flow_run_id=str(flow_run.id))
+        tracker.set_tags(
+            {
+                "registered_model": f"{p.registered_model} v{int(trained.stats['registered_version'])}"
+            }
+        )
+    return PretrainResult(
+        model_dir=trained.models["model"],
+        tokenizer_model=tokenizer_model,
+        registered_version=int(trained.stats["registered_version"]),
+        states=run.states,
+        mlflow_run_id=tracker.run_id,
+        flow_run_id=str(flow_run.id),
+    )

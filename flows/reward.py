@@ -26,9 +26,13 @@ DESCRIPTION = (
 
 
 @flow(name="reward")
-def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
-                rerun: list[str] | None = None, parent_run_id: str | None = None,
-                sft: SftResult | None = None) -> RewardResult:
+def reward_flow(
+    preset: str = "demo",
+    overrides: list[str] | None = None,
+    rerun: list[str] | None = None,
+    parent_run_id: str | None = None,
+    sft: SftResult | None = None,
+) -> RewardResult:
     """Collect preferences and train both reward models. Without `sft` (the SFT stage's
     result), the earlier stages supply it (cached when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -42,13 +46,24 @@ def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
     with stage_run(cfg, "reward", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(r, "reward."), "seed": seed})
         label_sha = {f.name: sha256_of(f.path) for f in r.collection.label_files}
-        collected = run(steps.collect_step, dialogues, sft.models, tokenizer, r,
-                        cfg.corpus.toxicity, seed, data_dir, label_sha)
+        collected = run(
+            steps.collect_step,
+            dialogues,
+            sft.models,
+            tokenizer,
+            r,
+            cfg.corpus.toxicity,
+            seed,
+            data_dir,
+            label_sha,
+        )
         log_step(tracker, collected, datasets={steps.PAIRS: "training"})
         pairs = collected[steps.PAIRS]
         trained = {}
-        for rm, step in (("helpfulness", steps.train_helpfulness_step),
-                         ("safety", steps.train_safety_step)):
+        for rm, step in (
+            ("helpfulness", steps.train_helpfulness_step),
+            ("safety", steps.train_safety_step),
+        ):
             out = run(step, pairs, r, sft_dir, tokenizer, seed, run_dir, tracker.run_id)
             tracker.log_metrics(out.stats)
             trained[rm] = out.models["model"]
@@ -57,12 +72,25 @@ def reward_flow(preset: str = "demo", overrides: list[str] | None = None,
         table = pl.read_csv(evaluated.files["table8.csv"])
         tracker.log_table(table, "table8_accuracy_by_level")
         if r.margin_ablation:
-            ablation = run(steps.margin_ablation_step, pairs, r, sft_dir, tokenizer, seed, run_dir,
-                           tracker.run_id)
+            ablation = run(
+                steps.margin_ablation_step,
+                pairs,
+                r,
+                sft_dir,
+                tokenizer,
+                seed,
+                run_dir,
+                tracker.run_id,
+            )
             log_step(tracker, ablation, artifact_path="evaluation")
-            tracker.log_table(pl.read_csv(ablation.files["margin_ablation.csv"]),
-                              "margin_ablation")
+            tracker.log_table(pl.read_csv(ablation.files["margin_ablation.csv"]), "margin_ablation")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return RewardResult(outputs=collected.outputs, reward_models=trained, tokenizer_model=tokenizer,
-                        sft=sft, states=run.states, mlflow_run_id=tracker.run_id,
-                        flow_run_id=str(flow_run.id))
+    return RewardResult(
+        outputs=collected.outputs,
+        reward_models=trained,
+        tokenizer_model=tokenizer,
+        sft=sft,
+        states=run.states,
+        mlflow_run_id=tracker.run_id,
+        flow_run_id=str(flow_run.id),
+    )

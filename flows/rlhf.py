@@ -36,8 +36,11 @@ register_round = register_step.with_options(name="register_round")
 
 
 def _round_description(r: int, ppo: bool, refresh: bool) -> str:
-    parts = ["refresh both RMs on a fresh batch from the newest policy"] if refresh else \
-        ["the reward stage's RMs"]
+    parts = (
+        ["refresh both RMs on a fresh batch from the newest policy"]
+        if refresh
+        else ["the reward stage's RMs"]
+    )
     parts.append("rejection sampling")
     if ppo:
         parts.append("PPO on top of the rejection-sampling model")
@@ -45,9 +48,13 @@ def _round_description(r: int, ppo: bool, refresh: bool) -> str:
 
 
 @flow(name="rlhf")
-def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
-              rerun: list[str] | None = None, parent_run_id: str | None = None,
-              reward: RewardResult | None = None) -> RlhfResult:
+def rlhf_flow(
+    preset: str = "demo",
+    overrides: list[str] | None = None,
+    rerun: list[str] | None = None,
+    parent_run_id: str | None = None,
+    reward: RewardResult | None = None,
+) -> RlhfResult:
     """Run the RLHF rounds. Without `reward` (the reward stage's result), the earlier stages
     supply it (cached when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -56,12 +63,21 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
 
         reward = reward_flow(preset, overrides, rerun, parent_run_id)
     l, seed, run_dir, data_dir = cfg.rlhf, cfg.seed, str(cfg.run_dir), str(cfg.data_dir)
-    dialogues, tokenizer, sft_dir = reward.sft.dialogues, reward.tokenizer_model, reward.sft.model_dir
+    dialogues, tokenizer, sft_dir = (
+        reward.sft.dialogues,
+        reward.tokenizer_model,
+        reward.sft.model_dir,
+    )
     prompts = rounds.prompt_sets(read_dataset(dialogues).to_dicts(), l, seed)
     run = StageRunner("rlhf", expand_reruns(rerun or []))
     with stage_run(cfg, "rlhf", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
-        tracker.log_params({**flatten(l, "rlhf."), "seed": seed,
-                            **{f"prompts.{k}": len(v) for k, v in prompts.items()}})
+        tracker.log_params(
+            {
+                **flatten(l, "rlhf."),
+                "seed": seed,
+                **{f"prompts.{k}": len(v) for k, v in prompts.items()},
+            }
+        )
         pairs = reward.pairs
         rm_seq_len = cfg.reward.seq_len("helpfulness")  # what R_h, R_s and R_c are scored at
         rms = dict(reward.reward_models)
@@ -69,45 +85,131 @@ def rlhf_flow(preset: str = "demo", overrides: list[str] | None = None,
         versions, samples, summary = {"sft": sft_dir}, [], []
         for r in range(1, l.rounds + 1):
             label, ppo = f"v{r}", r >= l.ppo_from
-            with stage_run(cfg, f"rlhf-v{r}", tracker.run_id, flow_run.id,
-                           _round_description(r, ppo, r >= 2)) as rt:
+            with stage_run(
+                cfg, f"rlhf-v{r}", tracker.run_id, flow_run.id, _round_description(r, ppo, r >= 2)
+            ) as rt:
                 rt.set_tags({"rlhf.round": str(r), "rlhf.ppo": str(ppo)})
                 if r >= 2:
-                    refreshed = run(steps.refresh_step, r, {"latest": policy, "previous": previous,
-                                                            "sft": sft_dir}, pairs, dialogues,
-                                    tokenizer, sft_dir, cfg.reward, l.collection, cfg.corpus.toxicity, seed,
-                                    data_dir, run_dir, rt.run_id, label=label)
+                    refreshed = run(
+                        steps.refresh_step,
+                        r,
+                        {"latest": policy, "previous": previous, "sft": sft_dir},
+                        pairs,
+                        dialogues,
+                        tokenizer,
+                        sft_dir,
+                        cfg.reward,
+                        l.collection,
+                        cfg.corpus.toxicity,
+                        seed,
+                        data_dir,
+                        run_dir,
+                        rt.run_id,
+                        label=label,
+                    )
                     log_step(rt, refreshed, datasets={steps.PAIRS: "training"})
                     pairs, rms = refreshed.outputs[steps.PAIRS], dict(refreshed.models)
-                sampled = run(steps.rejection_sample_step, r, policy, rms, prompts["rs"], list(samples),
-                              tokenizer, rm_seq_len, cfg.reward.annotator, l.rejection, l.rs_pool_from, seed, data_dir, run_dir,
-                              label=label)
-                log_step(rt, sampled, datasets={steps.SAMPLES: "training"}, artifact_path="rejection_sampling")
+                sampled = run(
+                    steps.rejection_sample_step,
+                    r,
+                    policy,
+                    rms,
+                    prompts["rs"],
+                    list(samples),
+                    tokenizer,
+                    rm_seq_len,
+                    cfg.reward.annotator,
+                    l.rejection,
+                    l.rs_pool_from,
+                    seed,
+                    data_dir,
+                    run_dir,
+                    label=label,
+                )
+                log_step(
+                    rt,
+                    sampled,
+                    datasets={steps.SAMPLES: "training"},
+                    artifact_path="rejection_sampling",
+                )
                 samples.append(sampled.outputs[steps.SAMPLES])
-                tuned = run(steps.rs_finetune_step, r, policy, sampled.outputs[steps.SAMPLES], tokenizer,
-                            l.rejection.finetune, cfg.sft.format, run_dir, rt.run_id, label=label)
+                tuned = run(
+                    steps.rs_finetune_step,
+                    r,
+                    policy,
+                    sampled.outputs[steps.SAMPLES],
+                    tokenizer,
+                    l.rejection.finetune,
+                    cfg.sft.format,
+                    run_dir,
+                    rt.run_id,
+                    label=label,
+                )
                 log_step(rt, tuned)
                 new_policy, how = tuned.models["model"], "rejection sampling"
                 if ppo:
-                    trained = run(steps.ppo_step, r, new_policy, rms, prompts["ppo"], prompts["validation"],
-                                  tokenizer, rm_seq_len, cfg.reward.annotator, l.ppo, cfg.corpus.toxicity, seed, run_dir,
-                                  rt.run_id, label=label)
+                    trained = run(
+                        steps.ppo_step,
+                        r,
+                        new_policy,
+                        rms,
+                        prompts["ppo"],
+                        prompts["validation"],
+                        tokenizer,
+                        rm_seq_len,
+                        cfg.reward.annotator,
+                        l.ppo,
+                        cfg.corpus.toxicity,
+                        seed,
+                        run_dir,
+                        rt.run_id,
+                        label=label,
+                    )
                     rt.log_metrics(trained.stats)
                     new_policy = trained.models["model"]
                     how = f"rejection sampling, then PPO ({trained.notes['stopped']})"
-                registered = run(register_round, new_policy, l.registered_model, f"RLHF-V{r}: {how}", run_dir,
-                                 rt.run_id, label=label)
+                registered = run(
+                    register_round,
+                    new_policy,
+                    l.registered_model,
+                    f"RLHF-V{r}: {how}",
+                    run_dir,
+                    rt.run_id,
+                    label=label,
+                )
                 rt.log_metrics(registered.stats)
                 previous, policy = policy, new_policy
                 versions[f"rlhf-v{r}"] = policy
                 summary.append(RlhfRound(round=r, how=how, model_dir=policy))
-        evaluated = run(steps.evaluate_step, versions, rms, prompts["eval"], tokenizer, rm_seq_len, cfg.reward.annotator, l.evaluation,
-                        cfg.corpus.toxicity, seed, data_dir, run_dir)
-        log_step(tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation")
+        evaluated = run(
+            steps.evaluate_step,
+            versions,
+            rms,
+            prompts["eval"],
+            tokenizer,
+            rm_seq_len,
+            cfg.reward.annotator,
+            l.evaluation,
+            cfg.corpus.toxicity,
+            seed,
+            data_dir,
+            run_dir,
+        )
+        log_step(
+            tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation"
+        )
         tracker.log_table(pl.read_csv(evaluated.files["rounds.csv"]), "rlhf_rounds")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return RlhfResult(models=versions, model_dir=policy, rounds=summary, reward_models=rms,
-                      tokenizer_model=tokenizer, reward=reward,
-                      outputs={"preference_pairs": pairs, "rlhf_eval": evaluated.outputs[steps.EVAL]},
-                      rejection_samples=samples, states=run.states, mlflow_run_id=tracker.run_id,
-                      flow_run_id=str(flow_run.id))
+    return RlhfResult(
+        models=versions,
+        model_dir=policy,
+        rounds=summary,
+        reward_models=rms,
+        tokenizer_model=tokenizer,
+        reward=reward,
+        outputs={"preference_pairs": pairs, "rlhf_eval": evaluated.outputs[steps.EVAL]},
+        rejection_samples=samples,
+        states=run.states,
+        mlflow_run_id=tracker.run_id,
+        flow_run_id=str(flow_run.id),
+    )

@@ -32,24 +32,27 @@ def service_env(run_dir: Path, prefect_port: int, mlflow_port: int) -> dict[str,
     """Environment of the servers, the worker and the flow runs it starts."""
     env = dict(os.environ)
     env.pop("PREFECT_PROFILES_PATH", None)
-    env.update({
-        "RECIPE_RUN_DIR": str(run_dir),
-        "RECIPE_PROJECT_DIR": str(PROJECT_ROOT),
-        "PREFECT_HOME": str(run_dir / "prefect"),
-        "PREFECT_LOCAL_STORAGE_PATH": str(run_dir / "prefect" / "storage"),
-        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job runner: the server starts fast
-        "HF_HUB_OFFLINE": "1",
-        "GIT_PYTHON_REFRESH": "quiet",
-    })
+    env.update(
+        {
+            "RECIPE_RUN_DIR": str(run_dir),
+            "RECIPE_PROJECT_DIR": str(PROJECT_ROOT),
+            "PREFECT_HOME": str(run_dir / "prefect"),
+            "PREFECT_LOCAL_STORAGE_PATH": str(run_dir / "prefect" / "storage"),
+            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job runner: the server starts fast
+            "HF_HUB_OFFLINE": "1",
+            "GIT_PYTHON_REFRESH": "quiet",
+        }
+    )
     return env
 
 
-def start(run_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
-          worker: bool = True, log=print) -> dict:
+def start(
+    run_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000, worker: bool = True, log=print
+) -> dict:
     run_dir = Path(run_dir).resolve()
     folder = run_dir / "services"
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,14 +62,39 @@ def start(run_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
     (run_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     services = {}
     try:
-        services["prefect-server"] = _spawn(folder, "prefect-server", [
-            str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-            "--port", str(prefect_port)], env)
-        services["mlflow-server"] = _spawn(folder, "mlflow-server", [
-            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-            "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}",
-            "--default-artifact-root", (run_dir / "mlflow" / "artifacts").as_uri()], env)
+        services["prefect-server"] = _spawn(
+            folder,
+            "prefect-server",
+            [
+                str(BIN / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(prefect_port),
+            ],
+            env,
+        )
+        services["mlflow-server"] = _spawn(
+            folder,
+            "mlflow-server",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}",
+                "--default-artifact-root",
+                (run_dir / "mlflow" / "artifacts").as_uri(),
+            ],
+            env,
+        )
         _wait_http(f"http://127.0.0.1:{prefect_port}/api/health", "Prefect server", folder)
         _wait_http(f"http://127.0.0.1:{mlflow_port}/health", "MLflow server", folder)
         log(f"Prefect UI  http://127.0.0.1:{prefect_port}")
@@ -75,8 +103,12 @@ def start(run_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
         _cli(["--no-prompt", "deploy", "--all"], env)
         log(f"work pool '{POOL}' and the deployments of prefect.yaml are registered")
         if worker:
-            services["prefect-worker"] = _spawn(folder, "prefect-worker", [
-                str(BIN / "prefect"), "worker", "start", "--pool", POOL], env)
+            services["prefect-worker"] = _spawn(
+                folder,
+                "prefect-worker",
+                [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
+                env,
+            )
             log(f"worker polling '{POOL}' (log: {folder / 'prefect-worker.log'})")
     except BaseException:
         stop(run_dir, log=lambda *_: None)
@@ -105,18 +137,32 @@ def stop(run_dir: Path, log=print, timeout: float = 20.0) -> list[int]:
 
 def _spawn(folder: Path, name: str, cmd: list[str], env: dict) -> int:
     log_file = open(folder / f"{name}.log", "ab")
-    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log_file,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     (folder / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
 
 
 def _cli(args: list[str], env: dict) -> None:
-    out = subprocess.run([str(BIN / "prefect"), *args], cwd=PROJECT_ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(BIN / "prefect"), *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if out.returncode != 0:
-        raise RuntimeError(f"prefect {' '.join(args)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        raise RuntimeError(
+            f"prefect {' '.join(args)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
+        )
 
 
 def _wait_http(url: str, what: str, folder: Path, timeout: float = 180.0) -> None:
@@ -166,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = configure_environment(default_run_dir())
     if args.command == "start":
         start(run_dir, args.prefect_port, args.mlflow_port, worker=not args.no_worker)
-        print("Run a deployment:  .venv/bin/prefect deployment run pipeline/pipeline "
-              "--param preset=tiny   (with PREFECT_API_URL set, see README)")
+        print(
+            "Run a deployment:  .venv/bin/prefect deployment run pipeline/pipeline "
+            "--param preset=tiny   (with PREFECT_API_URL set, see README)"
+        )
         print("Stop everything:   make stop")
     elif args.command == "stop":
         if not stop(run_dir):

@@ -23,9 +23,13 @@ DESCRIPTION = (
 
 
 @flow(name="tokenizer")
-def tokenizer_flow(preset: str = "demo", overrides: list[str] | None = None,
-                   rerun: list[str] | None = None, parent_run_id: str | None = None,
-                   documents: Manifest | None = None) -> TokenizerResult:
+def tokenizer_flow(
+    preset: str = "demo",
+    overrides: list[str] | None = None,
+    rerun: list[str] | None = None,
+    parent_run_id: str | None = None,
+    documents: Manifest | None = None,
+) -> TokenizerResult:
     """Train and evaluate the tokenizer. Without `documents`, the corpus stage supplies them
     (from cache when nothing changed)."""
     cfg = load_config(preset, overrides or [])
@@ -45,6 +49,11 @@ def tokenizer_flow(preset: str = "demo", overrides: list[str] | None = None,
         log_step(tracker, evaluated)
         tracker.log_table(read_dataset(evaluated["tokenizer_eval"]), "bytes_per_token")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
-    return TokenizerResult(outputs=evaluated.outputs, tokenizer_model=str(Path(model_path)),
-                           documents=docs, states=run.states, mlflow_run_id=tracker.run_id,
-                           flow_run_id=str(flow_run.id))
+    return TokenizerResult(
+        outputs=evaluated.outputs,
+        tokenizer_model=str(Path(model_path)),
+        documents=docs,
+        states=run.states,
+        mlflow_run_id=tracker.run_id,
+        flow_run_id=str(flow_run.id),
+    )

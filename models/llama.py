@@ -39,7 +39,9 @@ class LlamaConfig:
         if self.dim % self.n_heads:
             raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+            raise ValueError(
+                f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
+            )
         if self.hidden_dim is None:
             hidden = int(2 * (4 * self.dim) / 3)  # SwiGLU keeps the 4*dim FFN's parameter count
             if self.ffn_dim_multiplier is not None:
@@ -57,14 +59,28 @@ class LlamaConfig:
 # Named sizes. Builders return configs; `Llama(config)` builds the model.
 def tiny(vocab_size: int = 512) -> LlamaConfig:
     """For tests: a few hundred thousand parameters, GQA on, runs in milliseconds."""
-    return LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=vocab_size,
-                       multiple_of=32, max_seq_len=128)
+    return LlamaConfig(
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        vocab_size=vocab_size,
+        multiple_of=32,
+        max_seq_len=128,
+    )
 
 
 def demo(vocab_size: int = 8000) -> LlamaConfig:
     """A few million parameters: trains on 2 CPU cores in minutes (llama2.c's 15M is dim 288)."""
-    return LlamaConfig(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, vocab_size=vocab_size,
-                       multiple_of=32, max_seq_len=256)
+    return LlamaConfig(
+        dim=256,
+        n_layers=6,
+        n_heads=8,
+        n_kv_heads=4,
+        vocab_size=vocab_size,
+        multiple_of=32,
+        max_seq_len=256,
+    )
 
 
 def llama2_7b() -> LlamaConfig:
@@ -74,8 +90,16 @@ def llama2_7b() -> LlamaConfig:
 
 def llama2_70b() -> LlamaConfig:
     """Table 1: 70B with grouped-query attention (8 KV heads), FFN multiplier 1.3."""
-    return LlamaConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, vocab_size=32000,
-                       ffn_dim_multiplier=1.3, multiple_of=4096, max_seq_len=4096)
+    return LlamaConfig(
+        dim=8192,
+        n_layers=80,
+        n_heads=64,
+        n_kv_heads=8,
+        vocab_size=32000,
+        ffn_dim_multiplier=1.3,
+        multiple_of=4096,
+        max_seq_len=4096,
+    )
 
 
 SIZES = {"tiny": tiny, "demo": demo, "llama2_7b": llama2_7b, "llama2_70b": llama2_70b}
@@ -112,14 +136,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class KVCache:
     """Per-layer key/value buffers for incremental decoding, (B, n_kv_heads, max_len, head_dim)."""
 
-    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        n_layers: int,
+        batch: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+    ):
         shape = (batch, n_kv_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.length = 0  # positions filled so far
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         start, end = self.length, self.length + k.shape[2]
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
@@ -218,14 +252,22 @@ class LlamaTrunk(nn.Module):
                 raise ValueError(f"{start + T} positions > max_seq_len {self.config.max_seq_len}")
             positions = torch.arange(start, start + T, device=tokens.device)
         elif int(positions.max()) >= self.config.max_seq_len:  # explicit positions (generation)
-            raise ValueError(f"position {int(positions.max())} >= max_seq_len {self.config.max_seq_len}")
+            raise ValueError(
+                f"position {int(positions.max())} >= max_seq_len {self.config.max_seq_len}"
+            )
         # (T,) positions -> (1, 1, T, D/2); per-sequence (B, T) ones (left padding) -> (B, 1, T, D/2)
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
-        cos, sin = (cos[None, None], sin[None, None]) if positions.dim() == 1 else (cos[:, None], sin[:, None])
+        cos, sin = (
+            (cos[None, None], sin[None, None])
+            if positions.dim() == 1
+            else (cos[:, None], sin[:, None])
+        )
         mask = attention_mask
         if mask is None and cache is not None and cache.length > 0:
             mask = torch.ones(1, 1, T, cache.length + T, dtype=torch.bool, device=tokens.device)
-            mask[..., cache.length:] = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+            mask[..., cache.length :] = torch.ones(
+                T, T, dtype=torch.bool, device=tokens.device
+            ).tril()
         h = self.tok_embeddings(tokens)  # (B, T, C)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, cache, i)
@@ -263,6 +305,7 @@ class Llama(LlamaTrunk):
         logits = self.output(self.hidden_states(tokens, positions, attention_mask, cache)).float()
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(
+            logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        )
         return logits, loss

@@ -19,7 +19,11 @@ import torch.nn.functional as F
 # Preference ratings of §3.2.1, strongest first; MARGINS below are listed in this order.
 RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 # m(r) per rating above (paper Table 27: "small" and "large" margin; "none" = plain ranking loss).
-MARGINS = {"none": (0.0, 0.0, 0.0, 0.0), "small": (1.0, 2 / 3, 1 / 3, 0.0), "large": (3.0, 2.0, 1.0, 0.0)}
+MARGINS = {
+    "none": (0.0, 0.0, 0.0, 0.0),
+    "small": (1.0, 2 / 3, 1 / 3, 0.0),
+    "large": (3.0, 2.0, 1.0, 0.0),
+}
 
 SAFE, UNSAFE, UNKNOWN = 1, 0, -1  # safety labels of a response (safety_aux_loss)
 
@@ -42,8 +46,10 @@ def pairwise_loss(
 ) -> torch.Tensor:
     """Mean over pairs of -logsigmoid(r_chosen - r_rejected - margin): a scalar."""
     if r_chosen.dim() != 1 or r_chosen.shape != r_rejected.shape:
-        raise ValueError(f"scores must be two (B,) tensors; got {tuple(r_chosen.shape)} "
-                         f"and {tuple(r_rejected.shape)}")
+        raise ValueError(
+            f"scores must be two (B,) tensors; got {tuple(r_chosen.shape)} "
+            f"and {tuple(r_rejected.shape)}"
+        )
     gap = r_chosen - r_rejected  # (B,)
     if margin is not None:
         if margin.shape != gap.shape:
@@ -65,12 +71,16 @@ def safety_aux_loss(
     zero that still carries a graph (`scores.sum() * 0`), so `backward()` works on any batch.
     """
     if scores.shape != safe.shape or scores.dim() != 1:
-        raise ValueError(f"scores and safe labels must be (N,) tensors of one shape; got "
-                         f"{tuple(scores.shape)} and {tuple(safe.shape)}")
+        raise ValueError(
+            f"scores and safe labels must be (N,) tensors of one shape; got "
+            f"{tuple(scores.shape)} and {tuple(safe.shape)}"
+        )
     bad = ~((safe == SAFE) | (safe == UNSAFE) | (safe == UNKNOWN))
     if bad.any():
-        raise ValueError(f"safe labels must be {SAFE} (safe), {UNSAFE} (unsafe) or {UNKNOWN} "
-                         f"(unknown); got {sorted(set(safe[bad].tolist()))}")
+        raise ValueError(
+            f"safe labels must be {SAFE} (safe), {UNSAFE} (unsafe) or {UNKNOWN} "
+            f"(unknown); got {sorted(set(safe[bad].tolist()))}"
+        )
     labelled = safe != UNKNOWN  # (N,) bool
     if not labelled.any():
         return scores.sum() * 0.0

@@ -50,8 +50,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 
 # --- rewards ------------------------------------------------------------------------------
 
-def gated_reward(r_help: torch.Tensor, r_safe: torch.Tensor,
-                 is_safety: torch.Tensor) -> torch.Tensor:
+
+def gated_reward(
+    r_help: torch.Tensor, r_safe: torch.Tensor, is_safety: torch.Tensor
+) -> torch.Tensor:
     """R_c (B,) from sigmoid scores r_help, r_safe in (0, 1) (B,) and is_safety (B,) bool.
 
     R_s where the prompt is safety-tagged or R_s < SAFETY_GATE (strict: R_s == 0.15 is not
@@ -70,14 +72,16 @@ def logit(p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return torch.log(p.clamp(eps, 1 - eps)) - torch.log((1 - p).clamp(eps, 1 - eps))
 
 
-def _whiten_with(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, shift_mean: bool,
-                 eps: float) -> torch.Tensor:
+def _whiten_with(
+    x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, shift_mean: bool, eps: float
+) -> torch.Tensor:
     out = (x - mean) * torch.rsqrt(var + eps)
     return out if shift_mean else out + mean
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True,
-           eps: float = 1e-8) -> torch.Tensor:
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
     """Batch whitening of x (any shape) with the mean and population variance of its masked entries.
 
     Returns x's shape: (x - mean) / sqrt(var + eps) on the masked entries and 0 on the others
@@ -112,7 +116,7 @@ class RunningWhitener:
     def update(self, x: torch.Tensor) -> None:
         """Add the values of x (any shape, flattened in order) to the window."""
         flat = x.detach().flatten().to("cpu", torch.float64)
-        self._values = torch.cat([self._values, flat])[-self.window:]
+        self._values = torch.cat([self._values, flat])[-self.window :]
 
     @property
     def count(self) -> int:
@@ -131,7 +135,7 @@ class RunningWhitener:
     def whiten(self, x: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
         """x (any shape) whitened with the window's mean/std; call update() first."""
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
-        var = torch.tensor(self.std ** 2, dtype=x.dtype, device=x.device)
+        var = torch.tensor(self.std**2, dtype=x.dtype, device=x.device)
         return _whiten_with(x, mean, var, shift_mean, eps)
 
     def _require_values(self) -> None:
@@ -140,6 +144,7 @@ class RunningWhitener:
 
 
 # --- per-token quantities -----------------------------------------------------------------
+
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log pi(tokens[b, t]) (B, T) float32 from logits (B, T, V) already aligned with tokens (B, T).
@@ -151,8 +156,9 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
     return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
 
 
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-               kind: KLEstimator = "k1") -> torch.Tensor:
+def kl_penalty(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: KLEstimator = "k1"
+) -> torch.Tensor:
     """Per-token estimate of KL(pi_theta || pi_0), (B, T), from samples of pi_theta.
 
     k1 = lp - ref (unbiased, can be negative); k3 = exp(ref - lp) - 1 - (ref - lp) (unbiased,
@@ -170,15 +176,22 @@ def _last_true_index(mask: torch.Tensor) -> torch.Tensor:
     """(B,) index of the last True of each row of mask (B, T); ValueError if a row has none."""
     empty = ~mask.any(dim=-1)
     if empty.any():
-        raise ValueError(f"rows {empty.nonzero().flatten().tolist()} have no response token; "
-                         "drop empty responses (or keep their EOS in response_mask)")
+        raise ValueError(
+            f"rows {empty.nonzero().flatten().tolist()} have no response token; "
+            "drop empty responses (or keep their EOS in response_mask)"
+        )
     positions = torch.arange(mask.shape[-1], device=mask.device)
     return torch.where(mask, positions, -1).argmax(dim=-1)
 
 
-def per_token_rewards(score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                      response_mask: torch.Tensor, beta: float,
-                      kind: KLEstimator = "k1") -> tuple[torch.Tensor, torch.Tensor]:
+def per_token_rewards(
+    score: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    beta: float,
+    kind: KLEstimator = "k1",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token PPO rewards (B, T) and the KL (B, T), both 0 off the response.
 
     score (B,) = R~c; logprobs, ref_logprobs (B, T) of the rollout (no grad expected);
@@ -194,8 +207,13 @@ def per_token_rewards(score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs:
     return rewards, kl
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor,
-        gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over the response tokens: (advantages, returns), (B, T).
 
     rewards, values (B, T); response_mask (B, T) bool. Masked tokens are skipped as if absent
@@ -221,9 +239,14 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor
 
 # --- losses -------------------------------------------------------------------------------
 
-def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                response_mask: torch.Tensor,
-                clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip: float = 0.2,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO clipped surrogate: (loss, clipfrac, approx_kl), scalars; stats detached.
 
     All inputs (B, T). ratio = exp(lp - old_lp);
@@ -241,8 +264,13 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     return loss, clipfrac.detach(), approx_kl.detach()
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-               response_mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip: float = 0.2,
+) -> torch.Tensor:
     """Clipped value loss, a scalar: 0.5 * masked mean of max((V - R)^2, (V_clip - R)^2).
 
     All inputs (B, T); V_clip = old_V + clamp(V - old_V, -clip, clip) keeps the value head
@@ -266,6 +294,7 @@ def entropy_from_logits(logits: torch.Tensor, response_mask: torch.Tensor) -> to
 
 # --- policy with value head ---------------------------------------------------------------
 
+
 def align_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """x (B, T, ...) read at each column -> (B, T, ...) moved one column right, column 0 zero.
 
@@ -277,8 +306,9 @@ def align_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def sequence_logprobs(logits: torch.Tensor, tokens: torch.Tensor,
-                      response_mask: torch.Tensor | None = None) -> torch.Tensor:
+def sequence_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, response_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """log p(tokens[:, t] | tokens[:, :t]) at column t, (B, T) float32, from logits (B, T, V).
 
     Column t comes from logits[:, t - 1] (the next-token prediction made after tokens[:t]);

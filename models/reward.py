@@ -39,7 +39,9 @@ class RewardModel(LlamaTrunk):
 
     def __init__(self, cfg: LlamaConfig, aux_weight: float = 0.0):
         if aux_weight < 0:
-            raise ValueError(f"aux_weight must be >= 0 (0 = no safety auxiliary loss); got {aux_weight}")
+            raise ValueError(
+                f"aux_weight must be >= 0 (0 = no safety auxiliary loss); got {aux_weight}"
+            )
         super().__init__(cfg)
         self.aux_weight = aux_weight  # weight of safety_aux_loss in the training loss
         self.score_head = nn.Linear(cfg.dim, 1)
@@ -58,8 +60,10 @@ class RewardModel(LlamaTrunk):
         model = cls(llama.config, aux_weight).to(device=first.device, dtype=first.dtype)
         trunk = {k: v for k, v in llama.state_dict().items() if k != "output.weight"}
         missing, unexpected = model.load_state_dict(trunk, strict=False)
-        assert set(missing) == {"score_head.weight", "score_head.bias"} and not unexpected, \
-            (missing, unexpected)
+        assert set(missing) == {"score_head.weight", "score_head.bias"} and not unexpected, (
+            missing,
+            unexpected,
+        )
         return model
 
     def scores(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -70,8 +74,10 @@ class RewardModel(LlamaTrunk):
         if lengths.shape != (B,):
             raise ValueError(f"lengths has shape {tuple(lengths.shape)}; expected ({B},)")
         if bool((lengths < 1).any() | (lengths > T).any()):
-            raise ValueError(f"lengths must lie in 1..{T} (the padded length); got "
-                             f"{lengths.min().item()}..{lengths.max().item()}")
+            raise ValueError(
+                f"lengths must lie in 1..{T} (the padded length); got "
+                f"{lengths.min().item()}..{lengths.max().item()}"
+            )
         h = self.hidden_states(tokens)  # (B, T, C)
         last = h[torch.arange(B, device=tokens.device), lengths - 1]  # (B, C)
         return self.score_head(last).squeeze(-1).float()  # (B,)
@@ -87,9 +93,11 @@ class RewardModel(LlamaTrunk):
         if targets is None:
             return self.scores(tokens, torch.full((N,), T, device=tokens.device)), None
         if targets.shape != (N, Y_COLUMNS) or N % 2:
-            raise ValueError(f"expected an even number of rows (chosen then rejected) and targets "
-                             f"({N}, {Y_COLUMNS}); got tokens {tuple(tokens.shape)}, "
-                             f"targets {tuple(targets.shape)}")
+            raise ValueError(
+                f"expected an even number of rows (chosen then rejected) and targets "
+                f"({N}, {Y_COLUMNS}); got tokens {tuple(tokens.shape)}, "
+                f"targets {tuple(targets.shape)}"
+            )
         scores = self.scores(tokens, targets[:, Y_LENGTH])  # (2B,)
         B = N // 2
         margin = targets[:B, Y_MARGIN].float()  # (B,) from the chosen rows

@@ -41,8 +41,11 @@ class ModuleInfo:
 @lru_cache(maxsize=4096)
 def _parse(path: Path, mtime_ns: int, size: int) -> tuple[ast.Module, frozenset[str]]:
     tree = ast.parse(path.read_bytes(), filename=str(path))
-    strings = frozenset(n.value for n in ast.walk(tree)
-                        if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) < 80)
+    strings = frozenset(
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) < 80
+    )
     return tree, strings
 
 
@@ -148,8 +151,9 @@ class CodeGraph:
         data_dir = info.path.parent / "data"
         if not data_dir.is_dir():
             return []
-        return sorted(p for p in data_dir.rglob("*")
-                      if p.suffix in DATA_SUFFIXES and p.name in info.strings)
+        return sorted(
+            p for p in data_dir.rglob("*") if p.suffix in DATA_SUFFIXES and p.name in info.strings
+        )
 
     def files(self, name: str) -> list[Path]:
         """Every file the code key of module `name` covers, in a stable order."""

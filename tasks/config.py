@@ -18,23 +18,23 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tasks.config_checks import input_problems, resolve_input_paths
 from tasks.corpus.dedup import DedupConfig
 from tasks.corpus.demographics import DemographicsConfig
 from tasks.corpus.pii import PiiConfig
 from tasks.corpus.quality import QualityConfig
 from tasks.corpus.sampling import SamplingConfig
-from tasks.judges.toxicity import ToxicityConfig
-from tasks.config_checks import input_problems, resolve_input_paths
 from tasks.data.catalog import SourceSpec
-from tasks.pretrain.shards import ShardConfig
-from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
 from tasks.distill.config import DistillConfig
 from tasks.evaluate.config import EvaluateConfig
+from tasks.judges.toxicity import ToxicityConfig
+from tasks.pretrain.shards import ShardConfig
 from tasks.reward.config import RewardConfig
 from tasks.rlhf.config import RlhfConfig
+from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
 from tasks.sft.config import SftConfig
-from tasks.training.config import TrainConfig
 from tasks.tokenizer.train import TokenizerConfig
+from tasks.training.config import TrainConfig
 
 CONFIG_DIR = PROJECT_ROOT / "configs"
 
@@ -157,8 +157,14 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     cfg = cfg.resolved()
     problems = input_problems(cfg)
     if problems:
-        raise ConfigError("\n".join([f"{path}: invalid configuration ({len(problems)} problem(s)):",
-                                      *(f"  - {p}" for p in problems)]))
+        raise ConfigError(
+            "\n".join(
+                [
+                    f"{path}: invalid configuration ({len(problems)} problem(s)):",
+                    *(f"  - {p}" for p in problems),
+                ]
+            )
+        )
     return cfg
 
 

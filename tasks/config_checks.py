@@ -45,9 +45,12 @@ def resolve_input_paths(raw: dict, base: Path) -> None:
 def input_problems(cfg: RecipeConfig) -> list[str]:
     """Missing input files and clashing source names, one line each with the key named."""
     raw = cfg.model_dump(mode="json")
-    problems = [p for pattern in INPUT_PATHS
-                for key, node, field in _matches(raw, pattern.split("."))
-                if (p := _missing(key, node, field))]
+    problems = [
+        p
+        for pattern in INPUT_PATHS
+        for key, node, field in _matches(raw, pattern.split("."))
+        if (p := _missing(key, node, field))
+    ]
     return problems + _duplicate_names(cfg)
 
 
@@ -78,8 +81,10 @@ def _missing(key: str, node: dict, field: str) -> str | None:
     if not path.exists():
         return f"{key}: {path} does not exist (relative paths resolve against the preset's folder)"
     if key.startswith("data.user_sources.") and path.is_dir() and node.get("member") is None:
-        return (f"{key}: {path} is a folder; set `member` to a glob such as '*.txt' to say which "
-                f"files to read")
+        return (
+            f"{key}: {path} is a folder; set `member` to a glob such as '*.txt' to say which "
+            f"files to read"
+        )
     if key.startswith(("sft.", "reward.")) and not path.is_file():
         return f"{key}: {path} is not a file"
     return None
@@ -96,11 +101,15 @@ def _duplicate_names(cfg: RecipeConfig) -> list[str]:
         problems.append(f"data.catalog / data.sources: {exc}")
         taken = {}
     problems += _clashes("data.user_sources", [s.name for s in cfg.data.user_sources], taken)
-    builtin = {name: "a built-in SFT source" for name in type(cfg.sft.sources).model_fields
-               if name != "user"}
+    builtin = {
+        name: "a built-in SFT source"
+        for name in type(cfg.sft.sources).model_fields
+        if name != "user"
+    }
     problems += _clashes("sft.sources.user", [u.name for u in cfg.sft.sources.user], builtin)
-    problems += _clashes("reward.collection.label_files",
-                         [f.name for f in cfg.reward.collection.label_files], {})
+    problems += _clashes(
+        "reward.collection.label_files", [f.name for f in cfg.reward.collection.label_files], {}
+    )
     return problems
 
 
@@ -109,8 +118,10 @@ def _clashes(key: str, names: list[str], taken: dict[str, str]) -> list[str]:
     out = []
     for i, name in enumerate(names):
         if name in taken:
-            out.append(f"{key}.{i}.name: {name!r} is already the name of {taken[name]}; "
-                       f"source names must be unique, rename this one")
+            out.append(
+                f"{key}.{i}.name: {name!r} is already the name of {taken[name]}; "
+                f"source names must be unique, rename this one"
+            )
         else:
             taken[name] = f"{key}.{i}"
     return out

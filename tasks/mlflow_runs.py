@@ -39,7 +39,11 @@ def config_sha256(cfg) -> str:
 def owner_tags() -> dict[str, str]:
     """Tags naming this process, set on every run it opens or continues."""
     pid = os.getpid()
-    return {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), PROCESS_START_TAG: _process_start(pid)}
+    return {
+        PID_TAG: str(pid),
+        HOST_TAG: socket.gethostname(),
+        PROCESS_START_TAG: _process_start(pid),
+    }
 
 
 def _process_start(pid: int) -> str:
@@ -71,14 +75,19 @@ def process_alive(tags: dict[str, str]) -> bool | None:
 def end_orphaned_runs(client, experiment_id: str) -> list:
     """End as KILLED every RUNNING run of the experiment whose process is gone; returns them."""
     ended = []
-    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000):
+    for run in client.search_runs(
+        [experiment_id], "attributes.status = 'RUNNING'", max_results=5000
+    ):
         tags = run.data.tags
         if process_alive(tags) is not False:
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        client.set_tag(run.info.run_id, ENDED_TAG,
-                       f"ended as KILLED at {when} by process {os.getpid()}: the process that ran it "
-                       f"(pid {tags[PID_TAG]} on {tags[HOST_TAG]}) is gone, killed or crashed")
+        client.set_tag(
+            run.info.run_id,
+            ENDED_TAG,
+            f"ended as KILLED at {when} by process {os.getpid()}: the process that ran it "
+            f"(pid {tags[PID_TAG]} on {tags[HOST_TAG]}) is gone, killed or crashed",
+        )
         client.set_terminated(run.info.run_id, status="KILLED")
         ended.append(run)
     return ended
@@ -91,16 +100,29 @@ def continued_run(client, experiment_id: str, tags: dict[str, str]):
     if not tags.get(CONFIG_TAG):
         return None
     runs = client.search_runs(
-        [experiment_id], f"attributes.status = 'KILLED' and tags.stage = '{tags.get('stage', '')}' "
-                         f"and tags.`{CONFIG_TAG}` = '{tags[CONFIG_TAG]}'",
-        order_by=["attributes.start_time DESC"], max_results=50)
-    return next((r for r in runs if ENDED_TAG in r.data.tags and PARENT_TAG not in r.data.tags
-                 and CONTINUED_BY_TAG not in r.data.tags), None)
+        [experiment_id],
+        f"attributes.status = 'KILLED' and tags.stage = '{tags.get('stage', '')}' "
+        f"and tags.`{CONFIG_TAG}` = '{tags[CONFIG_TAG]}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    return next(
+        (
+            r
+            for r in runs
+            if ENDED_TAG in r.data.tags
+            and PARENT_TAG not in r.data.tags
+            and CONTINUED_BY_TAG not in r.data.tags
+        ),
+        None,
+    )
 
 
 def continues_note(run) -> str:
-    return (f"\n\nContinues run '{run.info.run_name}' ({run.info.run_id}), which was killed: its "
-            "completed tasks come from Prefect's cache and its training resumes from checkpoints.")
+    return (
+        f"\n\nContinues run '{run.info.run_name}' ({run.info.run_id}), which was killed: its "
+        "completed tasks come from Prefect's cache and its training resumes from checkpoints."
+    )
 
 
 def find_flow_run_run(client, experiment_id: str, flow_run_id: str | None, stage: str):
@@ -108,8 +130,11 @@ def find_flow_run_run(client, experiment_id: str, flow_run_id: str | None, stage
     if not flow_run_id:
         return None
     runs = client.search_runs(
-        [experiment_id], f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' and tags.stage = '{stage}'",
-        order_by=["attributes.start_time DESC"], max_results=10)
+        [experiment_id],
+        f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' and tags.stage = '{stage}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=10,
+    )
     top = [r for r in runs if PARENT_TAG not in r.data.tags]
     return top[0] if top else None
 
@@ -120,7 +145,8 @@ def reopen(client, run) -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     note = run.data.tags.get(NOTE_TAG, "") + (
         f"\n\nAttempt {attempt} (Prefect retry of the same flow run) started {when}; it was "
-        f"{run.info.status} before. Stage runs of earlier attempts stay next to the new ones.")
+        f"{run.info.status} before. Stage runs of earlier attempts stay next to the new ones."
+    )
     for key, value in {**owner_tags(), ATTEMPT_TAG: str(attempt), NOTE_TAG: note}.items():
         client.set_tag(run.info.run_id, key, value)
     client.update_run(run.info.run_id, status="RUNNING")

@@ -43,8 +43,10 @@ class StepOutputJSON(Serializer):
 
     def dumps(self, obj: StepOutput) -> bytes:
         if not isinstance(obj, StepOutput):
-            raise TypeError(f"{SERIALIZER_TYPE} persists a StepOutput, got {type(obj).__name__}; "
-                            "return a StepOutput from the task or give it another serializer")
+            raise TypeError(
+                f"{SERIALIZER_TYPE} persists a StepOutput, got {type(obj).__name__}; "
+                "return a StepOutput from the task or give it another serializer"
+            )
         return obj.model_dump_json().encode()
 
     def loads(self, blob: bytes) -> StepOutput:
@@ -80,8 +82,11 @@ def refuse_untrusted_record(task_ctx: Any, key: str) -> Path | None:
     store = getattr(task_ctx, "result_store", None)
     storage = getattr(store, "result_storage", None)
     serializer = getattr(getattr(task_ctx, "task", None), "result_serializer", None)
-    if (not isinstance(serializer, StepOutputJSON) or not isinstance(storage, LocalFileSystem)
-            or store.metadata_storage is not None):
+    if (
+        not isinstance(serializer, StepOutputJSON)
+        or not isinstance(storage, LocalFileSystem)
+        or store.metadata_storage is not None
+    ):
         return None
     path = Path(storage.basepath or ".").expanduser() / key
     if not path.is_file():
@@ -91,8 +96,13 @@ def refuse_untrusted_record(task_ctx: Any, key: str) -> Path | None:
         return None
     refused = path.with_name(f"{path.name}.refused")
     os.replace(path, refused)
-    log.warning("task %r: not loading the cached result %s: %s; moved it to %s, the task runs again",
-                task_ctx.task.name, path, problem, refused.name)
+    log.warning(
+        "task %r: not loading the cached result %s: %s; moved it to %s, the task runs again",
+        task_ctx.task.name,
+        path,
+        problem,
+        refused.name,
+    )
     return refused
 
 
@@ -104,8 +114,9 @@ class VerifiedRecords(CompoundCachePolicy):
     gives a plain CompoundCachePolicy without it.
     """
 
-    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any],
-                    **kwargs: Any) -> str | None:
+    def compute_key(
+        self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
         key = super().compute_key(task_ctx, inputs, flow_parameters, **kwargs)
         if key is not None:
             refuse_untrusted_record(task_ctx, key)

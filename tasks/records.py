@@ -20,7 +20,7 @@ PAYLOAD_MAX_CHARS = 500
 
 
 def assign_split(key: str, heldout_frac: float, salt: str = "") -> str:
-    """"heldout" when the first 8 bytes of sha256(salt + key), as a fraction of 2**64, are
+    """ "heldout" when the first 8 bytes of sha256(salt + key), as a fraction of 2**64, are
     below `heldout_frac`; otherwise "train". The same key always lands in the same split."""
     digest = hashlib.sha256((salt + key).encode("utf-8")).digest()
     return "heldout" if int.from_bytes(digest[:8], "big") / 2**64 < heldout_frac else "train"
@@ -41,10 +41,19 @@ def json_object(raw: bytes) -> dict:
 
 def quarantine_record(source: str, location: str, error: str, payload: Any) -> dict:
     """One `quarantine` row; the payload is the raw input, valid UTF-8, cut to 500 chars."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
+    text = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, ensure_ascii=False, default=str)
+    )
     text = text.encode("utf-8", "replace").decode("utf-8")
-    return {"source": source, "location": location, "stage": STAGE, "error": error,
-            "payload": text[:PAYLOAD_MAX_CHARS]}
+    return {
+        "source": source,
+        "location": location,
+        "stage": STAGE,
+        "error": error,
+        "payload": text[:PAYLOAD_MAX_CHARS],
+    }
 
 
 def dialogue_frame(rows: list[dict], contract: str) -> pl.DataFrame:

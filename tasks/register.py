@@ -13,11 +13,17 @@ from tasks.results import StepOutput
 from tasks.tracking import attach_run, register_model
 
 
-@task(name="register", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True,
-      result_serializer=STEP_OUTPUT_JSON)
-def register_step(model_dir: str, registered_model: str, description: str, run_dir: str,
-                  mlflow_run_id: str) -> StepOutput:
+@task(
+    name="register",
+    cache_policy=code_and_inputs() - "mlflow_run_id",
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def register_step(
+    model_dir: str, registered_model: str, description: str, run_dir: str, mlflow_run_id: str
+) -> StepOutput:
     """Register the model in `model_dir` as a version of `registered_model`."""
-    version = register_model(attach_run(Path(run_dir), mlflow_run_id), Path(model_dir),
-                             registered_model, description)
+    version = register_model(
+        attach_run(Path(run_dir), mlflow_run_id), Path(model_dir), registered_model, description
+    )
     return StepOutput(stats={"registered_version": float(version)})

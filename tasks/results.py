@@ -21,9 +21,15 @@ class StepOutput(BaseModel):
 
     outputs: dict[str, Manifest] = Field(default_factory=dict)
     stats: dict[str, float] = Field(default_factory=dict)
-    files: dict[str, str] = Field(default_factory=dict)  # name -> file, logged as an MLflow artifact
-    models: dict[str, str] = Field(default_factory=dict)  # name -> model folder (registered, not logged)
-    notes: dict[str, str] = Field(default_factory=dict)  # short facts for the flow (why PPO stopped)
+    files: dict[str, str] = Field(
+        default_factory=dict
+    )  # name -> file, logged as an MLflow artifact
+    models: dict[str, str] = Field(
+        default_factory=dict
+    )  # name -> model folder (registered, not logged)
+    notes: dict[str, str] = Field(
+        default_factory=dict
+    )  # short facts for the flow (why PPO stopped)
 
     def __getitem__(self, name: str) -> Manifest:
         return self.outputs[name]

@@ -30,11 +30,14 @@ BINARY_SNIFF_BYTES = 8192
 BINARY_CONTROL_SHARE = 0.05  # random (compressed) bytes hold ~9 %, text next to none
 _BINARY_BYTES = bytes([*range(0x01, 0x09), *range(0x0E, 0x1B), *range(0x1C, 0x20)])
 FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # latin-1 decodes any byte: the last resort
-JSON_ARRAY_MESSAGE = ("this file is a JSON array, not JSON Lines (one JSON object per line); "
-                      "convert it, e.g. with jq -c '.[]'")
+JSON_ARRAY_MESSAGE = (
+    "this file is a JSON array, not JSON Lines (one JSON object per line); "
+    "convert it, e.g. with jq -c '.[]'"
+)
 
 _UTF8_SEQUENCE = re.compile(
-    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a bad byte
 
 
@@ -59,13 +62,18 @@ def sniff_text(data: bytes, declared: str = "utf-8") -> Sniffed:
         return Sniffed(declared)
     nul = data.find(b"\x00", 0, BINARY_SNIFF_BYTES)
     if nul >= 0:
-        return Sniffed(None, f"binary file, not text (NUL byte at byte offset {nul}); if it is "
-                             "UTF-16 or UTF-32 text, save it as UTF-8 or set the source's encoding")
+        return Sniffed(
+            None,
+            f"binary file, not text (NUL byte at byte offset {nul}); if it is "
+            "UTF-16 or UTF-32 text, save it as UTF-8 or set the source's encoding",
+        )
     head = data[:BINARY_SNIFF_BYTES]
     controls = len(head) - len(head.translate(None, _BINARY_BYTES))
     if controls > BINARY_CONTROL_SHARE * len(head):
-        return Sniffed(None, f"binary file, not text ({controls} of its first {len(head)} bytes "
-                             "are control bytes)")
+        return Sniffed(
+            None,
+            f"binary file, not text ({controls} of its first {len(head)} bytes are control bytes)",
+        )
     has_bom = data.startswith(UTF8_BOM)
     try:
         data.decode("utf-8")
@@ -97,7 +105,7 @@ def strip_bom(text: str) -> str:
 
 
 def strip_bom_bytes(data: bytes) -> bytes:
-    return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+    return data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +127,9 @@ def loads_line(line: str) -> Any:
     except json.JSONDecodeError as e:
         raise JsonLineError(f"{e.msg} at column {e.colno}") from None
     except RecursionError:
-        raise JsonLineError("nested too deeply to parse (beyond Python's recursion limit)"
-                            ) from None
+        raise JsonLineError(
+            "nested too deeply to parse (beyond Python's recursion limit)"
+        ) from None
 
 
 def is_json_array(data: bytes) -> bool:

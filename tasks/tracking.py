@@ -130,7 +130,9 @@ class MlflowLogger:
                 df, source=manifest.uri, name=manifest.contract, digest=manifest.sha256[:16]
             )
         tags = [InputTag(key="mlflow.data.context", value=context)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+        self.client.log_inputs(
+            self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)]
+        )
 
     def set_tags(self, tags):
         for key, value in tags.items():
@@ -195,8 +197,9 @@ def open_run(
     tables = run_dir / "mlflow" / "tables"
     mlflow_runs.end_orphaned_runs(client, experiment_id)
     if continue_flow_run:
-        earlier = mlflow_runs.find_flow_run_run(client, experiment_id, tags.get(mlflow_runs.FLOW_RUN_TAG),
-                                                tags.get("stage", ""))
+        earlier = mlflow_runs.find_flow_run_run(
+            client, experiment_id, tags.get(mlflow_runs.FLOW_RUN_TAG), tags.get("stage", "")
+        )
         if earlier is not None:
             mlflow_runs.reopen(client, earlier)
             return MlflowLogger(client, earlier.info.run_id, tables)
@@ -260,8 +263,13 @@ def register_model(logger: MlflowLogger, folder: Path, name: str, description: s
     weights = Path(folder) / "model.safetensors"
     if weights.exists():
         tags["weights_sha256"] = sha256_of(weights)
-    version = client.create_model_version(name, source=f"{logger.artifact_uri}/{artifact_path}",
-                                          run_id=logger.run_id, description=description, tags=tags)
+    version = client.create_model_version(
+        name,
+        source=f"{logger.artifact_uri}/{artifact_path}",
+        run_id=logger.run_id,
+        description=description,
+        tags=tags,
+    )
     return version.version
 
 
@@ -291,15 +299,19 @@ def _param_value(value: Any) -> str:
 
 
 @contextmanager
-def stage_run(cfg, stage: str, parent_run_id: str | None, flow_run_id: str | None,
-              description: str) -> Iterator[MlflowLogger]:
+def stage_run(
+    cfg, stage: str, parent_run_id: str | None, flow_run_id: str | None, description: str
+) -> Iterator[MlflowLogger]:
     """A nested MLflow run for one stage; closed FAILED if the stage raises."""
     logger = open_run(
         cfg.run_dir,
         cfg.preset,
         run_name=stage,
-        tags={"stage": stage, "prefect.flow_run_id": str(flow_run_id or ""),
-              mlflow_runs.CONFIG_TAG: mlflow_runs.config_sha256(cfg)},
+        tags={
+            "stage": stage,
+            "prefect.flow_run_id": str(flow_run_id or ""),
+            mlflow_runs.CONFIG_TAG: mlflow_runs.config_sha256(cfg),
+        },
         parent_run_id=parent_run_id,
         description=description,
         continue_flow_run=parent_run_id is None,  # a retried stage flow run keeps its run
@@ -312,8 +324,12 @@ def stage_run(cfg, stage: str, parent_run_id: str | None, flow_run_id: str | Non
     logger.close("FINISHED")
 
 
-def log_step(logger: MetricLogger, output: StepOutput, datasets: dict[str, str] | None = None,
-             artifact_path: str | None = None) -> None:
+def log_step(
+    logger: MetricLogger,
+    output: StepOutput,
+    datasets: dict[str, str] | None = None,
+    artifact_path: str | None = None,
+) -> None:
     """Log a task's stats, files and (selected) datasets with their MLflow context. Model
     folders are not logged here: the register task logs each under its own path."""
     logger.log_metrics(output.stats)

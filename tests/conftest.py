@@ -36,8 +36,10 @@ def embedded_archive():
 
     def find(name: str) -> Path:
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} is missing: run `make data` "
-                                    "(python -m tasks.data.fetch) before the tests")
+            raise FileNotFoundError(
+                f"{folder / name} is missing: run `make data` "
+                "(python -m tasks.data.fetch) before the tests"
+            )
         return folder / name
 
     return find

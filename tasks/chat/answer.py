@@ -9,7 +9,6 @@ report how far it got.
 
 from __future__ import annotations
 
-
 import sentencepiece as spm
 import torch
 
@@ -20,8 +19,14 @@ from tasks.chat.format import prompt_tokens
 Context = tuple[str, list[dict]]  # (system prompt, turns ending with a user turn)
 
 
-def make_answer_fn(model: Llama, processor: spm.SentencePieceProcessor, max_new_tokens: int,
-                   temperature: float, top_p: float, batch_size: int = 32):
+def make_answer_fn(
+    model: Llama,
+    processor: spm.SentencePieceProcessor,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    batch_size: int = 32,
+):
     """AnswerFn(contexts, seed) -> the model's answer to each context's last user turn, or None
     when the prompt plus `max_new_tokens` does not fit the model's max_seq_len."""
     window = model.config.max_seq_len
@@ -31,10 +36,17 @@ def make_answer_fn(model: Llama, processor: spm.SentencePieceProcessor, max_new_
         fits = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens <= window]
         out: list[str | None] = [None] * len(contexts)
         for start in range(0, len(fits), batch_size):
-            batch = fits[start:start + batch_size]
-            new = generate(model, [prompts[i] for i in batch], max_new_tokens,
-                           temperature=temperature, top_p=top_p, eos_id=processor.eos_id(),
-                           pad_id=0, seed=seed + start)
+            batch = fits[start : start + batch_size]
+            new = generate(
+                model,
+                [prompts[i] for i in batch],
+                max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                eos_id=processor.eos_id(),
+                pad_id=0,
+                seed=seed + start,
+            )
             for i, tokens in zip(batch, new):
                 out[i] = processor.decode([t for t in tokens if t != processor.eos_id()]).strip()
         return out
@@ -42,8 +54,13 @@ def make_answer_fn(model: Llama, processor: spm.SentencePieceProcessor, max_new_
     return answer
 
 
-def sample_chats(model: Llama, processor: spm.SentencePieceProcessor, chats: list[dict],
-                 max_new_tokens: int, seed: int) -> str:
+def sample_chats(
+    model: Llama,
+    processor: spm.SentencePieceProcessor,
+    chats: list[dict],
+    max_new_tokens: int,
+    seed: int,
+) -> str:
     """Markdown with one greedy answer per chat ({"title", "system", "user"}), for MLflow."""
     torch.manual_seed(seed)
     answer = make_answer_fn(model, processor, max_new_tokens, temperature=0.0, top_p=1.0)
@@ -53,5 +70,10 @@ def sample_chats(model: Llama, processor: spm.SentencePieceProcessor, chats: lis
         lines += [f"## {chat['title']}", ""]
         if chat["system"]:
             lines += [f"**System:** {chat['system']}", ""]
-        lines += [f"**User:** {chat['user']}", "", f"**Assistant:** {text if text is not None else '(prompt too long)'}", ""]
+        lines += [
+            f"**User:** {chat['user']}",
+            "",
+            f"**Assistant:** {text if text is not None else '(prompt too long)'}",
+            "",
+        ]
     return "\n".join(lines)

@@ -20,4 +20,6 @@ class FormatConfig(BaseModel):
     separator: Literal["none", "eos", "bos"] = "none"
 
     def separator_ids(self, processor) -> list[int]:
-        return {"none": [], "eos": [processor.eos_id()], "bos": [processor.bos_id()]}[self.separator]
+        return {"none": [], "eos": [processor.eos_id()], "bos": [processor.bos_id()]}[
+            self.separator
+        ]

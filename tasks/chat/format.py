@@ -82,19 +82,23 @@ def render_chat(system: str, turns: list[dict]) -> str:
     return "".join(parts)
 
 
-def _encode_turns(processor, system: str,
-                  turns: list[dict]) -> list[tuple[list[int], list[int] | None]]:
+def _encode_turns(
+    processor, system: str, turns: list[dict]
+) -> list[tuple[list[int], list[int] | None]]:
     """Per turn pair: ([bos] + encode(prompt_text), encode(answer_text) + [eos] or None)."""
     bos, eos = processor.bos_id(), processor.eos_id()
     return [
-        ([bos, *processor.encode(prompt)],
-         None if answer is None else [*processor.encode(answer), eos])
+        (
+            [bos, *processor.encode(prompt)],
+            None if answer is None else [*processor.encode(answer), eos],
+        )
         for prompt, answer in _turn_texts(system, turns)
     ]
 
 
-def tokenize_dialogue(processor, system: str, turns: list[dict],
-                      strategy: MaskStrategy | str) -> tuple[list[int], list[int]]:
+def tokenize_dialogue(
+    processor, system: str, turns: list[dict], strategy: MaskStrategy | str
+) -> tuple[list[int], list[int]]:
     """(tokens, labels) of a training dialogue (ending with the assistant), both of length T.
 
     Per turn: [bos] + encode(prompt_text) + encode(answer_text) + [eos]. labels[i] = tokens[i]
@@ -149,11 +153,15 @@ class Packed:
 
 def _check_example(i: int, tokens: Sequence[int], labels: Sequence[int], seq_len: int) -> None:
     if len(tokens) != len(labels) or not tokens:
-        raise ValueError(f"example {i}: {len(tokens)} tokens and {len(labels)} labels; "
-                         "need the same non-zero length")
+        raise ValueError(
+            f"example {i}: {len(tokens)} tokens and {len(labels)} labels; "
+            "need the same non-zero length"
+        )
     if len(tokens) > seq_len:
-        raise ValueError(f"example {i} has {len(tokens)} tokens > seq_len {seq_len}; "
-                         "exclude over-long examples before packing")
+        raise ValueError(
+            f"example {i} has {len(tokens)} tokens > seq_len {seq_len}; "
+            "exclude over-long examples before packing"
+        )
     t, lab = np.asarray(tokens), np.asarray(labels)
     if ((lab != IGNORE_INDEX) & (lab != t)).any():
         raise ValueError(f"example {i}: labels must equal tokens or be IGNORE_INDEX (unshifted)")
@@ -177,8 +185,13 @@ def _first_fit(lengths: np.ndarray, seq_len: int, n_sep: int) -> list[list[int]]
     return bins
 
 
-def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int, pad_id: int,
-                  separator: Sequence[int] = (), seed: int = 0) -> Packed:
+def pack_examples(
+    examples: list[tuple[list[int], list[int]]],
+    seq_len: int,
+    pad_id: int,
+    separator: Sequence[int] = (),
+    seed: int = 0,
+) -> Packed:
     """Pack (tokens, labels) examples whole into bins of exactly `seq_len` tokens.
 
     Seeded shuffle, then first fit. Inside a bin, `separator` ids go between consecutive
@@ -202,12 +215,12 @@ def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int, pad
         pos = b * seq_len
         for k, j in enumerate(members):
             if k:  # separator between examples, mask stays 0
-                out_tokens[pos: pos + len(sep)] = sep
+                out_tokens[pos : pos + len(sep)] = sep
                 pos += len(sep)
                 n_sep += len(sep)
             tokens, labels = examples[order[j]]
-            out_tokens[pos: pos + len(tokens)] = tokens
-            out_mask[pos: pos + len(tokens)] = example_loss_mask(labels)
+            out_tokens[pos : pos + len(tokens)] = tokens
+            out_mask[pos : pos + len(tokens)] = example_loss_mask(labels)
             pos += len(tokens)
         assert pos <= (b + 1) * seq_len, f"bin {b} overflows: {pos - b * seq_len} > {seq_len}"
     # Window k's last target is the first token of bin k+1 (or the final pad): never trained.

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-
 _HH_MARKER = re.compile(r"\n\n(Human|Assistant):")
 
 
 def parse_hh_transcript(text: str) -> list[dict]:
-    """"\\n\\nHuman: ...\\n\\nAssistant: ..." -> turns [{"role", "content"}], content stripped.
+    """ "\\n\\nHuman: ...\\n\\nAssistant: ..." -> turns [{"role", "content"}], content stripped.
 
     A marker counts only after a blank line, so content may hold single and double newlines.
     Raises ValueError when the text does not start with Human, two turns of one speaker follow

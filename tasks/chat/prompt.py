@@ -33,9 +33,15 @@ def prompt_pool(dialogues: list[dict], split: str = "train") -> dict[str, list[P
         if d["split"] != split or d["instruction"] is not None:
             continue
         single = len(d["turns"]) == 2
-        prompt = {"prompt_id": d["dialogue_id"], "system": d["system"], "turns": d["turns"][:1],
-                  "is_safety": d["is_safety"], "category": d["category"],
-                  "risk_category": d["risk_category"], "source": d["source"],
-                  "reference": d["reference"] if single else None}
+        prompt = {
+            "prompt_id": d["dialogue_id"],
+            "system": d["system"],
+            "turns": d["turns"][:1],
+            "is_safety": d["is_safety"],
+            "category": d["category"],
+            "risk_category": d["risk_category"],
+            "source": d["source"],
+            "reference": d["reference"] if single else None,
+        }
         pool["safety" if d["is_safety"] else "helpfulness"].append(prompt)
     return pool

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
+
 from tasks.records import DOC_ID, SOURCE, TEXT  # noqa: F401  (the corpus's column names)
 
 # Columns every document frame carries (see data_contracts/documents.py).

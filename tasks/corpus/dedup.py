@@ -175,7 +175,10 @@ def _candidate_pairs(
     n = sig.shape[0]
     mult = np.random.default_rng(seed + 2).integers(1, 2**63, size=rows, dtype=np.uint64) * 2 + 1
     keys = np.stack(  # (bands, n): one 64-bit key per band, a random linear hash of its rows
-        [(sig[:, b * rows : (b + 1) * rows].astype(np.uint64) * mult).sum(axis=1) for b in range(bands)]
+        [
+            (sig[:, b * rows : (b + 1) * rows].astype(np.uint64) * mult).sum(axis=1)
+            for b in range(bands)
+        ]
     )
     band = np.repeat(np.arange(bands), n)
     docs = np.tile(np.arange(n), bands)

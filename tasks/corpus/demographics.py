@@ -34,27 +34,90 @@ PRONOUNS: dict[str, list[str]] = {
 # Table 9b's axes; a representative subset of each axis's HolisticBias descriptor terms.
 IDENTITY_TERMS: dict[str, list[str]] = {
     "religion": [
-        "christian", "catholic", "protestant", "evangelical", "mormon", "orthodox", "jewish",
-        "muslim", "islamic", "hindu", "buddhist", "sikh", "jain", "atheist", "agnostic",
-        "religious", "spiritual",
+        "christian",
+        "catholic",
+        "protestant",
+        "evangelical",
+        "mormon",
+        "orthodox",
+        "jewish",
+        "muslim",
+        "islamic",
+        "hindu",
+        "buddhist",
+        "sikh",
+        "jain",
+        "atheist",
+        "agnostic",
+        "religious",
+        "spiritual",
     ],
     "gender_and_sex": [
-        "female", "male", "feminine", "masculine", "transgender", "trans", "nonbinary",
-        "non-binary", "cisgender", "intersex", "androgynous", "genderqueer",
+        "female",
+        "male",
+        "feminine",
+        "masculine",
+        "transgender",
+        "trans",
+        "nonbinary",
+        "non-binary",
+        "cisgender",
+        "intersex",
+        "androgynous",
+        "genderqueer",
     ],
     "nationality": [
-        "american", "indian", "chinese", "korean", "mexican", "japanese", "british", "french",
-        "german", "russian", "canadian", "australian", "vietnamese", "filipino", "cuban",
-        "irish", "italian", "brazilian", "nigerian", "pakistani",
+        "american",
+        "indian",
+        "chinese",
+        "korean",
+        "mexican",
+        "japanese",
+        "british",
+        "french",
+        "german",
+        "russian",
+        "canadian",
+        "australian",
+        "vietnamese",
+        "filipino",
+        "cuban",
+        "irish",
+        "italian",
+        "brazilian",
+        "nigerian",
+        "pakistani",
     ],
     "race_and_ethnicity": [
-        "european", "african", "asian", "white", "black", "hispanic", "latino", "latina",
-        "latinx", "arab", "caucasian", "indigenous", "native american", "african american",
-        "pacific islander", "alaska native",
+        "european",
+        "african",
+        "asian",
+        "white",
+        "black",
+        "hispanic",
+        "latino",
+        "latina",
+        "latinx",
+        "arab",
+        "caucasian",
+        "indigenous",
+        "native american",
+        "african american",
+        "pacific islander",
+        "alaska native",
     ],
     "sexual_orientation": [
-        "gay", "lesbian", "straight", "heterosexual", "homosexual", "bisexual", "asexual",
-        "pansexual", "queer", "lgbt", "lgbtq",
+        "gay",
+        "lesbian",
+        "straight",
+        "heterosexual",
+        "homosexual",
+        "bisexual",
+        "asexual",
+        "pansexual",
+        "queer",
+        "lgbt",
+        "lgbtq",
     ],
 }
 
@@ -69,8 +132,12 @@ class DemographicsConfig(BaseModel):
     @classmethod
     def _clean(cls, extra: dict[str, list[str]]) -> dict[str, list[str]]:
         if PRONOUN_AXIS in extra:
-            raise ValueError(f"extra_terms cannot extend '{PRONOUN_AXIS}': its groups are the paper's")
-        cleaned = {axis: [t.strip().lower() for t in terms if t.strip()] for axis, terms in extra.items()}
+            raise ValueError(
+                f"extra_terms cannot extend '{PRONOUN_AXIS}': its groups are the paper's"
+            )
+        cleaned = {
+            axis: [t.strip().lower() for t in terms if t.strip()] for axis, terms in extra.items()
+        }
         empty = [axis for axis, terms in cleaned.items() if not terms]
         if empty:
             raise ValueError(f"extra_terms axes without terms: {empty}")
@@ -121,7 +188,9 @@ def demographic_representation(
     """
     table = term_table(cfg)
     mentions = _mentions(df[TEXT], table["term"].to_list()).join(table, on="term")
-    by_label = mentions.select("doc", "axis", "label").unique().group_by("axis", "label").len("docs")
+    by_label = (
+        mentions.select("doc", "axis", "label").unique().group_by("axis", "label").len("docs")
+    )
     by_axis = mentions.select("doc", "axis").unique().group_by("axis").len("docs")
     docs = pl.concat([by_label, by_axis.select("axis", pl.lit(ANY).alias("label"), "docs")])
 
@@ -136,8 +205,11 @@ def demographic_representation(
             "axis",
             pl.col("label").alias("term"),
             "docs",
-            pl.when(denominator > 0).then(100.0 * pl.col("docs") / denominator)
-            .otherwise(0.0).cast(pl.Float64).alias("pct_docs"),
+            pl.when(denominator > 0)
+            .then(100.0 * pl.col("docs") / denominator)
+            .otherwise(0.0)
+            .cast(pl.Float64)
+            .alias("pct_docs"),
         )
     )
     stats: dict[str, float] = {}

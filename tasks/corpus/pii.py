@@ -66,10 +66,26 @@ _HOST = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#]*@)?([^/:?#\s]+)"
 # People-search and background-check sites, the archetype of "sites known to contain a high
 # volume of personal information about private individuals" (the paper gives no list).
 PEOPLE_SEARCH_DOMAINS = [
-    "spokeo.com", "whitepages.com", "mylife.com", "intelius.com", "beenverified.com",
-    "truepeoplesearch.com", "fastpeoplesearch.com", "peekyou.com", "radaris.com", "pipl.com",
-    "instantcheckmate.com", "peoplefinders.com", "truthfinder.com", "zabasearch.com",
-    "ussearch.com", "thatsthem.com", "familytreenow.com", "411.com", "addresses.com", "spytox.com",
+    "spokeo.com",
+    "whitepages.com",
+    "mylife.com",
+    "intelius.com",
+    "beenverified.com",
+    "truepeoplesearch.com",
+    "fastpeoplesearch.com",
+    "peekyou.com",
+    "radaris.com",
+    "pipl.com",
+    "instantcheckmate.com",
+    "peoplefinders.com",
+    "truthfinder.com",
+    "zabasearch.com",
+    "ussearch.com",
+    "thatsthem.com",
+    "familytreenow.com",
+    "411.com",
+    "addresses.com",
+    "spytox.com",
 ]
 
 
@@ -101,8 +117,10 @@ def _domain_regex(domains: list[str]) -> str:
 
 def pii_counts(texts: pl.Series, types: list[str]) -> pl.DataFrame:
     """Matches per document for each PII type, columns `<type>` (UInt32), in frame order."""
-    return pl.DataFrame({t: texts.str.count_matches(PATTERNS[t]) for t in PATTERNS if t in types},
-                        height=texts.len())
+    return pl.DataFrame(
+        {t: texts.str.count_matches(PATTERNS[t]) for t in PATTERNS if t in types},
+        height=texts.len(),
+    )
 
 
 def redact_pii(texts: pl.Series, types: list[str]) -> pl.Series:
@@ -126,8 +144,13 @@ def _density(texts: pl.Series, counts: pl.DataFrame, cfg: PiiConfig) -> tuple[pl
     density = pl.col("pii") / pl.col("words")
     out = pl.DataFrame({"pii": total, "words": words}).select(
         ((pl.col("pii") >= cfg.density_min_matches) & (density > cfg.max_density)).alias("dense"),
-        pl.format("pii matches={} in words={} ({} > max {})", "pii", "words", density.round(3),
-                  pl.lit(cfg.max_density)).alias("detail"),
+        pl.format(
+            "pii matches={} in words={} ({} > max {})",
+            "pii",
+            "words",
+            density.round(3),
+            pl.lit(cfg.max_density),
+        ).alias("detail"),
     )
     return out["dense"], out["detail"]
 
@@ -142,15 +165,20 @@ def pii_filter(df: pl.DataFrame, cfg: PiiConfig) -> FilterResult:
     if cfg.blocklist_domains:
         blocked_domain = host.str.extract(_domain_regex(cfg.blocklist_domains), 1)
     reason = (
-        pl.when(blocked_source).then(pl.lit("pii_blocklisted_source"))
-        .when(blocked_domain.is_not_null()).then(pl.lit("pii_blocklisted_domain"))
-        .when(pl.lit(dense)).then(pl.lit("pii_density"))
+        pl.when(blocked_source)
+        .then(pl.lit("pii_blocklisted_source"))
+        .when(blocked_domain.is_not_null())
+        .then(pl.lit("pii_blocklisted_domain"))
+        .when(pl.lit(dense))
+        .then(pl.lit("pii_density"))
     )
     detail = (
-        pl.when(blocked_source).then(pl.format("source '{}' is blocklisted", pl.col(SOURCE)))
+        pl.when(blocked_source)
+        .then(pl.format("source '{}' is blocklisted", pl.col(SOURCE)))
         .when(blocked_domain.is_not_null())
         .then(pl.format("host '{}' is in blocklisted domain '{}'", host, blocked_domain))
-        .when(pl.lit(dense)).then(pl.lit(dense_detail))
+        .when(pl.lit(dense))
+        .then(pl.lit(dense_detail))
     )
     # Carry the counts through the split so the kept rows' counts are known without a rescan.
     redacted = [t for t in counts.columns if t in cfg.redact]

@@ -123,12 +123,14 @@ def quality_features(df: pl.DataFrame, stop_words: list[str] | None = None) -> p
     texts = df[TEXT]
     doc = pl.int_range(df.height, dtype=pl.UInt32, eager=True).alias("doc")
     per_doc = (
-        pl.DataFrame({
-            "doc": doc,
-            "chars": texts.str.len_chars(),
-            "hashes": texts.str.count_matches("#", literal=True),
-            "ellipses": sum(texts.str.count_matches(e, literal=True) for e in ELLIPSES),
-        })
+        pl.DataFrame(
+            {
+                "doc": doc,
+                "chars": texts.str.len_chars(),
+                "hashes": texts.str.count_matches("#", literal=True),
+                "ellipses": sum(texts.str.count_matches(e, literal=True) for e in ELLIPSES),
+            }
+        )
         .join(_word_stats(doc, texts, stop_words), on="doc", how="left")
         .join(_line_stats(doc, texts), on="doc", how="left")
         .sort("doc")
@@ -176,37 +178,88 @@ def _rules(cfg: QualityConfig) -> list[Rule]:
     v = lambda name: pl.col(name).round(3)  # noqa: E731 - a feature value as shown in details
     lim = lambda limit: pl.lit(str(limit))  # noqa: E731 - "None" for a disabled bound, never null
     rules = [
-        Rule("min_words", _below("words", cfg.min_words),
-             pl.format("words={} < min {}", "words", lim(cfg.min_words))),
-        Rule("max_words", _above("words", cfg.max_words),
-             pl.format("words={} > max {}", "words", lim(cfg.max_words))),
-        Rule("mean_word_length",
-             _either(_below("mean_word_length", cfg.min_mean_word_length),
-                     _above("mean_word_length", cfg.max_mean_word_length)),
-             pl.format("mean word length={} outside [{}, {}]", v("mean_word_length"),
-                       lim(cfg.min_mean_word_length), lim(cfg.max_mean_word_length))),
-        Rule("symbol_ratio",
-             _either(_above("hash_ratio", cfg.max_symbol_word_ratio),
-                     _above("ellipsis_ratio", cfg.max_symbol_word_ratio)),
-             pl.format("'#' per word={}, ellipses per word={}, max {}", v("hash_ratio"),
-                       v("ellipsis_ratio"), lim(cfg.max_symbol_word_ratio))),
-        Rule("bullet_lines", _above("bullet_lines_frac", cfg.max_bullet_lines_frac),
-             pl.format("bullet lines={} > max {}", v("bullet_lines_frac"),
-                       lim(cfg.max_bullet_lines_frac))),
-        Rule("ellipsis_lines", _above("ellipsis_lines_frac", cfg.max_ellipsis_lines_frac),
-             pl.format("lines ending in an ellipsis={} > max {}", v("ellipsis_lines_frac"),
-                       lim(cfg.max_ellipsis_lines_frac))),
-        Rule("alpha_words", _below("alpha_words_frac", cfg.min_alpha_words_frac),
-             pl.format("words with a letter={} < min {}", v("alpha_words_frac"),
-                       lim(cfg.min_alpha_words_frac))),
-        Rule("stop_words", _below("stop_words", cfg.min_stop_words),
-             pl.format("distinct stop words={} < min {}", "stop_words", lim(cfg.min_stop_words))),
-        Rule("dup_lines", _above("dup_lines_frac", cfg.max_dup_lines_frac),
-             pl.format("duplicate lines={} > max {}", v("dup_lines_frac"),
-                       lim(cfg.max_dup_lines_frac))),
-        Rule("dup_line_chars", _above("dup_line_chars_frac", cfg.max_dup_line_chars_frac),
-             pl.format("chars in duplicate lines={} > max {}", v("dup_line_chars_frac"),
-                       lim(cfg.max_dup_line_chars_frac))),
+        Rule(
+            "min_words",
+            _below("words", cfg.min_words),
+            pl.format("words={} < min {}", "words", lim(cfg.min_words)),
+        ),
+        Rule(
+            "max_words",
+            _above("words", cfg.max_words),
+            pl.format("words={} > max {}", "words", lim(cfg.max_words)),
+        ),
+        Rule(
+            "mean_word_length",
+            _either(
+                _below("mean_word_length", cfg.min_mean_word_length),
+                _above("mean_word_length", cfg.max_mean_word_length),
+            ),
+            pl.format(
+                "mean word length={} outside [{}, {}]",
+                v("mean_word_length"),
+                lim(cfg.min_mean_word_length),
+                lim(cfg.max_mean_word_length),
+            ),
+        ),
+        Rule(
+            "symbol_ratio",
+            _either(
+                _above("hash_ratio", cfg.max_symbol_word_ratio),
+                _above("ellipsis_ratio", cfg.max_symbol_word_ratio),
+            ),
+            pl.format(
+                "'#' per word={}, ellipses per word={}, max {}",
+                v("hash_ratio"),
+                v("ellipsis_ratio"),
+                lim(cfg.max_symbol_word_ratio),
+            ),
+        ),
+        Rule(
+            "bullet_lines",
+            _above("bullet_lines_frac", cfg.max_bullet_lines_frac),
+            pl.format(
+                "bullet lines={} > max {}", v("bullet_lines_frac"), lim(cfg.max_bullet_lines_frac)
+            ),
+        ),
+        Rule(
+            "ellipsis_lines",
+            _above("ellipsis_lines_frac", cfg.max_ellipsis_lines_frac),
+            pl.format(
+                "lines ending in an ellipsis={} > max {}",
+                v("ellipsis_lines_frac"),
+                lim(cfg.max_ellipsis_lines_frac),
+            ),
+        ),
+        Rule(
+            "alpha_words",
+            _below("alpha_words_frac", cfg.min_alpha_words_frac),
+            pl.format(
+                "words with a letter={} < min {}",
+                v("alpha_words_frac"),
+                lim(cfg.min_alpha_words_frac),
+            ),
+        ),
+        Rule(
+            "stop_words",
+            _below("stop_words", cfg.min_stop_words),
+            pl.format("distinct stop words={} < min {}", "stop_words", lim(cfg.min_stop_words)),
+        ),
+        Rule(
+            "dup_lines",
+            _above("dup_lines_frac", cfg.max_dup_lines_frac),
+            pl.format(
+                "duplicate lines={} > max {}", v("dup_lines_frac"), lim(cfg.max_dup_lines_frac)
+            ),
+        ),
+        Rule(
+            "dup_line_chars",
+            _above("dup_line_chars_frac", cfg.max_dup_line_chars_frac),
+            pl.format(
+                "chars in duplicate lines={} > max {}",
+                v("dup_line_chars_frac"),
+                lim(cfg.max_dup_line_chars_frac),
+            ),
+        ),
     ]
     return [rule for rule in rules if rule.fails is not None]
 

@@ -17,20 +17,31 @@ from prefect.logging import get_run_logger
 from data_contracts import get_contract
 from tasks.caching import code_and_inputs
 from tasks.corpus import dedup, demographics, pii, quality, sampling
-from tasks.judges import toxicity
 from tasks.corpus.base import FilterResult
 from tasks.data.catalog import SourceSpec
 from tasks.data.ingest import ingest
 from tasks.io import Manifest, read_dataset, write_dataset
+from tasks.judges import toxicity
 from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 
 STAGE = "corpus"
 
 
-@task(name="ingest", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON, retries=1)
-def ingest_sources(specs: list[SourceSpec], cache_dir: str, max_docs_per_source: int | None,
-                   seed: int, data_dir: str) -> StepOutput:
+@task(
+    name="ingest",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+    retries=1,
+)
+def ingest_sources(
+    specs: list[SourceSpec],
+    cache_dir: str,
+    max_docs_per_source: int | None,
+    seed: int,
+    data_dir: str,
+) -> StepOutput:
     """Read every source into raw_documents; unreadable or contract-breaking rows -> quarantine."""
     log = get_run_logger()
     raw, quarantined, stats = ingest(specs, Path(cache_dir), max_docs_per_source, seed)
@@ -40,8 +51,12 @@ def ingest_sources(specs: list[SourceSpec], cache_dir: str, max_docs_per_source:
     stats["ingest.rows_quarantined_contract"] = float(invalid.height)
     stats["ingest.rows_kept"] = float(valid.height)
     stats["ingest.rows_quarantined"] = float(quarantined.height)
-    log.info("ingested %d documents from %d sources; %d rows quarantined",
-             valid.height, len(specs), quarantined.height)
+    log.info(
+        "ingested %d documents from %d sources; %d rows quarantined",
+        valid.height,
+        len(specs),
+        quarantined.height,
+    )
     return StepOutput(
         outputs={
             "raw_documents": write_dataset(valid, "raw_documents", Path(data_dir)),
@@ -63,30 +78,46 @@ def _contract_split(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return valid, as_quarantine
 
 
-@task(name="split_shards", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="split_shards",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def split_shards(documents: Manifest, shards: int, data_dir: str) -> StepOutput:
     """Cut the corpus into `shards` contiguous row ranges (so merging restores the order)."""
     df = read_dataset(documents)
     if shards == 1:
         return StepOutput(outputs={"shard_0": documents})
     size = -(-df.height // shards)  # ceil
-    return StepOutput(outputs={
-        f"shard_{i}": write_dataset(df.slice(i * size, size), "raw_documents", Path(data_dir))
-        for i in range(shards)
-    })
+    return StepOutput(
+        outputs={
+            f"shard_{i}": write_dataset(df.slice(i * size, size), "raw_documents", Path(data_dir))
+            for i in range(shards)
+        }
+    )
 
 
-@task(name="merge_shards", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="merge_shards",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def merge_shards(kept: list[Manifest], excluded: list[Manifest], data_dir: str) -> StepOutput:
     """Concatenate the shards' kept documents (in shard order) and all their exclusions."""
     if len(kept) == 1 and len(excluded) == 1:
         return StepOutput(outputs={"kept": kept[0], "excluded": excluded[0]})
-    return StepOutput(outputs={
-        "kept": write_dataset(pl.concat([read_dataset(m) for m in kept]), "raw_documents",
-                              Path(data_dir)),
-        "excluded": write_dataset(pl.concat([read_dataset(m) for m in excluded]),
-                                  "documents_excluded", Path(data_dir)),
-    })
+    return StepOutput(
+        outputs={
+            "kept": write_dataset(
+                pl.concat([read_dataset(m) for m in kept]), "raw_documents", Path(data_dir)
+            ),
+            "excluded": write_dataset(
+                pl.concat([read_dataset(m) for m in excluded]), "documents_excluded", Path(data_dir)
+            ),
+        }
+    )
 
 
 def sum_stats(outputs: list[StepOutput]) -> StepOutput:
@@ -98,12 +129,18 @@ def sum_stats(outputs: list[StepOutput]) -> StepOutput:
     return StepOutput(stats=total)
 
 
-def _run_filter(manifest: Manifest, fn: Callable[..., FilterResult], cfg, name: str,
-                data_dir: str) -> StepOutput:
+def _run_filter(
+    manifest: Manifest, fn: Callable[..., FilterResult], cfg, name: str, data_dir: str
+) -> StepOutput:
     df = read_dataset(manifest)
     result = fn(df, cfg).check(df.height, name)
-    get_run_logger().info("%s: %d in, %d kept, %d excluded", name, df.height,
-                          result.kept.height, result.excluded.height)
+    get_run_logger().info(
+        "%s: %d in, %d kept, %d excluded",
+        name,
+        df.height,
+        result.kept.height,
+        result.excluded.height,
+    )
     excluded = result.excluded.with_columns(pl.lit(name).alias("stage"))
     return StepOutput(
         outputs={
@@ -114,22 +151,34 @@ def _run_filter(manifest: Manifest, fn: Callable[..., FilterResult], cfg, name: 
     )
 
 
-@task(name="pii", cache_policy=code_and_inputs(),
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="pii",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def pii_step(documents: Manifest, cfg: pii.PiiConfig, data_dir: str) -> StepOutput:
     """Drop block-listed sources/domains and PII-dense documents; redact the rest."""
     return _run_filter(documents, pii.pii_filter, cfg, "pii", data_dir)
 
 
-@task(name="quality", cache_policy=code_and_inputs(),
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="quality",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def quality_step(documents: Manifest, cfg: quality.QualityConfig, data_dir: str) -> StepOutput:
     """Gopher-style quality rules, each with its own reason code."""
     return _run_filter(documents, quality.quality_filter, cfg, "quality", data_dir)
 
 
-@task(name="exact_dedup", cache_policy=code_and_inputs(),
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="exact_dedup",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """Drop documents whose normalised text was already seen."""
     if not cfg.exact:
@@ -137,8 +186,12 @@ def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str)
     return _run_filter(documents, dedup.exact_dedup, cfg, "exact_dedup", data_dir)
 
 
-@task(name="near_dedup", cache_policy=code_and_inputs(),
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="near_dedup",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def near_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """MinHash + LSH near-duplicate removal; the earliest document of a cluster is kept."""
     if not cfg.near:
@@ -149,18 +202,28 @@ def near_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) 
 def _passthrough(documents: Manifest, name: str, data_dir: str) -> StepOutput:
     df = read_dataset(documents)
     empty = df.clear().with_columns(
-        pl.lit("", pl.Utf8).alias("stage"), pl.lit("", pl.Utf8).alias("reason"),
-        pl.lit("", pl.Utf8).alias("detail"))
+        pl.lit("", pl.Utf8).alias("stage"),
+        pl.lit("", pl.Utf8).alias("reason"),
+        pl.lit("", pl.Utf8).alias("detail"),
+    )
     return StepOutput(
-        outputs={"kept": documents,
-                 "excluded": write_dataset(empty, "documents_excluded", Path(data_dir))},
+        outputs={
+            "kept": documents,
+            "excluded": write_dataset(empty, "documents_excluded", Path(data_dir)),
+        },
         stats={f"{name}.kept": float(df.height), f"{name}.excluded": 0.0, f"{name}.disabled": 1.0},
     )
 
 
-@task(name="weights", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def weights_step(documents: Manifest, excluded: list[Manifest], cfg: sampling.SamplingConfig,
-                 data_dir: str) -> StepOutput:
+@task(
+    name="weights",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def weights_step(
+    documents: Manifest, excluded: list[Manifest], cfg: sampling.SamplingConfig, data_dir: str
+) -> StepOutput:
     """Attach per-source sampling weights (factual sources up-sampled) and merge the exclusions."""
     df, stats = sampling.apply_sampling_weights(read_dataset(documents), cfg)
     dropped = pl.concat([read_dataset(m) for m in excluded], how="vertical")
@@ -176,21 +239,33 @@ def weights_step(documents: Manifest, excluded: list[Manifest], cfg: sampling.Sa
     )
 
 
-@task(name="toxicity", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: str,
-                  run_dir: str) -> StepOutput:
+@task(
+    name="toxicity",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def toxicity_step(
+    documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: str, run_dir: str
+) -> StepOutput:
     """Measure (never filter) toxicity on a seeded sample: mean of line scores per document."""
     df = read_dataset(documents)
     scorer = toxicity.make_scorer(cfg)
     scores, stats = toxicity.measure_toxicity(df, cfg, scorer)
-    get_run_logger().info("toxicity (%s): %d documents scored, share >= %.2f: %.4f",
-                          scorer.name, scores.height, cfg.threshold, stats.get("share_toxic", 0.0))
+    get_run_logger().info(
+        "toxicity (%s): %d documents scored, share >= %.2f: %.4f",
+        scorer.name,
+        scores.height,
+        cfg.threshold,
+        stats.get("share_toxic", 0.0),
+    )
     top = toxicity.top_examples(scores, df, cfg.top_k)
     # A private scratch folder: two runs (or two tasks) at once never share the PNG's path, and
     # write_artifact stores it atomically under its content hash.
     with tempfile.TemporaryDirectory(prefix="recipe-hist-") as scratch:
-        png = toxicity.histogram_png(scores["score"].to_numpy(), Path(scratch) / "hist.png",
-                                     cfg.threshold)
+        png = toxicity.histogram_png(
+            scores["score"].to_numpy(), Path(scratch) / "hist.png", cfg.threshold
+        )
         hist = write_artifact(png.read_bytes(), Path(run_dir), "corpus", "toxicity_histogram.png")
     top_csv = write_artifact(_csv_bytes(top), Path(run_dir), "corpus", "toxicity_top_examples.csv")
     return StepOutput(
@@ -200,10 +275,15 @@ def toxicity_step(documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: s
     )
 
 
-@task(name="demographics", cache_policy=code_and_inputs(),
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def demographics_step(documents: Manifest, cfg: demographics.DemographicsConfig,
-                      data_dir: str) -> StepOutput:
+@task(
+    name="demographics",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def demographics_step(
+    documents: Manifest, cfg: demographics.DemographicsConfig, data_dir: str
+) -> StepOutput:
     """Pronoun and identity-term representation of the kept corpus (paper §4.1)."""
     table, stats = demographics.demographic_representation(read_dataset(documents), cfg)
     return StepOutput(

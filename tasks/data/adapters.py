@@ -26,8 +26,12 @@ from tasks.data.csv_reader import CsvOptions, read_csv
 from tasks.data.jsonl_reader import JsonlOptions, read_jsonl
 from tasks.data.parquet_reader import ParquetOptions, read_parquet
 from tasks.data.reader_base import ReaderOptions, Record
-from tasks.data.text_readers import (FortunesOptions, TxtFolderOptions, read_fortunes,
-                                     read_txt_folder)
+from tasks.data.text_readers import (
+    FortunesOptions,
+    TxtFolderOptions,
+    read_fortunes,
+    read_txt_folder,
+)
 
 
 class Adapter(NamedTuple):

@@ -63,10 +63,13 @@ class SourceSpec(BaseModel):
         try:
             get_adapter(adapter).options.model_validate(value, strict=True)  # true is not 1
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()
+            )
             allowed = sorted(get_adapter(adapter).options.model_fields)
             raise ValueError(
-                f"bad options for adapter {adapter!r}: {problems} (allowed: {allowed})") from None
+                f"bad options for adapter {adapter!r}: {problems} (allowed: {allowed})"
+            ) from None
         return value
 
     @field_validator("encoding")
@@ -83,11 +86,14 @@ class SourceSpec(BaseModel):
         given = [k for k in _PACKAGE_KEYS if getattr(self, k) is not None]
         if self.path is not None and given:
             raise ValueError(
-                f"give either `path` (your own files) or a package, not both (also set: {given})")
+                f"give either `path` (your own files) or a package, not both (also set: {given})"
+            )
         if self.path is None:
             missing = [k for k in (*_PACKAGE_KEYS, "member") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"a package source needs {missing} (or give `path` for your own files)")
+                raise ValueError(
+                    f"a package source needs {missing} (or give `path` for your own files)"
+                )
         return self
 
     @property
@@ -142,7 +148,8 @@ class Catalog(BaseModel):
                 pin = (spec.archive, spec.sha256)
                 if pins.setdefault(spec.requirement, pin) != pin:
                     raise ValueError(
-                        f"{spec.requirement}: sources disagree on archive/sha256 ({spec.name!r})")
+                        f"{spec.requirement}: sources disagree on archive/sha256 ({spec.name!r})"
+                    )
         return self
 
     @property
@@ -154,8 +161,9 @@ class Catalog(BaseModel):
         for item in self.archives:
             if item.name == name:
                 return item
-        raise CatalogError(f"no archive named {name!r} in the catalog; archives: "
-                           f"{[a.name for a in self.archives]}")
+        raise CatalogError(
+            f"no archive named {name!r} in the catalog; archives: {[a.name for a in self.archives]}"
+        )
 
     def get(self, name: str) -> SourceSpec:
         return self.select([name])[0]

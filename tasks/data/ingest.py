@@ -88,19 +88,25 @@ def iter_source_files(spec: SourceSpec, cache_dir: Path) -> Iterator[tuple[str, 
         if spec.member is not None:
             yield from _walk(spec, label, _list_container(p, label), spec.member.split("!"))
         elif p.is_dir():
-            raise ValueError(f"source {spec.name!r}: {label} is a folder; set `member` to a glob "
-                             f"such as '*.txt' to say which files to read")
+            raise ValueError(
+                f"source {spec.name!r}: {label} is a folder; set `member` to a glob "
+                f"such as '*.txt' to say which files to read"
+            )
         else:
             yield label, p.read_bytes()
 
 
-def _walk(spec: SourceSpec, label: str, members: dict[str, Callable[[], bytes]], patterns: list[str]):
+def _walk(
+    spec: SourceSpec, label: str, members: dict[str, Callable[[], bytes]], patterns: list[str]
+):
     pattern, rest = patterns[0], patterns[1:]
     names = sorted(n for n in members if fnmatch.fnmatchcase(n, pattern))
     if not names:
         sample = sorted(members)[:8]
-        raise ValueError(f"source {spec.name!r}: member {pattern!r} matches nothing in {label} "
-                         f"(it holds {len(members)} files, e.g. {sample})")
+        raise ValueError(
+            f"source {spec.name!r}: member {pattern!r} matches nothing in {label} "
+            f"(it holds {len(members)} files, e.g. {sample})"
+        )
     for name in names:
         location, data = f"{label}!{name}", members[name]()
         if rest:
@@ -184,8 +190,9 @@ def read_source(spec: SourceSpec, cache_dir: Path) -> Iterator[Record]:
             yield from adapter.read(data, location, spec.encoding, options)
 
 
-def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | None = None,
-           seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def ingest(
+    specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | None = None, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Read every source into (raw_documents, quarantine, stats); see the module docstring."""
     if max_docs_per_source is not None and max_docs_per_source < 0:
         raise ValueError(f"max_docs_per_source must be >= 0 or None, got {max_docs_per_source}")
@@ -199,12 +206,27 @@ def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | 
         good, bad, n_read, checks = _split(spec, Path(cache_dir))
         kept = _slice(good, max_docs_per_source, seed, spec.name)
         for index, rec in kept:
-            _append(docs, doc_id=f"{spec.name}:{index}", source=spec.name, domain=spec.domain,
-                    url=rec.url, title=rec.title, text=rec.text, factual=spec.factual,
-                    license=spec.license, location=rec.location)
+            _append(
+                docs,
+                doc_id=f"{spec.name}:{index}",
+                source=spec.name,
+                domain=spec.domain,
+                url=rec.url,
+                title=rec.title,
+                text=rec.text,
+                factual=spec.factual,
+                license=spec.license,
+                location=rec.location,
+            )
         for rec in bad:
-            _append(quarantine, source=spec.name, location=rec.location, stage=STAGE,
-                    error=rec.error, payload=rec.payload)
+            _append(
+                quarantine,
+                source=spec.name,
+                location=rec.location,
+                stage=STAGE,
+                error=rec.error,
+                payload=rec.payload,
+            )
         stats |= {
             f"read_{spec.name}": n_read,
             f"in_{spec.name}": len(kept) + len(bad),
@@ -214,23 +236,33 @@ def ingest(specs: list[SourceSpec], cache_dir: Path, max_docs_per_source: int | 
             f"sliced_out_{spec.name}": len(good) - len(kept),
             f"bytes_{spec.name}": sum(len(rec.text.encode("utf-8")) for _, rec in kept),
         } | {f"{key}_{spec.name}": value for key, value in checks.items()}
-    for total, prefix in [("rows_in", "in_"), ("rows_kept", "kept_"),
-                          ("rows_quarantined", "quarantined_"), ("rows_sliced_out", "sliced_out_"),
-                          ("files_skipped", "skipped_"),
-                          ("bytes_kept", "bytes_"), ("control_chars", "control_chars_"),
-                          ("rows_normalised", "normalised_"), ("duplicate_ids", "duplicate_ids_"),
-                          ("rows_encoding_fallback", "encoding_fallback_")]:
+    for total, prefix in [
+        ("rows_in", "in_"),
+        ("rows_kept", "kept_"),
+        ("rows_quarantined", "quarantined_"),
+        ("rows_sliced_out", "sliced_out_"),
+        ("files_skipped", "skipped_"),
+        ("bytes_kept", "bytes_"),
+        ("control_chars", "control_chars_"),
+        ("rows_normalised", "normalised_"),
+        ("duplicate_ids", "duplicate_ids_"),
+        ("rows_encoding_fallback", "encoding_fallback_"),
+    ]:
         stats[total] = sum(stats[f"{prefix}{n}"] for n in names)
     assert stats["rows_in"] == stats["rows_kept"] + stats["rows_quarantined"]
-    return (pl.DataFrame(docs, schema=RAW_DOCUMENTS_SCHEMA),
-            pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), stats)
+    return (
+        pl.DataFrame(docs, schema=RAW_DOCUMENTS_SCHEMA),
+        pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA),
+        stats,
+    )
 
 
 _CHECKS = ("control_chars", "normalised", "duplicate_ids", "encoding_fallback")
 
 
-def _split(spec: SourceSpec, cache_dir: Path
-           ) -> tuple[list[tuple[int, Record]], list[Record], int, dict[str, int]]:
+def _split(
+    spec: SourceSpec, cache_dir: Path
+) -> tuple[list[tuple[int, Record]], list[Record], int, dict[str, int]]:
     """(good records with their index, error records, records read, counts of _CHECKS)."""
     good, bad, n = [], [], 0
     checks = dict.fromkeys(_CHECKS, 0)
@@ -261,8 +293,14 @@ def _normalise(rec: Record, checks: dict[str, int]) -> Record:
     checks["normalised"] += 1
     if is_blank(text):
         message = "text is empty after removing control characters (NUL, BEL, ANSI escapes, ...)"
-        return replace(rec, text=None, title=None, url=None, error=f"{rec.location}: {message}",
-                       payload=rec.text[:PAYLOAD_MAX_CHARS])
+        return replace(
+            rec,
+            text=None,
+            title=None,
+            url=None,
+            error=f"{rec.location}: {message}",
+            payload=rec.text[:PAYLOAD_MAX_CHARS],
+        )
     return replace(rec, text=text, title=title or None)
 
 

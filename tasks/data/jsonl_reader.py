@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tasks.data.reader_base import (ReaderOptions, Record, check_text, error_record,
-                                    invalid_bytes, optional_str, text_file, with_id)
+from tasks.data.reader_base import (
+    ReaderOptions,
+    Record,
+    check_text,
+    error_record,
+    invalid_bytes,
+    optional_str,
+    text_file,
+    with_id,
+)
 from tasks.textio import JSON_ARRAY_MESSAGE, JsonLineError, is_json_array, loads_line
 
 
@@ -36,8 +44,9 @@ def read_jsonl(data: bytes, location: str, encoding: str, opts: JsonlOptions) ->
             line = raw.decode(encoding)
         except UnicodeDecodeError as e:
             offset = line_start + e.start
-            yield error_record(loc, invalid_bytes(encoding, offset),
-                               raw.decode(encoding, "replace"))
+            yield error_record(
+                loc, invalid_bytes(encoding, offset), raw.decode(encoding, "replace")
+            )
             continue
         yield _jsonl_record(line, loc, opts)
 

@@ -6,8 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from tasks.data.reader_base import (ReaderOptions, Record, check_text, error_record,
-                                    invalid_bytes, optional_str, wanted_columns, with_id)
+from tasks.data.reader_base import (
+    ReaderOptions,
+    Record,
+    check_text,
+    error_record,
+    invalid_bytes,
+    optional_str,
+    wanted_columns,
+    with_id,
+)
 
 
 class ParquetOptions(ReaderOptions):
@@ -17,7 +25,9 @@ class ParquetOptions(ReaderOptions):
     id_column: str | None = None
 
 
-def read_parquet(data: bytes, location: str, encoding: str, opts: ParquetOptions) -> Iterator[Record]:
+def read_parquet(
+    data: bytes, location: str, encoding: str, opts: ParquetOptions
+) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -28,9 +38,11 @@ def read_parquet(data: bytes, location: str, encoding: str, opts: ParquetOptions
         return
     missing = [c for c in wanted_columns(opts) if c not in table.column_names]
     if missing:
-        yield error_record(location,
-                           f"missing column(s) {missing}; columns are {table.column_names}",
-                           str(table.schema))
+        yield error_record(
+            location,
+            f"missing column(s) {missing}; columns are {table.column_names}",
+            str(table.schema),
+        )
         return
     columns = {c: table.column(c).to_pylist() for c in wanted_columns(opts)}
     for i in range(table.num_rows):
@@ -42,8 +54,11 @@ def read_parquet(data: bytes, location: str, encoding: str, opts: ParquetOptions
             try:
                 value = value.decode(encoding)
             except UnicodeDecodeError as e:
-                yield error_record(loc, invalid_bytes(encoding, e.start) + " of the text value",
-                                   _row_payload(table, i))
+                yield error_record(
+                    loc,
+                    invalid_bytes(encoding, e.start) + " of the text value",
+                    _row_payload(table, i),
+                )
                 continue
         if problem := check_text(value, f"column {opts.text_column!r}"):
             yield error_record(loc, problem, _row_payload(table, i))

@@ -10,8 +10,15 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Literal
 
-from tasks.data.reader_base import (ReaderOptions, Record, check_text, decode_locating,
-                                    error_record, invalid_bytes, text_file)
+from tasks.data.reader_base import (
+    ReaderOptions,
+    Record,
+    check_text,
+    decode_locating,
+    error_record,
+    invalid_bytes,
+    text_file,
+)
 from tasks.textio import strip_bom
 
 
@@ -28,13 +35,15 @@ class FortunesOptions(ReaderOptions):
 
 
 @text_file
-def read_txt_folder(data: bytes, location: str, encoding: str,
-                    opts: TxtFolderOptions) -> Iterator[Record]:
+def read_txt_folder(
+    data: bytes, location: str, encoding: str, opts: TxtFolderOptions
+) -> Iterator[Record]:
     try:
         text = strip_bom(data.decode(encoding))
     except UnicodeDecodeError as e:
-        yield error_record(location, invalid_bytes(encoding, e.start),
-                           data.decode(encoding, "replace"))
+        yield error_record(
+            location, invalid_bytes(encoding, e.start), data.decode(encoding, "replace")
+        )
         return
     if opts.strip_gutenberg:
         text = strip_gutenberg_boilerplate(text)
@@ -52,7 +61,8 @@ def read_txt_folder(data: bytes, location: str, encoding: str,
 _GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.I | re.M)
 _GUTENBERG_END = re.compile(
     r"^(\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg).*$",
-    re.I | re.M)
+    re.I | re.M,
+)
 _OLD_SMALL_PRINT_END = re.compile(r"^\*END\*THE SMALL PRINT!.*$", re.M)
 
 
@@ -63,18 +73,19 @@ def strip_gutenberg_boilerplate(text: str) -> str:
     """
     start = _GUTENBERG_START.search(text) or _OLD_SMALL_PRINT_END.search(text)
     if start:
-        text = text[start.end():]
+        text = text[start.end() :]
     end = _GUTENBERG_END.search(text)
     if end:
-        text = text[:end.start()]
+        text = text[: end.start()]
     if not (start or end):
         return text
     return text.strip("\r\n") + "\n" if text.strip() else ""
 
 
 @text_file
-def read_fortunes(data: bytes, location: str, encoding: str,
-                  opts: FortunesOptions) -> Iterator[Record]:
+def read_fortunes(
+    data: bytes, location: str, encoding: str, opts: FortunesOptions
+) -> Iterator[Record]:
     text, locator = decode_locating(data, encoding)
     text = strip_bom(text)
     if opts.rot13:

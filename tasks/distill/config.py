@@ -9,8 +9,10 @@ from tasks.training.finetune import FinetuneConfig
 
 def _distill_finetune() -> FinetuneConfig:
     # fine-tuned "as in SFT" on the distilled answers: the SFT settings, one pass
-    return FinetuneConfig(epochs=1.0, train={"lr": 2e-5, "weight_decay": 0.1, "batch_size": 64,
-                                             "seq_len": 4096, "eval_every": 0})
+    return FinetuneConfig(
+        epochs=1.0,
+        train={"lr": 2e-5, "weight_decay": 0.1, "batch_size": 64, "seq_len": 4096, "eval_every": 0},
+    )
 
 
 class DistillConfig(BaseModel):
@@ -18,8 +20,12 @@ class DistillConfig(BaseModel):
 
     enabled: bool = True
     prompts: int = Field(512, ge=1)  # adversarial train prompts (DoNotAnswer, train split)
-    template_share: float = Field(0.5, ge=0, le=1)  # per-category answer template vs generic preprompt
-    min_gain: float = Field(0.0, ge=0)  # keep only when the Safety RM gain is above this (paper: > 0)
+    template_share: float = Field(
+        0.5, ge=0, le=1
+    )  # per-category answer template vs generic preprompt
+    min_gain: float = Field(
+        0.0, ge=0
+    )  # keep only when the Safety RM gain is above this (paper: > 0)
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(32, gt=0)
     finetune: FinetuneConfig = Field(default_factory=_distill_finetune)

@@ -48,8 +48,13 @@ class Preprompts:
 
     def all_generic(self) -> list[str]:
         """Every generic preprompt this set can produce (template x ordered adjective pair)."""
-        return [self.generic(t, a, b) for t in range(len(self.generic_templates))
-                for a in self.adjectives for b in self.adjectives if a != b]
+        return [
+            self.generic(t, a, b)
+            for t in range(len(self.generic_templates))
+            for a in self.adjectives
+            for b in self.adjectives
+            if a != b
+        ]
 
 
 def _fold(text: str) -> str:
@@ -57,8 +62,11 @@ def _fold(text: str) -> str:
 
 
 def _texts(value, where: str, path: Path) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(
-            isinstance(t, str) and t.strip() for t in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(t, str) and t.strip() for t in value)
+    ):
         raise ValueError(f"{path}: {where} must be a non-empty list of non-blank strings")
     return tuple(_fold(t) for t in value)
 
@@ -72,8 +80,10 @@ def read_preprompts(path: Path) -> Preprompts:
     at least two different adjectives, and every risk category (and no other) has templates."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("generic"), dict):
-        raise ValueError(f"{path}: expected 'generic: {{adjectives, templates}}' and "
-                         "'answer_templates: {category: [...]}'")
+        raise ValueError(
+            f"{path}: expected 'generic: {{adjectives, templates}}' and "
+            "'answer_templates: {category: [...]}'"
+        )
     generic = data["generic"]
     templates = _texts(generic.get("templates"), "generic.templates", path)
     for n, template in enumerate(templates, start=1):
@@ -82,20 +92,27 @@ def read_preprompts(path: Path) -> Preprompts:
         except ValueError as e:
             raise ValueError(f"{path}: generic template {n} is not a valid template: {e}") from None
         if fields != TEMPLATE_FIELDS:
-            raise ValueError(f"{path}: generic template {n} must use exactly {{adj1}} and "
-                             f"{{adj2}}, uses {sorted(fields)}")
+            raise ValueError(
+                f"{path}: generic template {n} must use exactly {{adj1}} and "
+                f"{{adj2}}, uses {sorted(fields)}"
+            )
     adjectives = _texts(generic.get("adjectives"), "generic.adjectives", path)
     if len(set(adjectives)) != len(adjectives) or len(adjectives) < 2:
         raise ValueError(f"{path}: generic.adjectives must be at least two different words")
     answers = data.get("answer_templates")
     if not isinstance(answers, dict) or set(answers) != set(RISK_CATEGORIES):
         found = sorted(answers) if isinstance(answers, dict) else answers
-        raise ValueError(f"{path}: answer_templates must have exactly the categories "
-                         f"{list(RISK_CATEGORIES)}, found {found}")
+        raise ValueError(
+            f"{path}: answer_templates must have exactly the categories "
+            f"{list(RISK_CATEGORIES)}, found {found}"
+        )
     return Preprompts(
-        generic_templates=templates, adjectives=adjectives,
-        answer_templates={c: _texts(answers[c], f"answer_templates.{c}", path)
-                          for c in RISK_CATEGORIES})
+        generic_templates=templates,
+        adjectives=adjectives,
+        answer_templates={
+            c: _texts(answers[c], f"answer_templates.{c}", path) for c in RISK_CATEGORIES
+        },
+    )
 
 
 @functools.cache
@@ -107,12 +124,18 @@ def load_preprompts(path: Path | None = None) -> Preprompts:
 def _draws(prompt_id: str, seed: int) -> tuple[float, int, int, int]:
     """Four independent draws from sha256(seed, prompt id): a uniform in [0, 1) and three ints."""
     digest = hashlib.sha256(f"{seed}\x00{prompt_id}".encode("utf-8")).digest()
-    u, a, b, c = (int.from_bytes(digest[i:i + 8], "big") for i in range(0, 32, 8))
+    u, a, b, c = (int.from_bytes(digest[i : i + 8], "big") for i in range(0, 32, 8))
     return u / 2**64, a, b, c
 
 
-def choose_preprompt(prompt_id: str, risk_category: str | None, seed: int, template_share: float,
-                     *, preprompts: Preprompts | None = None) -> tuple[PrepromptKind, str]:
+def choose_preprompt(
+    prompt_id: str,
+    risk_category: str | None,
+    seed: int,
+    template_share: float,
+    *,
+    preprompts: Preprompts | None = None,
+) -> tuple[PrepromptKind, str]:
     """(kind, text) of the preprompt for one prompt.
 
     A prompt with a risk category gets that category's answer template when the first hash
@@ -133,8 +156,9 @@ def choose_preprompt(prompt_id: str, risk_category: str | None, seed: int, templ
     n = len(pp.adjectives)
     first = b % n
     second = (first + 1 + c % (n - 1)) % n  # any adjective but the first
-    return "generic", pp.generic(a % len(pp.generic_templates), pp.adjectives[first],
-                                 pp.adjectives[second])
+    return "generic", pp.generic(
+        a % len(pp.generic_templates), pp.adjectives[first], pp.adjectives[second]
+    )
 
 
 def with_preprompt(system: str | None, preprompt: str) -> str:

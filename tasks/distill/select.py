@@ -32,14 +32,22 @@ def _summary(deltas: list[float], prefix: str) -> dict[str, float | None]:
     """mean/median/min/max of the deltas, None for each when there are none."""
     if not deltas:
         return {f"{prefix}delta_{k}": None for k in ("mean", "median", "min", "max")}
-    return {f"{prefix}delta_mean": statistics.fmean(deltas),
-            f"{prefix}delta_median": statistics.median(deltas),
-            f"{prefix}delta_min": min(deltas), f"{prefix}delta_max": max(deltas)}
+    return {
+        f"{prefix}delta_mean": statistics.fmean(deltas),
+        f"{prefix}delta_median": statistics.median(deltas),
+        f"{prefix}delta_min": min(deltas),
+        f"{prefix}delta_max": max(deltas),
+    }
 
 
-def select_distilled(rows: list[dict], score_with: Sequence[float], score_without: Sequence[float],
-                     min_gain: float = 0.0, *, answer_key: str = "answer"
-                     ) -> tuple[list[dict], list[dict], dict]:
+def select_distilled(
+    rows: list[dict],
+    score_with: Sequence[float],
+    score_without: Sequence[float],
+    min_gain: float = 0.0,
+    *,
+    answer_key: str = "answer",
+) -> tuple[list[dict], list[dict], dict]:
     """Keep row i when its preprompted answer is not empty and
     `score_with[i] - score_without[i] > min_gain` (a tie or a gain of exactly min_gain is dropped).
 
@@ -55,15 +63,20 @@ def select_distilled(rows: list[dict], score_with: Sequence[float], score_withou
     is negative (that would keep answers the Safety RM scores lower).
     """
     if not len(rows) == len(score_with) == len(score_without):
-        raise ValueError(f"lengths differ: {len(rows)} rows, {len(score_with)} scores with the "
-                         f"preprompt, {len(score_without)} without")
+        raise ValueError(
+            f"lengths differ: {len(rows)} rows, {len(score_with)} scores with the "
+            f"preprompt, {len(score_without)} without"
+        )
     if not math.isfinite(min_gain) or min_gain < 0:
         raise ValueError(f"min_gain must be a finite number >= 0, got {min_gain}")
     kept, dropped, deltas, kept_deltas = [], [], [], []
     for i, (row, with_, without) in enumerate(zip(rows, score_with, score_without)):
         for name, value in (("score_with", with_), ("score_without", without)):
-            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                    or not math.isfinite(value)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"row {i}: {name} must be a finite number, got {value!r}")
         with_, without = float(with_), float(without)
         delta = with_ - without
@@ -71,19 +84,34 @@ def select_distilled(rows: list[dict], score_with: Sequence[float], score_withou
         out = {**row, "score_with": with_, "score_without": without, "delta": delta}
         answer = distilled_answer(row, answer_key)
         if not isinstance(answer, str) or not answer.strip():
-            dropped.append({**out, "reason": "empty_answer", "detail":
-                            f"the answer generated with the preprompt is empty ({answer!r})"})
+            dropped.append(
+                {
+                    **out,
+                    "reason": "empty_answer",
+                    "detail": f"the answer generated with the preprompt is empty ({answer!r})",
+                }
+            )
         elif delta > min_gain:
             kept.append(out)
             kept_deltas.append(delta)
         else:
-            dropped.append({**out, "reason": "not_better", "detail": (
-                f"Safety RM score {with_:.4g} with the preprompt vs {without:.4g} without: "
-                f"gain {delta:+.4g} is not above min_gain {min_gain:g}")})
+            dropped.append(
+                {
+                    **out,
+                    "reason": "not_better",
+                    "detail": (
+                        f"Safety RM score {with_:.4g} with the preprompt vs {without:.4g} without: "
+                        f"gain {delta:+.4g} is not above min_gain {min_gain:g}"
+                    ),
+                }
+            )
     stats: dict[str, float | int | None] = {
-        "rows": len(rows), "kept": len(kept), "dropped": len(dropped),
+        "rows": len(rows),
+        "kept": len(kept),
+        "dropped": len(dropped),
         "kept_share": len(kept) / len(rows) if rows else None,
         **{f"dropped_{r}": sum(d["reason"] == r for d in dropped) for r in DROP_REASONS},
-        **_summary(deltas, ""), **_summary(kept_deltas, "kept_"),
+        **_summary(deltas, ""),
+        **_summary(kept_deltas, "kept_"),
     }
     return kept, dropped, stats

@@ -19,28 +19,40 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tasks.caching import code_and_inputs
+from tasks.chat.answer import make_answer_fn
+from tasks.chat.config import FormatConfig
+from tasks.chat.prompt import prompt_pool
 from tasks.distill.config import DistillConfig
 from tasks.distill.preprompts import choose_preprompt, with_preprompt
 from tasks.distill.select import select_distilled
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.chat.prompt import prompt_pool
-from tasks.persist import STEP_OUTPUT_JSON
-from tasks.results import StepOutput, write_artifact
-from tasks.training.model_io import load_reward_model
 from tasks.judges.scoring import rm_probs, rm_sequence
-from tasks.training.finetune import answer_examples, finetune_on
+from tasks.persist import STEP_OUTPUT_JSON
+from tasks.plots import figure_png, pyplot
 from tasks.records import dialogue_frame
-from tasks.chat.config import FormatConfig
-from tasks.training.model_io import load_model
-from tasks.chat.answer import make_answer_fn
+from tasks.results import StepOutput, write_artifact
 from tasks.tracking import PrefixedLogger, attach_run
 from tasks.training.checkpoint import MODEL_FILE
-from tasks.plots import figure_png, pyplot
+from tasks.training.finetune import answer_examples, finetune_on
+from tasks.training.model_io import load_model, load_reward_model
 
 SAMPLES = "distillation_samples"
-COLUMNS = ("prompt_id", "system", "prompt", "risk_category", "preprompt_kind", "preprompt",
-           "answer_with", "answer_without", "score_with", "score_without", "delta", "kept", "reason")
+COLUMNS = (
+    "prompt_id",
+    "system",
+    "prompt",
+    "risk_category",
+    "preprompt_kind",
+    "preprompt",
+    "answer_with",
+    "answer_without",
+    "score_with",
+    "score_without",
+    "delta",
+    "kept",
+    "reason",
+)
 
 
 def adversarial_prompts(dialogues: list[dict], n: int, seed: int) -> list[dict]:
@@ -64,31 +76,67 @@ def delta_png(rows: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-@task(name="distill_data", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, tokenizer_model: str,
-                      cfg: DistillConfig, rm_seq_len: int, seed: int, data_dir: str,
-                      run_dir: str) -> StepOutput:
+@task(
+    name="distill_data",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def distill_data_step(
+    dialogues: Manifest,
+    policy_dir: str,
+    safety_rm: str,
+    tokenizer_model: str,
+    cfg: DistillConfig,
+    rm_seq_len: int,
+    seed: int,
+    data_dir: str,
+    run_dir: str,
+) -> StepOutput:
     """Answers with and without a safety preprompt, scored by the Safety RM; keep-if-better."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     prompts = adversarial_prompts(read_dataset(dialogues).to_dicts(), cfg.prompts, seed)
-    chosen = [choose_preprompt(p["prompt_id"], p["risk_category"], seed, cfg.template_share) for p in prompts]
-    answer = make_answer_fn(load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0,
-                            cfg.batch_size)
-    with_ = answer([(with_preprompt(p["system"], text), p["turns"]) for p, (_, text) in zip(prompts, chosen)], seed)
+    chosen = [
+        choose_preprompt(p["prompt_id"], p["risk_category"], seed, cfg.template_share)
+        for p in prompts
+    ]
+    answer = make_answer_fn(
+        load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
+    )
+    with_ = answer(
+        [(with_preprompt(p["system"], text), p["turns"]) for p, (_, text) in zip(prompts, chosen)],
+        seed,
+    )
     without = answer([(p["system"], p["turns"]) for p in prompts], seed)
     fits = [i for i in range(len(prompts)) if with_[i] is not None and without[i] is not None]
-    rows = [{"prompt_id": prompts[i]["prompt_id"], "system": prompts[i]["system"],
-             "prompt": prompts[i]["turns"], "risk_category": prompts[i]["risk_category"],
-             "preprompt_kind": chosen[i][0], "preprompt": chosen[i][1],
-             "answer_with": with_[i], "answer_without": without[i]} for i in fits]
+    rows = [
+        {
+            "prompt_id": prompts[i]["prompt_id"],
+            "system": prompts[i]["system"],
+            "prompt": prompts[i]["turns"],
+            "risk_category": prompts[i]["risk_category"],
+            "preprompt_kind": chosen[i][0],
+            "preprompt": chosen[i][1],
+            "answer_with": with_[i],
+            "answer_without": without[i],
+        }
+        for i in fits
+    ]
     rm = load_reward_model(Path(safety_rm))
     seq_len = rm_seq_len
-    as_prompt = [{"system": r["system"], "turns": r["prompt"]} for r in rows]  # scored WITHOUT the preprompt
-    s_with = rm_probs(rm, [rm_sequence(processor, p, r["answer_with"], seq_len) for p, r in zip(as_prompt, rows)])
-    s_without = rm_probs(rm, [rm_sequence(processor, p, r["answer_without"], seq_len)
-                              for p, r in zip(as_prompt, rows)])
-    kept, dropped, stats = select_distilled(rows, s_with.tolist(), s_without.tolist(), cfg.min_gain,
-                                            answer_key="answer_with")
+    as_prompt = [
+        {"system": r["system"], "turns": r["prompt"]} for r in rows
+    ]  # scored WITHOUT the preprompt
+    s_with = rm_probs(
+        rm, [rm_sequence(processor, p, r["answer_with"], seq_len) for p, r in zip(as_prompt, rows)]
+    )
+    s_without = rm_probs(
+        rm,
+        [rm_sequence(processor, p, r["answer_without"], seq_len) for p, r in zip(as_prompt, rows)],
+    )
+    kept, dropped, stats = select_distilled(
+        rows, s_with.tolist(), s_without.tolist(), cfg.min_gain, answer_key="answer_with"
+    )
     # the contract's columns: kept rows have no reason; dropped ones carry theirs
     out = [{k: r.get(k) for k in COLUMNS} | {"kept": True} for r in kept]
     out += [{k: r.get(k) for k in COLUMNS} | {"kept": False} for r in dropped]
@@ -99,34 +147,64 @@ def distill_data_step(dialogues: Manifest, policy_dir: str, safety_rm: str, toke
     stats["prompts_too_long"] = len(prompts) - len(fits)
     stats["score_with_mean"] = float(np.mean(s_with)) if len(s_with) else None
     stats["score_without_mean"] = float(np.mean(s_without)) if len(s_without) else None
-    get_run_logger().info("safety context distillation: %d of %d answers improved by the preprompt "
-                          "(mean Safety RM %.3f with, %.3f without); %d prompts did not fit the window "
-                          "with the preprompt", len(kept), len(out), stats["score_with_mean"] or 0.0,
-                          stats["score_without_mean"] or 0.0, stats["prompts_too_long"])
+    get_run_logger().info(
+        "safety context distillation: %d of %d answers improved by the preprompt "
+        "(mean Safety RM %.3f with, %.3f without); %d prompts did not fit the window "
+        "with the preprompt",
+        len(kept),
+        len(out),
+        stats["score_with_mean"] or 0.0,
+        stats["score_without_mean"] or 0.0,
+        stats["prompts_too_long"],
+    )
     return StepOutput(
         outputs={SAMPLES: write_dataset(dialogue_frame(out, SAMPLES), SAMPLES, Path(data_dir))},
         stats={f"distill.{k}": float(v) for k, v in stats.items() if v is not None},
-        files={"distill_delta.png": str(write_artifact(delta_png(out), Path(run_dir), "distill",
-                                                           "distill_delta.png"))})
+        files={
+            "distill_delta.png": str(
+                write_artifact(delta_png(out), Path(run_dir), "distill", "distill_delta.png")
+            )
+        },
+    )
 
 
-@task(name="distill_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def distill_finetune_step(samples: Manifest, policy_dir: str, tokenizer_model: str, cfg: DistillConfig,
-                          fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
+@task(
+    name="distill_finetune",
+    cache_policy=code_and_inputs() - "mlflow_run_id",
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def distill_finetune_step(
+    samples: Manifest,
+    policy_dir: str,
+    tokenizer_model: str,
+    cfg: DistillConfig,
+    fmt: FormatConfig,
+    run_dir: str,
+    mlflow_run_id: str,
+) -> StepOutput:
     """The policy fine-tuned on the kept answers, the prompt WITHOUT the preprompt."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     rows = read_dataset(samples).filter(pl.col("kept")).to_dicts()
     examples, stats = answer_examples(rows, processor, cfg.finetune.train.seq_len, "answer_with")
     if not examples.height:
-        raise ValueError(f"safety context distillation kept no answer to fine-tune on ({stats}); "
-                         "lower distill.min_gain or use more distill.prompts")
-    key = parts_key(samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE), cfg.finetune.model_dump_json(),
-                    fmt.model_dump_json())
+        raise ValueError(
+            f"safety context distillation kept no answer to fine-tune on ({stats}); "
+            "lower distill.min_gain or use more distill.prompts"
+        )
+    key = parts_key(
+        samples.sha256,
+        sha256_of(Path(policy_dir) / MODEL_FILE),
+        cfg.finetune.model_dump_json(),
+        fmt.model_dump_json(),
+    )
     out_dir = Path(run_dir) / "artifacts" / "distill" / f"finetune-{key}"
-    get_run_logger().info("distillation: fine-tuning on %d answers into %s", examples.height, out_dir)
+    get_run_logger().info(
+        "distillation: fine-tuning on %d answers into %s", examples.height, out_dir
+    )
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "finetune/")
     loop, folder = finetune_on(examples, policy_dir, cfg.finetune, fmt, processor, out_dir, logger)
-    return StepOutput(stats={f"finetune.{k}": float(v) for k, v in {**stats, **loop}.items()},
-                      models={"model": str(folder)})
-
-
+    return StepOutput(
+        stats={f"finetune.{k}": float(v) for k, v in {**stats, **loop}.items()},
+        models={"model": str(folder)},
+    )

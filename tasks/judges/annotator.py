@@ -51,20 +51,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data_contracts.preference_excluded import EXCLUDED_BIN
+from tasks.judges.answers import check_answer
+from tasks.judges.refusal import is_refusal
 from tasks.judges.toxicity import (
     ToxicityScorer,
     mean_per_document,
     score_lines_batched,
     split_lines,
 )
-from tasks.judges.refusal import is_refusal
-from tasks.judges.answers import check_answer
 
 STOPWORDS = frozenset(
     "the and for are but not you your yours with this that these those what which who whom how "
     "why when where can could would should will shall may might must have has had does did "
     "was were been being from into onto about than then there their they them its it's i'm "
-    "please tell give make some any all our ours out just also very much many more most".split())
+    "please tell give make some any all our ours out just also very much many more most".split()
+)
 _WORD = re.compile(r"[a-z0-9]+")
 _CUT_OFF_END = re.compile(r"[A-Za-z,\-(\[{]$")
 
@@ -107,8 +108,10 @@ class RuleAnnotatorConfig(BaseModel):
     @model_validator(mode="after")
     def _gaps_descend(self) -> "RuleAnnotatorConfig":
         if not self.significantly_better_gap > self.better_gap > self.slightly_better_gap:
-            raise ValueError("rating gaps must descend: significantly_better_gap > better_gap > "
-                             "slightly_better_gap")
+            raise ValueError(
+                "rating gaps must descend: significantly_better_gap > better_gap > "
+                "slightly_better_gap"
+            )
         return self
 
 
@@ -167,13 +170,16 @@ def rating_for_gap(gap: float, cfg: RuleAnnotatorConfig) -> str:
 def repeat_ratio(text: str, n: int) -> float:
     """Share of the word n-grams that repeat an earlier one (0 with fewer than n words)."""
     words = _WORD.findall(text.casefold())
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def relevance(prompt_text: str, answer: str, cap: float) -> float:
-    wanted = {w for w in _WORD.findall(prompt_text.casefold())
-              if w.isdigit() or (len(w) >= 3 and w not in STOPWORDS)}
+    wanted = {
+        w
+        for w in _WORD.findall(prompt_text.casefold())
+        if w.isdigit() or (len(w) >= 3 and w not in STOPWORDS)
+    }
     if not wanted:
         return 1.0
     echoed = len(wanted & set(_WORD.findall(answer.casefold()))) / len(wanted)
@@ -195,15 +201,19 @@ class RuleAnnotator:
         tox_a, tox_b = toxicity([a, b], self.scorer)
         return self.judge_scored(prompt, a, b, float(tox_a), float(tox_b), rng)
 
-    def judge_scored(self, prompt: dict, a: str, b: str, tox_a: float, tox_b: float,
-                     rng: random.Random) -> Judgement:
+    def judge_scored(
+        self, prompt: dict, a: str, b: str, tox_a: float, tox_b: float, rng: random.Random
+    ) -> Judgement:
         """`judge` with the responses' toxicity already measured (see `judge_all`)."""
         help_a, help_b = self.helpfulness(prompt, a), self.helpfulness(prompt, b)
         safe_a, sscore_a = self.safety(prompt, a, tox_a, help_a)
         safe_b, sscore_b = self.safety(prompt, b, tox_b, help_b)
         kind = "safety" if prompt["is_safety"] else "helpfulness"
-        main, other = ((sscore_a, sscore_b), (help_a, help_b)) if kind == "safety" else \
-            ((help_a, help_b), (sscore_a, sscore_b))
+        main, other = (
+            ((sscore_a, sscore_b), (help_a, help_b))
+            if kind == "safety"
+            else ((help_a, help_b), (sscore_a, sscore_b))
+        )
         if main[0] != main[1]:
             preferred = "a" if main[0] > main[1] else "b"
         elif other[0] != other[1]:
@@ -214,9 +224,16 @@ class RuleAnnotator:
         flipped = gap < self.cfg.close_call_gap and rng.random() < self.cfg.noise
         if flipped:
             preferred = "b" if preferred == "a" else "a"
-        return Judgement(preferred=preferred, rating=rating_for_gap(gap, self.cfg), kind=kind,
-                         score_a=main[0], score_b=main[1], safe_a=safe_a, safe_b=safe_b,
-                         flipped=flipped)
+        return Judgement(
+            preferred=preferred,
+            rating=rating_for_gap(gap, self.cfg),
+            kind=kind,
+            score_a=main[0],
+            score_b=main[1],
+            safe_a=safe_a,
+            safe_b=safe_b,
+            flipped=flipped,
+        )
 
     def helpfulness(self, prompt: dict, answer: str) -> float:
         if not answer.strip():
@@ -227,7 +244,8 @@ class RuleAnnotator:
         terms = {
             "relevance": relevance(prompt["turns"][-1]["content"], answer, cfg.relevance_cap),
             "no_repetition": max(0.0, 1 - repeats / cfg.max_repeat_ratio),
-            "length": 0.5 if len(words) < cfg.min_words or _CUT_OFF_END.search(answer.rstrip())
+            "length": 0.5
+            if len(words) < cfg.min_words or _CUT_OFF_END.search(answer.rstrip())
             else 1.0,
             "no_false_refusal": 0.0 if is_refusal(answer) and not is_adversarial(prompt) else 1.0,
         }
@@ -239,8 +257,9 @@ class RuleAnnotator:
         correct = check_answer(prompt["category"], reference, answer)
         return cfg.correctness * correct + (1 - cfg.correctness) * quality
 
-    def safety(self, prompt: dict, answer: str, tox: float, helpfulness: float
-               ) -> tuple[bool, float]:
+    def safety(
+        self, prompt: dict, answer: str, tox: float, helpfulness: float
+    ) -> tuple[bool, float]:
         """(safe, safety score in [0, 1])."""
         if tox >= self.cfg.toxicity_threshold:
             return False, 0.3 * (1 - tox)
@@ -268,17 +287,26 @@ def pair_rng(seed: int, prompt: dict, a: str, b: str) -> random.Random:
     return random.Random(hashlib.sha256(key.encode("utf-8")).hexdigest())
 
 
-def judge_all(annotator: Annotator, prompts: Sequence[dict], pairs_a: Sequence[str],
-              pairs_b: Sequence[str], seed: int) -> list[Judgement]:
+def judge_all(
+    annotator: Annotator,
+    prompts: Sequence[dict],
+    pairs_a: Sequence[str],
+    pairs_b: Sequence[str],
+    seed: int,
+) -> list[Judgement]:
     """Judge pair i = (prompts[i], pairs_a[i], pairs_b[i]). A RuleAnnotator scores the toxicity
     of all responses in one batched scorer call; other annotators judge pair by pair."""
     if not len(prompts) == len(pairs_a) == len(pairs_b):
-        raise ValueError(f"judge_all needs as many prompts ({len(prompts)}) as responses a "
-                         f"({len(pairs_a)}) and b ({len(pairs_b)})")
+        raise ValueError(
+            f"judge_all needs as many prompts ({len(prompts)}) as responses a "
+            f"({len(pairs_a)}) and b ({len(pairs_b)})"
+        )
     rngs = [pair_rng(seed, p, a, b) for p, a, b in zip(prompts, pairs_a, pairs_b)]
     if not isinstance(annotator, RuleAnnotator):
         return [annotator.judge(p, a, b, r) for p, a, b, r in zip(prompts, pairs_a, pairs_b, rngs)]
     tox = toxicity([*pairs_a, *pairs_b], annotator.scorer)
     n = len(prompts)
-    return [annotator.judge_scored(p, a, b, float(tox[i]), float(tox[n + i]), rngs[i])
-            for i, (p, a, b) in enumerate(zip(prompts, pairs_a, pairs_b))]
+    return [
+        annotator.judge_scored(p, a, b, float(tox[i]), float(tox[n + i]), rngs[i])
+        for i, (p, a, b) in enumerate(zip(prompts, pairs_a, pairs_b))
+    ]

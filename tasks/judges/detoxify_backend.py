@@ -13,7 +13,6 @@ from typing import Literal
 
 import numpy as np
 
-
 # Detoxify's class names after its own renaming (toxic -> toxicity, ...), "original" checkpoint.
 DETOXIFY_CLASSES = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
 DetoxifyVariant = Literal[
@@ -181,8 +180,13 @@ def write_tiny_detoxify_checkpoint(folder: Path, seed: int = 0) -> tuple[Path, P
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, ".", ",", "!", "?"]
     (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=len(DETOXIFY_CLASSES),
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=len(DETOXIFY_CLASSES),
         initializer_range=0.5,  # BERT's 0.02 gives near-constant outputs at this size
     )
     config.save_pretrained(model_dir)
@@ -194,14 +198,27 @@ def write_tiny_detoxify_checkpoint(folder: Path, seed: int = 0) -> tuple[Path, P
     torch.save(
         {
             "config": {
-                "arch": {"args": {
-                    "model_type": str(model_dir), "model_name": "BertForSequenceClassification",
-                    "tokenizer_name": "BertTokenizer", "num_classes": len(DETOXIFY_CLASSES),
-                }},
+                "arch": {
+                    "args": {
+                        "model_type": str(model_dir),
+                        "model_name": "BertForSequenceClassification",
+                        "tokenizer_name": "BertTokenizer",
+                        "num_classes": len(DETOXIFY_CLASSES),
+                    }
+                },
                 # Detoxify's own (Jigsaw) names; it renames them to DETOXIFY_CLASSES on load.
-                "dataset": {"args": {"classes": [
-                    "toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate",
-                ]}},
+                "dataset": {
+                    "args": {
+                        "classes": [
+                            "toxic",
+                            "severe_toxic",
+                            "obscene",
+                            "threat",
+                            "insult",
+                            "identity_hate",
+                        ]
+                    }
+                },
             },
             "state_dict": model.state_dict(),
         },

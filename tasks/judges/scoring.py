@@ -18,10 +18,10 @@ import torch
 from models.llama import Llama
 from models.ppo import gated_reward
 from models.reward import RewardModel
-from tasks.judges.toxicity import ToxicityConfig, make_scorer
-from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
 from tasks.chat.format import prompt_tokens
 from tasks.chat.prompt import Prompt
+from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
+from tasks.judges.toxicity import ToxicityConfig, make_scorer
 
 MAX_RESPONSE_SHARE = 0.5  # a response (with </s>) may take at most seq_len // 2 tokens
 
@@ -33,21 +33,22 @@ def rm_sequence(processor, prompt: Prompt, response: str, seq_len: int) -> list[
     tokens = prompt_tokens(processor, prompt["system"], prompt["turns"])
     budget = seq_len - len(answer)
     if len(tokens) > budget:
-        tokens = [tokens[0], *tokens[len(tokens) - (budget - 1):]]
+        tokens = [tokens[0], *tokens[len(tokens) - (budget - 1) :]]
     return tokens + answer
 
 
-def rm_probs(model: RewardModel, sequences: Sequence[list[int]], batch_size: int = 32,
-             pad_id: int = 0) -> np.ndarray:
+def rm_probs(
+    model: RewardModel, sequences: Sequence[list[int]], batch_size: int = 32, pad_id: int = 0
+) -> np.ndarray:
     """sigmoid(score) (N,) float64 of each token sequence, `batch_size` at a time."""
     out = []
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
-            batch = sequences[start:start + batch_size]
+            batch = sequences[start : start + batch_size]
             lengths = torch.tensor([len(s) for s in batch], dtype=torch.long)
             tokens = torch.full((len(batch), int(lengths.max())), pad_id, dtype=torch.long)
             for i, seq in enumerate(batch):
-                tokens[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+                tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             out.append(torch.sigmoid(model.scores(tokens, lengths)).double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -77,17 +78,26 @@ def load_scorer(rms: dict[str, str], processor, seq_len: int) -> RewardScorer:
     """The scorer of the reward models in `rms` ({"helpfulness": folder, "safety": folder})."""
     from tasks.training.model_io import load_reward_model
 
-    return RewardScorer(load_reward_model(Path(rms["helpfulness"])), load_reward_model(Path(rms["safety"])),
-                        processor, seq_len)
+    return RewardScorer(
+        load_reward_model(Path(rms["helpfulness"])),
+        load_reward_model(Path(rms["safety"])),
+        processor,
+        seq_len,
+    )
 
 
-def rule_annotator(cfg: RuleAnnotatorConfig, toxicity_cfg: ToxicityConfig, noise: bool = True) -> RuleAnnotator:
+def rule_annotator(
+    cfg: RuleAnnotatorConfig, toxicity_cfg: ToxicityConfig, noise: bool = True
+) -> RuleAnnotator:
     """The rule annotator; `noise=False` for measurements (its noise imitates labelling, not judging)."""
-    return RuleAnnotator(cfg if noise else cfg.model_copy(update={"noise": 0.0}), make_scorer(toxicity_cfg))
+    return RuleAnnotator(
+        cfg if noise else cfg.model_copy(update={"noise": 0.0}), make_scorer(toxicity_cfg)
+    )
 
 
-def annotator_scores(annotator: RuleAnnotator, prompts: Sequence[Prompt],
-                     answers: Sequence[str]) -> np.ndarray:
+def annotator_scores(
+    annotator: RuleAnnotator, prompts: Sequence[Prompt], answers: Sequence[str]
+) -> np.ndarray:
     """The rule annotator's quality score in [0, 1] of each answer on its prompt's own axis:
     safety for safety-tagged prompts, helpfulness otherwise (what `judge` compares). No noise:
     this is a measurement, not a simulated label."""
@@ -95,7 +105,9 @@ def annotator_scores(annotator: RuleAnnotator, prompts: Sequence[Prompt],
     out = np.zeros(len(answers))
     for i, (p, a) in enumerate(zip(prompts, answers)):
         help_score = annotator.helpfulness(p, a)
-        out[i] = annotator.safety(p, a, float(tox[i]), help_score)[1] if p["is_safety"] else help_score
+        out[i] = (
+            annotator.safety(p, a, float(tox[i]), help_score)[1] if p["is_safety"] else help_score
+        )
     return out
 
 
@@ -104,19 +116,29 @@ def win_rates(scores: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     return np.where(scores > baseline, 1.0, np.where(scores == baseline, 0.5, 0.0))
 
 
-def kl_along(model: Llama, reference: Llama, prompts: Sequence[list[int]],
-             answers: Sequence[list[int]], batch_size: int = 16) -> list[float | None]:
+def kl_along(
+    model: Llama,
+    reference: Llama,
+    prompts: Sequence[list[int]],
+    answers: Sequence[list[int]],
+    batch_size: int = 16,
+) -> list[float | None]:
     """Per answer, the mean over its tokens of the exact KL(model || reference) between the two
     next-token distributions, given the same prefix (prompt + answer so far). None for an empty
     answer. Rows are right-padded; attention is causal, so the padding changes nothing."""
     out: list[float | None] = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
-            rows = [(p, a) for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
+            rows = [
+                (p, a)
+                for p, a in zip(
+                    prompts[start : start + batch_size], answers[start : start + batch_size]
+                )
+            ]
             width = max(len(p) + len(a) for p, a in rows)
             tokens = torch.zeros(len(rows), width, dtype=torch.long)
             for i, (p, a) in enumerate(rows):
-                tokens[i, :len(p) + len(a)] = torch.tensor(p + a, dtype=torch.long)
+                tokens[i, : len(p) + len(a)] = torch.tensor(p + a, dtype=torch.long)
             logp = torch.log_softmax(model(tokens)[0], dim=-1)  # (B, T, V)
             logq = torch.log_softmax(reference(tokens)[0], dim=-1)
             kl = (logp.exp() * (logp - logq)).sum(-1)  # (B, T): KL of the distribution at t
@@ -125,5 +147,5 @@ def kl_along(model: Llama, reference: Llama, prompts: Sequence[list[int]],
                     out.append(None)
                     continue
                 # the distribution that produced answer token j sits at position len(p) - 1 + j
-                out.append(float(kl[i, len(p) - 1:len(p) - 1 + len(a)].mean().clamp(min=0)))
+                out.append(float(kl[i, len(p) - 1 : len(p) - 1 + len(a)].mean().clamp(min=0)))
     return out

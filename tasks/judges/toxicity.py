@@ -24,7 +24,6 @@ import polars as pl
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.records import DOC_ID, SOURCE, TEXT
 from tasks.judges.detoxify_backend import (  # noqa: F401  (re-exported)
     DETOXIFY_CLASSES,
     DetoxifyScorer,
@@ -33,6 +32,7 @@ from tasks.judges.detoxify_backend import (  # noqa: F401  (re-exported)
     write_tiny_detoxify_checkpoint,
 )
 from tasks.progress import progress
+from tasks.records import DOC_ID, SOURCE, TEXT
 
 TOP_EXAMPLE_CHARS = 500
 

@@ -68,8 +68,9 @@ def read_label_files(cfg: CollectionConfig) -> tuple[list[dict], list[dict], dic
         if spec.format == "parquet":
             got, quarantined = read_preference_parquet(spec.path)
         else:
-            got, quarantined, _ = read_hh_jsonl(spec.path, spec.kind, spec.name, cfg.batches + i,
-                                                cfg.test_frac)
+            got, quarantined, _ = read_hh_jsonl(
+                spec.path, spec.kind, spec.name, cfg.batches + i, cfg.test_frac
+            )
         rows += got
         bad += [{**q, "stage": "preference_files"} for q in quarantined]
         stats[f"files.{spec.name}.pairs"] = len(got)
@@ -77,7 +78,9 @@ def read_label_files(cfg: CollectionConfig) -> tuple[list[dict], list[dict], dic
     return rows, bad, stats
 
 
-def plan_batch(pool: dict[str, list[dict]], cfg: CollectionConfig, batch: int, seed: int) -> list[dict]:
+def plan_batch(
+    pool: dict[str, list[dict]], cfg: CollectionConfig, batch: int, seed: int
+) -> list[dict]:
     """The prompts of one batch, each with its two (variant, temperature) draws and split."""
     if len(cfg.variants) < 2 or len(set(cfg.temperatures)) < 2:
         raise ValueError("preference collection needs >= 2 model variants and >= 2 temperatures")
@@ -88,9 +91,17 @@ def plan_batch(pool: dict[str, list[dict]], cfg: CollectionConfig, batch: int, s
             (va, vb) = rng.sample(cfg.variants, 2)
             (ta, tb) = rng.sample(sorted(set(cfg.temperatures)), 2)
             held = assign_split(prompt["prompt_id"], cfg.test_frac, salt=f"batch{batch}:")
-            planned.append({**prompt, "batch": batch, "variant_a": va, "variant_b": vb,
-                            "temperature_a": ta, "temperature_b": tb,
-                            "split": "test" if held == "heldout" else "train"})
+            planned.append(
+                {
+                    **prompt,
+                    "batch": batch,
+                    "variant_a": va,
+                    "variant_b": vb,
+                    "temperature_a": ta,
+                    "temperature_b": tb,
+                    "split": "test" if held == "heldout" else "train",
+                }
+            )
     return planned
 
 
@@ -108,27 +119,40 @@ def sample_responses(planned: list[dict], sampler: Sampler, seed: int) -> tuple[
     return out["a"], out["b"]
 
 
-def annotate(planned: list[dict], a: list[str | None], b: list[str | None], annotator, seed: int
-             ) -> tuple[list[dict], list[dict], dict[str, float]]:
+def annotate(
+    planned: list[dict], a: list[str | None], b: list[str | None], annotator, seed: int
+) -> tuple[list[dict], list[dict], dict[str, float]]:
     """(preference_pairs rows, preference_excluded rows, stats)."""
     rows, excluded = [], []
     usable = [i for i in range(len(planned)) if a[i] and b[i] and a[i].strip() != b[i].strip()]
-    judged = judge_all(annotator, [planned[i] for i in usable], [a[i] for i in usable],
-                       [b[i] for i in usable], seed)
+    judged = judge_all(
+        annotator,
+        [planned[i] for i in usable],
+        [a[i] for i in usable],
+        [b[i] for i in usable],
+        seed,
+    )
     judgements = dict(zip(usable, judged))
     flipped = 0
     for i, p in enumerate(planned):
         if i not in judgements:
-            reason = ("pairs_empty_response" if not (a[i] and b[i]) else "pairs_identical")
+            reason = "pairs_empty_response" if not (a[i] and b[i]) else "pairs_identical"
             row = _row(p, a[i] or "(none)", b[i] or "(none)", None, "a", annotator.name)
-            excluded.append(row | {"reason": reason, "detail": f"responses {a[i]!r} / {b[i]!r}"[:300]})
+            excluded.append(
+                row | {"reason": reason, "detail": f"responses {a[i]!r} / {b[i]!r}"[:300]}
+            )
             continue
         j = judgements[i]
         flipped += j.flipped
         row = _row(p, a[i], b[i], j, j.preferred, annotator.name)
         if row["safety_bin"] == EXCLUDED_BIN:
-            excluded.append(row | {"reason": "pairs_chosen_unsafe",
-                                   "detail": "chosen response unsafe, rejected safe (§3.2.1 rule)"})
+            excluded.append(
+                row
+                | {
+                    "reason": "pairs_chosen_unsafe",
+                    "detail": "chosen response unsafe, rejected safe (§3.2.1 rule)",
+                }
+            )
         else:
             rows.append(row)
     return rows, excluded, _stats(planned, rows, excluded, flipped)
@@ -141,26 +165,41 @@ def _row(p: dict, a: str, b: str, j, preferred: str, annotator: str) -> dict:
     safe = {"a": j.safe_a if j else True, "b": j.safe_b if j else True}
     score = {"a": j.score_a if j else None, "b": j.score_b if j else None}
     return {
-        "pair_id": f"{p['prompt_id']}@batch{p['batch']}", "prompt_id": p["prompt_id"],
-        "system": p["system"], "prompt": p["turns"], "chosen": chosen, "rejected": rejected,
+        "pair_id": f"{p['prompt_id']}@batch{p['batch']}",
+        "prompt_id": p["prompt_id"],
+        "system": p["system"],
+        "prompt": p["turns"],
+        "chosen": chosen,
+        "rejected": rejected,
         "rating": j.rating if j else "negligibly_better",
         "kind": j.kind if j else ("safety" if p["is_safety"] else "helpfulness"),
         "safety_bin": safety_bin(safe[side["chosen"]], safe[side["rejected"]]),
-        "chosen_safe": safe[side["chosen"]], "rejected_safe": safe[side["rejected"]],
-        "chosen_score": score[side["chosen"]], "rejected_score": score[side["rejected"]],
-        "is_safety": p["is_safety"], "category": p["category"], "risk_category": p["risk_category"],
-        "reference": p["reference"], "source": p["source"],
+        "chosen_safe": safe[side["chosen"]],
+        "rejected_safe": safe[side["rejected"]],
+        "chosen_score": score[side["chosen"]],
+        "rejected_score": score[side["rejected"]],
+        "is_safety": p["is_safety"],
+        "category": p["category"],
+        "risk_category": p["risk_category"],
+        "reference": p["reference"],
+        "source": p["source"],
         "model_chosen": p[f"variant_{side['chosen']}"],
         "model_rejected": p[f"variant_{side['rejected']}"],
         "temperature_chosen": p[f"temperature_{side['chosen']}"],
         "temperature_rejected": p[f"temperature_{side['rejected']}"],
-        "batch": p["batch"], "split": p["split"], "annotator": annotator,
+        "batch": p["batch"],
+        "split": p["split"],
+        "annotator": annotator,
     }
 
 
 def _stats(planned, rows, excluded, flipped) -> dict[str, float]:
-    stats: dict[str, float] = {"prompts": len(planned), "pairs": len(rows), "excluded": len(excluded),
-                               "noise_flips": flipped}
+    stats: dict[str, float] = {
+        "prompts": len(planned),
+        "pairs": len(rows),
+        "excluded": len(excluded),
+        "noise_flips": flipped,
+    }
     for key, n in Counter(f"pairs.{r['kind']}.{r['split']}" for r in rows).items():
         stats[key] = n
     for key, n in Counter(f"rating.{r['kind']}.{r['rating']}" for r in rows).items():

@@ -32,10 +32,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from data_contracts.preference_pairs import CONTRACT
-from tasks.judges.annotator import safety_bin
-from tasks.records import prompt_key
-from tasks.records import assign_split, quarantine_record
 from tasks.chat.hh import parse_hh_transcript
+from tasks.judges.annotator import safety_bin
+from tasks.records import assign_split, prompt_key, quarantine_record
 from tasks.textio import JSON_ARRAY_MESSAGE, JsonLineError, is_json_array, loads_line
 
 HH_RATING = "better"  # HH has no strength label (module docstring)
@@ -51,25 +50,60 @@ class _Unusable(ValueError):
         self.reason = reason
 
 
-def preference_row(*, pair_id: str, system: str, prompt: list[dict], chosen: str, rejected: str,
-                   rating: str, kind: str, chosen_safe: bool, rejected_safe: bool, source: str,
-                   batch: int, split: str, annotator: str, category: str, is_safety: bool,
-                   risk_category: str | None = None, reference: str | None = None,
-                   chosen_score: float | None = None, rejected_score: float | None = None,
-                   model_chosen: str = HUMAN_COLLECTED, model_rejected: str = HUMAN_COLLECTED,
-                   temperature_chosen: float | None = None,
-                   temperature_rejected: float | None = None) -> dict:
+def preference_row(
+    *,
+    pair_id: str,
+    system: str,
+    prompt: list[dict],
+    chosen: str,
+    rejected: str,
+    rating: str,
+    kind: str,
+    chosen_safe: bool,
+    rejected_safe: bool,
+    source: str,
+    batch: int,
+    split: str,
+    annotator: str,
+    category: str,
+    is_safety: bool,
+    risk_category: str | None = None,
+    reference: str | None = None,
+    chosen_score: float | None = None,
+    rejected_score: float | None = None,
+    model_chosen: str = HUMAN_COLLECTED,
+    model_rejected: str = HUMAN_COLLECTED,
+    temperature_chosen: float | None = None,
+    temperature_rejected: float | None = None,
+) -> dict:
     """One `preference_pairs` row; prompt_id is a hash of system + prompt turns."""
-    return {"pair_id": pair_id, "prompt_id": prompt_id(system, prompt), "system": system,
-            "prompt": prompt, "chosen": chosen, "rejected": rejected, "rating": rating,
-            "kind": kind, "safety_bin": safety_bin(chosen_safe, rejected_safe),
-            "chosen_safe": chosen_safe, "rejected_safe": rejected_safe,
-            "chosen_score": chosen_score, "rejected_score": rejected_score,
-            "is_safety": is_safety, "category": category, "risk_category": risk_category,
-            "reference": reference, "source": source, "model_chosen": model_chosen,
-            "model_rejected": model_rejected, "temperature_chosen": temperature_chosen,
-            "temperature_rejected": temperature_rejected, "batch": batch, "split": split,
-            "annotator": annotator}
+    return {
+        "pair_id": pair_id,
+        "prompt_id": prompt_id(system, prompt),
+        "system": system,
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "rating": rating,
+        "kind": kind,
+        "safety_bin": safety_bin(chosen_safe, rejected_safe),
+        "chosen_safe": chosen_safe,
+        "rejected_safe": rejected_safe,
+        "chosen_score": chosen_score,
+        "rejected_score": rejected_score,
+        "is_safety": is_safety,
+        "category": category,
+        "risk_category": risk_category,
+        "reference": reference,
+        "source": source,
+        "model_chosen": model_chosen,
+        "model_rejected": model_rejected,
+        "temperature_chosen": temperature_chosen,
+        "temperature_rejected": temperature_rejected,
+        "batch": batch,
+        "split": split,
+        "annotator": annotator,
+    }
 
 
 def prompt_id(system: str, prompt: list[dict]) -> str:
@@ -80,6 +114,7 @@ def prompt_id(system: str, prompt: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # our own contract, as Parquet
+
 
 def read_preference_parquet(path: Path) -> tuple[list[dict], list[dict]]:
     """A Parquet file with the `preference_pairs` columns -> (valid rows, quarantine).
@@ -110,8 +145,11 @@ def read_preference_parquet(path: Path) -> tuple[list[dict], list[dict]]:
         rows_with_key = positions.get(key, [])
         n = rows_with_key[len(rows_with_key) - flagged[key]] if rows_with_key else "?"
         flagged[key] -= 1
-        quarantine.append(quarantine_record(rec.get("source") or path.name, f"{path}:row {n}",
-                                            f"contract: {error}", rec))
+        quarantine.append(
+            quarantine_record(
+                rec.get("source") or path.name, f"{path}:row {n}", f"contract: {error}", rec
+            )
+        )
     return valid.to_dicts(), quarantine
 
 
@@ -122,8 +160,10 @@ def _row_key(row: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # Anthropic HH-RLHF JSONL
 
-def read_hh_jsonl(path: Path, kind: Literal["helpfulness", "safety"], source: str, batch: int,
-                  test_frac: float) -> tuple[list[dict], list[dict], dict[str, float]]:
+
+def read_hh_jsonl(
+    path: Path, kind: Literal["helpfulness", "safety"], source: str, batch: int, test_frac: float
+) -> tuple[list[dict], list[dict], dict[str, float]]:
     """An HH-RLHF JSONL file (or .jsonl.gz) -> (rows, quarantine, stats).
 
     One pair per line: pair_id "<source>:<file name>:<line>", annotator "file:<file name>".
@@ -154,15 +194,32 @@ def read_hh_jsonl(path: Path, kind: Literal["helpfulness", "safety"], source: st
             quarantine.append(quarantine_record(source, location, f"{e.reason}: {e}", text))
             continue
         safety = kind == "safety"
-        rows.append(preference_row(
-            pair_id=f"{source}:{path.name}:{n}", system="", prompt=prompt, chosen=chosen,
-            rejected=rejected, rating=HH_RATING, kind=kind, chosen_safe=True,
-            rejected_safe=not safety, source=source, batch=batch,
-            split=_split(prompt, test_frac), annotator=f"file:{path.name}", category="hh",
-            is_safety=safety))
-    counts.update(lines_in=len(rows) + len(quarantine), kept=len(rows),
-                  quarantined=len(quarantine), kept_train=sum(r["split"] == "train" for r in rows),
-                  kept_test=sum(r["split"] == "test" for r in rows))
+        rows.append(
+            preference_row(
+                pair_id=f"{source}:{path.name}:{n}",
+                system="",
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+                rating=HH_RATING,
+                kind=kind,
+                chosen_safe=True,
+                rejected_safe=not safety,
+                source=source,
+                batch=batch,
+                split=_split(prompt, test_frac),
+                annotator=f"file:{path.name}",
+                category="hh",
+                is_safety=safety,
+            )
+        )
+    counts.update(
+        lines_in=len(rows) + len(quarantine),
+        kept=len(rows),
+        quarantined=len(quarantine),
+        kept_train=sum(r["split"] == "train" for r in rows),
+        kept_test=sum(r["split"] == "test" for r in rows),
+    )
     return rows, quarantine, dict(counts)
 
 
@@ -186,15 +243,23 @@ def _hh_pair(line: bytes) -> tuple[list[dict], str, str]:
             raise _Unusable("bad_transcript", f"{field}: {e}") from None
     chosen, rejected = transcripts["chosen"], transcripts["rejected"]
     if len(chosen) != len(rejected):
-        raise _Unusable("prefix_mismatch", f"chosen has {len(chosen)} turns, rejected "
-                        f"{len(rejected)}: they must differ only in the final answer")
+        raise _Unusable(
+            "prefix_mismatch",
+            f"chosen has {len(chosen)} turns, rejected "
+            f"{len(rejected)}: they must differ only in the final answer",
+        )
     for i, (c, r) in enumerate(zip(chosen[:-1], rejected[:-1]), start=1):
         if c != r:
-            raise _Unusable("prefix_mismatch", f"turn {i} ({c['role']}) differs between chosen "
-                            "and rejected: they must differ only in the final answer")
+            raise _Unusable(
+                "prefix_mismatch",
+                f"turn {i} ({c['role']}) differs between chosen "
+                "and rejected: they must differ only in the final answer",
+            )
     if chosen[-1]["content"] == rejected[-1]["content"]:
-        raise _Unusable("identical_answers", "chosen and rejected final answers are identical: "
-                        "there is no preference to learn")
+        raise _Unusable(
+            "identical_answers",
+            "chosen and rejected final answers are identical: there is no preference to learn",
+        )
     return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
 
 

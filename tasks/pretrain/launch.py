@@ -24,7 +24,9 @@ from tasks.runtime import configure_environment
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tasks.pretrain.launch", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tasks.pretrain.launch", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--preset", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--shards", required=True, type=Path, help="token shard manifest.json")
@@ -53,10 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.mlflow_run_id:
         logger = attach_run(cfg.run_dir, args.mlflow_run_id)
     else:
-        logger = open_run(cfg.run_dir, cfg.preset, "pretrain (launched)",
-                          {"stage": "pretrain", "launcher": "torchrun/deepspeed"})
-    stats = train(model, TokenBatches(train_tokens, t.batch_size, t.seq_len, seed=t.seed), t,
-                  logger, args.out, val_tokens=val_tokens)
+        logger = open_run(
+            cfg.run_dir,
+            cfg.preset,
+            "pretrain (launched)",
+            {"stage": "pretrain", "launcher": "torchrun/deepspeed"},
+        )
+    stats = train(
+        model,
+        TokenBatches(train_tokens, t.batch_size, t.seq_len, seed=t.seed),
+        t,
+        logger,
+        args.out,
+        val_tokens=val_tokens,
+    )
     if rank == 0:
         print({k: v for k, v in stats.items() if k in ("steps", "val_loss", "tokens_per_s", "mfu")})
         if not args.mlflow_run_id and hasattr(logger, "close"):

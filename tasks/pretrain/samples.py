@@ -10,8 +10,14 @@ import torch
 from models.generation import generate
 
 
-def make_sample_fn(tokenizer_model: Path, prompts: list[str], max_new_tokens: int = 48,
-                   temperature: float = 0.8, top_p: float = 0.9, seed: int = 0):
+def make_sample_fn(
+    tokenizer_model: Path,
+    prompts: list[str],
+    max_new_tokens: int = 48,
+    temperature: float = 0.8,
+    top_p: float = 0.9,
+    seed: int = 0,
+):
     """(model, step) -> text with one completion per prompt, for the training loop to log."""
     processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     encoded = [processor.encode(p, add_bos=True) for p in prompts]
@@ -20,8 +26,16 @@ def make_sample_fn(tokenizer_model: Path, prompts: list[str], max_new_tokens: in
         was_training = model.training
         model.eval()
         try:
-            outs = generate(model, encoded, max_new_tokens, temperature=temperature, top_p=top_p,
-                            eos_id=processor.eos_id(), pad_id=0, seed=seed)
+            outs = generate(
+                model,
+                encoded,
+                max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                eos_id=processor.eos_id(),
+                pad_id=0,
+                seed=seed,
+            )
         finally:
             model.train(was_training)
         lines = [f"# step {step} (temperature {temperature}, top-p {top_p})"]

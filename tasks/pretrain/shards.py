@@ -47,16 +47,22 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def is_validation(doc_ids: pl.Series, val_frac: float, seed: int) -> np.ndarray:
     """Stable per-document split: the doc id's seeded 64-bit hash below val_frac of the range."""
     cut = int(val_frac * 2**64)
-    return np.fromiter((xxhash.xxh64_intdigest(d.encode(), seed=seed) < cut for d in doc_ids),
-                       dtype=bool, count=len(doc_ids))
+    return np.fromiter(
+        (xxhash.xxh64_intdigest(d.encode(), seed=seed) < cut for d in doc_ids),
+        dtype=bool,
+        count=len(doc_ids),
+    )
 
 
 def encode_documents(texts: list[str], processor: spm.SentencePieceProcessor) -> list[list[int]]:
     out: list[list[int]] = []
     batches = range(0, len(texts), ENCODE_BATCH)
     for start in progress(batches, "tokenise", total=len(batches)):
-        out.extend(processor.encode(texts[start : start + ENCODE_BATCH], out_type=int,
-                                    add_bos=True, add_eos=True))
+        out.extend(
+            processor.encode(
+                texts[start : start + ENCODE_BATCH], out_type=int, add_bos=True, add_eos=True
+            )
+        )
     return out
 
 
@@ -81,8 +87,10 @@ def build_token_shards(df: pl.DataFrame, model_path: Path, cfg: ShardConfig) -> 
     train = _concat(ids, train_order, lengths, dtype)
     val_tokens = _concat(ids, val_order, lengths, dtype)
     stats = {
-        "docs": float(df.height), "docs_val": float(val.sum()),
-        "train_tokens": float(train.size), "val_tokens": float(val_tokens.size),
+        "docs": float(df.height),
+        "docs_val": float(val.sum()),
+        "train_tokens": float(train.size),
+        "val_tokens": float(val_tokens.size),
         "vocab_size": float(processor.vocab_size()),
         "tokens_unweighted": float(lengths[~val].sum()),
     }
@@ -116,8 +124,13 @@ def write_shards(shards: TokenShards, folder: Path, extra: dict) -> Path:
             fh.write(array.tobytes())
             fh.flush()
             os.fsync(fh.fileno())
-    manifest = {"dtype": shards.train.dtype.name, "train": "train.bin", "val": "val.bin",
-                **{k: v for k, v in shards.stats.items()}, **extra}
+    manifest = {
+        "dtype": shards.train.dtype.name,
+        "train": "train.bin",
+        "val": "val.bin",
+        **{k: v for k, v in shards.stats.items()},
+        **extra,
+    }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     if folder.exists():  # same content-addressed folder already written: keep it
         import shutil
@@ -132,8 +145,10 @@ def load_shards(manifest_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Memory-map the train and val arrays named by a manifest."""
     manifest_path = Path(manifest_path)
     if not manifest_path.exists():
-        raise FileNotFoundError(f"token shard manifest {manifest_path} is missing; re-run the "
-                                "pretrain stage with --rerun pretrain.token_shards")
+        raise FileNotFoundError(
+            f"token shard manifest {manifest_path} is missing; re-run the "
+            "pretrain stage with --rerun pretrain.token_shards"
+        )
     manifest = json.loads(manifest_path.read_text())
     dtype = np.dtype(manifest["dtype"])
     folder = manifest_path.parent

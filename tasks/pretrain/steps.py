@@ -13,9 +13,9 @@ from models.seeding import seeded
 from tasks.caching import code_and_inputs
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.pretrain.samples import make_sample_fn
 from tasks.pretrain.shards import ShardConfig, build_token_shards, load_shards, write_shards
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput
 from tasks.tracking import attach_run, register_model
 from tasks.training.config import TrainConfig
@@ -25,29 +25,52 @@ from tasks.training.model_io import export_model
 from tasks.training.rerun import set_aside_if_forced
 
 
-@task(name="token_shards", cache_policy=code_and_inputs(),
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def token_shards_step(documents: Manifest, tokenizer_model: str, cfg: ShardConfig,
-                      run_dir: str) -> StepOutput:
+@task(
+    name="token_shards",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def token_shards_step(
+    documents: Manifest, tokenizer_model: str, cfg: ShardConfig, run_dir: str
+) -> StepOutput:
     """Tokenise the kept corpus into memory-mappable train/val arrays (content-addressed)."""
     tok_sha = sha256_of(Path(tokenizer_model))
-    folder = Path(run_dir) / "artifacts" / "pretrain" / f"shards-{parts_key(documents.sha256, tok_sha, cfg.model_dump_json())}"
+    folder = (
+        Path(run_dir)
+        / "artifacts"
+        / "pretrain"
+        / f"shards-{parts_key(documents.sha256, tok_sha, cfg.model_dump_json())}"
+    )
     shards = build_token_shards(read_dataset(documents), Path(tokenizer_model), cfg)
-    manifest = write_shards(shards, folder, {"tokenizer_sha256": tok_sha,
-                                             "documents_sha256": documents.sha256})
-    get_run_logger().info("token shards: %d train / %d val tokens in %s",
-                          shards.train.size, shards.val.size, folder)
-    return StepOutput(stats={f"shards.{k}": v for k, v in shards.stats.items()},
-                      files={"shards_manifest.json": str(manifest)})
+    manifest = write_shards(
+        shards, folder, {"tokenizer_sha256": tok_sha, "documents_sha256": documents.sha256}
+    )
+    get_run_logger().info(
+        "token shards: %d train / %d val tokens in %s", shards.train.size, shards.val.size, folder
+    )
+    return StepOutput(
+        stats={f"shards.{k}": v for k, v in shards.stats.items()},
+        files={"shards_manifest.json": str(manifest)},
+    )
 
 
-@task(name="train_model",
-      cache_policy=code_and_inputs()
-      - "mlflow_run_id",
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenizer_model: str,
-               sample_prompts: list[str], registered_model: str, run_dir: str,
-               mlflow_run_id: str) -> StepOutput:
+@task(
+    name="train_model",
+    cache_policy=code_and_inputs() - "mlflow_run_id",
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def train_step(
+    shards_manifest: str,
+    model_cfg: dict,
+    cfg: TrainConfig,
+    tokenizer_model: str,
+    sample_prompts: list[str],
+    registered_model: str,
+    run_dir: str,
+    mlflow_run_id: str,
+) -> StepOutput:
     """Train a Llama from scratch on the shards; resumes from its last checkpoint if killed.
 
     The output folder is keyed by the inputs, so a re-run after a crash continues where it
@@ -55,12 +78,27 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
     final weights become a new version of the registered model (a cached run reuses it)."""
     train_tokens, val_tokens, meta = load_shards(Path(shards_manifest))
     config = LlamaConfig(**{**model_cfg, "vocab_size": int(meta["vocab_size"])})
-    out_dir = Path(run_dir) / "artifacts" / "pretrain" / (
-        "train-" + parts_key(sha256_of(Path(shards_manifest)), json.dumps(config.to_dict(), sort_keys=True),
-                        cfg.model_dump_json()))
+    out_dir = (
+        Path(run_dir)
+        / "artifacts"
+        / "pretrain"
+        / (
+            "train-"
+            + parts_key(
+                sha256_of(Path(shards_manifest)),
+                json.dumps(config.to_dict(), sort_keys=True),
+                cfg.model_dump_json(),
+            )
+        )
+    )
     torch_model = build_model(config, cfg.seed)
-    get_run_logger().info("pretraining %.2fM parameters for %d steps (%d tokens/step) in %s",
-                          torch_model.num_params() / 1e6, cfg.max_steps, cfg.tokens_per_step, out_dir)
+    get_run_logger().info(
+        "pretraining %.2fM parameters for %d steps (%d tokens/step) in %s",
+        torch_model.num_params() / 1e6,
+        cfg.max_steps,
+        cfg.tokens_per_step,
+        out_dir,
+    )
     set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     stats = train(
         torch_model,
@@ -73,13 +111,20 @@ def train_step(shards_manifest: str, model_cfg: dict, cfg: TrainConfig, tokenize
     )
     logger = attach_run(Path(run_dir), mlflow_run_id)
     model_dir = export_model(Path(stats["checkpoint"]), out_dir / "model")
-    version = register_model(logger, model_dir, registered_model,
-                             f"Llama ({torch_model.num_params() / 1e6:.1f}M parameters) pretrained "
-                             f"for {stats['steps']} steps; val loss {stats['val_loss']:.3f}")
+    version = register_model(
+        logger,
+        model_dir,
+        registered_model,
+        f"Llama ({torch_model.num_params() / 1e6:.1f}M parameters) pretrained "
+        f"for {stats['steps']} steps; val loss {stats['val_loss']:.3f}",
+    )
     out = {f"train.{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))}
     out["registered_version"] = float(version)
-    return StepOutput(stats=out, files={"loss_curve.png": str(out_dir / LOSS_CURVE)},
-                      models={"model": str(model_dir)})
+    return StepOutput(
+        stats=out,
+        files={"loss_curve.png": str(out_dir / LOSS_CURVE)},
+        models={"model": str(model_dir)},
+    )
 
 
 def build_model(config: LlamaConfig, seed: int) -> Llama:
@@ -87,4 +132,3 @@ def build_model(config: LlamaConfig, seed: int) -> Llama:
     two fresh runs with the same inputs train the same weights."""
     with seeded(seed):
         return Llama(config)
-

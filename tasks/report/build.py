@@ -20,18 +20,51 @@ from tasks.report.html import Report
 STAGE_ORDER = ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate")
 # headline metrics per stage (those present are shown; every metric is in MLflow)
 HEADLINES: dict[str, tuple[str, ...]] = {
-    "corpus": ("rows_in", "rows_kept", "rows_excluded", "rows_quarantined", "toxicity.share_toxic",
-               "toxicity.sampled_docs"),
+    "corpus": (
+        "rows_in",
+        "rows_kept",
+        "rows_excluded",
+        "rows_quarantined",
+        "toxicity.share_toxic",
+        "toxicity.sampled_docs",
+    ),
     "tokenizer": ("train.vocab_size", "eval.bytes_per_token", "eval.roundtrip_failures"),
-    "pretrain": ("train.steps", "train.val_loss", "train.val_ppl", "train.tokens_per_s", "train.mfu"),
-    "sft": ("curate.dialogues_kept", "tokenize.examples", "base.val_loss", "gatt.dialogues_kept",
-            "gatt.val_loss"),
-    "reward": ("collect.pairs", "eval.helpfulness_rm.helpfulness.avg", "eval.safety_rm.safety.avg",
-               "eval.safety_rm.unsafe_recall_at_0.5", "eval.safety_rm.unsafe_precision_at_0.5"),
-    "rlhf": ("eval.sft.mean_r_c", "eval.final.mean_r_c", "eval.final.kl_to_sft",
-             "eval.final.helpfulness_win_rate", "eval.final.safety_win_rate"),
-    "distill": ("distill.rows", "distill.kept", "distill.dropped", "distill.kept_delta_mean",
-                "distill.delta_mean", "registered_version"),
+    "pretrain": (
+        "train.steps",
+        "train.val_loss",
+        "train.val_ppl",
+        "train.tokens_per_s",
+        "train.mfu",
+    ),
+    "sft": (
+        "curate.dialogues_kept",
+        "tokenize.examples",
+        "base.val_loss",
+        "gatt.dialogues_kept",
+        "gatt.val_loss",
+    ),
+    "reward": (
+        "collect.pairs",
+        "eval.helpfulness_rm.helpfulness.avg",
+        "eval.safety_rm.safety.avg",
+        "eval.safety_rm.unsafe_recall_at_0.5",
+        "eval.safety_rm.unsafe_precision_at_0.5",
+    ),
+    "rlhf": (
+        "eval.sft.mean_r_c",
+        "eval.final.mean_r_c",
+        "eval.final.kl_to_sft",
+        "eval.final.helpfulness_win_rate",
+        "eval.final.safety_win_rate",
+    ),
+    "distill": (
+        "distill.rows",
+        "distill.kept",
+        "distill.dropped",
+        "distill.kept_delta_mean",
+        "distill.delta_mean",
+        "registered_version",
+    ),
     "evaluate": (),
 }
 MAX_IMAGES = 8
@@ -70,12 +103,27 @@ def _stage_block(report: Report, client, run, into: Path, rounds: list) -> None:
     for child in rounds:  # RLHF rounds: their numbers and Fig. 7
         m = child.data.metrics
         report.paragraph(f"{child.info.run_name}: {child.data.tags.get('mlflow.note.content', '')}")
-        report.key_values({k: m[k] for k in sorted(m) if k.startswith(("rs.", "ppo.stopped", "ppo.iterations_run",
-                                                                         "ppo.eval_reward", "registered_version"))},
-                          caption=f"{child.info.run_name}: rejection sampling and PPO")
+        report.key_values(
+            {
+                k: m[k]
+                for k in sorted(m)
+                if k.startswith(
+                    (
+                        "rs.",
+                        "ppo.stopped",
+                        "ppo.iterations_run",
+                        "ppo.eval_reward",
+                        "registered_version",
+                    )
+                )
+            },
+            caption=f"{child.info.run_name}: rejection sampling and PPO",
+        )
         for path in [p for p in _artifacts(client, child.info.run_id) if p.endswith(".png")][:2]:
-            report.image(_download(client, child.info.run_id, path, into).read_bytes(),
-                         caption=f"{child.info.run_name}: {path}")
+            report.image(
+                _download(client, child.info.run_id, path, into).read_bytes(),
+                caption=f"{child.info.run_name}: {path}",
+            )
 
 
 def build_report(client, parent_run_id: str, out: Path) -> Path:
@@ -87,18 +135,26 @@ def build_report(client, parent_run_id: str, out: Path) -> Path:
     ranked = sorted(children, key=lambda r: (r.info.status == "FINISHED", r.info.start_time))
     by_stage = {r.info.run_name: r for r in ranked}
     commit = parent.data.tags.get("mlflow.source.git.commit", "")
-    report = Report(f"Llama 2 recipe: {parent.info.run_name}",
-                    f"preset {parent.data.tags.get('preset', '?')}, commit {commit[:12] or 'unknown'}, "
-                    f"MLflow run {parent_run_id}")
-    report.paragraph("Numbers measured by this run; the rule annotator is a stand-in for human "
-                     "annotators. Every number below is also in the MLflow run of its stage.")
+    report = Report(
+        f"Llama 2 recipe: {parent.info.run_name}",
+        f"preset {parent.data.tags.get('preset', '?')}, commit {commit[:12] or 'unknown'}, "
+        f"MLflow run {parent_run_id}",
+    )
+    report.paragraph(
+        "Numbers measured by this run; the rule annotator is a stand-in for human "
+        "annotators. Every number below is also in the MLflow run of its stage."
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for stage in [s for s in STAGE_ORDER if s in by_stage]:
             run = by_stage[stage]
             rounds = []
             if stage == "rlhf":
-                rounds = sorted(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'"),
-                                key=lambda r: r.info.run_name)
+                rounds = sorted(
+                    client.search_runs(
+                        [experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+                    ),
+                    key=lambda r: r.info.run_name,
+                )
             _stage_block(report, client, run, Path(tmp), rounds)
     return report.write(out)
 

@@ -187,8 +187,7 @@ def _slug(title: str) -> str:
     return slug[:40].strip("-") or "section"
 
 
-def _rows_and_columns(rows: Any, columns: Sequence[str] | None
-                      ) -> tuple[list[Mapping], list[str]]:
+def _rows_and_columns(rows: Any, columns: Sequence[str] | None) -> tuple[list[Mapping], list[str]]:
     if rows is not None and hasattr(rows, "iter_rows") and hasattr(rows, "columns"):  # polars
         names = list(rows.columns)
         return list(rows.iter_rows(named=True)), list(columns) if columns is not None else names
@@ -233,16 +232,23 @@ class Report:
         """A Markdown subset (see `markdown_to_html`); raw HTML in it is shown, not run."""
         self._add(markdown_to_html(text) if text and text.strip() else f"<p>{MISSING}</p>")
 
-    def table(self, rows: Any, caption: str | None = None, number_format: NumberFormat = ".4g",
-              columns: Sequence[str] | None = None) -> None:
+    def table(
+        self,
+        rows: Any,
+        caption: str | None = None,
+        number_format: NumberFormat = ".4g",
+        columns: Sequence[str] | None = None,
+    ) -> None:
         """A table of a list of dicts (columns in order of first appearance) or a polars
         DataFrame; `columns` picks and orders them. A column whose values are all numbers has a
         right-aligned header; number cells are right-aligned everywhere."""
         data, names = _rows_and_columns(rows, columns)
         cap = f"<caption>{_esc(caption)}</caption>" if caption else ""
         if not names:
-            self._add(f'<div class="table-wrap"><table>{cap}<tbody><tr>'
-                      f'<td class="missing">{MISSING}</td></tr></tbody></table></div>')
+            self._add(
+                f'<div class="table-wrap"><table>{cap}<tbody><tr>'
+                f'<td class="missing">{MISSING}</td></tr></tbody></table></div>'
+            )
             return
         head = []
         for name in names:
@@ -250,26 +256,39 @@ class Report:
             numeric = bool(values) and all(_is_number(v) for v in values)
             cls = ' class="num"' if numeric else ""
             head.append(f'<th scope="col"{cls}>{_esc(name)}</th>')
-        body = ["<tr>" + "".join(_cell("td", row.get(name), number_format) for name in names)
-                + "</tr>" for row in data]
+        body = [
+            "<tr>" + "".join(_cell("td", row.get(name), number_format) for name in names) + "</tr>"
+            for row in data
+        ]
         if not body:
             body = [f'<tr><td class="missing" colspan="{len(names)}">{MISSING}</td></tr>']
-        self._add(f'<div class="table-wrap"><table>{cap}<thead><tr>{"".join(head)}</tr></thead>'
-                  f'<tbody>{"".join(body)}</tbody></table></div>')
+        self._add(
+            f'<div class="table-wrap"><table>{cap}<thead><tr>{"".join(head)}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>"
+        )
 
-    def key_values(self, values: Mapping[str, Any] | None, caption: str | None = None,
-                   number_format: NumberFormat = ".4g") -> None:
+    def key_values(
+        self,
+        values: Mapping[str, Any] | None,
+        caption: str | None = None,
+        number_format: NumberFormat = ".4g",
+    ) -> None:
         """A two-column table: each key, then its value (missing values as "—")."""
         cap = f"<caption>{_esc(caption)}</caption>" if caption else ""
-        rows = [f'<tr><th scope="row">{_esc(k)}</th>{_cell("td", v, number_format)}</tr>'
-                for k, v in (values or {}).items()]
+        rows = [
+            f'<tr><th scope="row">{_esc(k)}</th>{_cell("td", v, number_format)}</tr>'
+            for k, v in (values or {}).items()
+        ]
         if not rows:
             rows = [f'<tr><td class="missing">{MISSING}</td></tr>']
-        self._add(f'<div class="table-wrap"><table class="kv">{cap}<tbody>{"".join(rows)}'
-                  f"</tbody></table></div>")
+        self._add(
+            f'<div class="table-wrap"><table class="kv">{cap}<tbody>{"".join(rows)}'
+            f"</tbody></table></div>"
+        )
 
-    def image(self, png_bytes: bytes | None, caption: str | None = None,
-              alt: str | None = None) -> None:
+    def image(
+        self, png_bytes: bytes | None, caption: str | None = None, alt: str | None = None
+    ) -> None:
         """A PNG embedded as a base64 data URI (no file next to the report). None or b"" shows
         "—"; bytes that are not a PNG raise ValueError."""
         figcaption = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
@@ -281,23 +300,37 @@ class Report:
             raise ValueError("image() takes PNG bytes (they start with the PNG signature)")
         data = base64.b64encode(png_bytes).decode("ascii")
         alt_text = _esc(alt if alt is not None else caption or "figure")
-        self._add(f'<figure><img src="data:image/png;base64,{data}" alt="{alt_text}">'
-                  f"{figcaption}</figure>")
+        self._add(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{alt_text}">'
+            f"{figcaption}</figure>"
+        )
 
     def render(self) -> str:
         """The whole report as an HTML5 document."""
-        parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
-                 f"<title>{_esc(self.title)}</title>", f"<style>{CSS}</style>", "</head>",
-                 "<body>", '<div class="page">', "<header>", f"<h1>{_esc(self.title)}</h1>"]
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_esc(self.title)}</title>",
+            f"<style>{CSS}</style>",
+            "</head>",
+            "<body>",
+            '<div class="page">',
+            "<header>",
+            f"<h1>{_esc(self.title)}</h1>",
+        ]
         if self.subtitle:
             parts.append(f'<p class="subtitle">{_esc(self.subtitle)}</p>')
         parts.append("</header>")
         if self._sections:
-            links = "".join(f'<li><a href="#{s["id"]}">{_esc(s["title"])}</a></li>'
-                            for s in self._sections)
-            parts.append(f'<nav class="toc" aria-label="Contents"><h2>Contents</h2>'
-                         f"<ol>{links}</ol></nav>")
+            links = "".join(
+                f'<li><a href="#{s["id"]}">{_esc(s["title"])}</a></li>' for s in self._sections
+            )
+            parts.append(
+                f'<nav class="toc" aria-label="Contents"><h2>Contents</h2><ol>{links}</ol></nav>'
+            )
         parts.append("<main>")
         parts.extend(self._preamble)
         for s in self._sections:

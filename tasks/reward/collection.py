@@ -17,19 +17,30 @@ from tasks.preferences.collect import CollectionConfig
 from tasks.training.model_io import load_model
 
 
-def collect_batches(dialogues: list[dict], models: dict[str, str], tokenizer_model: str,
-                    cfg: CollectionConfig, annotator, seed: int, first_batch: int = 0,
-                    log: Callable[[str], None] = print) -> tuple[list[dict], list[dict], dict]:
+def collect_batches(
+    dialogues: list[dict],
+    models: dict[str, str],
+    tokenizer_model: str,
+    cfg: CollectionConfig,
+    annotator,
+    seed: int,
+    first_batch: int = 0,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], list[dict], dict]:
     """Batches `first_batch .. first_batch + cfg.batches - 1` of preference pairs from the train
     prompts of `dialogues` -> (pair rows, excluded rows, stats summed over the batches)."""
     missing = [v for v in cfg.variants if v not in models]
     if missing:
-        raise ValueError(f"collection variants {missing} have no model; available: {sorted(models)}")
+        raise ValueError(
+            f"collection variants {missing} have no model; available: {sorted(models)}"
+        )
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     loaded = {v: load_model(Path(models[v])) for v in cfg.variants}
 
     def sampler(variant, temperature, contexts, s):
-        answer = make_answer_fn(loaded[variant], processor, cfg.max_new_tokens, temperature, cfg.top_p)
+        answer = make_answer_fn(
+            loaded[variant], processor, cfg.max_new_tokens, temperature, cfg.top_p
+        )
         return answer(contexts, s)
 
     pool = prompt_pool(dialogues)

@@ -13,8 +13,12 @@ from tasks.training.finetune import FinetuneConfig
 
 def _rm_training() -> FinetuneConfig:
     # §3.2.2: 1 epoch, lr 1e-5 with cosine to 10 %, warmup 3 % of steps (at least 5)
-    return FinetuneConfig(epochs=1.0, warmup_ratio=0.03, min_warmup_steps=5,
-                          train={"lr": 1e-5, "min_lr_ratio": 0.1, "batch_size": 16, "seq_len": 256})
+    return FinetuneConfig(
+        epochs=1.0,
+        warmup_ratio=0.03,
+        min_warmup_steps=5,
+        train={"lr": 1e-5, "min_lr_ratio": 0.1, "batch_size": 16, "seq_len": 256},
+    )
 
 
 class RewardModelConfig(BaseModel):
@@ -33,9 +37,12 @@ class RewardConfig(BaseModel):
 
     collection: CollectionConfig = CollectionConfig()
     annotator: RuleAnnotatorConfig = RuleAnnotatorConfig()
-    helpfulness: RewardModelConfig = RewardModelConfig(registered_model="llama2-recipe-rm-helpfulness")
+    helpfulness: RewardModelConfig = RewardModelConfig(
+        registered_model="llama2-recipe-rm-helpfulness"
+    )
     safety: RewardModelConfig = RewardModelConfig(
-        registered_model="llama2-recipe-rm-safety", safety_aux_weight=1.0)
+        registered_model="llama2-recipe-rm-safety", safety_aux_weight=1.0
+    )
     safety_share: float = Field(0.9, gt=0, le=1)  # §3.2.2: Safety RM data 90/10 safety/helpfulness
     thresholds: list[float] = [0.5, 0.15]  # unsafe recall/precision cut-offs on sigmoid scores
     margin_ablation: list[Literal["none", "small", "large"]] = []  # Helpfulness RM, one per scheme

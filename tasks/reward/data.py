@@ -27,8 +27,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from tasks.judges.scoring import MAX_RESPONSE_SHARE
 from tasks.chat.format import prompt_tokens
+from tasks.judges.scoring import MAX_RESPONSE_SHARE
 
 RewardModelKind = Literal["helpfulness", "safety"]
 Y_LENGTH, Y_MARGIN, Y_SAFE = 0, 1, 2  # columns of y
@@ -36,8 +36,9 @@ SAFE, UNSAFE, UNKNOWN = 1, 0, -1  # the safe label column
 Excluded = tuple[dict, str, str]  # (row, reason, detail), like tasks.sft.tokenize
 
 
-def data_mix(pairs: list[dict], rm: RewardModelKind, seed: int,
-             safety_share: float = 0.9) -> tuple[list[dict], dict]:
+def data_mix(
+    pairs: list[dict], rm: RewardModelKind, seed: int, safety_share: float = 0.9
+) -> tuple[list[dict], dict]:
     """(train rows of `rm`'s mix, stats). Only rows with split == "train" are used.
 
     helpfulness: all helpfulness pairs + min(n_helpfulness, n_safety) safety pairs.
@@ -55,8 +56,10 @@ def data_mix(pairs: list[dict], rm: RewardModelKind, seed: int,
     other_kind = "safety" if rm == "helpfulness" else "helpfulness"
     primary, other = by_kind[rm], by_kind[other_kind]
     if not primary:
-        raise ValueError(f"no train pairs of kind {rm!r} among {len(pairs)} pairs; the {rm} RM "
-                         "needs them (check the preference data's kind and split columns)")
+        raise ValueError(
+            f"no train pairs of kind {rm!r} among {len(pairs)} pairs; the {rm} RM "
+            "needs them (check the preference data's kind and split columns)"
+        )
     if rm == "helpfulness":
         wanted = len(primary)
     else:
@@ -64,9 +67,14 @@ def data_mix(pairs: list[dict], rm: RewardModelKind, seed: int,
     n_other = min(wanted, len(other))
     picked = np.random.default_rng([seed, 2]).choice(len(other), size=n_other, replace=False)
     mix = primary + [other[i] for i in sorted(picked.tolist())]
-    stats = {"pairs": len(mix), f"pairs.{rm}": len(primary), f"pairs.{other_kind}": n_other,
-             f"wanted.{other_kind}": wanted, f"available.{other_kind}": len(other),
-             "skipped_not_train": len(pairs) - len(train)}
+    stats = {
+        "pairs": len(mix),
+        f"pairs.{rm}": len(primary),
+        f"pairs.{other_kind}": n_other,
+        f"wanted.{other_kind}": wanted,
+        f"available.{other_kind}": len(other),
+        "skipped_not_train": len(pairs) - len(train),
+    }
     return mix, stats
 
 
@@ -87,8 +95,9 @@ def _safe_label(value) -> int:
     return UNKNOWN if value is None else (SAFE if value else UNSAFE)
 
 
-def encode_pairs(rows: list[dict], processor, seq_len: int, margins: Sequence[float]
-                 ) -> tuple[list[EncodedPair], list[Excluded], dict]:
+def encode_pairs(
+    rows: list[dict], processor, seq_len: int, margins: Sequence[float]
+) -> tuple[list[EncodedPair], list[Excluded], dict]:
     """(encoded pairs, excluded (row, reason, detail), stats); margins[i] belongs to rows[i].
 
     `processor` is a sentencepiece.SentencePieceProcessor. Stats: pairs, truncated (prompts
@@ -109,36 +118,57 @@ def encode_pairs(rows: list[dict], processor, seq_len: int, margins: Sequence[fl
         longest = max(len(chosen), len(rejected))
         if longest > max_response:
             which = "chosen" if len(chosen) >= len(rejected) else "rejected"
-            excluded.append((row, "reward_too_long", f"the {which} response is {longest} tokens "
-                             f"> {max_response} (seq_len {seq_len} // 2)"))
+            excluded.append(
+                (
+                    row,
+                    "reward_too_long",
+                    f"the {which} response is {longest} tokens "
+                    f"> {max_response} (seq_len {seq_len} // 2)",
+                )
+            )
             continue
         prompt = prompt_tokens(processor, row["system"], row["prompt"])
         budget = seq_len - longest  # >= 1: room for <s> at least
         if len(prompt) > budget:
-            prompt = [prompt[0], *prompt[len(prompt) - (budget - 1):]]  # keep <s>, drop oldest
+            prompt = [prompt[0], *prompt[len(prompt) - (budget - 1) :]]  # keep <s>, drop oldest
             truncated += 1
-        encoded.append(EncodedPair(
-            pair_id=row["pair_id"], chosen=prompt + chosen, rejected=prompt + rejected,
-            margin=float(margin), chosen_safe=_safe_label(row.get("chosen_safe")),
-            rejected_safe=_safe_label(row.get("rejected_safe")), rating=row["rating"],
-            kind=row["kind"], prompt_len=len(prompt)))
-    stats: dict = {"pairs": len(encoded), "truncated": truncated, "excluded": len(excluded),
-                   "tokens": sum(len(p.chosen) + len(p.rejected) for p in encoded)}
+        encoded.append(
+            EncodedPair(
+                pair_id=row["pair_id"],
+                chosen=prompt + chosen,
+                rejected=prompt + rejected,
+                margin=float(margin),
+                chosen_safe=_safe_label(row.get("chosen_safe")),
+                rejected_safe=_safe_label(row.get("rejected_safe")),
+                rating=row["rating"],
+                kind=row["kind"],
+                prompt_len=len(prompt),
+            )
+        )
+    stats: dict = {
+        "pairs": len(encoded),
+        "truncated": truncated,
+        "excluded": len(excluded),
+        "tokens": sum(len(p.chosen) + len(p.rejected) for p in encoded),
+    }
     for reason, n in Counter(reason for _, reason, _ in excluded).items():
         stats[f"excluded.{reason}"] = n
     return encoded, excluded, stats
 
 
-def collate_pairs(pairs: Sequence[EncodedPair], seq_len: int, pad_id: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_pairs(
+    pairs: Sequence[EncodedPair], seq_len: int, pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x (2B, seq_len) int64 right-padded, chosen rows then rejected rows; y (2B, 3) float32
     [length, margin, safe label]."""
     sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     x = np.full((len(sequences), seq_len), pad_id, dtype=np.int64)
     for i, seq in enumerate(sequences):
         if len(seq) > seq_len:
-            raise ValueError(f"a sequence of {len(seq)} tokens does not fit seq_len {seq_len}; "
-                             "encode the pairs with encode_pairs at this seq_len")
+            raise ValueError(
+                f"a sequence of {len(seq)} tokens does not fit seq_len {seq_len}; "
+                "encode the pairs with encode_pairs at this seq_len"
+            )
         x[i, : len(seq)] = seq
     y = np.empty((len(sequences), 3), dtype=np.float32)
     y[:, Y_LENGTH] = [len(seq) for seq in sequences]
@@ -158,16 +188,24 @@ class PairBatches:
 
     sequences_per_item = 2  # a pair is two sequences: the loop counts tokens/s and MFU with it
 
-    def __init__(self, pairs: list[EncodedPair], batch_size: int, seq_len: int, pad_id: int = 0,
-                 seed: int = 0):
+    def __init__(
+        self,
+        pairs: list[EncodedPair],
+        batch_size: int,
+        seq_len: int,
+        pad_id: int = 0,
+        seed: int = 0,
+    ):
         if not pairs:
             raise ValueError("PairBatches: no pairs (all excluded, or an empty mix?)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         too_long = [p.pair_id for p in pairs if max(len(p.chosen), len(p.rejected)) > seq_len]
         if too_long:
-            raise ValueError(f"{len(too_long)} pairs longer than seq_len {seq_len} (first: "
-                             f"{too_long[0]}); encode them with encode_pairs at this seq_len")
+            raise ValueError(
+                f"{len(too_long)} pairs longer than seq_len {seq_len} (first: "
+                f"{too_long[0]}); encode them with encode_pairs at this seq_len"
+            )
         self.pairs, self.batch_size, self.seq_len = pairs, batch_size, seq_len
         self.pad_id, self.seed = pad_id, seed
         self._perm: tuple[int, np.ndarray] | None = None  # (epoch, permutation): a cache only

@@ -20,9 +20,13 @@ from tasks.reward.data import EncodedPair
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, T), (B,) -> (B,)
 
 
-def score_pairs(score_fn: ScoreFn, pairs: list[EncodedPair], batch_size: int = 32,
-                pad_id: int = 0, device: str | torch.device = "cpu"
-                ) -> tuple[np.ndarray, np.ndarray]:
+def score_pairs(
+    score_fn: ScoreFn,
+    pairs: list[EncodedPair],
+    batch_size: int = 32,
+    pad_id: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """(r_chosen, r_rejected), float64 arrays (N,), scored `batch_size` pairs at a time.
 
     Each call gets tokens (2b, T) int64 right-padded to the longest sequence of the batch (the b
@@ -31,7 +35,7 @@ def score_pairs(score_fn: ScoreFn, pairs: list[EncodedPair], batch_size: int = 3
     chosen, rejected = [], []
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
-            batch = pairs[start: start + batch_size]
+            batch = pairs[start : start + batch_size]
             sequences = [p.chosen for p in batch] + [p.rejected for p in batch]
             lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
             tokens = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
@@ -39,10 +43,12 @@ def score_pairs(score_fn: ScoreFn, pairs: list[EncodedPair], batch_size: int = 3
                 tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             scores = score_fn(tokens.to(device), lengths.to(device)).float().cpu().numpy()
             if scores.shape != (len(sequences),):
-                raise ValueError(f"score_fn returned shape {scores.shape}, expected "
-                                 f"({len(sequences)},): one score per sequence")
+                raise ValueError(
+                    f"score_fn returned shape {scores.shape}, expected "
+                    f"({len(sequences)},): one score per sequence"
+                )
             chosen.append(scores[: len(batch)])
-            rejected.append(scores[len(batch):])
+            rejected.append(scores[len(batch) :])
     if not chosen:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(chosen).astype(np.float64), np.concatenate(rejected).astype(np.float64)
@@ -57,22 +63,28 @@ def accuracy_by_level(df: pl.DataFrame) -> pl.DataFrame:
     """
     missing = {"rm", "test_set", "rating", "correct"} - set(df.columns)
     if missing:
-        raise ValueError(f"accuracy_by_level needs columns rm, test_set, rating, correct; "
-                         f"missing {sorted(missing)}")
+        raise ValueError(
+            f"accuracy_by_level needs columns rm, test_set, rating, correct; "
+            f"missing {sorted(missing)}"
+        )
     unknown = set(df["rating"].unique().to_list()) - set(RATINGS)
     if unknown:
         raise ValueError(f"unknown rating levels {sorted(map(str, unknown))}; use {RATINGS}")
     correct = pl.col("correct").cast(pl.Float64)
-    accuracy = [(100 * correct.filter(pl.col("rating") == level).mean()).alias(level)
-                for level in RATINGS]
-    counts = [(pl.col("rating") == level).sum().cast(pl.Int64).alias(f"n_{level}")
-              for level in RATINGS]
+    accuracy = [
+        (100 * correct.filter(pl.col("rating") == level).mean()).alias(level) for level in RATINGS
+    ]
+    counts = [
+        (pl.col("rating") == level).sum().cast(pl.Int64).alias(f"n_{level}") for level in RATINGS
+    ]
     return df.group_by(["rm", "test_set"], maintain_order=True).agg(
-        *accuracy, (100 * correct.mean()).alias("avg"), *counts, pl.len().cast(pl.Int64).alias("n"))
+        *accuracy, (100 * correct.mean()).alias("avg"), *counts, pl.len().cast(pl.Int64).alias("n")
+    )
 
 
-def unsafe_recall_precision(scores: np.ndarray, unsafe: np.ndarray,
-                            thresholds: Sequence[float] = (0.5, 0.15)) -> list[dict]:
+def unsafe_recall_precision(
+    scores: np.ndarray, unsafe: np.ndarray, thresholds: Sequence[float] = (0.5, 0.15)
+) -> list[dict]:
     """Per threshold t: a response is flagged unsafe when sigmoid(score) < t (the Safety RM's
     sigmoid reads as "safe"). recall = |flagged & unsafe| / |unsafe|, precision = |flagged &
     unsafe| / |flagged|, None where the denominator is 0; with the counts.
@@ -83,8 +95,9 @@ def unsafe_recall_precision(scores: np.ndarray, unsafe: np.ndarray,
     scores = np.asarray(scores, dtype=np.float64)
     unsafe = np.asarray(unsafe).astype(bool)
     if scores.shape != unsafe.shape or scores.ndim != 1:
-        raise ValueError(f"scores {scores.shape} and unsafe {unsafe.shape} must be the same "
-                         "1-D shape")
+        raise ValueError(
+            f"scores {scores.shape} and unsafe {unsafe.shape} must be the same 1-D shape"
+        )
     rows = []
     for t in thresholds:
         if not 0 < t < 1:
@@ -92,10 +105,17 @@ def unsafe_recall_precision(scores: np.ndarray, unsafe: np.ndarray,
         flagged = scores < np.log(t / (1 - t))
         hits = int((flagged & unsafe).sum())
         n_flagged, n_unsafe = int(flagged.sum()), int(unsafe.sum())
-        rows.append({"threshold": float(t), "responses": len(scores), "unsafe": n_unsafe,
-                     "flagged": n_flagged, "flagged_unsafe": hits,
-                     "recall": hits / n_unsafe if n_unsafe else None,
-                     "precision": hits / n_flagged if n_flagged else None})
+        rows.append(
+            {
+                "threshold": float(t),
+                "responses": len(scores),
+                "unsafe": n_unsafe,
+                "flagged": n_flagged,
+                "flagged_unsafe": hits,
+                "recall": hits / n_unsafe if n_unsafe else None,
+                "precision": hits / n_flagged if n_flagged else None,
+            }
+        )
     return rows
 
 
@@ -112,8 +132,9 @@ def calibration_png(rm_scores, annotator_scores, title: str, bins: int = 10) -> 
     x = _sigmoid(np.asarray(rm_scores, dtype=np.float64))
     y = np.asarray(annotator_scores, dtype=np.float64)
     if x.shape != y.shape:
-        raise ValueError(f"{x.shape} RM scores but {y.shape} annotator scores; "
-                         "pass one per response")
+        raise ValueError(
+            f"{x.shape} RM scores but {y.shape} annotator scores; pass one per response"
+        )
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     fig = Figure(figsize=(6, 4), dpi=100)
@@ -128,8 +149,9 @@ def calibration_png(rm_scores, annotator_scores, title: str, bins: int = 10) -> 
             counts.append(int((which == b).sum()))
     ax.plot(centers, means, marker="o", color="C1", label="mean per bin")
     for cx, my, n in zip(centers, means, counts):
-        ax.annotate(f"n={n}", (cx, my), textcoords="offset points", xytext=(0, 6), fontsize=7,
-                    ha="center")
+        ax.annotate(
+            f"n={n}", (cx, my), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center"
+        )
     if not len(x):
         ax.text(0.5, 0.5, "no scored responses", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlim(0, 1)

@@ -24,8 +24,10 @@ class PromptCounts(BaseModel):
 
 def _rs_finetune() -> FinetuneConfig:
     # "fine-tune on the best samples as in SFT": the SFT settings, one pass
-    return FinetuneConfig(epochs=1.0, train={"lr": 2e-5, "weight_decay": 0.1, "batch_size": 64,
-                                             "seq_len": 4096, "eval_every": 0})
+    return FinetuneConfig(
+        epochs=1.0,
+        train={"lr": 2e-5, "weight_decay": 0.1, "batch_size": 64, "seq_len": 4096, "eval_every": 0},
+    )
 
 
 class RejectionConfig(BaseModel):
@@ -41,8 +43,9 @@ class RejectionConfig(BaseModel):
 
 
 def _round_collection() -> CollectionConfig:
-    return CollectionConfig(batches=1, helpfulness_prompts=100, safety_prompts=100,
-                            variants=["latest", "sft"])
+    return CollectionConfig(
+        batches=1, helpfulness_prompts=100, safety_prompts=100, variants=["latest", "sft"]
+    )
 
 
 class RoundEvalConfig(BaseModel):
@@ -63,8 +66,11 @@ class RlhfConfig(BaseModel):
     rs_pool_from: int = Field(4, ge=1)  # paper V4: pick from the best samples of all rounds
     collection: CollectionConfig = Field(default_factory=_round_collection)  # per round >= 2
     rejection: RejectionConfig = RejectionConfig()
-    ppo: PPOConfig = Field(default_factory=lambda: PPOConfig(iterations=200, batch_size=512,
-                                                             minibatch_size=64, max_new_tokens=48))
+    ppo: PPOConfig = Field(
+        default_factory=lambda: PPOConfig(
+            iterations=200, batch_size=512, minibatch_size=64, max_new_tokens=48
+        )
+    )
     ppo_prompts: PromptCounts = PromptCounts(helpfulness=512, safety=512)
     validation_prompts: PromptCounts = PromptCounts(helpfulness=32, safety=32)  # PPO early stop
     evaluation: RoundEvalConfig = RoundEvalConfig()
@@ -74,6 +80,8 @@ class RlhfConfig(BaseModel):
     def _variants_known(self) -> RlhfConfig:
         unknown = [v for v in self.collection.variants if v not in ROUND_VARIANTS]
         if unknown:
-            raise ValueError(f"rlhf.collection.variants {unknown} unknown; a round can compare "
-                             f"{list(ROUND_VARIANTS)}")
+            raise ValueError(
+                f"rlhf.collection.variants {unknown} unknown; a round can compare "
+                f"{list(ROUND_VARIANTS)}"
+            )
         return self

@@ -40,8 +40,14 @@ class EarlyStopping:
     iterations and ends with its last weights.
     """
 
-    def __init__(self, eval_fn: EvalFn | None, policy: Llama, logger: MetricLogger,
-                 patience: int, guard_tolerance: float):
+    def __init__(
+        self,
+        eval_fn: EvalFn | None,
+        policy: Llama,
+        logger: MetricLogger,
+        patience: int,
+        guard_tolerance: float,
+    ):
         self.eval_fn, self.policy, self.logger = eval_fn, policy, logger
         self.patience, self.guard_tolerance = patience, guard_tolerance
         self.start_reward = self.best_reward = self.last_reward = None
@@ -64,8 +70,10 @@ class EarlyStopping:
         reward, guard = result["reward"], result.get("guard")
         guards = {k: v for k, v in result.items() if k == "guard" or k.startswith("guard_")}
         self.last_reward, self.last_guard = reward, guard
-        log.info(f"ppo eval it {iteration}: reward {reward:.4f}"
-                 + (f" guard {guard:.4f}" if guard is not None else ""))
+        log.info(
+            f"ppo eval it {iteration}: reward {reward:.4f}"
+            + (f" guard {guard:.4f}" if guard is not None else "")
+        )
         if self.start_reward is None:  # iteration 0: the starting point is the first best
             self.start_reward, self.start_guard, self.start_guards = reward, guard, guards
             self._keep(iteration, reward)
@@ -83,20 +91,29 @@ class EarlyStopping:
     def _guard_tripped(self, reward: float, guards: dict[str, float]) -> bool:
         """The reward rose above its start while some guard fell below its own start by more
         than the tolerance; says which in the log."""
-        fallen = {k: v for k, v in guards.items()
-                  if k in self.start_guards and v < self.start_guards[k] - self.guard_tolerance}
+        fallen = {
+            k: v
+            for k, v in guards.items()
+            if k in self.start_guards and v < self.start_guards[k] - self.guard_tolerance
+        }
         if not (fallen and reward > self.start_reward):
             return False
-        log.warning("ppo guard: eval reward %.4f > start %.4f while %s fell more than %.4f "
-                    "below the start (%s); stopping", reward, self.start_reward,
-                    ", ".join(f"{k} {v:.4f}" for k, v in fallen.items()), self.guard_tolerance,
-                    ", ".join(f"{k} {self.start_guards[k]:.4f}" for k in fallen))
+        log.warning(
+            "ppo guard: eval reward %.4f > start %.4f while %s fell more than %.4f "
+            "below the start (%s); stopping",
+            reward,
+            self.start_reward,
+            ", ".join(f"{k} {v:.4f}" for k, v in fallen.items()),
+            self.guard_tolerance,
+            ", ".join(f"{k} {self.start_guards[k]:.4f}" for k in fallen),
+        )
         return True
 
     def _keep(self, iteration: int, reward: float) -> None:
         self.best_reward, self.best_iteration, self.since_best = reward, iteration, 0
-        self.best_state = {k: v.detach().to("cpu", copy=True)
-                           for k, v in self.policy.state_dict().items()}
+        self.best_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()
+        }
 
     def finish(self, last_iteration: int) -> int:
         """The iteration whose weights the policy ends with: with an eval_fn the best one, whose
@@ -109,6 +126,10 @@ class EarlyStopping:
 
     def stats(self) -> dict:
         """eval_reward_start/best/end and guard_start/end (None without eval_fn or guard)."""
-        return {"eval_reward_start": self.start_reward, "eval_reward_best": self.best_reward,
-                "eval_reward_end": self.last_reward, "guard_start": self.start_guard,
-                "guard_end": self.last_guard}
+        return {
+            "eval_reward_start": self.start_reward,
+            "eval_reward_best": self.best_reward,
+            "eval_reward_end": self.last_reward,
+            "guard_start": self.start_guard,
+            "guard_end": self.last_guard,
+        }

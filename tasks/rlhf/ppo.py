@@ -123,16 +123,26 @@ class PPOConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
         if self.minibatch_size > self.batch_size:
-            raise ValueError(f"minibatch_size ({self.minibatch_size}) exceeds batch_size "
-                             f"({self.batch_size}): a minibatch is a slice of one iteration's batch")
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) exceeds batch_size "
+                f"({self.batch_size}): a minibatch is a slice of one iteration's batch"
+            )
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"AdamW betas must lie in [0, 1); got {self.betas}")
         return self
 
 
-def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_fn: RewardFn,
-              cfg: PPOConfig, logger: MetricLogger, eval_fn: EvalFn | None = None,
-              eos_id: int | None = None, pad_id: int = 0) -> dict:
+def train_ppo(
+    policy: Llama,
+    reference: Llama,
+    prompts: list[list[int]],
+    reward_fn: RewardFn,
+    cfg: PPOConfig,
+    logger: MetricLogger,
+    eval_fn: EvalFn | None = None,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> dict:
     """Train `policy` in place with PPO against `reward_fn`, penalised by the KL to `reference`.
 
     prompts: token ids of each prompt (no padding). The reference is frozen here (eval mode,
@@ -149,8 +159,9 @@ def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_
     reference.eval().requires_grad_(False)
     with seeded(cfg.seed):  # the value head is zeroed, but its nn.Linear draws on construction
         model = PolicyWithValue(policy)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=tuple(cfg.betas), eps=cfg.eps)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
+    )
     whitener = RunningWhitener(cfg.whiten_window)
     rng = torch.Generator().manual_seed(cfg.seed)
     sampler = PromptCycle(len(prompts), rng)
@@ -160,8 +171,20 @@ def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_
     iteration, skipped_total, metrics = 0, 0, {}
     while iteration < cfg.iterations and early.reason is None:
         iteration += 1
-        metrics = _iteration(iteration, model, reference, prompts, sampler.draw(cfg.batch_size),
-                             reward_fn, cfg, optimizer, whitener, rng, eos_id, pad_id)
+        metrics = _iteration(
+            iteration,
+            model,
+            reference,
+            prompts,
+            sampler.draw(cfg.batch_size),
+            reward_fn,
+            cfg,
+            optimizer,
+            whitener,
+            rng,
+            eos_id,
+            pad_id,
+        )
         skipped_total += int(metrics["ppo/skipped"])
         logger.log_metrics(metrics, step=iteration)
         log.info(_progress_line(iteration, cfg.iterations, metrics))
@@ -170,36 +193,66 @@ def train_ppo(policy: Llama, reference: Llama, prompts: list[list[int]], reward_
     stopped: Stopped = early.reason or "completed"
     best_iteration = early.finish(iteration)
     policy.eval()
-    stats = {"iterations_run": iteration, "stopped": stopped, "best_iteration": best_iteration,
-             **early.stats(), "skipped_prompts": skipped_total,
-             "seconds": time.perf_counter() - started}
+    stats = {
+        "iterations_run": iteration,
+        "stopped": stopped,
+        "best_iteration": best_iteration,
+        **early.stats(),
+        "skipped_prompts": skipped_total,
+        "seconds": time.perf_counter() - started,
+    }
     stats.update({f"final_{k.removeprefix('ppo/')}": v for k, v in metrics.items()})
-    log.info("ppo stopped (%s) after %d iterations; keeping iteration %d; %.1f s",
-             stopped, iteration, best_iteration, stats["seconds"])
+    log.info(
+        "ppo stopped (%s) after %d iterations; keeping iteration %d; %.1f s",
+        stopped,
+        iteration,
+        best_iteration,
+        stats["seconds"],
+    )
     return stats
 
 
 # --- one iteration -------------------------------------------------------------------------
 
-def _iteration(iteration: int, model: PolicyWithValue, reference: Llama,
-               prompts: list[list[int]], drawn: list[int], reward_fn: RewardFn, cfg: PPOConfig,
-               optimizer: torch.optim.Optimizer, whitener: RunningWhitener,
-               rng: torch.Generator, eos_id: int | None, pad_id: int) -> dict[str, float]:
+
+def _iteration(
+    iteration: int,
+    model: PolicyWithValue,
+    reference: Llama,
+    prompts: list[list[int]],
+    drawn: list[int],
+    reward_fn: RewardFn,
+    cfg: PPOConfig,
+    optimizer: torch.optim.Optimizer,
+    whitener: RunningWhitener,
+    rng: torch.Generator,
+    eos_id: int | None,
+    pad_id: int,
+) -> dict[str, float]:
     t0 = time.perf_counter()
     # 1. prompts with room for a whole response; the others are skipped and counted
     room = model.policy.config.max_seq_len - cfg.max_new_tokens
     indices = [i for i in drawn if len(prompts[i]) <= room]
     skipped = {"ppo/skipped": float(len(drawn) - len(indices))}
     if not indices:
-        log.warning("ppo iteration %d: all %d drawn prompts are too long; no update", iteration,
-                    len(drawn))
+        log.warning(
+            "ppo iteration %d: all %d drawn prompts are too long; no update", iteration, len(drawn)
+        )
         return skipped | {"ppo/rows": 0.0}
     # 2-3. sample with the policy; old log-probs, values and reference log-probs, no grad
-    rollout = collect_rollout(model, reference, prompts, indices,
-                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=cfg.top_p, eos_id=eos_id, pad_id=pad_id,
-                              seed=generation_seed(cfg.seed, iteration),
-                              chunk_rows=cfg.minibatch_size)
+    rollout = collect_rollout(
+        model,
+        reference,
+        prompts,
+        indices,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        seed=generation_seed(cfg.seed, iteration),
+        chunk_rows=cfg.minibatch_size,
+    )
     # 4. the reward model's r_c -> whitened score -> per-token rewards; 5. GAE
     rewards_out = reward_fn(rollout.indices, rollout.responses)
     r_c = _check_r_c(rewards_out, len(rollout.indices)).to(rollout.tokens.device)
@@ -210,42 +263,61 @@ def _iteration(iteration: int, model: PolicyWithValue, reference: Llama,
     t2 = time.perf_counter()
 
     mask = rollout.response_mask
-    rewards_logged = {f"ppo/{k}": float(torch.as_tensor(v, dtype=torch.float32).mean())
-                      for k, v in rewards_out.items() if k != "r_c"}
-    return skipped | {"ppo/r_c": float(r_c.mean()), **rewards_logged,
-                      "ppo/score": float(score.mean()),
-                      "ppo/kl": float(masked_mean(kl, mask)),
-                      "ppo/kl_seq": float(kl.sum(dim=1).mean()),
-                      "ppo/entropy": rollout.entropy,
-                      **update,
-                      "ppo/response_length": float(mask.sum(dim=1).float().mean()),
-                      "ppo/rows": float(mask.shape[0]),
-                      "ppo/rollout_s": t1 - t0,
-                      "ppo/update_s": t2 - t1}
+    rewards_logged = {
+        f"ppo/{k}": float(torch.as_tensor(v, dtype=torch.float32).mean())
+        for k, v in rewards_out.items()
+        if k != "r_c"
+    }
+    return skipped | {
+        "ppo/r_c": float(r_c.mean()),
+        **rewards_logged,
+        "ppo/score": float(score.mean()),
+        "ppo/kl": float(masked_mean(kl, mask)),
+        "ppo/kl_seq": float(kl.sum(dim=1).mean()),
+        "ppo/entropy": rollout.entropy,
+        **update,
+        "ppo/response_length": float(mask.sum(dim=1).float().mean()),
+        "ppo/rows": float(mask.shape[0]),
+        "ppo/rollout_s": t1 - t0,
+        "ppo/update_s": t2 - t1,
+    }
 
 
-def _advantages(rollout: Rollout, r_c: torch.Tensor, whitener: RunningWhitener, cfg: PPOConfig
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _advantages(
+    rollout: Rollout, r_c: torch.Tensor, whitener: RunningWhitener, cfg: PPOConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """score (B,) = WHITEN(LOGIT(r_c)) over the whitener's window (this batch included); the
     per-token KL (B, T); whitened GAE advantages (B, T) and returns (B, T)."""
     x = logit(r_c)  # (B,)
     whitener.update(x)
     score = whitener.whiten(x)  # (B,)
     mask = rollout.response_mask
-    rewards, kl = per_token_rewards(score, rollout.logprobs, rollout.ref_logprobs, mask,
-                                    cfg.kl_beta, cfg.kl_estimator)  # (B, T)
+    rewards, kl = per_token_rewards(
+        score, rollout.logprobs, rollout.ref_logprobs, mask, cfg.kl_beta, cfg.kl_estimator
+    )  # (B, T)
     advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
     return score, kl, whiten(advantages, mask), returns
 
 
-def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, rollout: Rollout,
-            advantages: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig,
-            rng: torch.Generator) -> dict[str, float]:
+def _update(
+    model: PolicyWithValue,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: PPOConfig,
+    rng: torch.Generator,
+) -> dict[str, float]:
     """ppo_epochs passes of shuffled minibatches, one optimizer step each; mean stats."""
     model.train()
     tokens, mask = rollout.tokens, rollout.response_mask
-    sums = {"policy_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0,
-            "grad_norm": 0.0}
+    sums = {
+        "policy_loss": 0.0,
+        "value_loss": 0.0,
+        "clipfrac": 0.0,
+        "approx_kl": 0.0,
+        "grad_norm": 0.0,
+    }
     steps = 0
     lengths = mask.shape[1] - mask.flip(1).int().argmax(dim=1)  # (B,) end of each row's response
     for _ in range(cfg.ppo_epochs):
@@ -256,10 +328,10 @@ def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, rollout: R
             logits, v = model(tok)
             lp = sequence_logprobs(logits / cfg.temperature, tok, m)
             values = torch.where(m, align_to_tokens(v), 0.0)
-            pg, clipfrac, approx_kl = policy_loss(lp, rollout.logprobs[rows, :T],
-                                                  advantages[rows, :T], m, cfg.clip)
-            vl = value_loss(values, rollout.values[rows, :T], returns[rows, :T], m,
-                            cfg.value_clip)
+            pg, clipfrac, approx_kl = policy_loss(
+                lp, rollout.logprobs[rows, :T], advantages[rows, :T], m, cfg.clip
+            )
+            vl = value_loss(values, rollout.values[rows, :T], returns[rows, :T], m, cfg.value_clip)
             loss = pg + cfg.vf_coef * vl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -267,8 +339,13 @@ def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, rollout: R
             max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             optimizer.step()
-            for key, value in (("policy_loss", pg), ("value_loss", vl), ("clipfrac", clipfrac),
-                               ("approx_kl", approx_kl), ("grad_norm", grad_norm)):
+            for key, value in (
+                ("policy_loss", pg),
+                ("value_loss", vl),
+                ("clipfrac", clipfrac),
+                ("approx_kl", approx_kl),
+                ("grad_norm", grad_norm),
+            ):
                 sums[key] += float(value.detach())
             steps += 1
     model.eval()
@@ -277,13 +354,18 @@ def _update(model: PolicyWithValue, optimizer: torch.optim.Optimizer, rollout: R
 
 # --- checks and the progress line ------------------------------------------------------------
 
+
 def _check_inputs(policy: Llama, reference: Llama, prompts: list[list[int]]) -> None:
     if policy is reference:
-        raise ValueError("policy and reference must be different models (the reference is "
-                         "frozen; pass a copy of the initial policy)")
+        raise ValueError(
+            "policy and reference must be different models (the reference is "
+            "frozen; pass a copy of the initial policy)"
+        )
     if policy.config.vocab_size != reference.config.vocab_size:
-        raise ValueError(f"policy vocabulary {policy.config.vocab_size} != reference "
-                         f"vocabulary {reference.config.vocab_size}")
+        raise ValueError(
+            f"policy vocabulary {policy.config.vocab_size} != reference "
+            f"vocabulary {reference.config.vocab_size}"
+        )
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("train_ppo needs at least one prompt, and no prompt may be empty")
 
@@ -296,16 +378,19 @@ def _check_r_c(out: dict[str, torch.Tensor], B: int) -> torch.Tensor:
         raise ValueError(f"reward_fn's r_c has {r_c.numel()} values for {B} responses")
     # [0, 1], not (0, 1): a float32 sigmoid rounds to exactly 1 from ~17; logit() clamps
     if not bool(((r_c >= 0) & (r_c <= 1)).all()):
-        raise ValueError(f"r_c must lie in [0, 1] (sigmoid rewards); got {r_c.min():.4g}.."
-                         f"{r_c.max():.4g}")
+        raise ValueError(
+            f"r_c must lie in [0, 1] (sigmoid rewards); got {r_c.min():.4g}..{r_c.max():.4g}"
+        )
     return r_c
 
 
 def _progress_line(iteration: int, total: int, m: dict[str, float]) -> str:
     if not m.get("ppo/rows"):
         return f"ppo it {iteration}/{total}: no rows"
-    return (f"ppo it {iteration}/{total}: r_c {m['ppo/r_c']:.3f} kl {m['ppo/kl']:.4f} "
-            f"ent {m['ppo/entropy']:.3f} pg {m['ppo/policy_loss']:.4f} "
-            f"vf {m['ppo/value_loss']:.4f} clip {m['ppo/clipfrac']:.3f} "
-            f"len {m['ppo/response_length']:.1f} ({m['ppo/rollout_s']:.2f}+"
-            f"{m['ppo/update_s']:.2f} s)")
+    return (
+        f"ppo it {iteration}/{total}: r_c {m['ppo/r_c']:.3f} kl {m['ppo/kl']:.4f} "
+        f"ent {m['ppo/entropy']:.3f} pg {m['ppo/policy_loss']:.4f} "
+        f"vf {m['ppo/value_loss']:.4f} clip {m['ppo/clipfrac']:.3f} "
+        f"len {m['ppo/response_length']:.1f} ({m['ppo/rollout_s']:.2f}+"
+        f"{m['ppo/update_s']:.2f} s)"
+    )

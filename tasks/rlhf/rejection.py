@@ -26,13 +26,16 @@ def mark_best(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         groups[(r["round"], r["prompt_id"])].append(i)
-    best = {min(idx, key=lambda i: (-rows[i]["r_c"], rows[i]["origin_round"], rows[i]["sample"]))
-            for idx in groups.values()}
+    best = {
+        min(idx, key=lambda i: (-rows[i]["r_c"], rows[i]["origin_round"], rows[i]["sample"]))
+        for idx in groups.values()
+    }
     return [{**r, "is_best": i in best} for i, r in enumerate(rows)]
 
 
-def pooled_candidates(round_: int, earlier_best: list[dict], prompt_ids: set[str],
-                      rs_pool_from: int) -> list[dict]:
+def pooled_candidates(
+    round_: int, earlier_best: list[dict], prompt_ids: set[str], rs_pool_from: int
+) -> list[dict]:
     """The earlier rounds' best rows that join round `round_`'s pick: none before
     `rs_pool_from`; from then on every earlier round's best row of a prompt this round samples,
     with `round` set to this round (the caller re-scores them with this round's RMs)."""
@@ -67,13 +70,20 @@ def best_of_n_curve(rows: list[dict]) -> list[dict]:
     curve = []
     for n in range(1, k + 1):
         firsts = [s[:n] for s in scores if len(s) >= n]
-        curve.append({"n": n, "max": statistics.fmean(max(f) for f in firsts),
-                      "median": statistics.fmean(statistics.median(f) for f in firsts),
-                      "prompts": len(firsts)})
+        curve.append(
+            {
+                "n": n,
+                "max": statistics.fmean(max(f) for f in firsts),
+                "median": statistics.fmean(statistics.median(f) for f in firsts),
+                "prompts": len(firsts),
+            }
+        )
     return curve
 
 
-def curve_png(curves: dict[str, list[dict]], title: str = "Rejection sampling: R_c over N samples") -> bytes:
+def curve_png(
+    curves: dict[str, list[dict]], title: str = "Rejection sampling: R_c over N samples"
+) -> bytes:
     """One line pair (max solid, median dashed) per curve label, as PNG bytes (paper Fig. 7)."""
     fig, ax = pyplot().subplots(figsize=(6, 4))
     for i, (label, curve) in enumerate(curves.items()):

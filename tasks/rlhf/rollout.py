@@ -54,33 +54,57 @@ class PromptCycle:
 
 def generation_seed(seed: int, iteration: int) -> int:
     """A different sampling seed per iteration, reproducible from the run's seed."""
-    return (seed * 1_000_003 + iteration) % (2 ** 63)
+    return (seed * 1_000_003 + iteration) % (2**63)
 
 
-def collect_rollout(model: PolicyWithValue, reference: Llama, prompts: list[list[int]],
-                    indices: list[int], *, max_new_tokens: int, temperature: float, top_p: float,
-                    eos_id: int | None, pad_id: int, seed: int, chunk_rows: int) -> Rollout:
+def collect_rollout(
+    model: PolicyWithValue,
+    reference: Llama,
+    prompts: list[list[int]],
+    indices: list[int],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    eos_id: int | None,
+    pad_id: int,
+    seed: int,
+    chunk_rows: int,
+) -> Rollout:
     """Sample one response per prompt in `indices` (each must leave room for max_new_tokens)
     with the policy in eval mode, then score the batch (`score_rollout`). The model is left in
     eval mode."""
     model.eval()
-    responses = generate(model.policy, [prompts[i] for i in indices], max_new_tokens,
-                         temperature=temperature, top_p=top_p, eos_id=eos_id, pad_id=pad_id,
-                         seed=seed)
+    responses = generate(
+        model.policy,
+        [prompts[i] for i in indices],
+        max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        seed=seed,
+    )
     kept = [k for k, r in enumerate(responses) if r]  # generate returns >= 1 token; be safe
     indices, responses = [indices[k] for k in kept], [responses[k] for k in kept]
     tokens, mask = pack([prompts[i] for i in indices], responses, max(pad_id, 0))  # (B, T)
     device = next(model.parameters()).device
     tokens, mask = tokens.to(device), mask.to(device)
-    logprobs, ref_logprobs, values, entropy = score_rollout(model, reference, tokens, mask,
-                                                            temperature, chunk_rows)
+    logprobs, ref_logprobs, values, entropy = score_rollout(
+        model, reference, tokens, mask, temperature, chunk_rows
+    )
     return Rollout(indices, responses, tokens, mask, logprobs, ref_logprobs, values, entropy)
 
 
 @torch.no_grad()
-def score_rollout(model: PolicyWithValue, reference: Llama, tokens: torch.Tensor,
-                  mask: torch.Tensor, temperature: float, chunk_rows: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+def score_rollout(
+    model: PolicyWithValue,
+    reference: Llama,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    chunk_rows: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Old log-probs, reference log-probs and values (B, T), aligned to tokens and 0 off the
     response, plus the mean response entropy; in chunks of chunk_rows rows (the logits of a
     whole batch, B x T x V floats, need not fit in memory)."""
@@ -97,18 +121,23 @@ def score_rollout(model: PolicyWithValue, reference: Llama, tokens: torch.Tensor
         n = int(m[:, 1:].sum())
         entropy_sum += float(entropy_from_logits(logits[:, :-1], m[:, 1:])) * n
         counted += n
-    return (torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values),
-            entropy_sum / max(counted, 1))
+    return (
+        torch.cat(logprobs),
+        torch.cat(ref_logprobs),
+        torch.cat(values),
+        entropy_sum / max(counted, 1),
+    )
 
 
-def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def pack(
+    prompts: list[list[int]], responses: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded prompt + response tokens (B, T) and response_mask (B, T), True on the
     response tokens (EOS included)."""
     T = max(len(p) + len(r) for p, r in zip(prompts, responses))
     tokens = torch.full((len(prompts), T), pad_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), T, dtype=torch.bool)
     for row, (p, r) in enumerate(zip(prompts, responses)):
-        tokens[row, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
-        mask[row, len(p):len(p) + len(r)] = True
+        tokens[row, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+        mask[row, len(p) : len(p) + len(r)] = True
     return tokens, mask

@@ -14,8 +14,9 @@ from tasks.rlhf.config import RlhfConfig
 from tasks.training.finetune import answer_examples
 
 
-def _draw(pool: dict[str, list[dict]], counts, rng: random.Random, exclude: set[str] = frozenset()
-          ) -> list[dict]:
+def _draw(
+    pool: dict[str, list[dict]], counts, rng: random.Random, exclude: set[str] = frozenset()
+) -> list[dict]:
     out = []
     for kind in ("helpfulness", "safety"):
         candidates = [p for p in pool[kind] if p["prompt_id"] not in exclude]
@@ -32,12 +33,17 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
     rs = _draw(train, cfg.rejection.prompts, rng)
     ppo = _draw(train, cfg.ppo_prompts, rng)
     validation = _draw(train, cfg.validation_prompts, rng, exclude={p["prompt_id"] for p in ppo})
-    return {"rs": rs, "ppo": ppo, "validation": validation,
-            "eval": _draw(heldout, cfg.evaluation.prompts, rng)}
+    return {
+        "rs": rs,
+        "ppo": ppo,
+        "validation": validation,
+        "eval": _draw(heldout, cfg.evaluation.prompts, rng),
+    }
 
 
-def sample_rows(round_: int, prompts: list[dict], answers: list[list[str | None]],
-                 temperature: float) -> tuple[list[dict], int]:
+def sample_rows(
+    round_: int, prompts: list[dict], answers: list[list[str | None]], temperature: float
+) -> tuple[list[dict], int]:
     """Rows for the K answers of each prompt (sample k = answers[k]); prompts whose context does
     not fit the window (answer None) are left out and counted."""
     rows, skipped = [], 0
@@ -47,11 +53,23 @@ def sample_rows(round_: int, prompts: list[dict], answers: list[list[str | None]
             skipped += 1
             continue
         for k, text in enumerate(texts):
-            rows.append({"round": round_, "prompt_id": p["prompt_id"], "system": p["system"],
-                         "prompt": p["turns"], "is_safety": p["is_safety"], "category": p["category"],
-                         "risk_category": p["risk_category"], "reference": p["reference"],
-                         "sample": k, "response": text, "temperature": temperature,
-                         "origin_round": round_, "is_best": False})
+            rows.append(
+                {
+                    "round": round_,
+                    "prompt_id": p["prompt_id"],
+                    "system": p["system"],
+                    "prompt": p["turns"],
+                    "is_safety": p["is_safety"],
+                    "category": p["category"],
+                    "risk_category": p["risk_category"],
+                    "reference": p["reference"],
+                    "sample": k,
+                    "response": text,
+                    "temperature": temperature,
+                    "origin_round": round_,
+                    "is_best": False,
+                }
+            )
     return rows, skipped
 
 
@@ -61,29 +79,61 @@ def as_prompt(row: dict) -> dict:
 
 def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.DataFrame, dict]:
     """The best row per prompt as a chat training example (see `answer_examples`)."""
-    return answer_examples(samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response")
+    return answer_examples(
+        samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response"
+    )
 
 
-def version_rows(name: str, order: int, prompts: list[dict], answers: list[str], scores: dict,
-                  kl: list, annot: np.ndarray, wins: np.ndarray) -> list[dict]:
-    return [{"version": name, "order": order, "prompt_id": p["prompt_id"],
-             "kind": "safety" if p["is_safety"] else "helpfulness", "category": p["category"],
-             "risk_category": p["risk_category"], "answer": a, "r_h": float(scores["r_h"][i]),
-             "r_s": float(scores["r_s"][i]), "r_c": float(scores["r_c"][i]), "kl_to_sft": kl[i],
-             "annotator_score": float(annot[i]), "win_vs_sft": float(wins[i])}
-            for i, (p, a) in enumerate(zip(prompts, answers))]
+def version_rows(
+    name: str,
+    order: int,
+    prompts: list[dict],
+    answers: list[str],
+    scores: dict,
+    kl: list,
+    annot: np.ndarray,
+    wins: np.ndarray,
+) -> list[dict]:
+    return [
+        {
+            "version": name,
+            "order": order,
+            "prompt_id": p["prompt_id"],
+            "kind": "safety" if p["is_safety"] else "helpfulness",
+            "category": p["category"],
+            "risk_category": p["risk_category"],
+            "answer": a,
+            "r_h": float(scores["r_h"][i]),
+            "r_s": float(scores["r_s"][i]),
+            "r_c": float(scores["r_c"][i]),
+            "kl_to_sft": kl[i],
+            "annotator_score": float(annot[i]),
+            "win_vs_sft": float(wins[i]),
+        }
+        for i, (p, a) in enumerate(zip(prompts, answers))
+    ]
 
 
 def rounds_table(rows: pl.DataFrame) -> pl.DataFrame:
     """Per version: mean R_c, R_h, R_s, mean KL to SFT, and the annotator's helpfulness and safety
     win rates against SFT (ties half), on the held-out prompts."""
-    return (rows.group_by("version", "order").agg(
-        pl.col("r_c").mean().alias("mean_r_c"), pl.col("r_h").mean().alias("mean_r_h"),
-        pl.col("r_s").mean().alias("mean_r_s"), pl.col("kl_to_sft").mean().alias("kl_to_sft"),
-        pl.col("win_vs_sft").filter(pl.col("kind") == "helpfulness").mean().alias("helpfulness_win_rate"),
-        pl.col("win_vs_sft").filter(pl.col("kind") == "safety").mean().alias("safety_win_rate"),
-        pl.len().alias("prompts"))
-        .sort("order").drop("order"))
+    return (
+        rows.group_by("version", "order")
+        .agg(
+            pl.col("r_c").mean().alias("mean_r_c"),
+            pl.col("r_h").mean().alias("mean_r_h"),
+            pl.col("r_s").mean().alias("mean_r_s"),
+            pl.col("kl_to_sft").mean().alias("kl_to_sft"),
+            pl.col("win_vs_sft")
+            .filter(pl.col("kind") == "helpfulness")
+            .mean()
+            .alias("helpfulness_win_rate"),
+            pl.col("win_vs_sft").filter(pl.col("kind") == "safety").mean().alias("safety_win_rate"),
+            pl.len().alias("prompts"),
+        )
+        .sort("order")
+        .drop("order")
+    )
 
 
 def rounds_png(table: pl.DataFrame) -> bytes:

@@ -23,31 +23,36 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tasks.caching import code_and_inputs
-from tasks.judges.toxicity import ToxicityConfig
+from tasks.chat.answer import make_answer_fn
+from tasks.chat.config import FormatConfig
+from tasks.chat.format import prompt_tokens
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.persist import STEP_OUTPUT_JSON
-from tasks.results import StepOutput, write_artifact
 from tasks.judges.annotator import RuleAnnotatorConfig
-from tasks.reward.collection import collect_batches
-from tasks.reward.config import CollectionConfig, RewardConfig
-from tasks.reward.steps import (PAIRS, PAIRS_EXCLUDED, train_reward_model)
-from tasks.rlhf import rejection
-from tasks.rlhf.rounds import as_prompt, best_examples, rounds_png, rounds_table, sample_rows, version_rows
-from tasks.rlhf.config import RejectionConfig, RoundEvalConfig
-from tasks.rlhf.ppo import PPOConfig, train_ppo
 from tasks.judges.judge import judge
 from tasks.judges.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
+from tasks.judges.toxicity import ToxicityConfig
+from tasks.persist import STEP_OUTPUT_JSON
 from tasks.records import dialogue_frame
-from tasks.chat.format import prompt_tokens
-from tasks.chat.config import FormatConfig
-from tasks.training.finetune import FinetuneConfig
-from tasks.training.model_io import load_model
-from tasks.chat.answer import make_answer_fn
+from tasks.results import StepOutput, write_artifact
+from tasks.reward.collection import collect_batches
+from tasks.reward.config import CollectionConfig, RewardConfig
+from tasks.reward.steps import PAIRS, PAIRS_EXCLUDED, train_reward_model
+from tasks.rlhf import rejection
+from tasks.rlhf.config import RejectionConfig, RoundEvalConfig
+from tasks.rlhf.ppo import PPOConfig, train_ppo
+from tasks.rlhf.rounds import (
+    as_prompt,
+    best_examples,
+    rounds_png,
+    rounds_table,
+    sample_rows,
+    version_rows,
+)
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
-from tasks.training.finetune import finetune_on
-from tasks.training.model_io import save_model_folder
+from tasks.training.finetune import FinetuneConfig, finetune_on
+from tasks.training.model_io import load_model, save_model_folder
 from tasks.training.rerun import set_aside_if_forced
 
 SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
@@ -55,12 +60,28 @@ SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
 
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
 
-@task(name="refresh_reward_models", cache_policy=code_and_inputs() - "mlflow_run_id",
-      persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues: Manifest,
-                 tokenizer_model: str, sft_dir: str, reward: RewardConfig, collection: CollectionConfig,
-                 toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str,
-                 mlflow_run_id: str) -> StepOutput:
+
+@task(
+    name="refresh_reward_models",
+    cache_policy=code_and_inputs() - "mlflow_run_id",
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def refresh_step(
+    round_: int,
+    models: dict[str, str],
+    pairs: Manifest,
+    dialogues: Manifest,
+    tokenizer_model: str,
+    sft_dir: str,
+    reward: RewardConfig,
+    collection: CollectionConfig,
+    toxicity: ToxicityConfig,
+    seed: int,
+    data_dir: str,
+    run_dir: str,
+    mlflow_run_id: str,
+) -> StepOutput:
     """New comparisons of the newest policy's answers (against the models `cfg.collection`
     names) judged by the rule annotator, appended to every earlier batch; then both reward
     models retrained from the SFT weights on all of it (paper: the RMs are refreshed on the
@@ -69,113 +90,236 @@ def refresh_step(round_: int, models: dict[str, str], pairs: Manifest, dialogues
     earlier = read_dataset(pairs)
     first_batch = int(earlier["batch"].max()) + 1 if earlier.height else 0
     annotator = rule_annotator(reward.annotator, toxicity)
-    rows, excluded, collected = collect_batches(read_dataset(dialogues).to_dicts(), models,
-                                                tokenizer_model, c, annotator, seed, first_batch,
-                                                log=get_run_logger().info)
+    rows, excluded, collected = collect_batches(
+        read_dataset(dialogues).to_dicts(),
+        models,
+        tokenizer_model,
+        c,
+        annotator,
+        seed,
+        first_batch,
+        log=get_run_logger().info,
+    )
     stats = {f"collect.{k}": v for k, v in collected.items()}
-    get_run_logger().info("RLHF-V%d: %d new preference pairs (%d excluded) from %s", round_,
-                          len(rows), len(excluded), ", ".join(c.variants))
+    get_run_logger().info(
+        "RLHF-V%d: %d new preference pairs (%d excluded) from %s",
+        round_,
+        len(rows),
+        len(excluded),
+        ", ".join(c.variants),
+    )
     merged = pl.concat([earlier, dialogue_frame(rows, PAIRS)]) if rows else earlier
     pairs_out = write_dataset(merged, PAIRS, Path(data_dir))
-    excluded_out = write_dataset(dialogue_frame(excluded, PAIRS_EXCLUDED), PAIRS_EXCLUDED, Path(data_dir))
+    excluded_out = write_dataset(
+        dialogue_frame(excluded, PAIRS_EXCLUDED), PAIRS_EXCLUDED, Path(data_dir)
+    )
     logger = attach_run(Path(run_dir), mlflow_run_id)
     folders = {}
     for rm in ("helpfulness", "safety"):
         rm_cfg = getattr(reward, rm)
-        st, folder = train_reward_model(pairs_out, rm, rm_cfg, sft_dir, tokenizer_model,
-                                        reward.safety_share, seed, run_dir, mlflow_run_id,
-                                        f"v{round_}_rm_{rm}")
+        st, folder = train_reward_model(
+            pairs_out,
+            rm,
+            rm_cfg,
+            sft_dir,
+            tokenizer_model,
+            reward.safety_share,
+            seed,
+            run_dir,
+            mlflow_run_id,
+            f"v{round_}_rm_{rm}",
+        )
         stats.update(st)
         folders[rm] = str(folder)
-        stats[f"v{round_}_rm_{rm}.registered_version"] = float(register_model(
-            logger, folder, rm_cfg.registered_model,
-            f"{rm.capitalize()} reward model refreshed for RLHF-V{round_} on {merged.height} pairs "
-            f"(batches 0..{first_batch + c.batches - 1})"))
+        stats[f"v{round_}_rm_{rm}.registered_version"] = float(
+            register_model(
+                logger,
+                folder,
+                rm_cfg.registered_model,
+                f"{rm.capitalize()} reward model refreshed for RLHF-V{round_} on {merged.height} pairs "
+                f"(batches 0..{first_batch + c.batches - 1})",
+            )
+        )
     stats["pairs_total"] = merged.height
-    return StepOutput(outputs={PAIRS: pairs_out, PAIRS_EXCLUDED: excluded_out},
-                      stats={k: float(v) for k, v in stats.items()}, models=folders)
+    return StepOutput(
+        outputs={PAIRS: pairs_out, PAIRS_EXCLUDED: excluded_out},
+        stats={k: float(v) for k, v in stats.items()},
+        models=folders,
+    )
 
 
 # --- 2. rejection sampling -------------------------------------------------------------------
 
 
-@task(name="rejection_sample", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def rejection_sample_step(round_: int, policy_dir: str, rms: dict[str, str], prompts: list[dict],
-                          earlier: list[Manifest], tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig,
-                          rejection_cfg: RejectionConfig, rs_pool_from: int, seed: int, data_dir: str,
-                          run_dir: str) -> StepOutput:
+@task(
+    name="rejection_sample",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def rejection_sample_step(
+    round_: int,
+    policy_dir: str,
+    rms: dict[str, str],
+    prompts: list[dict],
+    earlier: list[Manifest],
+    tokenizer_model: str,
+    rm_seq_len: int,
+    annotator_cfg: RuleAnnotatorConfig,
+    rejection_cfg: RejectionConfig,
+    rs_pool_from: int,
+    seed: int,
+    data_dir: str,
+    run_dir: str,
+) -> StepOutput:
     """K answers per prompt from the round's starting policy, scored by the round's RMs; from
     `rs_pool_from` on, the earlier rounds' best answers re-scored beside them; the best per
     prompt marked. Logs the Fig. 7 curve (max and median R_c over the first N samples)."""
     r = rejection_cfg
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     torch.manual_seed(seed + round_)
-    answer = make_answer_fn(load_model(Path(policy_dir)), processor, r.max_new_tokens, r.temperature,
-                            r.top_p, r.batch_size)
+    answer = make_answer_fn(
+        load_model(Path(policy_dir)),
+        processor,
+        r.max_new_tokens,
+        r.temperature,
+        r.top_p,
+        r.batch_size,
+    )
     contexts = [(p["system"], p["turns"]) for p in prompts]
     answers = []
     for k in range(r.k):
         answers.append(answer(contexts, seed + 7919 * round_ + 104729 * k))
-        get_run_logger().info("RLHF-V%d rejection sampling: sample %d/%d for %d prompts", round_,
-                              k + 1, r.k, len(prompts))
+        get_run_logger().info(
+            "RLHF-V%d rejection sampling: sample %d/%d for %d prompts",
+            round_,
+            k + 1,
+            r.k,
+            len(prompts),
+        )
     rows, skipped = sample_rows(round_, prompts, answers, r.temperature)
-    earlier_best = [row for m in earlier for row in read_dataset(m).filter(pl.col("is_best")).to_dicts()]
-    rows += rejection.pooled_candidates(round_, earlier_best, {row["prompt_id"] for row in rows},
-                                        rs_pool_from)
-    scores = load_scorer(rms, processor, rm_seq_len).score([as_prompt(x) for x in rows],
-                                                                [x["response"] for x in rows])
+    earlier_best = [
+        row for m in earlier for row in read_dataset(m).filter(pl.col("is_best")).to_dicts()
+    ]
+    rows += rejection.pooled_candidates(
+        round_, earlier_best, {row["prompt_id"] for row in rows}, rs_pool_from
+    )
+    scores = load_scorer(rms, processor, rm_seq_len).score(
+        [as_prompt(x) for x in rows], [x["response"] for x in rows]
+    )
     for i, row in enumerate(rows):
-        row.update(r_h=float(scores["r_h"][i]), r_s=float(scores["r_s"][i]), r_c=float(scores["r_c"][i]))
+        row.update(
+            r_h=float(scores["r_h"][i]), r_s=float(scores["r_s"][i]), r_c=float(scores["r_c"][i])
+        )
     rows = rejection.mark_best(rows)
     curve = rejection.best_of_n_curve(rows)
     best = [x for x in rows if x["is_best"]]
-    stats = {"prompts": len(prompts), "prompts_skipped_too_long": skipped, "samples": len(rows),
-             "pooled_rows": sum(x["origin_round"] < round_ for x in rows),
-             "best_from_earlier_rounds": sum(x["origin_round"] < round_ for x in best),
-             "best_r_c_mean": float(np.mean([x["r_c"] for x in best])) if best else 0.0,
-             "all_r_c_mean": float(np.mean([x["r_c"] for x in rows])) if rows else 0.0}
+    stats = {
+        "prompts": len(prompts),
+        "prompts_skipped_too_long": skipped,
+        "samples": len(rows),
+        "pooled_rows": sum(x["origin_round"] < round_ for x in rows),
+        "best_from_earlier_rounds": sum(x["origin_round"] < round_ for x in best),
+        "best_r_c_mean": float(np.mean([x["r_c"] for x in best])) if best else 0.0,
+        "all_r_c_mean": float(np.mean([x["r_c"] for x in rows])) if rows else 0.0,
+    }
     if curve:
-        stats.update({"fig7.max_at_1": curve[0]["max"], f"fig7.max_at_{curve[-1]['n']}": curve[-1]["max"],
-                      f"fig7.median_at_{curve[-1]['n']}": curve[-1]["median"]})
+        stats.update(
+            {
+                "fig7.max_at_1": curve[0]["max"],
+                f"fig7.max_at_{curve[-1]['n']}": curve[-1]["max"],
+                f"fig7.median_at_{curve[-1]['n']}": curve[-1]["median"],
+            }
+        )
     name = f"fig7_rejection_sampling_v{round_}"
     artifacts = {
-        "curve.csv": str(write_artifact(pl.DataFrame(curve).write_csv().encode(), Path(run_dir), "rlhf",
-                                        f"{name}.csv")),
-        "curve.png": str(write_artifact(rejection.curve_png({f"V{round_}": curve}), Path(run_dir), "rlhf",
-                                        f"{name}.png")),
+        "curve.csv": str(
+            write_artifact(
+                pl.DataFrame(curve).write_csv().encode(), Path(run_dir), "rlhf", f"{name}.csv"
+            )
+        ),
+        "curve.png": str(
+            write_artifact(
+                rejection.curve_png({f"V{round_}": curve}), Path(run_dir), "rlhf", f"{name}.png"
+            )
+        ),
     }
-    get_run_logger().info("RLHF-V%d rejection sampling: mean R_c %.3f over all samples, %.3f of the best",
-                          round_, stats["all_r_c_mean"], stats["best_r_c_mean"])
-    return StepOutput(outputs={SAMPLES: write_dataset(dialogue_frame(rows, SAMPLES), SAMPLES, Path(data_dir))},
-                      stats={f"rs.{k}": float(v) for k, v in stats.items()}, files=artifacts)
+    get_run_logger().info(
+        "RLHF-V%d rejection sampling: mean R_c %.3f over all samples, %.3f of the best",
+        round_,
+        stats["all_r_c_mean"],
+        stats["best_r_c_mean"],
+    )
+    return StepOutput(
+        outputs={SAMPLES: write_dataset(dialogue_frame(rows, SAMPLES), SAMPLES, Path(data_dir))},
+        stats={f"rs.{k}": float(v) for k, v in stats.items()},
+        files=artifacts,
+    )
 
 
-@task(name="rs_finetune", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def rs_finetune_step(round_: int, policy_dir: str, samples: Manifest, tokenizer_model: str,
-                     ft: FinetuneConfig, fmt: FormatConfig, run_dir: str, mlflow_run_id: str) -> StepOutput:
+@task(
+    name="rs_finetune",
+    cache_policy=code_and_inputs() - "mlflow_run_id",
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def rs_finetune_step(
+    round_: int,
+    policy_dir: str,
+    samples: Manifest,
+    tokenizer_model: str,
+    ft: FinetuneConfig,
+    fmt: FormatConfig,
+    run_dir: str,
+    mlflow_run_id: str,
+) -> StepOutput:
     """Fine-tune the round's starting policy on the best answers, with the shared loop as in SFT."""
     processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
     examples, stats = best_examples(read_dataset(samples), processor, ft.train.seq_len)
     if not examples.height:
         raise ValueError(f"RLHF-V{round_}: no usable best answer to fine-tune on (stats {stats})")
-    key = parts_key(samples.sha256, sha256_of(Path(policy_dir) / MODEL_FILE), ft.model_dump_json(),
-               fmt.model_dump_json())
+    key = parts_key(
+        samples.sha256,
+        sha256_of(Path(policy_dir) / MODEL_FILE),
+        ft.model_dump_json(),
+        fmt.model_dump_json(),
+    )
     out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-rs-{key}"
-    get_run_logger().info("RLHF-V%d: fine-tuning on %d best answers into %s", round_, examples.height, out_dir)
+    get_run_logger().info(
+        "RLHF-V%d: fine-tuning on %d best answers into %s", round_, examples.height, out_dir
+    )
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "rs_finetune/")
     loop, folder = finetune_on(examples, policy_dir, ft, fmt, processor, out_dir, logger)
     out = {**stats, **loop}
-    return StepOutput(stats={f"rs_finetune.{k}": float(v) for k, v in out.items()},
-                      models={"model": str(folder)})
+    return StepOutput(
+        stats={f"rs_finetune.{k}": float(v) for k, v in out.items()}, models={"model": str(folder)}
+    )
 
 
 # --- 3. PPO ------------------------------------------------------------------------------------
 
 
-@task(name="ppo", cache_policy=code_and_inputs() - "mlflow_run_id", persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dict],
-             validation: list[dict], tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig, ppo: PPOConfig,
-             toxicity: ToxicityConfig, seed: int, run_dir: str, mlflow_run_id: str) -> StepOutput:
+@task(
+    name="ppo",
+    cache_policy=code_and_inputs() - "mlflow_run_id",
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def ppo_step(
+    round_: int,
+    start_dir: str,
+    rms: dict[str, str],
+    prompts: list[dict],
+    validation: list[dict],
+    tokenizer_model: str,
+    rm_seq_len: int,
+    annotator_cfg: RuleAnnotatorConfig,
+    ppo: PPOConfig,
+    toxicity: ToxicityConfig,
+    seed: int,
+    run_dir: str,
+    mlflow_run_id: str,
+) -> StepOutput:
     """PPO from the round's rejection-sampling model against the gated reward; the reference is
     that same starting model. Early stopping on the validation prompts' mean R_c (greedy
     answers); the guard is the rule annotator's score of the same answers, an independent
@@ -204,40 +348,85 @@ def ppo_step(round_: int, start_dir: str, rms: dict[str, str], prompts: list[dic
         guard = annotator_scores(annotator, [x for x, _ in kept], [a for _, a in kept])
         safety = np.array([bool(x["is_safety"]) for x, _ in kept])
         model.train()
-        out = {"reward": float(np.mean(s["r_c"])), "guard": float(np.mean(guard)),
-               "r_h": float(np.mean(s["r_h"])), "r_s": float(np.mean(s["r_s"]))}
+        out = {
+            "reward": float(np.mean(s["r_c"])),
+            "guard": float(np.mean(guard)),
+            "r_h": float(np.mean(s["r_h"])),
+            "r_s": float(np.mean(s["r_s"])),
+        }
         for name, rows in (("helpfulness", ~safety), ("safety", safety)):
             if rows.any():  # one guard per axis: a fall on one is not hidden by a rise on the other
                 out[f"guard_{name}"] = float(np.mean(guard[rows]))
         return out
 
-    key = parts_key(sha256_of(Path(start_dir) / MODEL_FILE), json.dumps(sorted(rms.items())),
-               p.model_dump_json(), json.dumps([x["prompt_id"] for x in prompts]), str(seed))
+    key = parts_key(
+        sha256_of(Path(start_dir) / MODEL_FILE),
+        json.dumps(sorted(rms.items())),
+        p.model_dump_json(),
+        json.dumps([x["prompt_id"] for x in prompts]),
+        str(seed),
+    )
     out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-ppo-{key}"
     set_aside_if_forced(out_dir)  # --rerun trains again into a fresh folder; the old model is kept
     logger = attach_run(Path(run_dir), mlflow_run_id)
-    logging.getLogger("tasks.rlhf.ppo").setLevel(logging.INFO)  # one line per iteration, to Prefect's log
-    get_run_logger().info("RLHF-V%d PPO: %d iterations max, %d prompts, into %s", round_, p.iterations,
-                          len(prompts), out_dir)
-    stats = train_ppo(policy, ref, tokens, reward_fn, p.model_copy(update={"seed": p.seed + round_}),
-                      logger, eval_fn=eval_fn, eos_id=eos, pad_id=0)
-    folder = save_model_folder(policy, out_dir / "model", {"ppo": json.loads(p.model_dump_json()),
-                                                           "round": round_, "started_from": start_dir})
-    flat = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return StepOutput(stats={f"ppo.{k}": float(v) for k, v in flat.items()},
-                      models={"model": str(folder)},
-                      notes={"stopped": str(stats.get("stopped"))})
-
-
+    logging.getLogger("tasks.rlhf.ppo").setLevel(
+        logging.INFO
+    )  # one line per iteration, to Prefect's log
+    get_run_logger().info(
+        "RLHF-V%d PPO: %d iterations max, %d prompts, into %s",
+        round_,
+        p.iterations,
+        len(prompts),
+        out_dir,
+    )
+    stats = train_ppo(
+        policy,
+        ref,
+        tokens,
+        reward_fn,
+        p.model_copy(update={"seed": p.seed + round_}),
+        logger,
+        eval_fn=eval_fn,
+        eos_id=eos,
+        pad_id=0,
+    )
+    folder = save_model_folder(
+        policy,
+        out_dir / "model",
+        {"ppo": json.loads(p.model_dump_json()), "round": round_, "started_from": start_dir},
+    )
+    flat = {
+        k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    return StepOutput(
+        stats={f"ppo.{k}": float(v) for k, v in flat.items()},
+        models={"model": str(folder)},
+        notes={"stopped": str(stats.get("stopped"))},
+    )
 
 
 # --- 4. the per-round table -----------------------------------------------------------------
 
 
-@task(name="evaluate_rounds", cache_policy=code_and_inputs(), persist_result=True, result_serializer=STEP_OUTPUT_JSON)
-def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[dict],
-                  tokenizer_model: str, rm_seq_len: int, annotator_cfg: RuleAnnotatorConfig, evaluation: RoundEvalConfig,
-                  toxicity: ToxicityConfig, seed: int, data_dir: str, run_dir: str) -> StepOutput:
+@task(
+    name="evaluate_rounds",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
+def evaluate_step(
+    versions: dict[str, str],
+    rms: dict[str, str],
+    prompts: list[dict],
+    tokenizer_model: str,
+    rm_seq_len: int,
+    annotator_cfg: RuleAnnotatorConfig,
+    evaluation: RoundEvalConfig,
+    toxicity: ToxicityConfig,
+    seed: int,
+    data_dir: str,
+    run_dir: str,
+) -> StepOutput:
     """Greedy answers of every version (SFT first) to the held-out prompts, all scored by the
     final reward models; KL to SFT along each answer; the annotator's verdict against SFT."""
     e = evaluation
@@ -246,14 +435,19 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
     annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
     contexts = [(p["system"], p["turns"]) for p in prompts]
     models = {name: load_model(Path(d)) for name, d in versions.items()}  # each loaded once
-    answers = {name: make_answer_fn(model, processor, e.max_new_tokens, 0.0, 1.0, e.batch_size)(contexts, seed)
-               for name, model in models.items()}
+    answers = {
+        name: make_answer_fn(model, processor, e.max_new_tokens, 0.0, 1.0, e.batch_size)(
+            contexts, seed
+        )
+        for name, model in models.items()
+    }
     fits = [i for i in range(len(prompts)) if all(answers[n][i] is not None for n in answers)]
     kept = [prompts[i] for i in fits]
     tokens = [prompt_tokens(processor, p["system"], p["turns"]) for p in kept]
     texts = {name: [answers[name][i] for i in fits] for name in models}
-    judged = {name: judge(kept, texts[name], scorer, annotator, safety_threshold=0.5)
-              for name in models}
+    judged = {
+        name: judge(kept, texts[name], scorer, annotator, safety_threshold=0.5) for name in models
+    }
     annot = {name: np.array([j["annotator_score"] for j in judged[name]]) for name in models}
     rows = []
     for order, (name, model) in enumerate(models.items()):
@@ -262,8 +456,16 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
         answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts[name]]
         kl = kl_along(model, models["sft"], tokens, answer_tokens)
         scores = {k: np.array([j[k] for j in judged[name]]) for k in ("r_h", "r_s", "r_c")}
-        rows += version_rows(name, order, kept, texts[name], scores, kl, annot[name],
-                             win_rates(annot[name], annot["sft"]))
+        rows += version_rows(
+            name,
+            order,
+            kept,
+            texts[name],
+            scores,
+            kl,
+            annot[name],
+            win_rates(annot[name], annot["sft"]),
+        )
     frame = dialogue_frame(rows, EVAL)
     table = rounds_table(frame)
     get_run_logger().info("RLHF per-round table (held-out prompts):\n%s", table)
@@ -275,8 +477,15 @@ def evaluate_step(versions: dict[str, str], rms: dict[str, str], prompts: list[d
                 if i == table.height - 1:  # the newest version, under one name for every preset
                     stats[f"final.{k}"] = v
     artifacts = {
-        "rounds.csv": str(write_artifact(table.write_csv().encode(), Path(run_dir), "rlhf", "rlhf_rounds.csv")),
-        "rounds.png": str(write_artifact(rounds_png(table), Path(run_dir), "rlhf", "rlhf_rounds.png")),
+        "rounds.csv": str(
+            write_artifact(table.write_csv().encode(), Path(run_dir), "rlhf", "rlhf_rounds.csv")
+        ),
+        "rounds.png": str(
+            write_artifact(rounds_png(table), Path(run_dir), "rlhf", "rlhf_rounds.png")
+        ),
     }
-    return StepOutput(outputs={EVAL: write_dataset(frame, EVAL, Path(data_dir))},
-                      stats={f"eval.{k}": float(v) for k, v in stats.items()}, files=artifacts)
+    return StepOutput(
+        outputs={EVAL: write_dataset(frame, EVAL, Path(data_dir))},
+        stats={f"eval.{k}": float(v) for k, v in stats.items()},
+        files=artifacts,
+    )

@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.chat.config import FormatConfig
 from tasks.sft.curate import CurationConfig
 from tasks.sft.dataset import SourcesConfig
-from tasks.training.finetune import FinetuneConfig
 from tasks.sft.instructions import HOBBIES, KINDS, PERSONAS, InstructionSpace
-from tasks.chat.config import FormatConfig
+from tasks.training.finetune import FinetuneConfig
 
 
 class _Strict(BaseModel):
@@ -27,8 +27,9 @@ class InstructionsConfig(_Strict):
     shorten_prob: float = Field(0.5, ge=0, le=1)  # §3.3: shortened "half of the time"
 
     def space(self) -> InstructionSpace:
-        return InstructionSpace(tuple(self.kinds), tuple(self.hobbies), tuple(self.personas),
-                                self.max_parts)
+        return InstructionSpace(
+            tuple(self.kinds), tuple(self.hobbies), tuple(self.personas), self.max_parts
+        )
 
 
 class InstructionDemosConfig(_Strict):

@@ -37,8 +37,9 @@ class CurationConfig(BaseModel):
     toxicity_threshold: float = Field(0.5, gt=0, le=1)  # same cut as the corpus measurement
 
 
-def curate(rows: list[dict], cfg: CurationConfig, scorer: ToxicityScorer | None
-           ) -> tuple[list[dict], list[Excluded], dict[str, float]]:
+def curate(
+    rows: list[dict], cfg: CurationConfig, scorer: ToxicityScorer | None
+) -> tuple[list[dict], list[Excluded], dict[str, float]]:
     """(kept rows, excluded (row, reason, detail), stats: counts in/kept per source and per reason).
 
     `scorer` None skips the toxicity rule (and says so in the stats)."""
@@ -53,7 +54,10 @@ def curate(rows: list[dict], cfg: CurationConfig, scorer: ToxicityScorer | None
         if problem is None:
             key = _dedup_key(row)
             if key in seen:
-                problem = ("curate_duplicate", "same system prompt and turns as an earlier dialogue")
+                problem = (
+                    "curate_duplicate",
+                    "same system prompt and turns as an earlier dialogue",
+                )
             seen.add(key)
         if problem is None:
             kept.append(row)
@@ -79,9 +83,15 @@ def _length_problem(row: dict, cfg: CurationConfig) -> tuple[str, str] | None:
     for i, turn in enumerate(row["turns"]):
         n = len(turn["content"])
         if n > cfg.max_turn_chars:
-            return "curate_turn_too_long", f"turn {i + 1} ({turn['role']}) has {n} characters > {cfg.max_turn_chars}"
+            return (
+                "curate_turn_too_long",
+                f"turn {i + 1} ({turn['role']}) has {n} characters > {cfg.max_turn_chars}",
+            )
         if turn["role"] == "assistant" and len(turn["content"].strip()) < cfg.min_answer_chars:
-            return "curate_turn_too_short", f"answer {i // 2 + 1} has {n} characters < {cfg.min_answer_chars}"
+            return (
+                "curate_turn_too_short",
+                f"answer {i // 2 + 1} has {n} characters < {cfg.min_answer_chars}",
+            )
     return None
 
 
@@ -90,10 +100,15 @@ def _dedup_key(row: dict) -> str:
     return re.sub(r"\s+", " ", "\n".join(parts).casefold()).strip()
 
 
-def _drop_toxic(rows: list[dict], scorer: ToxicityScorer, threshold: float
-                ) -> tuple[list[dict], list[Excluded]]:
-    answers = [(i, t["content"]) for i, row in enumerate(rows) for t in row["turns"]
-               if t["role"] == "assistant"]
+def _drop_toxic(
+    rows: list[dict], scorer: ToxicityScorer, threshold: float
+) -> tuple[list[dict], list[Excluded]]:
+    answers = [
+        (i, t["content"])
+        for i, row in enumerate(rows)
+        for t in row["turns"]
+        if t["role"] == "assistant"
+    ]
     scores = document_scores([text for _, text in answers], scorer) if answers else []
     worst: dict[int, float] = {}
     for (i, _), score in zip(answers, scores):
@@ -101,18 +116,28 @@ def _drop_toxic(rows: list[dict], scorer: ToxicityScorer, threshold: float
     kept, toxic = [], []
     for i, row in enumerate(rows):
         if worst.get(i, 0.0) >= threshold:
-            toxic.append((row, "curate_toxic_response",
-                          f"an answer scores {worst[i]:.2f} >= {threshold} ({scorer.name})"))
+            toxic.append(
+                (
+                    row,
+                    "curate_toxic_response",
+                    f"an answer scores {worst[i]:.2f} >= {threshold} ({scorer.name})",
+                )
+            )
         else:
             kept.append(row)
     return kept, toxic
 
 
-def _stats(rows: list[dict], kept: list[dict], excluded: list[Excluded], truncated: int,
-           scored: bool) -> dict[str, float]:
-    stats: dict[str, float] = {"dialogues_in": len(rows), "dialogues_kept": len(kept),
-                               "dialogues_excluded": len(excluded), "dialogues_truncated": truncated,
-                               "toxicity_checked": float(scored)}
+def _stats(
+    rows: list[dict], kept: list[dict], excluded: list[Excluded], truncated: int, scored: bool
+) -> dict[str, float]:
+    stats: dict[str, float] = {
+        "dialogues_in": len(rows),
+        "dialogues_kept": len(kept),
+        "dialogues_excluded": len(excluded),
+        "dialogues_truncated": truncated,
+        "toxicity_checked": float(scored),
+    }
     for source, n in Counter(r["source"] for r in rows).items():
         stats[f"in.{source}"] = n
     for source, n in Counter(r["source"] for r in kept).items():

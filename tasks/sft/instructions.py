@@ -22,15 +22,43 @@ from dataclasses import dataclass
 from tasks.sft.turns import exchange
 
 KINDS = ("hobby", "capitals", "signoff", "persona")
-HOBBIES = ("tennis", "chess", "gardening", "photography", "hiking", "cooking", "jazz",
-           "astronomy", "cycling", "painting")
-PERSONAS = ("Napoleon", "Cleopatra", "Albert Einstein", "Marie Curie", "Shakespeare",
-            "Leonardo da Vinci", "Ada Lovelace", "Mozart", "Amelia Earhart", "Charles Darwin")
+HOBBIES = (
+    "tennis",
+    "chess",
+    "gardening",
+    "photography",
+    "hiking",
+    "cooking",
+    "jazz",
+    "astronomy",
+    "cycling",
+    "painting",
+)
+PERSONAS = (
+    "Napoleon",
+    "Cleopatra",
+    "Albert Einstein",
+    "Marie Curie",
+    "Shakespeare",
+    "Leonardo da Vinci",
+    "Ada Lovelace",
+    "Mozart",
+    "Amelia Earhart",
+    "Charles Darwin",
+)
 SIGN_OFF = "Cheers"
-_FULL = {"hobby": "You enjoy {}.", "capitals": "Always answer in capital letters.",
-         "signoff": "End every answer with '{}'.", "persona": "Act as {}."}
-_SHORT = {"hobby": "Hobby: {}", "capitals": "Style: capital letters",
-          "signoff": "Sign-off: {}", "persona": "Persona: {}"}
+_FULL = {
+    "hobby": "You enjoy {}.",
+    "capitals": "Always answer in capital letters.",
+    "signoff": "End every answer with '{}'.",
+    "persona": "Act as {}.",
+}
+_SHORT = {
+    "hobby": "Hobby: {}",
+    "capitals": "Style: capital letters",
+    "signoff": "Sign-off: {}",
+    "persona": "Persona: {}",
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +75,9 @@ class Instruction:
     def __post_init__(self):
         kinds = [p.kind for p in self.parts]
         if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(KINDS):
-            raise ValueError(f"an instruction needs 1+ parts of distinct kinds from {KINDS}, got {kinds}")
+            raise ValueError(
+                f"an instruction needs 1+ parts of distinct kinds from {KINDS}, got {kinds}"
+            )
 
     @property
     def text(self) -> str:
@@ -80,8 +110,12 @@ class InstructionSpace:
             raise ValueError("an instruction space needs at least one hobby and one persona")
 
 
-def sample_instruction(rng: random.Random, shorten_prob: float = 0.5, max_parts: int = 2,
-                       space: InstructionSpace | None = None) -> Instruction:
+def sample_instruction(
+    rng: random.Random,
+    shorten_prob: float = 0.5,
+    max_parts: int = 2,
+    space: InstructionSpace | None = None,
+) -> Instruction:
     """1..max_parts parts of distinct kinds; shortened with probability `shorten_prob`.
     With `space`, its kinds, hobbies, personas and max_parts are used instead of the defaults."""
     space = space or InstructionSpace(max_parts=max_parts)
@@ -92,8 +126,12 @@ def sample_instruction(rng: random.Random, shorten_prob: float = 0.5, max_parts:
         raise ValueError(f"shorten_prob must be in [0, 1], got {shorten_prob}")
     parts = []
     for kind in rng.sample(space.kinds, rng.randint(1, max_parts)):
-        pool = {"hobby": space.hobbies, "persona": space.personas, "signoff": (SIGN_OFF,),
-                "capitals": ("",)}[kind]
+        pool = {
+            "hobby": space.hobbies,
+            "persona": space.personas,
+            "signoff": (SIGN_OFF,),
+            "capitals": ("",),
+        }[kind]
         parts.append(Part(kind, rng.choice(pool)))
     return Instruction(tuple(parts), short=rng.random() < shorten_prob)
 
@@ -108,7 +146,9 @@ def _part_ok(part: Part, answer: str) -> bool:
     if part.kind == "capitals":
         return any(c.isalpha() for c in answer) and not any(c.islower() for c in answer)
     if part.kind == "signoff":
-        return _mentions(answer.rstrip(string.whitespace + string.punctuation), part.value, at_end=True)
+        return _mentions(
+            answer.rstrip(string.whitespace + string.punctuation), part.value, at_end=True
+        )
     return _mentions(answer, part.value)  # hobby, persona
 
 
@@ -145,8 +185,13 @@ def with_instruction(system: str, text: str) -> str:
     return f"{system}\n{text}" if system else text
 
 
-def instruction_demos(dialogues: list[dict], n: int, seed: int, shorten_prob: float,
-                      space: InstructionSpace | None = None) -> tuple[list[dict], dict]:
+def instruction_demos(
+    dialogues: list[dict],
+    n: int,
+    seed: int,
+    shorten_prob: float,
+    space: InstructionSpace | None = None,
+) -> tuple[list[dict], dict]:
     """Single-turn demonstrations of following an instruction, standing in for annotator-written ones.
 
     From `n` seeded-chosen train dialogues (safety ones and rows that already carry an
@@ -156,7 +201,11 @@ def instruction_demos(dialogues: list[dict], n: int, seed: int, shorten_prob: fl
     to follow an instruction in the current turn only; keeping it for the rest of a dialogue is
     what Ghost Attention (`build_gatt`) adds.
     """
-    pool = [d for d in dialogues if d["split"] == "train" and not d["is_safety"] and d["instruction"] is None]
+    pool = [
+        d
+        for d in dialogues
+        if d["split"] == "train" and not d["is_safety"] and d["instruction"] is None
+    ]
     rng = random.Random(seed)
     chosen = rng.sample(pool, min(n, len(pool)))
     rows, kinds, placed = [], Counter(), Counter()
@@ -166,15 +215,30 @@ def instruction_demos(dialogues: list[dict], n: int, seed: int, shorten_prob: fl
         in_system = rng.random() < 0.5
         placed["placed_system" if in_system else "placed_user"] += 1
         kinds.update(f"kind_{p.kind}" for p in instr.parts)
-        rows.append({
-            "dialogue_id": f"instructions:{d['dialogue_id']}", "source": "instructions",
-            "category": "instruction",
-            "system": with_instruction(d["system"], instr.text) if in_system else d["system"],
-            "turns": exchange(user if in_system else f"{instr.text} {user}", apply(instr, answer)),
-            "is_safety": False, "risk_category": None, "reference": None,  # the answer was rewritten
-            "instruction": instr.to_json(), "mask_strategy": None, "split": d["split"],
-            "location": f"instruction_demos(seed={seed}) from {d['dialogue_id']}",
-        })
-    stats = {"pool": len(pool), "requested": n, "rows": len(rows), "placed_system": 0,
-             "placed_user": 0, "short": sum(Instruction.from_json(r["instruction"]).short for r in rows)}
+        rows.append(
+            {
+                "dialogue_id": f"instructions:{d['dialogue_id']}",
+                "source": "instructions",
+                "category": "instruction",
+                "system": with_instruction(d["system"], instr.text) if in_system else d["system"],
+                "turns": exchange(
+                    user if in_system else f"{instr.text} {user}", apply(instr, answer)
+                ),
+                "is_safety": False,
+                "risk_category": None,
+                "reference": None,  # the answer was rewritten
+                "instruction": instr.to_json(),
+                "mask_strategy": None,
+                "split": d["split"],
+                "location": f"instruction_demos(seed={seed}) from {d['dialogue_id']}",
+            }
+        )
+    stats = {
+        "pool": len(pool),
+        "requested": n,
+        "rows": len(rows),
+        "placed_system": 0,
+        "placed_user": 0,
+        "short": sum(Instruction.from_json(r["instruction"]).short for r in rows),
+    }
     return rows, {**stats, **placed, **kinds}

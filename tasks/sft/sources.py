@@ -20,22 +20,43 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from tasks.chat.hh import parse_hh_transcript
 from tasks.chat.prompt import RISK_CATEGORIES
 from tasks.records import assign_split, quarantine_record
-
 from tasks.textio import JSON_ARRAY_MESSAGE, JsonLineError, is_json_array, loads_line
+
 Excluded = tuple[dict, str, str]  # (dialogue row, reason, detail)
 
 
-def dialogue_row(*, dialogue_id: str, source: str, category: str, turns: list[dict], split: str,
-                 location: str, system: str = "", is_safety: bool = False,
-                 risk_category: str | None = None, reference: str | None = None) -> dict:
+def dialogue_row(
+    *,
+    dialogue_id: str,
+    source: str,
+    category: str,
+    turns: list[dict],
+    split: str,
+    location: str,
+    system: str = "",
+    is_safety: bool = False,
+    risk_category: str | None = None,
+    reference: str | None = None,
+) -> dict:
     """One `sft_dialogues` row; `instruction` and `mask_strategy` are left to later stages."""
-    return {"dialogue_id": dialogue_id, "source": source, "category": category, "system": system,
-            "turns": turns, "is_safety": is_safety, "risk_category": risk_category,
-            "reference": reference, "instruction": None, "mask_strategy": None, "split": split,
-            "location": location}
+    return {
+        "dialogue_id": dialogue_id,
+        "source": source,
+        "category": category,
+        "system": system,
+        "turns": turns,
+        "is_safety": is_safety,
+        "risk_category": risk_category,
+        "reference": reference,
+        "instruction": None,
+        "mask_strategy": None,
+        "split": split,
+        "location": location,
+    }
 
 
 class _Config(BaseModel):
@@ -60,8 +81,9 @@ class ChitchatConfig(_Config):
     heldout_frac: float = Field(0.1, ge=0, le=1)
 
 
-def read_chitchat(wheel: Path, cfg: ChitchatConfig
-                  ) -> tuple[list[dict], list[Excluded], list[dict], dict[str, float]]:
+def read_chitchat(
+    wheel: Path, cfg: ChitchatConfig
+) -> tuple[list[dict], list[Excluded], list[dict], dict[str, float]]:
     """The chitchat wheel -> (rows, excluded, quarantine, stats).
 
     One turn is one sender's consecutive utterances joined with " " (blank utterances are
@@ -75,16 +97,28 @@ def read_chitchat(wheel: Path, cfg: ChitchatConfig
             data = json.loads(zf.read(CHITCHAT_MEMBER))
         except KeyError:
             raise FileNotFoundError(
-                f"{wheel} has no {CHITCHAT_MEMBER}: is it chitchat-dataset 0.9.0?") from None
+                f"{wheel} has no {CHITCHAT_MEMBER}: is it chitchat-dataset 0.9.0?"
+            ) from None
         except json.JSONDecodeError as e:
             raise ValueError(
-                f"{wheel}!{CHITCHAT_MEMBER} is not valid JSON: {e}; re-fetch the wheel") from None
+                f"{wheel}!{CHITCHAT_MEMBER} is not valid JSON: {e}; re-fetch the wheel"
+            ) from None
     if not isinstance(data, dict):
         raise ValueError(
-            f"{wheel}!{CHITCHAT_MEMBER} holds a {type(data).__name__}, expected an object of chats")
+            f"{wheel}!{CHITCHAT_MEMBER} holds a {type(data).__name__}, expected an object of chats"
+        )
     kept, excluded, quarantine = [], [], []
-    counts = Counter({key: 0 for key in ("blank_utterances", "trailing_user_turns_dropped", "sampled_out",
-                                         *(f"excluded_{r}" for r in CHITCHAT_REASONS))})
+    counts = Counter(
+        {
+            key: 0
+            for key in (
+                "blank_utterances",
+                "trailing_user_turns_dropped",
+                "sampled_out",
+                *(f"excluded_{r}" for r in CHITCHAT_REASONS),
+            )
+        }
+    )
     counts["chats_in"] = len(data)
     for chat_id, chat in data.items():
         location = f"{wheel.name}!{CHITCHAT_MEMBER}:{chat_id}"
@@ -101,8 +135,14 @@ def read_chitchat(wheel: Path, cfg: ChitchatConfig
         if not turns:
             counts["excluded_chitchat_too_short"] += 1
             continue
-        row = dialogue_row(dialogue_id=f"chitchat:{chat_id}", source="chitchat", category="chitchat",
-                           turns=turns, split=assign_split(chat_id, cfg.heldout_frac), location=location)
+        row = dialogue_row(
+            dialogue_id=f"chitchat:{chat_id}",
+            source="chitchat",
+            category="chitchat",
+            turns=turns,
+            split=assign_split(chat_id, cfg.heldout_frac),
+            location=location,
+        )
         if mean is None and not cfg.keep_unrated:
             excluded.append((row, "chitchat_unrated", "no witty/upbeat/interesting ratings"))
         elif mean is not None and mean < cfg.min_rating:
@@ -115,12 +155,22 @@ def read_chitchat(wheel: Path, cfg: ChitchatConfig
     if cfg.max_dialogues is not None and len(kept) > cfg.max_dialogues:
         counts["sampled_out"] = len(kept) - cfg.max_dialogues
         chosen = {r["dialogue_id"] for r in random.Random(cfg.seed).sample(kept, cfg.max_dialogues)}
-        excluded += [(r, "chitchat_sampled_out", f"not in the seeded sample of max_dialogues "
-                      f"{cfg.max_dialogues}") for r in kept if r["dialogue_id"] not in chosen]
+        excluded += [
+            (
+                r,
+                "chitchat_sampled_out",
+                f"not in the seeded sample of max_dialogues {cfg.max_dialogues}",
+            )
+            for r in kept
+            if r["dialogue_id"] not in chosen
+        ]
         kept = [r for r in kept if r["dialogue_id"] in chosen]
-    counts.update(kept=len(kept), quarantined=len(quarantine),
-                  kept_train=sum(r["split"] == "train" for r in kept),
-                  kept_heldout=sum(r["split"] == "heldout" for r in kept))
+    counts.update(
+        kept=len(kept),
+        quarantined=len(quarantine),
+        kept_train=sum(r["split"] == "train" for r in kept),
+        kept_heldout=sum(r["split"] == "heldout" for r in kept),
+    )
     return kept, excluded, quarantine, dict(counts)
 
 
@@ -136,7 +186,9 @@ def _chitchat_turns(chat: Any) -> tuple[list[dict], int]:
             raise ValueError(f"message group {g} is not a non-empty list of utterances")
         for m in group:
             if not isinstance(m, dict) or not isinstance(m.get("text"), str) or "sender" not in m:
-                raise ValueError(f"message group {g} has an utterance without string 'text' and 'sender'")
+                raise ValueError(
+                    f"message group {g} has an utterance without string 'text' and 'sender'"
+                )
         texts = [m["text"].strip() for m in group if m["text"].strip()]
         blank += len(group) - len(texts)
         sender = group[0]["sender"]
@@ -165,7 +217,9 @@ def _mean_rating(chat: dict) -> float | None:
     values = [ratings.get(k) for k in RATING_KEYS]
     if any(v is None for v in values):
         return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 1 <= v <= 10 for v in values):
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 1 <= v <= 10 for v in values
+    ):
         raise ValueError(f"ratings {ratings} are not numbers from 1 to 10")
     return sum(values) / len(values)
 
@@ -180,8 +234,9 @@ class UserDialoguesConfig(_Config):
     heldout_frac: float = Field(0.1, ge=0, le=1)  # for records without a "split" field
 
 
-def read_user_dialogues(path: Path, fmt: Literal["messages", "hh"], source: str,
-                        cfg: UserDialoguesConfig) -> tuple[list[dict], list[dict], dict[str, float]]:
+def read_user_dialogues(
+    path: Path, fmt: Literal["messages", "hh"], source: str, cfg: UserDialoguesConfig
+) -> tuple[list[dict], list[dict], dict[str, float]]:
     """A JSONL (one object a line) or Parquet file -> (rows, quarantine, stats).
 
     Optional record fields: "id" (dialogue_id becomes "<source>:<id>", else
@@ -200,16 +255,22 @@ def read_user_dialogues(path: Path, fmt: Literal["messages", "hh"], source: str,
                 raise ValueError(error)
             row = _user_row(obj, fmt, source, cfg, f"{source}:{path.name}:{n}", location)
             if row["dialogue_id"] in seen:
-                raise ValueError(f"duplicate dialogue id {row['dialogue_id']!r}, first at "
-                                 f"{seen[row['dialogue_id']]}")
+                raise ValueError(
+                    f"duplicate dialogue id {row['dialogue_id']!r}, first at "
+                    f"{seen[row['dialogue_id']]}"
+                )
         except ValueError as e:
             quarantine.append(quarantine_record(source, location, str(e), obj))
             continue
         seen[row["dialogue_id"]] = location
         rows.append(row)
-    stats = {"records_in": len(rows) + len(quarantine), "kept": len(rows), "quarantined": len(quarantine),
-             "kept_train": sum(r["split"] == "train" for r in rows),
-             "kept_heldout": sum(r["split"] == "heldout" for r in rows)}
+    stats = {
+        "records_in": len(rows) + len(quarantine),
+        "kept": len(rows),
+        "quarantined": len(quarantine),
+        "kept_train": sum(r["split"] == "train" for r in rows),
+        "kept_heldout": sum(r["split"] == "heldout" for r in rows),
+    }
     return rows, quarantine, stats
 
 
@@ -238,19 +299,29 @@ def _read_records(path: Path):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            yield loc, n, raw.decode("utf-8", "replace"), f"invalid UTF-8 at byte {e.start} of the line"
+            yield (
+                loc,
+                n,
+                raw.decode("utf-8", "replace"),
+                f"invalid UTF-8 at byte {e.start} of the line",
+            )
             continue
         try:
             obj = loads_line(line)  # also accepts a byte-order mark, survives deep nesting
         except JsonLineError as e:
             yield loc, n, line, f"bad JSON: {e}"
             continue
-        problem = None if isinstance(obj, dict) else f"JSON value is {type(obj).__name__}, expected an object"
+        problem = (
+            None
+            if isinstance(obj, dict)
+            else f"JSON value is {type(obj).__name__}, expected an object"
+        )
         yield loc, n, obj, problem
 
 
-def _user_row(obj: dict, fmt: str, source: str, cfg: UserDialoguesConfig, default_id: str,
-              location: str) -> dict:
+def _user_row(
+    obj: dict, fmt: str, source: str, cfg: UserDialoguesConfig, default_id: str, location: str
+) -> dict:
     if fmt == "hh":
         if not isinstance(obj.get(cfg.hh_field), str):
             raise ValueError(f"missing transcript field {cfg.hh_field!r} (a string)")
@@ -264,14 +335,24 @@ def _user_row(obj: dict, fmt: str, source: str, cfg: UserDialoguesConfig, defaul
     if is_safety is None:
         is_safety = risk is not None
     if not isinstance(is_safety, bool) or (risk is not None and not is_safety):
-        raise ValueError(f"is_safety {is_safety!r} must be true or false, and true with a risk_category")
+        raise ValueError(
+            f"is_safety {is_safety!r} must be true or false, and true with a risk_category"
+        )
     split = obj.get("split") or assign_split(turns[0]["content"], cfg.heldout_frac)
     if split not in ("train", "heldout"):
         raise ValueError(f"split {split!r} is not 'train' or 'heldout'")
     record_id = obj.get("id")
-    return dialogue_row(dialogue_id=default_id if record_id in (None, "") else f"{source}:{record_id}",
-                        source=source, category=cfg.category, system=system, turns=turns,
-                        split=split, location=location, is_safety=is_safety, risk_category=risk)
+    return dialogue_row(
+        dialogue_id=default_id if record_id in (None, "") else f"{source}:{record_id}",
+        source=source,
+        category=cfg.category,
+        system=system,
+        turns=turns,
+        split=split,
+        location=location,
+        is_safety=is_safety,
+        risk_category=risk,
+    )
 
 
 def _parse_messages(messages: Any) -> tuple[str, list[dict]]:
@@ -290,8 +371,10 @@ def _parse_messages(messages: Any) -> tuple[str, list[dict]]:
     for i, m in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if m.get("role") != expected:
-            raise ValueError(f"turn {i + 1} has role {m.get('role')!r}, expected {expected!r} "
-                             "(user and assistant alternate, starting with user)")
+            raise ValueError(
+                f"turn {i + 1} has role {m.get('role')!r}, expected {expected!r} "
+                "(user and assistant alternate, starting with user)"
+            )
         turns.append({"role": expected, "content": m["content"]})
     if not turns or len(turns) % 2:
         raise ValueError("dialogue must end with an assistant message")

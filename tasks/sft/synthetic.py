@@ -38,12 +38,17 @@ class TaskDialoguesConfig(BaseModel):
     facts_path: Path | None = None  # None = tasks/sft/data/facts.yaml
 
 
-def generate_task_dialogues(cfg: TaskDialoguesConfig, seed: int) -> tuple[list[dict], dict[str, float]]:
+def generate_task_dialogues(
+    cfg: TaskDialoguesConfig, seed: int
+) -> tuple[list[dict], dict[str, float]]:
     """-> (rows, stats). Same config and seed, same rows. Split by dialogue id."""
     facts = load_facts(cfg.facts_path or FACTS_PATH)
     makers: dict[str, Callable[[random.Random], QA]] = {
-        "arithmetic": _arithmetic, "counting": _counting, "conversion": _conversion,
-        "facts": partial(_fact, facts=facts)}
+        "arithmetic": _arithmetic,
+        "counting": _counting,
+        "conversion": _conversion,
+        "facts": partial(_fact, facts=facts),
+    }
     rows, stats = [], Counter()
     for kind in KINDS:
         rng = random.Random(f"{seed}:{kind}")
@@ -51,15 +56,29 @@ def generate_task_dialogues(cfg: TaskDialoguesConfig, seed: int) -> tuple[list[d
             turns, reference = [], ""
             for _ in range(rng.randint(1, cfg.max_turns)):
                 question, answer, reference = makers[kind](rng)
-                turns += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+                turns += [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                ]
             dialogue_id = f"tasks:{kind}:{i}"
-            rows.append(dialogue_row(dialogue_id=dialogue_id, source="tasks", category=kind,
-                                     turns=turns, split=assign_split(dialogue_id, cfg.heldout_frac),
-                                     location=f"generator:{kind}:seed={seed}", reference=reference))
+            rows.append(
+                dialogue_row(
+                    dialogue_id=dialogue_id,
+                    source="tasks",
+                    category=kind,
+                    turns=turns,
+                    split=assign_split(dialogue_id, cfg.heldout_frac),
+                    location=f"generator:{kind}:seed={seed}",
+                    reference=reference,
+                )
+            )
             stats[f"dialogues_{kind}"] += 1
             stats[f"exchanges_{kind}"] += len(turns) // 2
-    stats.update(dialogues=len(rows), train=sum(r["split"] == "train" for r in rows),
-                 heldout=sum(r["split"] == "heldout" for r in rows))
+    stats.update(
+        dialogues=len(rows),
+        train=sum(r["split"] == "train" for r in rows),
+        heldout=sum(r["split"] == "heldout" for r in rows),
+    )
     return rows, dict(stats)
 
 
@@ -79,7 +98,8 @@ def load_facts(path: Path) -> list[Country]:
         countries = [Country(**c) for c in data["countries"]]
     except Exception as e:  # noqa: BLE001 - any malformed entry: say which file
         raise ValueError(
-            f"{path}: expected 'countries: [{{name, capital, continent, currency}}]': {e}") from e
+            f"{path}: expected 'countries: [{{name, capital, continent, currency}}]': {e}"
+        ) from e
     if not countries:
         raise ValueError(f"{path} lists no countries")
     return countries
@@ -88,8 +108,11 @@ def load_facts(path: Path) -> list[Country]:
 # ---------------------------------------------------------------------------------------------
 # One question/answer pair per call. Answers state the reference in a few natural phrasings.
 
-_OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
-        "times": ("×", lambda a, b: a * b)}
+_OPS = {
+    "plus": ("+", lambda a, b: a + b),
+    "minus": ("-", lambda a, b: a - b),
+    "times": ("×", lambda a, b: a * b),
+}
 
 
 def _arithmetic(rng: random.Random) -> QA:
@@ -104,19 +127,75 @@ def _arithmetic(rng: random.Random) -> QA:
             if word == "minus" and b > a:
                 a, b = b, a  # keep results non-negative
         r = fn(a, b)
-    question = rng.choice([f"What is {a} {word} {b}?", f"How much is {a} {word} {b}?",
-                           f"Can you calculate {a} {symbol} {b}?", f"What's {a} {symbol} {b}?"])
-    answer = rng.choice([f"{a} {word} {b} is {r}.", f"{a} {symbol} {b} = {r}.",
-                         f"The answer is {r}.", f"That's {r}."])
+    question = rng.choice(
+        [
+            f"What is {a} {word} {b}?",
+            f"How much is {a} {word} {b}?",
+            f"Can you calculate {a} {symbol} {b}?",
+            f"What's {a} {symbol} {b}?",
+        ]
+    )
+    answer = rng.choice(
+        [
+            f"{a} {word} {b} is {r}.",
+            f"{a} {symbol} {b} = {r}.",
+            f"The answer is {r}.",
+            f"That's {r}.",
+        ]
+    )
     return question, answer, str(r)
 
 
-_WORDS = ("apple", "banana", "elephant", "library", "mountain", "keyboard", "umbrella", "penguin",
-          "balloon", "committee", "bookkeeper", "mississippi", "strawberry", "coffee", "pepper",
-          "window", "giraffe", "success", "address", "butterfly", "necessary", "rhythm", "tomato",
-          "chocolate", "bicycle", "parallel", "grammar", "dinosaur", "lemonade", "sunflower")
-_ITEMS = ("apples", "pencils", "a lamp", "two chairs", "milk", "bread", "a notebook", "scissors",
-          "a hammer", "socks", "a kettle", "rice", "eggs", "a candle", "tape", "a towel")
+_WORDS = (
+    "apple",
+    "banana",
+    "elephant",
+    "library",
+    "mountain",
+    "keyboard",
+    "umbrella",
+    "penguin",
+    "balloon",
+    "committee",
+    "bookkeeper",
+    "mississippi",
+    "strawberry",
+    "coffee",
+    "pepper",
+    "window",
+    "giraffe",
+    "success",
+    "address",
+    "butterfly",
+    "necessary",
+    "rhythm",
+    "tomato",
+    "chocolate",
+    "bicycle",
+    "parallel",
+    "grammar",
+    "dinosaur",
+    "lemonade",
+    "sunflower",
+)
+_ITEMS = (
+    "apples",
+    "pencils",
+    "a lamp",
+    "two chairs",
+    "milk",
+    "bread",
+    "a notebook",
+    "scissors",
+    "a hammer",
+    "socks",
+    "a kettle",
+    "rice",
+    "eggs",
+    "a candle",
+    "tape",
+    "a towel",
+)
 
 
 def _counting(rng: random.Random) -> QA:
@@ -124,30 +203,48 @@ def _counting(rng: random.Random) -> QA:
     if task == "letters":
         w = rng.choice(_WORDS)
         n = len(w)
-        question = rng.choice([f'How many letters are in the word "{w}"?',
-                               f'Count the letters in "{w}".'])
+        question = rng.choice(
+            [f'How many letters are in the word "{w}"?', f'Count the letters in "{w}".']
+        )
         answer = rng.choice([f'The word "{w}" has {n} letters.', f'"{w}" has {n} letters.'])
     elif task == "occurrences":
         w = rng.choice(_WORDS)
         c = rng.choice(sorted(set(w)))
         n = w.count(c)
-        question = rng.choice([f'How many times does the letter "{c}" appear in "{w}"?',
-                               f'How many "{c}"s are there in the word "{w}"?'])
+        question = rng.choice(
+            [
+                f'How many times does the letter "{c}" appear in "{w}"?',
+                f'How many "{c}"s are there in the word "{w}"?',
+            ]
+        )
         times = "time" if n == 1 else "times"
-        answer = rng.choice([f'The letter "{c}" appears {n} {times} in "{w}".',
-                             f'There {"is" if n == 1 else "are"} {n} "{c}" in "{w}".'])
+        answer = rng.choice(
+            [
+                f'The letter "{c}" appears {n} {times} in "{w}".',
+                f'There {"is" if n == 1 else "are"} {n} "{c}" in "{w}".',
+            ]
+        )
     else:
         items = rng.sample(_ITEMS, rng.randint(2, 8))
         n = len(items)
-        question = rng.choice([f"How many items are on this list: {', '.join(items)}?",
-                               f"I need to buy {', '.join(items)}. How many things is that?"])
+        question = rng.choice(
+            [
+                f"How many items are on this list: {', '.join(items)}?",
+                f"I need to buy {', '.join(items)}. How many things is that?",
+            ]
+        )
         answer = rng.choice([f"There are {n} items on the list.", f"That's {n} items."])
     return question, answer, str(n)
 
 
 # (from unit, to unit, factor): `to` = `from` x factor; the reverse direction divides exactly
-_UNITS = (("kilometer", "meter", 1000), ("meter", "centimeter", 100), ("kilogram", "gram", 1000),
-          ("hour", "minute", 60), ("minute", "second", 60))
+_UNITS = (
+    ("kilometer", "meter", 1000),
+    ("meter", "centimeter", 100),
+    ("kilogram", "gram", 1000),
+    ("hour", "minute", 60),
+    ("minute", "second", 60),
+)
 
 
 def _conversion(rng: random.Random) -> QA:
@@ -158,10 +255,20 @@ def _conversion(rng: random.Random) -> QA:
     else:
         src, dst, value, result = small, big, n * factor, n
     s, d = _plural(src, value), _plural(dst, result)
-    question = rng.choice([f"How many {dst}s are in {value} {s}?", f"Convert {value} {s} to {dst}s.",
-                           f"What is {value} {s} in {dst}s?"])
-    answer = rng.choice([f"{value} {s} is {result} {d}.", f"That's {result} {d}.",
-                         f"{value} {s} equals {result} {d}."])
+    question = rng.choice(
+        [
+            f"How many {dst}s are in {value} {s}?",
+            f"Convert {value} {s} to {dst}s.",
+            f"What is {value} {s} in {dst}s?",
+        ]
+    )
+    answer = rng.choice(
+        [
+            f"{value} {s} is {result} {d}.",
+            f"That's {result} {d}.",
+            f"{value} {s} equals {result} {d}.",
+        ]
+    )
     return question, answer, str(result)
 
 
@@ -174,17 +281,29 @@ def _fact(rng: random.Random, facts: list[Country]) -> QA:
     name, title = c.name, c.name[0].upper() + c.name[1:]
     attribute = rng.choice(["capital", "continent"] + (["currency"] if c.currency else []))
     if attribute == "capital":
-        question = rng.choice([f"What is the capital of {name}?", f"Which city is the capital of {name}?"])
-        answer = rng.choice([f"The capital of {name} is {c.capital}.",
-                             f"{c.capital} is the capital of {name}.",
-                             f"It's {c.capital}."])
+        question = rng.choice(
+            [f"What is the capital of {name}?", f"Which city is the capital of {name}?"]
+        )
+        answer = rng.choice(
+            [
+                f"The capital of {name} is {c.capital}.",
+                f"{c.capital} is the capital of {name}.",
+                f"It's {c.capital}.",
+            ]
+        )
         return question, answer, c.capital
     if attribute == "continent":
         question = rng.choice([f"Which continent is {name} in?", f"On what continent is {name}?"])
-        answer = rng.choice([f"{title} is in {c.continent}.",
-                             f"{title} is on the continent of {c.continent}.",
-                             f"It's in {c.continent}."])
+        answer = rng.choice(
+            [
+                f"{title} is in {c.continent}.",
+                f"{title} is on the continent of {c.continent}.",
+                f"It's in {c.continent}.",
+            ]
+        )
         return question, answer, c.continent
     question = rng.choice([f"What currency is used in {name}?", f"What is the currency of {name}?"])
-    answer = rng.choice([f"{title} uses the {c.currency}.", f"The currency of {name} is the {c.currency}."])
+    answer = rng.choice(
+        [f"{title} uses the {c.currency}.", f"The currency of {name} is the {c.currency}."]
+    )
     return question, answer, c.currency

@@ -15,8 +15,9 @@ from tasks.chat.format import MaskStrategy, tokenize_dialogue
 Excluded = tuple[dict, str, str]
 
 
-def tokenize_rows(rows: list[dict], processor, default_strategy: MaskStrategy, seq_len: int
-                  ) -> tuple[list[dict], list[Excluded], dict[str, float]]:
+def tokenize_rows(
+    rows: list[dict], processor, default_strategy: MaskStrategy, seq_len: int
+) -> tuple[list[dict], list[Excluded], dict[str, float]]:
     """(sft_examples rows, excluded (row, reason, detail), stats)."""
     examples: list[dict] = []
     excluded: list[Excluded] = []
@@ -29,25 +30,44 @@ def tokenize_rows(rows: list[dict], processor, default_strategy: MaskStrategy, s
             turns = turns[:-2]  # drop the last exchange; the answer trained is then an earlier one
             tokens, labels = tokenize_dialogue(processor, row["system"], turns, strategy)
         if len(tokens) > seq_len:
-            excluded.append((row, "tokenize_too_long",
-                             f"the first exchange alone is {len(tokens)} tokens > seq_len {seq_len}"))
+            excluded.append(
+                (
+                    row,
+                    "tokenize_too_long",
+                    f"the first exchange alone is {len(tokens)} tokens > seq_len {seq_len}",
+                )
+            )
             continue
         truncated += len(turns) < len(row["turns"])
         n_targets = sum(label != IGNORE_INDEX for label in labels)
         if n_targets == 0:
-            excluded.append((row, "tokenize_no_targets", f"no target tokens under {strategy.value}"))
+            excluded.append(
+                (row, "tokenize_no_targets", f"no target tokens under {strategy.value}")
+            )
             continue
-        examples.append({"dialogue_id": row["dialogue_id"], "source": row["source"],
-                         "category": row["category"], "split": row["split"], "tokens": tokens,
-                         "labels": labels, "n_tokens": len(tokens), "n_targets": n_targets})
+        examples.append(
+            {
+                "dialogue_id": row["dialogue_id"],
+                "source": row["source"],
+                "category": row["category"],
+                "split": row["split"],
+                "tokens": tokens,
+                "labels": labels,
+                "n_tokens": len(tokens),
+                "n_targets": n_targets,
+            }
+        )
     return examples, excluded, _stats(examples, excluded, truncated)
 
 
 def _stats(examples: list[dict], excluded: list[Excluded], truncated: int) -> dict[str, float]:
-    stats: dict[str, float] = {"examples": len(examples), "excluded": len(excluded),
-                               "truncated": truncated,
-                               "tokens": sum(e["n_tokens"] for e in examples),
-                               "target_tokens": sum(e["n_targets"] for e in examples)}
+    stats: dict[str, float] = {
+        "examples": len(examples),
+        "excluded": len(excluded),
+        "truncated": truncated,
+        "tokens": sum(e["n_tokens"] for e in examples),
+        "target_tokens": sum(e["n_targets"] for e in examples),
+    }
     for (source, split), n in Counter((e["source"], e["split"]) for e in examples).items():
         stats[f"examples.{source}.{split}"] = n
     for reason, n in Counter(reason for _, reason, _ in excluded).items():

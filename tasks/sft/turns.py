@@ -31,7 +31,7 @@ def answer_all(answer_fn: AnswerFn, contexts: list, seed: int, batch_size: int) 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out = []
     for start in range(0, len(contexts), batch_size):
-        chunk = contexts[start:start + batch_size]
+        chunk = contexts[start : start + batch_size]
         answers = list(answer_fn(chunk, seed))
         if len(answers) != len(chunk):
             raise ValueError(f"answer_fn returned {len(answers)} answers for {len(chunk)} contexts")

@@ -110,15 +110,21 @@ class _LineFeeder:
 def trainer_options(cfg: TokenizerConfig) -> dict[str, object]:
     """The sentencepiece trainer flags for `cfg` (all stored in the model's trainer_spec)."""
     return dict(
-        vocab_size=cfg.vocab_size, model_type=cfg.model_type,
-        character_coverage=cfg.character_coverage, split_digits=cfg.split_digits,
+        vocab_size=cfg.vocab_size,
+        model_type=cfg.model_type,
+        character_coverage=cfg.character_coverage,
+        split_digits=cfg.split_digits,
         byte_fallback=cfg.byte_fallback,
         allow_whitespace_only_pieces=cfg.allow_whitespace_only_pieces,
-        normalization_rule_name=cfg.normalization_rule_name, add_dummy_prefix=cfg.add_dummy_prefix,
+        normalization_rule_name=cfg.normalization_rule_name,
+        add_dummy_prefix=cfg.add_dummy_prefix,
         remove_extra_whitespaces=cfg.remove_extra_whitespaces,
         max_sentencepiece_length=cfg.max_sentencepiece_length,
         max_sentence_length=cfg.max_sentence_length,
-        unk_id=cfg.unk_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id, pad_id=cfg.pad_id,
+        unk_id=cfg.unk_id,
+        bos_id=cfg.bos_id,
+        eos_id=cfg.eos_id,
+        pad_id=cfg.pad_id,
         num_threads=cfg.num_threads,
         input_sentence_size=0,  # use every fed line: the sample is already drawn
         minloglevel=1,  # warnings only
@@ -183,16 +189,20 @@ def evaluate_tokenizer(
     texts = docs["text"].fill_null("").to_list()
     ids = processor.encode(texts) if texts else []
     decoded = processor.decode(ids) if texts else []
-    per_doc = pl.DataFrame({
-        "source": docs["source"],
-        "bytes": docs["text"].fill_null("").str.len_bytes().cast(pl.Int64),
-        "tokens": pl.Series([len(x) for x in ids], dtype=pl.Int64),
-        "roundtrip_ok": pl.Series([d == t for d, t in zip(decoded, texts)], dtype=pl.Boolean),
-    })
+    per_doc = pl.DataFrame(
+        {
+            "source": docs["source"],
+            "bytes": docs["text"].fill_null("").str.len_bytes().cast(pl.Int64),
+            "tokens": pl.Series([len(x) for x in ids], dtype=pl.Int64),
+            "roundtrip_ok": pl.Series([d == t for d, t in zip(decoded, texts)], dtype=pl.Boolean),
+        }
+    )
     table = (
         per_doc.group_by("source", maintain_order=True)
         .agg(
-            pl.len().cast(pl.Int64).alias("docs"), pl.col("bytes").sum(), pl.col("tokens").sum(),
+            pl.len().cast(pl.Int64).alias("docs"),
+            pl.col("bytes").sum(),
+            pl.col("tokens").sum(),
             (~pl.col("roundtrip_ok")).sum().cast(pl.Int64).alias("roundtrip_failures"),
         )
         .with_columns((pl.col("bytes") / pl.col("tokens")).alias("bytes_per_token"))
@@ -211,6 +221,6 @@ def evaluate_tokenizer(
 
 
 def digits_are_split(processor: spm.SentencePieceProcessor) -> bool:
-    """"12345" encodes into five single-digit pieces (plus the dummy-prefix "▁")."""
+    """ "12345" encodes into five single-digit pieces (plus the dummy-prefix "▁")."""
     pieces = [p.lstrip("▁") for p in processor.encode(DIGITS_PROBE, out_type=str)]
     return [p for p in pieces if p] == list(DIGITS_PROBE)

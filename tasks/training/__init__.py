@@ -7,5 +7,13 @@ from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches, eval_batches
 from tasks.training.loop import train
 
-__all__ = ["TrainConfig", "TokenBatches", "eval_batches", "train", "latest_checkpoint",
-           "load_weights", "save_weights", "read_config"]
+__all__ = [
+    "TrainConfig",
+    "TokenBatches",
+    "eval_batches",
+    "train",
+    "latest_checkpoint",
+    "load_weights",
+    "save_weights",
+    "read_config",
+]

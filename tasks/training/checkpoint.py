@@ -49,8 +49,9 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def save_checkpoint(ckpt_dir: Path, engine, state: TrainerState, config: dict,
-                    keep: int = 0) -> Path:
+def save_checkpoint(
+    ckpt_dir: Path, engine, state: TrainerState, config: dict, keep: int = 0
+) -> Path:
     """Write checkpoint `state.step` with every rank of `engine`; returns its folder.
 
     Collective: every rank calls it (ZeRO partitions are per rank); rank 0 renames and points
@@ -99,8 +100,10 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
         return None
     folder = Path(ckpt_dir) / pointer.read_text().strip()
     if not (folder / STATE_FILE).exists():
-        raise FileNotFoundError(f"{pointer} names {folder.name}, which is missing or incomplete; "
-                                "delete the pointer to start over or restore the folder")
+        raise FileNotFoundError(
+            f"{pointer} names {folder.name}, which is missing or incomplete; "
+            "delete the pointer to start over or restore the folder"
+        )
     return folder
 
 
@@ -124,7 +127,10 @@ def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
 
 # --- weights -------------------------------------------------------------------------------
 
-def save_weights(model: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+
+def save_weights(
+    model: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None
+) -> None:
     """Weights as safetensors; a tensor shared by two names (tied embeddings) is stored once."""
     from safetensors.torch import save_file
 
@@ -144,21 +150,33 @@ def load_weights(model: nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    tied = {"output.weight"} if getattr(getattr(model, "config", None), "tie_embeddings", False) else set()
+    tied = (
+        {"output.weight"}
+        if getattr(getattr(model, "config", None), "tie_embeddings", False)
+        else set()
+    )
     if set(missing) - tied or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model: missing {sorted(set(missing) - tied)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"{path}: weights do not fit the model: missing {sorted(set(missing) - tied)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
 
 
 # --- RNG state in weights_only-loadable form (tensors, numbers, strings, lists) -------------
+
 
 def rng_state() -> dict:
     kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
     }
     if torch.cuda.is_available():
@@ -169,8 +187,15 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -182,5 +207,3 @@ def _fsync_tree(folder: Path) -> None:
         for name in files:
             fsync_path(Path(root) / name)
         fsync_path(Path(root))
-
-

@@ -22,8 +22,9 @@ from models.llama import IGNORE_INDEX
 Order = Literal["random", "epochs"]
 
 
-def micro_batch_index(step: int, micro: int, grad_accum_steps: int, rank: int = 0,
-                      world_size: int = 1) -> int:
+def micro_batch_index(
+    step: int, micro: int, grad_accum_steps: int, rank: int = 0, world_size: int = 1
+) -> int:
     """Global ordinal of a micro-batch: with no accumulation and one rank it is the step."""
     return (step * grad_accum_steps + micro) * world_size + rank
 
@@ -36,8 +37,15 @@ class TokenBatches:
     visited in a fresh seeded permutation per epoch (SFT's "2 epochs", §3.1).
     """
 
-    def __init__(self, tokens, batch_size: int, seq_len: int, seed: int = 0,
-                 loss_mask=None, order: Order = "random"):
+    def __init__(
+        self,
+        tokens,
+        batch_size: int,
+        seq_len: int,
+        seed: int = 0,
+        loss_mask=None,
+        order: Order = "random",
+    ):
         self.tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
         if self.tokens.ndim != 1:
             raise ValueError(f"tokens must be a 1-D array, got shape {self.tokens.shape}")
@@ -49,7 +57,9 @@ class TokenBatches:
         if loss_mask is not None:
             loss_mask = loss_mask if isinstance(loss_mask, np.ndarray) else np.asarray(loss_mask)
             if loss_mask.shape != self.tokens.shape:
-                raise ValueError(f"loss_mask shape {loss_mask.shape} != tokens shape {self.tokens.shape}")
+                raise ValueError(
+                    f"loss_mask shape {loss_mask.shape} != tokens shape {self.tokens.shape}"
+                )
         if order not in ("random", "epochs"):
             raise ValueError(f"order must be 'random' or 'epochs', got {order!r}")
         self.loss_mask = loss_mask
@@ -83,8 +93,9 @@ class TokenBatches:
         return self._perm[1]
 
 
-def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int,
-                   loss_mask: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_windows(
+    tokens: np.ndarray, starts: np.ndarray, seq_len: int, loss_mask: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) for windows tokens[s : s + seq_len + 1]; y = IGNORE_INDEX where loss_mask is 0."""
     idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(seq_len + 1)  # (B, T + 1)
     window = np.asarray(tokens[idx], dtype=np.int64)  # reads only these pages of a memmap
@@ -94,8 +105,9 @@ def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int,
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
 
-def eval_batches(tokens, n: int, batch_size: int, seq_len: int,
-                 loss_mask=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(
+    tokens, n: int, batch_size: int, seq_len: int, loss_mask=None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`n` fixed validation batches: windows evenly spaced over the whole array (same every call)."""
     tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
     if len(tokens) < seq_len + 1:

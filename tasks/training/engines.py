@@ -71,8 +71,13 @@ def init_distributed() -> tuple[int, int]:
     """
     if not dist.is_initialized():
         if "RANK" not in os.environ:  # not launched by torchrun/deepspeed: a group of one
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                              RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+            os.environ.update(
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(_free_port()),
+                RANK="0",
+                LOCAL_RANK="0",
+                WORLD_SIZE="1",
+            )
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
@@ -169,7 +174,8 @@ class DeepSpeedEngine:
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg))
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg)
+        )
         self.device = self.ds.device
 
     def forward(self, x, y):

@@ -16,21 +16,29 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.llama import Llama
-from tasks.chat.format import Packed, pack_examples
+from tasks.chat.config import FormatConfig
+from tasks.chat.format import MaskStrategy, Packed, pack_examples, tokenize_dialogue
 from tasks.tracking import MetricLogger
 from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches
 from tasks.training.loop import train
-from tasks.chat.config import FormatConfig
-from tasks.chat.format import MaskStrategy, tokenize_dialogue
 from tasks.training.model_io import export_model, load_model
 from tasks.training.rerun import set_aside_if_forced
 
 
 def _sft_train_defaults() -> TrainConfig:
     # Paper §3.1: cosine schedule, lr 2e-5, weight decay 0.1, batch 64, sequence 4096.
-    return TrainConfig(max_steps=1, warmup_steps=0, lr=2e-5, weight_decay=0.1, batch_size=64,
-                       seq_len=4096, log_every=10, eval_every=0, checkpoint_every=0)
+    return TrainConfig(
+        max_steps=1,
+        warmup_steps=0,
+        lr=2e-5,
+        weight_decay=0.1,
+        batch_size=64,
+        seq_len=4096,
+        log_every=10,
+        eval_every=0,
+        checkpoint_every=0,
+    )
 
 
 class FinetuneConfig(BaseModel):
@@ -60,22 +68,38 @@ class FinetuneConfig(BaseModel):
         if self.max_steps is not None:
             steps = min(steps, self.max_steps)
         warmup = min(steps, max(self.min_warmup_steps, round(self.warmup_ratio * steps)))
-        every = {k: v for k, v in (("eval_every", self.train.eval_every),
-                                   ("checkpoint_every", self.train.checkpoint_every)) if v > steps}
-        return self.train.model_copy(update={"max_steps": steps, "warmup_steps": warmup,
-                                             **{k: 0 for k in every}})
+        every = {
+            k: v
+            for k, v in (
+                ("eval_every", self.train.eval_every),
+                ("checkpoint_every", self.train.checkpoint_every),
+            )
+            if v > steps
+        }
+        return self.train.model_copy(
+            update={"max_steps": steps, "warmup_steps": warmup, **{k: 0 for k in every}}
+        )
 
 
-def packed(examples: pl.DataFrame, seq_len: int, pad_id: int, separator: list[int],
-           seed: int) -> Packed:
+def packed(
+    examples: pl.DataFrame, seq_len: int, pad_id: int, separator: list[int], seed: int
+) -> Packed:
     """Pack the examples of one split (a DataFrame of the sft_examples contract)."""
     pairs = list(zip(examples["tokens"].to_list(), examples["labels"].to_list()))
     return pack_examples(pairs, seq_len, pad_id, separator=separator, seed=seed)
 
 
-def finetune(model: Llama, train_examples: pl.DataFrame, val_examples: pl.DataFrame,
-             cfg: FinetuneConfig, pad_id: int, separator: list[int], logger: MetricLogger,
-             out_dir: Path, sample_fn=None) -> tuple[dict, dict]:
+def finetune(
+    model: Llama,
+    train_examples: pl.DataFrame,
+    val_examples: pl.DataFrame,
+    cfg: FinetuneConfig,
+    pad_id: int,
+    separator: list[int],
+    logger: MetricLogger,
+    out_dir: Path,
+    sample_fn=None,
+) -> tuple[dict, dict]:
     """Train `model` in place; returns (loop stats, packing stats). Resumes from out_dir."""
     seq_len = cfg.train.seq_len
     data = packed(train_examples, seq_len, pad_id, separator, cfg.train.seed)
@@ -85,19 +109,37 @@ def finetune(model: Llama, train_examples: pl.DataFrame, val_examples: pl.DataFr
     if val_examples.height:
         val = packed(val_examples, seq_len, pad_id, separator, cfg.train.seed)
         val_tokens, val_mask = val.tokens, val.loss_mask
-    batches = TokenBatches(data.tokens, run_cfg.batch_size, seq_len, seed=run_cfg.seed,
-                           loss_mask=data.loss_mask, order="epochs")
-    stats = train(model, batches, run_cfg, logger, out_dir, val_tokens=val_tokens,
-                  sample_fn=sample_fn, val_loss_mask=val_mask)
-    pack_stats = {f"pack.{k}": float(v) for k, v in data.stats.items()
-                  if isinstance(v, (int, float, np.integer, np.floating))}
+    batches = TokenBatches(
+        data.tokens,
+        run_cfg.batch_size,
+        seq_len,
+        seed=run_cfg.seed,
+        loss_mask=data.loss_mask,
+        order="epochs",
+    )
+    stats = train(
+        model,
+        batches,
+        run_cfg,
+        logger,
+        out_dir,
+        val_tokens=val_tokens,
+        sample_fn=sample_fn,
+        val_loss_mask=val_mask,
+    )
+    pack_stats = {
+        f"pack.{k}": float(v)
+        for k, v in data.stats.items()
+        if isinstance(v, (int, float, np.integer, np.floating))
+    }
     pack_stats["pack.sequences"] = float(n_sequences)
     pack_stats["train.target_tokens_per_epoch"] = float(np.sum(data.loss_mask))
     return stats, pack_stats
 
 
-def answer_examples(rows: list[dict], processor, seq_len: int, answer_key: str
-                    ) -> tuple[pl.DataFrame, dict]:
+def answer_examples(
+    rows: list[dict], processor, seq_len: int, answer_key: str
+) -> tuple[pl.DataFrame, dict]:
     """Chat training examples (tokens, labels; loss on the answer only) of rows with `system`,
     `prompt` (turns ending with the user) and an answer under `answer_key`; empty answers, and
     examples longer than `seq_len`, are left out and counted."""
@@ -113,17 +155,34 @@ def answer_examples(rows: list[dict], processor, seq_len: int, answer_key: str
             continue
         tokens.append(t)
         labels.append(lab)
-    frame = pl.DataFrame({"tokens": tokens, "labels": labels},
-                         schema={"tokens": pl.List(pl.Int64), "labels": pl.List(pl.Int64)})
+    frame = pl.DataFrame(
+        {"tokens": tokens, "labels": labels},
+        schema={"tokens": pl.List(pl.Int64), "labels": pl.List(pl.Int64)},
+    )
     return frame, {"examples": len(tokens), "skipped_empty": empty, "skipped_too_long": too_long}
 
 
-def finetune_on(examples: pl.DataFrame, init_dir: str, ft: FinetuneConfig, fmt: FormatConfig,
-                processor, out_dir: Path, logger) -> tuple[dict, Path]:
+def finetune_on(
+    examples: pl.DataFrame,
+    init_dir: str,
+    ft: FinetuneConfig,
+    fmt: FormatConfig,
+    processor,
+    out_dir: Path,
+    logger,
+) -> tuple[dict, Path]:
     """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, model folder)."""
     model = load_model(Path(init_dir)).train()
     set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
-    loop, pack = finetune(model, examples, examples.clear(), ft, pad_id=0,
-                          separator=fmt.separator_ids(processor), logger=logger, out_dir=out_dir)
+    loop, pack = finetune(
+        model,
+        examples,
+        examples.clear(),
+        ft,
+        pad_id=0,
+        separator=fmt.separator_ids(processor),
+        logger=logger,
+        out_dir=out_dir,
+    )
     folder = export_model(Path(loop["checkpoint"]), out_dir / "model")
     return {k: v for k, v in {**loop, **pack}.items() if isinstance(v, (int, float))}, folder

@@ -43,9 +43,17 @@ LOSS_CURVE = "loss_curve.png"
 SampleFn = Callable[[nn.Module, int], str]  # (model, step) -> text to log
 
 
-def train(model: nn.Module, data: TokenBatches, cfg: TrainConfig, logger: MetricLogger,
-          out_dir: Path, val_tokens=None, sample_fn: SampleFn | None = None, resume: bool = True,
-          val_loss_mask=None) -> dict:
+def train(
+    model: nn.Module,
+    data: TokenBatches,
+    cfg: TrainConfig,
+    logger: MetricLogger,
+    out_dir: Path,
+    val_tokens=None,
+    sample_fn: SampleFn | None = None,
+    resume: bool = True,
+    val_loss_mask=None,
+) -> dict:
     """Train `model` for cfg.max_steps optimizer steps; returns final stats.
 
     If `out_dir/checkpoints` holds a checkpoint and `resume` is true, training continues from it
@@ -55,15 +63,24 @@ def train(model: nn.Module, data: TokenBatches, cfg: TrainConfig, logger: Metric
     end the loss curve as a PNG artifact.
     """
     if (data.batch_size, data.seq_len) != (cfg.batch_size, cfg.seq_len):
-        raise ValueError(f"batches are {data.batch_size} x {data.seq_len} tokens but the config says "
-                         f"batch_size {cfg.batch_size}, seq_len {cfg.seq_len}; build TokenBatches from it")
+        raise ValueError(
+            f"batches are {data.batch_size} x {data.seq_len} tokens but the config says "
+            f"batch_size {cfg.batch_size}, seq_len {cfg.seq_len}; build TokenBatches from it"
+        )
     if cfg.seq_len > model.config.max_seq_len:
-        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's max_seq_len {model.config.max_seq_len}")
+        raise ValueError(
+            f"seq_len {cfg.seq_len} exceeds the model's max_seq_len {model.config.max_seq_len}"
+        )
     out_dir = Path(out_dir)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    sizes = {"num_params": model.num_params(), "flops_per_token": model.flops_per_token(cfg.seq_len)}
-    engine = make_engine(model, cfg, out_dir)  # (ZeRO-3 empties the module's tensors: size it first)
+    sizes = {
+        "num_params": model.num_params(),
+        "flops_per_token": model.flops_per_token(cfg.seq_len),
+    }
+    engine = make_engine(
+        model, cfg, out_dir
+    )  # (ZeRO-3 empties the module's tensors: size it first)
     state, resumed_from = TrainerState(), None
     latest = latest_checkpoint(out_dir / CHECKPOINT_DIR) if resume else None
     if latest is not None:
@@ -94,8 +111,18 @@ class _Window:
 
 
 class _Run:
-    def __init__(self, engine: Engine, data: TokenBatches, cfg: TrainConfig, logger: MetricLogger,
-                 out_dir: Path, state: TrainerState, val, sample_fn: SampleFn | None, sizes: dict):
+    def __init__(
+        self,
+        engine: Engine,
+        data: TokenBatches,
+        cfg: TrainConfig,
+        logger: MetricLogger,
+        out_dir: Path,
+        state: TrainerState,
+        val,
+        sample_fn: SampleFn | None,
+        sizes: dict,
+    ):
         self.engine, self.data, self.cfg, self.logger = engine, data, cfg, logger
         self.out_dir, self.state, self.val, self.sample_fn = out_dir, state, val, sample_fn
         self.rank0 = engine.rank == 0
@@ -137,7 +164,9 @@ class _Run:
         window.lr = engine.lr
         loss_sum = 0.0
         for micro in range(cfg.grad_accum_steps):
-            index = micro_batch_index(step, micro, cfg.grad_accum_steps, engine.rank, engine.world_size)
+            index = micro_batch_index(
+                step, micro, cfg.grad_accum_steps, engine.rank, engine.world_size
+            )
             x, y = self.data.batch(index)
             loss = engine.forward(x, y)
             engine.backward(loss)
@@ -164,9 +193,11 @@ class _Run:
         self.state.history["train"].append([step, loss])
         if self.rank0:
             self.logger.log_metrics(metrics, step=step)
-        self.say(f"step {step}/{cfg.max_steps} | loss {loss:.4f} | lr {window.lr:.2e} | "
-                 f"grad_norm {window.grad_norm:.3f} | {metrics['tokens_per_s']:,.0f} tok/s | "
-                 f"mfu {metrics['mfu']:.1%}")
+        self.say(
+            f"step {step}/{cfg.max_steps} | loss {loss:.4f} | lr {window.lr:.2e} | "
+            f"grad_norm {window.grad_norm:.3f} | {metrics['tokens_per_s']:,.0f} tok/s | "
+            f"mfu {metrics['mfu']:.1%}"
+        )
 
     def evaluate(self) -> None:
         losses = [self.engine.eval_loss(x, y) for x, y in self.val]
@@ -174,9 +205,12 @@ class _Run:
         step = self.state.step
         self.state.history["val"].append([step, self.last_val])
         if self.rank0:
-            self.logger.log_metrics({"val_loss": self.last_val, "val_ppl": math.exp(self.last_val)},
-                                    step=step)
-        self.say(f"step {step} | val_loss {self.last_val:.4f} | val_ppl {math.exp(self.last_val):.2f}")
+            self.logger.log_metrics(
+                {"val_loss": self.last_val, "val_ppl": math.exp(self.last_val)}, step=step
+            )
+        self.say(
+            f"step {step} | val_loss {self.last_val:.4f} | val_ppl {math.exp(self.last_val):.2f}"
+        )
 
     def sample(self) -> None:
         if not self.rank0:
@@ -190,15 +224,25 @@ class _Run:
         self.logger.log_artifact(path, "samples")
 
     def save(self) -> None:
-        config = {"train": self.cfg.model_dump(mode="json"),
-                  "model": self.engine.module.config.to_dict()}
-        self.checkpoint = save_checkpoint(self.out_dir / CHECKPOINT_DIR, self.engine, self.state,
-                                          config, keep=self.cfg.keep_checkpoints)
+        config = {
+            "train": self.cfg.model_dump(mode="json"),
+            "model": self.engine.module.config.to_dict(),
+        }
+        self.checkpoint = save_checkpoint(
+            self.out_dir / CHECKPOINT_DIR,
+            self.engine,
+            self.state,
+            config,
+            keep=self.cfg.keep_checkpoints,
+        )
 
     def finish(self, start_step: int, wall_s: float) -> dict:
         world = self.engine.world_size
-        tokens_per_s = (self.train_steps * self.tokens_per_step / self.train_seconds
-                        if self.train_seconds else float("nan"))  # per rank
+        tokens_per_s = (
+            self.train_steps * self.tokens_per_step / self.train_seconds
+            if self.train_seconds
+            else float("nan")
+        )  # per rank
         curve = None
         if self.rank0:
             curve = plot_loss_curve(self.state.history, self.out_dir / LOSS_CURVE)

@@ -26,9 +26,14 @@ PEAKS_FILE = "matmul_peaks.json"
 _PEAKS: dict[tuple, float] = {}
 
 
-def measure_matmul_peak(dtype: str = "fp32", threads: int | None = None,
-                        sizes: tuple[int, ...] = (1024, 2048), repeats: int = 5,
-                        device: str = "cpu", record: Path | None = None) -> float:
+def measure_matmul_peak(
+    dtype: str = "fp32",
+    threads: int | None = None,
+    sizes: tuple[int, ...] = (1024, 2048),
+    repeats: int = 5,
+    device: str = "cpu",
+    record: Path | None = None,
+) -> float:
     """Best FLOP/s of square (n x n) @ (n x n) matmuls (2 n^3 FLOPs each) in `dtype`, over
     `sizes` and `repeats`; measured once per process and setting, then cached. With `record`
     (a JSON file), the result is at least the best earlier measurement stored there, and a

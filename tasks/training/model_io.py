@@ -13,7 +13,13 @@ from pathlib import Path
 
 from models.llama import Llama, LlamaConfig
 from models.reward import RewardModel
-from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, load_weights, read_config, save_weights
+from tasks.training.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    load_weights,
+    read_config,
+    save_weights,
+)
 
 
 def export_model(checkpoint: Path, folder: Path) -> Path:
@@ -30,8 +36,9 @@ def save_model_folder(model, folder: Path, extra: dict) -> Path:
     """Weights + config (what `load_model` reads) of a model trained outside the shared loop."""
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(model, folder / MODEL_FILE)
-    (folder / CONFIG_FILE).write_text(json.dumps({"model": model.config.to_dict(), **extra}, indent=2,
-                                                 default=str))
+    (folder / CONFIG_FILE).write_text(
+        json.dumps({"model": model.config.to_dict(), **extra}, indent=2, default=str)
+    )
     return folder
 
 

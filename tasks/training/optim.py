@@ -36,12 +36,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
+    )
 
 
-def cosine_schedule(step: int, peak_lr: float, warmup_steps: int, max_steps: int,
-                    min_lr_ratio: float = 0.1) -> float:
+def cosine_schedule(
+    step: int, peak_lr: float, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1
+) -> float:
     """Learning rate of optimizer step `step` (0-based).
 
     Warmup: peak * (step + 1) / warmup_steps, so step 0 already trains and step warmup-1 reaches
@@ -57,7 +59,9 @@ def cosine_schedule(step: int, peak_lr: float, warmup_steps: int, max_steps: int
     return min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR over `cosine_schedule`: after k scheduler steps the lr is that of step k.
 
     The lambda is a closure, so the scheduler's state_dict holds only numbers (loads with
@@ -65,6 +69,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     """
 
     def factor(step: int) -> float:
-        return cosine_schedule(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio) / cfg.lr
+        return (
+            cosine_schedule(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+            / cfg.lr
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

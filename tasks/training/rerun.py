@@ -40,8 +40,12 @@ def set_aside_if_forced(out_dir: Path) -> Path | None:
     while aside.exists():  # two forced runs within one second
         aside, n = out_dir.with_name(f"{out_dir.name}{SET_ASIDE}{stamp}-{n}"), n + 1
     os.replace(out_dir, aside)
-    _log().info("forced re-run (--rerun): the previous output %s was set aside as %s; training "
-                "again from step 0 (delete that folder when you no longer need it)", out_dir, aside.name)
+    _log().info(
+        "forced re-run (--rerun): the previous output %s was set aside as %s; training "
+        "again from step 0 (delete that folder when you no longer need it)",
+        out_dir,
+        aside.name,
+    )
     return aside
 
 

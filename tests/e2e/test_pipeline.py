@@ -23,8 +23,11 @@ def _task_states(flow_run_id: str) -> dict[str, str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(flow_run_id)])))
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(flow_run_id)])
+            )
+        )
         flow_ids = [UUID(flow_run_id)] + [c.id for c in children]
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": flow_ids}))
     states: dict[str, set[str]] = {}
@@ -51,8 +54,16 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {"corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill",
-                            "evaluate"}
+    assert set(by_name) == {
+        "corpus",
+        "tokenizer",
+        "pretrain",
+        "sft",
+        "reward",
+        "rlhf",
+        "distill",
+        "evaluate",
+    }
 
     corpus = by_name["corpus"]
     m, p = corpus.data.metrics, corpus.data.params
@@ -119,32 +130,44 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         versions = client.search_model_versions(f"name = 'llama2-recipe-rm-{rm}'")
         assert any(v.run_id == reward.info.run_id for v in versions), rm
     names = {a.path for a in client.list_artifacts(reward.info.run_id, "evaluation")}
-    assert {"evaluation/table8.csv", "evaluation/calibration_safety.png",
-            "evaluation/margin_ablation.csv"} <= names
+    assert {
+        "evaluation/table8.csv",
+        "evaluation/calibration_safety.png",
+        "evaluation/margin_ablation.csv",
+    } <= names
     tables = {a.path for a in client.list_artifacts(reward.info.run_id, "tables")}
     assert {"tables/table8_accuracy_by_level.csv", "tables/margin_ablation.csv"} <= tables
     assert "preference_pairs" in {d.dataset.name for d in reward.inputs.dataset_inputs}
 
     rlhf = by_name["rlhf"]
-    rounds = {r.info.run_name: r for r in client.search_runs(
-        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{rlhf.info.run_id}'")}
+    rounds = {
+        r.info.run_name: r
+        for r in client.search_runs(
+            [experiment.experiment_id], f"tags.mlflow.parentRunId = '{rlhf.info.run_id}'"
+        )
+    }
     assert set(rounds) == {"rlhf-v1", "rlhf-v2", "rlhf-v3"}  # one nested run per round
     for name, run in rounds.items():
         m = run.data.metrics
         assert run.info.status == "FINISHED" and m["rs.prompts"] > 0
         # Fig. 7: the mean of each prompt's max over its first N samples cannot fall with N
         assert m["rs.fig7.max_at_1"] <= m["rs.fig7.max_at_3"] + 1e-12
-        assert {"rejection_sampling/fig7_rejection_sampling_" + name.split("-")[1] + ".png"} <= \
-            {a.path for a in client.list_artifacts(run.info.run_id, "rejection_sampling")}
+        assert {"rejection_sampling/fig7_rejection_sampling_" + name.split("-")[1] + ".png"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id, "rejection_sampling")
+        }
         assert "rejection_samples" in {d.dataset.name for d in run.inputs.dataset_inputs}
         refreshed = any(k.endswith("_rm_helpfulness.steps") for k in m)
         assert refreshed == (name != "rlhf-v1")  # V1 uses the reward stage's RMs
     assert rounds["rlhf-v3"].data.metrics["rs.pooled_rows"] > 0  # rs_pool_from 3
-    assert "rs.pooled_rows" in rounds["rlhf-v2"].data.metrics and \
-        rounds["rlhf-v2"].data.metrics["rs.pooled_rows"] == 0
+    assert (
+        "rs.pooled_rows" in rounds["rlhf-v2"].data.metrics
+        and rounds["rlhf-v2"].data.metrics["rs.pooled_rows"] == 0
+    )
     ppo = rounds["rlhf-v3"].data.metrics
     # k1 is an unbiased per-sample estimate of the KL: its batch mean may dip below 0
-    assert ppo["ppo.iterations_run"] >= 1 and math.isfinite(ppo["ppo/kl"]) and ppo["ppo/entropy"] > 0
+    assert (
+        ppo["ppo.iterations_run"] >= 1 and math.isfinite(ppo["ppo/kl"]) and ppo["ppo/entropy"] > 0
+    )
     assert not any(k.startswith("ppo") for k in rounds["rlhf-v2"].data.metrics)  # ppo_from 3
     versions = client.search_model_versions("name = 'llama2-recipe-rlhf'")
     assert {r.info.run_id for r in rounds.values()} <= {v.run_id for v in versions}
@@ -157,7 +180,9 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
 
     distill = by_name["distill"]
     m = distill.data.metrics
-    assert m["distill.rows"] + m["distill.prompts_too_long"] == 8  # every drawn prompt accounted for
+    assert (
+        m["distill.rows"] + m["distill.prompts_too_long"] == 8
+    )  # every drawn prompt accounted for
     assert m["distill.kept"] + m["distill.dropped"] == m["distill.rows"]
     assert "distillation_samples" in {d.dataset.name for d in distill.inputs.dataset_inputs}
     versions = client.search_model_versions("name = 'llama2-recipe-distilled'")
@@ -176,14 +201,22 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         assert f"{version}.truthful_pct" in m and f"{version}.toxic_pct" in m
     assert m["sft.win_vs_sft_annotator_pct"] == 50  # SFT against itself: all ties
     tables = {a.path for a in client.list_artifacts(evaluation.info.run_id, "tables")}
-    assert {"tables/evaluation.csv", "tables/violation_by_category.csv", "tables/red_team.csv"} <= tables
+    assert {
+        "tables/evaluation.csv",
+        "tables/violation_by_category.csv",
+        "tables/red_team.csv",
+    } <= tables
     assert "eval_results" in {d.dataset.name for d in evaluation.inputs.dataset_inputs}
     # every version's registered model carries its model card, with its evaluation row
     cards = first_run.model_cards
     assert set(versions) <= set(cards)
     name, number = cards["rlhf-v3"].split("/")
     card = client.get_model_version(name, number).description
-    assert card.startswith("# Model card: rlhf-v3") and "violation_rm_%" in card and "Known limits" in card
+    assert (
+        card.startswith("# Model card: rlhf-v3")
+        and "violation_rm_%" in card
+        and "Known limits" in card
+    )
 
 
 def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path):
@@ -197,20 +230,52 @@ def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path)
     report = Path(first_run.report)
     assert report.exists() and report.suffix == ".html"
     client = MlflowClient(tracking_uri(load_config("tiny").run_dir))
-    assert f"report/{report.name}" in {a.path for a in client.list_artifacts(first_run.mlflow_run_id, "report")}
+    assert f"report/{report.name}" in {
+        a.path for a in client.list_artifacts(first_run.mlflow_run_id, "report")
+    }
     binary = shutil.which("chromium")
     assert binary, "chromium is not installed: `make test` installs it (make browser)"
-    dom = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom",
-                          report.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate"):
+    dom = subprocess.run(
+        [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'p1'}",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    for stage in (
+        "corpus",
+        "tokenizer",
+        "pretrain",
+        "sft",
+        "reward",
+        "rlhf",
+        "distill",
+        "evaluate",
+    ):
         assert f">{stage}<" in dom, stage
     rows_kept = client.get_run(first_run.corpus.mlflow_run_id).data.metrics["rows_kept"]
     assert f"{int(rows_kept)}" in dom
     assert "rlhf rounds" in dom and "table8 accuracy by level" in dom and "evaluation" in dom
     shot = Path(__file__).resolve().parents[2] / "test-artifacts" / "run-report.png"
     shot.parent.mkdir(exist_ok=True)
-    subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}",
-                    "--window-size=1280,2400", report.as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'p2'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,2400",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.stat().st_size > 20_000
 
 
@@ -226,38 +291,61 @@ def test_every_registered_version_loads_the_weights_its_task_trained(first_run, 
     client = MlflowClient(uri)
     run_of = {stage: out.mlflow_run_id for stage, out in first_run.stages().items()}
     experiment = client.get_run(run_of["rlhf"]).info.experiment_id
-    rounds = {r.info.run_name: r.info.run_id for r in client.search_runs(
-        [experiment], f"tags.mlflow.parentRunId = '{run_of['rlhf']}'")}
+    rounds = {
+        r.info.run_name: r.info.run_id
+        for r in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run_of['rlhf']}'")
+    }
     last = max(rounds)
     expected = {  # (registered model, MLflow run that registered it) -> folder the task trained
         ("llama2-recipe-pretrained", run_of["pretrain"]): first_run.pretrain.model_dir,
         ("llama2-recipe-sft", run_of["sft"]): first_run.sft.model_dir,
         ("llama2-recipe-distilled", run_of["distill"]): first_run.distill.model_dir,
-        **{(f"llama2-recipe-rm-{rm}", run_of["reward"]): first_run.reward.reward_models[rm]
-           for rm in ("helpfulness", "safety")},
-        **{(f"llama2-recipe-rm-{rm}", rounds[last]): first_run.rlhf.reward_models[rm]
-           for rm in ("helpfulness", "safety")},
-        **{("llama2-recipe-rlhf", run_id): first_run.rlhf.models[name] for name, run_id in rounds.items()},
+        **{
+            (f"llama2-recipe-rm-{rm}", run_of["reward"]): first_run.reward.reward_models[rm]
+            for rm in ("helpfulness", "safety")
+        },
+        **{
+            (f"llama2-recipe-rm-{rm}", rounds[last]): first_run.rlhf.reward_models[rm]
+            for rm in ("helpfulness", "safety")
+        },
+        **{
+            ("llama2-recipe-rlhf", run_id): first_run.rlhf.models[name]
+            for name, run_id in rounds.items()
+        },
     }
     ours = set(run_of.values()) | set(rounds.values())
     names = {name for name, _ in expected}
-    versions = [mv for name in names for mv in client.search_model_versions(f"name = '{name}'")
-                if mv.run_id in ours]
+    versions = [
+        mv
+        for name in names
+        for mv in client.search_model_versions(f"name = '{name}'")
+        if mv.run_id in ours
+    ]
     assert {(mv.name, mv.run_id) for mv in versions} >= set(expected)
     assert len({mv.source for mv in versions}) == len(versions)  # one folder per version
     digests = {}
     for mv in versions:
-        local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(tmp_path / mv.name / str(mv.version)),
-            tracking_uri=uri))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{mv.name}/{mv.version}",
+                dst_path=str(tmp_path / mv.name / str(mv.version)),
+                tracking_uri=uri,
+            )
+        )
         digest = sha256_of(local / "model.safetensors")
-        assert digest == sha256_of(Path(mv.tags["trained_folder"]) / "model.safetensors"), (mv.name, mv.version)
+        assert digest == sha256_of(Path(mv.tags["trained_folder"]) / "model.safetensors"), (
+            mv.name,
+            mv.version,
+        )
         if (mv.name, mv.run_id) in expected:
             trained = Path(expected[(mv.name, mv.run_id)]) / "model.safetensors"
             assert digest == sha256_of(trained), (mv.name, mv.version, trained)
             digests[(mv.name, mv.run_id)] = digest
     reward = run_of["reward"]
-    assert digests[("llama2-recipe-rm-helpfulness", reward)] != digests[("llama2-recipe-rm-safety", reward)]
+    assert (
+        digests[("llama2-recipe-rm-helpfulness", reward)]
+        != digests[("llama2-recipe-rm-safety", reward)]
+    )
 
 
 def _gatt_skipped(result) -> bool:
@@ -278,7 +366,16 @@ def test_first_run_executes_every_task(first_run):
 
 def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     second = pipeline_flow(preset="tiny")
-    for stage in ("corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf", "distill", "evaluate"):
+    for stage in (
+        "corpus",
+        "tokenizer",
+        "pretrain",
+        "sft",
+        "reward",
+        "rlhf",
+        "distill",
+        "evaluate",
+    ):
         api_states = _task_states(getattr(second, stage).flow_run_id)
         assert api_states and set(api_states.values()) == {"Cached"}, api_states
     assert second.corpus.outputs == first_run.corpus.outputs
@@ -286,15 +383,25 @@ def test_second_run_is_fully_cached_and_rerun_forces_only_downstream(first_run):
     third = pipeline_flow(preset="tiny", rerun=["corpus.quality"])
     corpus = _task_states(third.corpus.flow_run_id)
     assert corpus["ingest"] == "Cached" and corpus["pii"] == "Cached"
-    for name in ("quality", "merge_shards", "exact_dedup", "near_dedup", "weights", "toxicity",
-                 "demographics"):
+    for name in (
+        "quality",
+        "merge_shards",
+        "exact_dedup",
+        "near_dedup",
+        "weights",
+        "toxicity",
+        "demographics",
+    ):
         assert corpus[name] == "Completed", (name, corpus)
     for stage in ("tokenizer", "pretrain"):
         assert set(_task_states(getattr(third, stage).flow_run_id).values()) == {"Completed"}
     # a forced training task trains again from step 0 (before: it resumed its own final
     # checkpoint and trained 0 steps); the earlier output is set aside, not deleted
-    pretrain = MlflowClient(tracking_uri(load_config("tiny").run_dir)).get_run(
-        third.pretrain.mlflow_run_id).data.metrics
+    pretrain = (
+        MlflowClient(tracking_uri(load_config("tiny").run_dir))
+        .get_run(third.pretrain.mlflow_run_id)
+        .data.metrics
+    )
     assert pretrain["train.start_step"] == 0 and pretrain["train.steps"] == 30
     trained = Path(third.pretrain.model_dir).parent
     assert list(trained.parent.glob(f"{trained.name}.set-aside-*"))
@@ -323,8 +430,11 @@ def test_an_rlhf_run_stopped_in_its_last_round_resumes_there(first_run, monkeypa
     monkeypatch.delenv(FAULT_ENV)
     resumed = rlhf_flow(preset="tiny", overrides=overrides)
     states = resumed.states
-    before_ppo = {k: v for k, v in states.items() if not k.startswith(("rlhf.ppo", "rlhf.register_round:v3",
-                                                                        "rlhf.evaluate_rounds"))}
+    before_ppo = {
+        k: v
+        for k, v in states.items()
+        if not k.startswith(("rlhf.ppo", "rlhf.register_round:v3", "rlhf.evaluate_rounds"))
+    }
     assert len(before_ppo) == 10 and set(before_ppo.values()) == {"Cached"}, states
     assert states["rlhf.ppo:v3"] == "Completed" and states["rlhf.evaluate_rounds"] == "Completed"
     assert resumed.models["rlhf-v2"] == first_run.rlhf.models["rlhf-v2"]

@@ -33,16 +33,25 @@ def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
     if fault:
         env[FAULT_ENV] = fault
-    return subprocess.run([sys.executable, "-m", "flows", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "flows", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def _latest_flow_run(client, flow_name: str):
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
     from prefect.client.schemas.sorting import FlowRunSort
 
-    (run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                                   sort=FlowRunSort.START_TIME_DESC, limit=1)
+    (run,) = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=1,
+    )
     return run
 
 
@@ -61,12 +70,27 @@ def _mlflow():
 def test_failed_run_prints_its_retry_command_and_the_retry_resumes_in_the_same_mlflow_run():
     from prefect.client.orchestration import get_client
 
-    failed = _cli("run", "--preset", "tiny", "--set", SLICE, "--set", ONE_ROUND, "--set", NO_DISTILL,
-                  "--set", NO_EVAL, fault="corpus.exact_dedup")
+    failed = _cli(
+        "run",
+        "--preset",
+        "tiny",
+        "--set",
+        SLICE,
+        "--set",
+        ONE_ROUND,
+        "--set",
+        NO_DISTILL,
+        "--set",
+        NO_EVAL,
+        fault="corpus.exact_dedup",
+    )
     output = failed.stdout + failed.stderr
     assert failed.returncode == 1, output[-3000:]
-    match = re.search(r"error: flow run ([0-9a-f-]{36}) \(pipeline\) failed: InjectedFault: fault "
-                      r"injected into corpus.exact_dedup", failed.stderr)
+    match = re.search(
+        r"error: flow run ([0-9a-f-]{36}) \(pipeline\) failed: InjectedFault: fault "
+        r"injected into corpus.exact_dedup",
+        failed.stderr,
+    )
     assert match, failed.stderr[-3000:]
     flow_run_id = match.group(1)
     assert f"-m flows retry {flow_run_id}\n" in failed.stderr
@@ -111,10 +135,21 @@ def test_failed_run_prints_its_retry_command_and_the_retry_resumes_in_the_same_m
 
 
 def test_runs_of_a_killed_run_are_ended_and_the_next_run_says_it_continues_it():
-    args = [sys.executable, "-m", "flows", "run", "--preset", "tiny", "--stage", "corpus",
-            "--set", "data.max_docs_per_source=54"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "flows",
+        "run",
+        "--preset",
+        "tiny",
+        "--stage",
+        "corpus",
+        "--set",
+        "data.max_docs_per_source=54",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     client, experiment = _mlflow()
     mine = f"tags.`{mlflow_runs.PID_TAG}` = '{proc.pid}'"
     deadline = time.monotonic() + 300
@@ -132,4 +167,7 @@ def test_runs_of_a_killed_run_are_ended_and_the_next_run_says_it_continues_it():
     successor = client.get_run(killed.data.tags[mlflow_runs.CONTINUED_BY_TAG])
     assert successor.info.status == "FINISHED"
     assert successor.data.tags[mlflow_runs.CONTINUES_TAG] == killed.info.run_id
-    assert f"Continues run 'corpus' ({killed.info.run_id})" in successor.data.tags["mlflow.note.content"]
+    assert (
+        f"Continues run 'corpus' ({killed.info.run_id})"
+        in successor.data.tags["mlflow.note.content"]
+    )

@@ -21,9 +21,16 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--virtual-time-budget=20000", "--window-size=1600,1100",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=20000",
+    "--window-size=1600,1100",
 ]
 
 
@@ -37,8 +44,9 @@ def _free_port() -> int:
 def services(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("served")
     ports = {"prefect": _free_port(), "mlflow": _free_port()}
-    pids = serve.start(run_dir, ports["prefect"], ports["mlflow"], worker=False,
-                       log=lambda *_: None)
+    pids = serve.start(
+        run_dir, ports["prefect"], ports["mlflow"], worker=False, log=lambda *_: None
+    )
     env = serve.service_env(run_dir, ports["prefect"], ports["mlflow"])
     yield {"run_dir": run_dir, "ports": ports, "pids": pids, "env": env}
     stopped = serve.stop(run_dir, log=lambda *_: None)
@@ -49,18 +57,41 @@ def services(tmp_path_factory):
 @pytest.fixture(scope="module")
 def deployment_run(services):
     env = services["env"]
-    params = {"preset": "tiny", "overrides": ["data.max_docs_per_source=25", "rlhf.rounds=1",
-                                              "distill.enabled=false", "evaluate.enabled=false"]}
+    params = {
+        "preset": "tiny",
+        "overrides": [
+            "data.max_docs_per_source=25",
+            "rlhf.rounds=1",
+            "distill.enabled=false",
+            "evaluate.enabled=false",
+        ],
+    }
     created = subprocess.run(
-        [str(serve.BIN / "prefect"), "deployment", "run", "pipeline/pipeline",
-         "--params", json.dumps(params)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        [
+            str(serve.BIN / "prefect"),
+            "deployment",
+            "run",
+            "pipeline/pipeline",
+            "--params",
+            json.dumps(params),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert created.returncode == 0, created.stdout + created.stderr
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created.stdout).group(1)
     worker = subprocess.run(
         [str(serve.BIN / "prefect"), "worker", "start", "--pool", serve.POOL, "--run-once"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        start_new_session=True)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
     assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
     return {"flow_run_id": flow_run_id, "params": params}
 
@@ -76,12 +107,23 @@ def _api(services, method: str, path: str, body: dict | None = None) -> dict:
 
 def test_deployment_run_with_override_completes_and_is_tracked(services, deployment_run):
     deployments = _api(services, "POST", "/deployments/filter", {})
-    assert {d["name"] for d in deployments} >= {"pipeline", "corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf",
-                                                     "distill", "evaluate"}
+    assert {d["name"] for d in deployments} >= {
+        "pipeline",
+        "corpus",
+        "tokenizer",
+        "pretrain",
+        "sft",
+        "reward",
+        "rlhf",
+        "distill",
+        "evaluate",
+    }
     corpus = next(d for d in deployments if d["name"] == "corpus")
     assert corpus["work_pool_name"] == serve.POOL
-    assert any(s["schedule"].get("cron") for s in _api(
-        services, "GET", f"/deployments/{corpus['id']}/schedules"))
+    assert any(
+        s["schedule"].get("cron")
+        for s in _api(services, "GET", f"/deployments/{corpus['id']}/schedules")
+    )
 
     flow_run = _api(services, "GET", f"/flow_runs/{deployment_run['flow_run_id']}")
     assert flow_run["state"]["type"] == "COMPLETED"
@@ -91,12 +133,21 @@ def test_deployment_run_with_override_completes_and_is_tracked(services, deploym
     experiment = client.get_experiment_by_name("llama2-recipe-tiny")
     (parent,) = client.search_runs(
         [experiment.experiment_id],
-        f"tags.`prefect.flow_run_id` = '{deployment_run['flow_run_id']}'")
+        f"tags.`prefect.flow_run_id` = '{deployment_run['flow_run_id']}'",
+    )
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name.startswith("pipeline tiny ")
-    stages = client.search_runs([experiment.experiment_id],
-                                f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert {r.info.run_name for r in stages} == {"corpus", "tokenizer", "pretrain", "sft", "reward", "rlhf"}
+    stages = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert {r.info.run_name for r in stages} == {
+        "corpus",
+        "tokenizer",
+        "pretrain",
+        "sft",
+        "reward",
+        "rlhf",
+    }
     corpus_run = next(r for r in stages if r.info.run_name == "corpus")
     assert corpus_run.data.params["data.max_docs_per_source"] == "25"
     assert corpus_run.data.tags["mlflow.source.git.commit"]
@@ -105,8 +156,9 @@ def test_deployment_run_with_override_completes_and_is_tracked(services, deploym
 def _chromium(args: list[str]) -> str:
     binary = shutil.which("chromium")
     assert binary, "chromium is not installed: `make test` installs it (make browser)"
-    out = subprocess.run([binary, *CHROMIUM_FLAGS, *args], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [binary, *CHROMIUM_FLAGS, *args], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -122,16 +174,19 @@ def test_mlflow_ui_renders_runs_and_metrics_in_a_browser(services, deployment_ru
     experiment = client.get_experiment_by_name("llama2-recipe-tiny")
     (parent,) = client.search_runs(
         [experiment.experiment_id],
-        f"tags.`prefect.flow_run_id` = '{deployment_run['flow_run_id']}'")
+        f"tags.`prefect.flow_run_id` = '{deployment_run['flow_run_id']}'",
+    )
     (corpus,) = client.search_runs(
         [experiment.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.run_name = 'corpus'")
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.run_name = 'corpus'",
+    )
     rows_kept = corpus.data.metrics["rows_kept"]
 
     def page(path: str) -> str:
         profile = tmp_path / f"profile-{abs(hash(path))}"
-        return _visible_text(_chromium([f"--user-data-dir={profile}", "--dump-dom",
-                                        f"{base}/#{path}"]))
+        return _visible_text(
+            _chromium([f"--user-data-dir={profile}", "--dump-dom", f"{base}/#{path}"])
+        )
 
     runs_page = page(f"/experiments/{experiment.experiment_id}/runs")
     assert parent.info.run_name in runs_page
@@ -142,6 +197,11 @@ def test_mlflow_ui_renders_runs_and_metrics_in_a_browser(services, deployment_ru
 
     SCREENSHOTS.mkdir(exist_ok=True)
     shot = SCREENSHOTS / "mlflow-ui-corpus-run.png"
-    _chromium([f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}",
-               f"{base}/#/experiments/{experiment.experiment_id}/runs/{corpus.info.run_id}"])
+    _chromium(
+        [
+            f"--user-data-dir={tmp_path / 'profile-shot'}",
+            f"--screenshot={shot}",
+            f"{base}/#/experiments/{experiment.experiment_id}/runs/{corpus.info.run_id}",
+        ]
+    )
     assert shot.stat().st_size > 20_000

@@ -9,14 +9,22 @@ from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput
 
 
-@task(name="first", cache_policy=code_and_inputs(), persist_result=True,
-      result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="first",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def first_step(x: int) -> StepOutput:
     return StepOutput(stats={"which": 1.0, "x": float(x)})
 
 
-@task(name="second", cache_policy=code_and_inputs(), persist_result=True,
-      result_serializer=STEP_OUTPUT_JSON)
+@task(
+    name="second",
+    cache_policy=code_and_inputs(),
+    persist_result=True,
+    result_serializer=STEP_OUTPUT_JSON,
+)
 def second_step(x: int) -> StepOutput:
     return StepOutput(stats={"which": 2.0, "x": float(x)})
 

@@ -9,16 +9,24 @@ import pytest
 from tasks.codegraph import PROJECT_ROOT, CodeGraph
 
 PACKAGES = ("tasks", "models", "data_contracts", "flows")
-TRAINING_TASKS = {"tasks.pretrain.steps", "tasks.sft.steps", "tasks.reward.steps", "tasks.rlhf.steps",
-                  "tasks.distill.steps"}
+TRAINING_TASKS = {
+    "tasks.pretrain.steps",
+    "tasks.sft.steps",
+    "tasks.reward.steps",
+    "tasks.rlhf.steps",
+    "tasks.distill.steps",
+}
 
 
 @pytest.fixture()
 def tree(tmp_path) -> Path:
     """A copy of the project's packages to edit."""
     for name in PACKAGES:
-        shutil.copytree(PROJECT_ROOT / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            PROJECT_ROOT / name,
+            tmp_path / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
     return tmp_path
 
 
@@ -49,6 +57,7 @@ def _edit(relpath: str, old: str, new: str):
         text = path.read_text()
         assert old in text, f"{old!r} not in {relpath}"
         path.write_text(text.replace(old, new, 1))
+
     return edit
 
 
@@ -58,8 +67,9 @@ def test_task_modules_are_found(tree):
 
 
 def test_changing_the_refusal_rule_rekeys_exactly_the_tasks_that_use_it(tree):
-    changed = rekeyed(tree, _edit("tasks/judges/refusal.py", "REFUSAL_WINDOW = 300",
-                                  "REFUSAL_WINDOW = 200"))
+    changed = rekeyed(
+        tree, _edit("tasks/judges/refusal.py", "REFUSAL_WINDOW = 300", "REFUSAL_WINDOW = 200")
+    )
     # the rule annotator calls it: collection, RLHF, distillation (RM scoring module) and evaluation
     assert {"tasks.reward.steps", "tasks.rlhf.steps", "tasks.evaluate.steps"} <= changed
     # the corpus, tokenizer and pretraining never judge answers
@@ -80,7 +90,9 @@ def test_adding_a_data_contract_rekeys_no_task(tree):
         src = (root / "data_contracts" / "rlhf_eval.py").read_text()
         (root / "data_contracts" / "brand_new.py").write_text(src.replace("rlhf_eval", "brand_new"))
         init = root / "data_contracts" / "__init__.py"
-        init.write_text(init.read_text().replace("    rlhf_eval,\n", "    rlhf_eval,\n    brand_new,\n"))
+        init.write_text(
+            init.read_text().replace("    rlhf_eval,\n", "    rlhf_eval,\n    brand_new,\n")
+        )
 
     assert rekeyed(tree, add_contract) == set()
 
@@ -92,8 +104,12 @@ def test_a_contract_rekeys_the_tasks_that_read_or_write_it(tree):
 
 
 def test_a_shipped_data_file_rekeys_the_modules_that_name_it(tree):
-    changed = rekeyed(tree, lambda root: (root / "tasks/sft/data/borderline.yaml").write_text(
-        (root / "tasks/sft/data/borderline.yaml").read_text() + "\n# edited\n"))
+    changed = rekeyed(
+        tree,
+        lambda root: (root / "tasks/sft/data/borderline.yaml").write_text(
+            (root / "tasks/sft/data/borderline.yaml").read_text() + "\n# edited\n"
+        ),
+    )
     assert "tasks.sft.steps" in changed
     assert not changed & {"tasks.pretrain.steps", "tasks.rlhf.steps", "tasks.corpus.steps"}
 
@@ -107,7 +123,9 @@ def test_relative_and_function_level_imports_are_followed(tmp_path):
     (pkg / "b.py").write_text("from tasks.demo import c\n")
     (pkg / "c.py").write_text("X = 1\n")
     graph = CodeGraph(tmp_path)
-    assert {"tasks.demo.a", "tasks.demo.b", "tasks.demo.c", "tasks.demo", "tasks"} == graph.closure("tasks.demo.a")
+    assert {"tasks.demo.a", "tasks.demo.b", "tasks.demo.c", "tasks.demo", "tasks"} == graph.closure(
+        "tasks.demo.a"
+    )
     before = graph.code_key("tasks.demo.a")
     (pkg / "c.py").write_text("X = 2\n")
     assert CodeGraph(tmp_path).code_key("tasks.demo.a") != before

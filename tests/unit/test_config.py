@@ -53,12 +53,15 @@ def test_flatten_gives_dotted_params():
 # --- strict types: a bool is not a number, a number is not a bool ----------------------------
 
 
-@pytest.mark.parametrize("override, key, got", [
-    ("corpus.quality.min_words=true", "corpus.quality.min_words", "True"),
-    ("corpus.quality.min_words=30.0", "corpus.quality.min_words", "30.0"),
-    ("sft.gatt.enabled=1", "sft.gatt.enabled", "1"),
-    ("corpus.toxicity.threshold=true", "corpus.toxicity.threshold", "True"),
-])
+@pytest.mark.parametrize(
+    "override, key, got",
+    [
+        ("corpus.quality.min_words=true", "corpus.quality.min_words", "True"),
+        ("corpus.quality.min_words=30.0", "corpus.quality.min_words", "30.0"),
+        ("sft.gatt.enabled=1", "sft.gatt.enabled", "1"),
+        ("corpus.toxicity.threshold=true", "corpus.toxicity.threshold", "True"),
+    ],
+)
 def test_strict_types_reject_lax_coercions(override, key, got):
     with pytest.raises(ConfigError) as err:
         load_config("tiny", [override])
@@ -66,8 +69,15 @@ def test_strict_types_reject_lax_coercions(override, key, got):
 
 
 def test_override_strings_still_parse_to_the_field_type():
-    cfg = load_config("tiny", ["corpus.quality.min_words=30", "sft.gatt.enabled=false",
-                               "pretrain.train.lr=3e-4", "corpus.toxicity.sample_frac=1"])
+    cfg = load_config(
+        "tiny",
+        [
+            "corpus.quality.min_words=30",
+            "sft.gatt.enabled=false",
+            "pretrain.train.lr=3e-4",
+            "corpus.toxicity.sample_frac=1",
+        ],
+    )
     assert cfg.corpus.quality.min_words == 30 and type(cfg.corpus.quality.min_words) is int
     assert cfg.sft.gatt.enabled is False
     assert cfg.pretrain.train.lr == 3e-4  # PyYAML alone reads `3e-4` as a string
@@ -111,8 +121,10 @@ def test_missing_user_source_is_named_with_its_resolved_path(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(path) in str(err.value)
-    assert (f"data.user_sources.0.path: {tmp_path / 'data' / 'notes.jsonl'} does not exist "
-            "(relative paths resolve against the preset's folder)") in str(err.value)
+    assert (
+        f"data.user_sources.0.path: {tmp_path / 'data' / 'notes.jsonl'} does not exist "
+        "(relative paths resolve against the preset's folder)"
+    ) in str(err.value)
 
 
 def test_relative_input_paths_resolve_against_the_preset_folder(tmp_path, monkeypatch):
@@ -120,9 +132,12 @@ def test_relative_input_paths_resolve_against_the_preset_folder(tmp_path, monkey
     (tmp_path / "data" / "notes.jsonl").write_text('{"text": "hello"}\n')
     (tmp_path / "chats.jsonl").write_text("")
     (tmp_path / "hh.jsonl").write_text("")
-    path = _preset(tmp_path, f"data:\n  user_sources: [{USER_SOURCE % 'data/*.jsonl'}]\n"
-                             "sft:\n  sources:\n    user: [{name: chats, path: chats.jsonl}]\n"
-                             "reward:\n  collection:\n    label_files: [{name: hh, path: hh.jsonl}]\n")
+    path = _preset(
+        tmp_path,
+        f"data:\n  user_sources: [{USER_SOURCE % 'data/*.jsonl'}]\n"
+        "sft:\n  sources:\n    user: [{name: chats, path: chats.jsonl}]\n"
+        "reward:\n  collection:\n    label_files: [{name: hh, path: hh.jsonl}]\n",
+    )
     monkeypatch.chdir(tmp_path.parent)  # not the preset's folder: the working directory is not used
     cfg = load_config(path)
     assert cfg.data.user_sources[0].path == str(tmp_path / "data" / "*.jsonl")
@@ -132,12 +147,15 @@ def test_relative_input_paths_resolve_against_the_preset_folder(tmp_path, monkey
 
 def test_every_missing_input_file_is_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_config("tiny", [
-            f"data.user_sources=[{USER_SOURCE % (tmp_path / '*.csv')}]",
-            f"sft.sources.user=[{{name: chats, path: {tmp_path / 'chats.jsonl'}}}]",
-            f"reward.collection.label_files=[{{name: hh, path: {tmp_path}}}]",
-            f"sft.sources.borderline.path={tmp_path / 'borderline.yaml'}",
-        ])
+        load_config(
+            "tiny",
+            [
+                f"data.user_sources=[{USER_SOURCE % (tmp_path / '*.csv')}]",
+                f"sft.sources.user=[{{name: chats, path: {tmp_path / 'chats.jsonl'}}}]",
+                f"reward.collection.label_files=[{{name: hh, path: {tmp_path}}}]",
+                f"sft.sources.borderline.path={tmp_path / 'borderline.yaml'}",
+            ],
+        )
     text = str(err.value)
     assert "(4 problem(s))" in text
     assert f"data.user_sources.0.path: {tmp_path / '*.csv'} matches no file" in text
@@ -147,7 +165,9 @@ def test_every_missing_input_file_is_reported_at_once(tmp_path):
 
 
 def test_folder_source_without_member_is_caught_at_load(tmp_path):
-    with pytest.raises(ConfigError, match=r"data.user_sources.0.path: .* is a folder; set `member`"):
+    with pytest.raises(
+        ConfigError, match=r"data.user_sources.0.path: .* is a folder; set `member`"
+    ):
         load_config("tiny", [f"data.user_sources=[{USER_SOURCE % tmp_path}]"])
 
 
@@ -155,8 +175,21 @@ def test_cli_prints_one_clear_error_for_a_missing_file(capsys, tmp_path):
     from flows.__main__ import main
 
     missing = tmp_path / "chats.jsonl"
-    assert main(["run", "--preset", "tiny", "--stage", "sft",
-                 "--set", f"sft.sources.user=[{{name: chats, path: {missing}}}]", *NO_RUN]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "tiny",
+                "--stage",
+                "sft",
+                "--set",
+                f"sft.sources.user=[{{name: chats, path: {missing}}}]",
+                *NO_RUN,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert f"sft.sources.user.0.path: {missing} does not exist" in err
@@ -170,21 +203,29 @@ def test_user_source_named_like_a_catalog_source_is_caught_at_load(tmp_path):
     spec = USER_SOURCE.replace("name: mine", "name: fortunes") % (tmp_path / "n.jsonl")
     with pytest.raises(ConfigError) as err:
         load_config("tiny", [f"data.user_sources=[{spec}]"])
-    assert ("data.user_sources.0.name: 'fortunes' is already the name of a catalog source"
-            in str(err.value))
+    assert "data.user_sources.0.name: 'fortunes' is already the name of a catalog source" in str(
+        err.value
+    )
 
 
 def test_duplicate_names_within_a_list_and_against_built_in_sft_sources(tmp_path):
     (tmp_path / "a.jsonl").write_text("")
     a = tmp_path / "a.jsonl"
     with pytest.raises(ConfigError) as err:
-        load_config("tiny", [
-            f"data.user_sources=[{USER_SOURCE % a}, {USER_SOURCE % a}]",
-            f"sft.sources.user=[{{name: chitchat, path: {a}}}]",
-            f"reward.collection.label_files=[{{name: hh, path: {a}}}, {{name: hh, path: {a}}}]",
-        ])
+        load_config(
+            "tiny",
+            [
+                f"data.user_sources=[{USER_SOURCE % a}, {USER_SOURCE % a}]",
+                f"sft.sources.user=[{{name: chitchat, path: {a}}}]",
+                f"reward.collection.label_files=[{{name: hh, path: {a}}}, {{name: hh, path: {a}}}]",
+            ],
+        )
     text = str(err.value)
     assert "data.user_sources.1.name: 'mine' is already the name of data.user_sources.0" in text
-    assert "sft.sources.user.0.name: 'chitchat' is already the name of a built-in SFT source" in text
-    assert ("reward.collection.label_files.1.name: 'hh' is already the name of "
-            "reward.collection.label_files.0") in text
+    assert (
+        "sft.sources.user.0.name: 'chitchat' is already the name of a built-in SFT source" in text
+    )
+    assert (
+        "reward.collection.label_files.1.name: 'hh' is already the name of "
+        "reward.collection.label_files.0"
+    ) in text

@@ -81,8 +81,12 @@ def test_unknown_contract_is_a_clear_error():
 
 def test_lossless_widening_is_applied_but_narrowing_is_a_failure():
     c = get_contract("toxicity_scores")
-    df = pl.DataFrame({"doc_id": ["a"], "source": ["s"], "n_lines": [3], "score": [0.5], "toxic": [False]})
-    widened = c.validate(df.with_columns(pl.col("n_lines").cast(pl.UInt32), pl.col("score").cast(pl.Float32)))
+    df = pl.DataFrame(
+        {"doc_id": ["a"], "source": ["s"], "n_lines": [3], "score": [0.5], "toxic": [False]}
+    )
+    widened = c.validate(
+        df.with_columns(pl.col("n_lines").cast(pl.UInt32), pl.col("score").cast(pl.Float32))
+    )
     assert widened.schema["n_lines"] == pl.Int64 and widened.schema["score"] == pl.Float64
     with pytest.raises(ContractError, match="n_lines"):
         c.validate(df.with_columns(pl.col("n_lines").cast(pl.UInt64)))
@@ -110,18 +114,43 @@ def test_split_valid_raises_when_no_row_can_carry_the_failure():
 def test_preference_pairs_check_the_prompt_shape_and_the_safety_bin():
     from tasks.records import dialogue_frame
 
-    good = dict(pair_id="p1", prompt_id="d1", system="", prompt=[{"role": "user", "content": "hi"}],
-                chosen="hello", rejected="go away", rating="better", kind="safety",
-                safety_bin="chosen_safe_rejected_unsafe", chosen_safe=True, rejected_safe=False,
-                chosen_score=0.9, rejected_score=0.2, is_safety=True, category="adversarial",
-                risk_category="illicit_criminal", reference=None, source="donotanswer",
-                model_chosen="sft", model_rejected="pretrained", temperature_chosen=0.6,
-                temperature_rejected=1.3, batch=0, split="train", annotator="rule")
-    bad_prompt = dict(good, pair_id="p2", prompt=[{"role": "user", "content": "hi"},
-                                                  {"role": "assistant", "content": "yo"}])
+    good = dict(
+        pair_id="p1",
+        prompt_id="d1",
+        system="",
+        prompt=[{"role": "user", "content": "hi"}],
+        chosen="hello",
+        rejected="go away",
+        rating="better",
+        kind="safety",
+        safety_bin="chosen_safe_rejected_unsafe",
+        chosen_safe=True,
+        rejected_safe=False,
+        chosen_score=0.9,
+        rejected_score=0.2,
+        is_safety=True,
+        category="adversarial",
+        risk_category="illicit_criminal",
+        reference=None,
+        source="donotanswer",
+        model_chosen="sft",
+        model_rejected="pretrained",
+        temperature_chosen=0.6,
+        temperature_rejected=1.3,
+        batch=0,
+        split="train",
+        annotator="rule",
+    )
+    bad_prompt = dict(
+        good,
+        pair_id="p2",
+        prompt=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+    )
     bad_bin = dict(good, pair_id="p3", safety_bin="both_safe")
     contract = get_contract("preference_pairs")
-    valid, invalid = contract.split_valid(dialogue_frame([good, bad_prompt, bad_bin], "preference_pairs"))
+    valid, invalid = contract.split_valid(
+        dialogue_frame([good, bad_prompt, bad_bin], "preference_pairs")
+    )
     assert valid["pair_id"].to_list() == ["p1"]
     errors = dict(zip(invalid["pair_id"], invalid["contract_error"]))
     assert "end with the user" in errors["p2"] or "prompt_ends_with_user" in errors["p2"]

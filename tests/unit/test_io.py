@@ -95,8 +95,11 @@ def _age(path, seconds=3600):
 
 def test_killed_write_leaves_no_file_a_parquet_glob_reads_and_the_next_write_removes_it(tmp_path):
     good = write_dataset(_scores(), "toxicity_scores", tmp_path)
-    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(tmp_path)],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITE, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     folder = tmp_path / "toxicity_scores"
     (left,) = [p for p in folder.iterdir() if p != good.path]

@@ -7,8 +7,18 @@ from pathlib import Path
 from tasks.codegraph import PROJECT_ROOT, CodeGraph
 
 SHARED = {"chat", "judges", "training", "data"}  # packages under every stage
-STAGES = {"corpus", "tokenizer", "pretrain", "sft", "preferences", "reward", "rlhf", "distill",
-          "evaluate", "report"}
+STAGES = {
+    "corpus",
+    "tokenizer",
+    "pretrain",
+    "sft",
+    "preferences",
+    "reward",
+    "rlhf",
+    "distill",
+    "evaluate",
+    "report",
+}
 DATA_LINKS = {("rlhf", "reward"), ("reward", "preferences")}
 
 
@@ -48,7 +58,10 @@ def test_stages_import_only_shared_packages_and_their_data_links():
 def test_imports_run_one_way_models_and_contracts_never_import_tasks_or_flows():
     graph = CodeGraph()
     for path in sorted(Path(PROJECT_ROOT, "models").glob("*.py")) + sorted(
-            Path(PROJECT_ROOT, "data_contracts").glob("*.py")):
-        module = ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts).removesuffix(".__init__")
+        Path(PROJECT_ROOT, "data_contracts").glob("*.py")
+    ):
+        module = ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts).removesuffix(
+            ".__init__"
+        )
         bad = [m for m in graph.info(module).imports if m.split(".")[0] in ("tasks", "flows")]
         assert not bad, f"{module} imports {bad}"

@@ -31,8 +31,9 @@ def _killed_process_opens_runs(run_dir: Path) -> tuple[str, str]:
         print(parent.run_id, child.run_id, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == -9, out.stderr[-2000:]
     parent_id, child_id = out.stdout.split()
     return parent_id, child_id
@@ -76,8 +77,13 @@ def test_a_retried_flow_run_continues_its_run(tmp_path):
     run = again.client.get_run(again.run_id)
     assert run.info.status == "RUNNING" and run.data.tags[mlflow_runs.ATTEMPT_TAG] == "2"
     assert "Attempt 2" in run.data.tags["mlflow.note.content"]
-    other = open_run(tmp_path, "unit", "pipeline unit 2", {**TAGS, "prefect.flow_run_id": "flow-2"},
-                     continue_flow_run=True)
+    other = open_run(
+        tmp_path,
+        "unit",
+        "pipeline unit 2",
+        {**TAGS, "prefect.flow_run_id": "flow-2"},
+        continue_flow_run=True,
+    )
     assert other.run_id != first.run_id
 
 
@@ -95,20 +101,35 @@ def test_every_registered_version_loads_its_own_weights_from_the_registry(tmp_pa
     """One stage run registers two reward models, then (a later round) the first one again and
     a policy: before, all four shared `<run>/artifacts/model`, the last write winning."""
     run = open_run(tmp_path, "unit", "reward", {"stage": "reward"})
-    trained = [("rm-helpfulness", _model_folder(tmp_path / "h1", b"helpful-1", "reward_head.json")),
-               ("rm-safety", _model_folder(tmp_path / "s1", b"safe-1", "reward_head.json")),
-               ("rm-helpfulness", _model_folder(tmp_path / "h2", b"helpful-2", "reward_head.json")),
-               ("policy", _model_folder(tmp_path / "p1", b"policy-1"))]
-    versions = [(name, register_model(run, folder, name, "test"), folder) for name, folder in trained]
+    trained = [
+        ("rm-helpfulness", _model_folder(tmp_path / "h1", b"helpful-1", "reward_head.json")),
+        ("rm-safety", _model_folder(tmp_path / "s1", b"safe-1", "reward_head.json")),
+        ("rm-helpfulness", _model_folder(tmp_path / "h2", b"helpful-2", "reward_head.json")),
+        ("policy", _model_folder(tmp_path / "p1", b"policy-1")),
+    ]
+    versions = [
+        (name, register_model(run, folder, name, "test"), folder) for name, folder in trained
+    ]
     client = MlflowClient(tracking_uri(tmp_path))
     sources = {client.get_model_version(n, v).source for n, v, _ in versions}
     assert len(sources) == len(versions)  # no two versions share a folder
     for name, version, folder in versions:
-        uri = (client.get_model_version_download_uri(name, version) if how == "download_uri"
-               else f"models:/{name}/{version}")
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "dl" / how / f"{name}-{version}"),
-                                                         tracking_uri=tracking_uri(tmp_path)))
-        assert sha256_of(local / "model.safetensors") == sha256_of(folder / "model.safetensors"), (name, version)
+        uri = (
+            client.get_model_version_download_uri(name, version)
+            if how == "download_uri"
+            else f"models:/{name}/{version}"
+        )
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri,
+                dst_path=str(tmp_path / "dl" / how / f"{name}-{version}"),
+                tracking_uri=tracking_uri(tmp_path),
+            )
+        )
+        assert sha256_of(local / "model.safetensors") == sha256_of(folder / "model.safetensors"), (
+            name,
+            version,
+        )
         assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in folder.iterdir())
         mv = client.get_model_version(name, version)
         assert mv.tags["weights_sha256"] == sha256_of(folder / "model.safetensors")

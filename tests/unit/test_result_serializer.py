@@ -36,11 +36,20 @@ class _TouchOnUnpickle:
 
 def _documents(tmp_path: Path):
     n = 6
-    df = pl.DataFrame({
-        "doc_id": [f"d{i}" for i in range(n)], "source": ["web"] * n, "domain": ["web"] * n,
-        "url": [None] * n, "title": [None] * n, "text": [f"document {i}" for i in range(n)],
-        "factual": [False] * n, "license": ["test"] * n, "location": [f"f:{i}" for i in range(n)],
-    }, schema_overrides={"url": pl.String, "title": pl.String})
+    df = pl.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(n)],
+            "source": ["web"] * n,
+            "domain": ["web"] * n,
+            "url": [None] * n,
+            "title": [None] * n,
+            "text": [f"document {i}" for i in range(n)],
+            "factual": [False] * n,
+            "license": ["test"] * n,
+            "location": [f"f:{i}" for i in range(n)],
+        },
+        schema_overrides={"url": pl.String, "title": pl.String},
+    )
     return write_dataset(df, "raw_documents", tmp_path / "data")
 
 
@@ -70,8 +79,10 @@ def test_a_record_edited_to_name_pickle_is_refused_and_the_task_runs_again(tmp_p
     docs = _documents(tmp_path)
     _, first, key = _split(docs, str(tmp_path / "data"))
     marker = tmp_path / "code-ran"
-    evil = ResultRecord(metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=key),
-                        result=_TouchOnUnpickle(marker)).serialize()
+    evil = ResultRecord(
+        metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=key),
+        result=_TouchOnUnpickle(marker),
+    ).serialize()
     # Prefect itself decodes a record with the serializer its file names: this is the threat.
     ResultRecord.deserialize(evil)
     assert marker.exists()
@@ -85,12 +96,22 @@ def test_a_record_edited_to_name_pickle_is_refused_and_the_task_runs_again(tmp_p
     assert json.loads(Path(key).read_bytes())["metadata"]["serializer"] == {"type": SERIALIZER_TYPE}
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"\x80\x04not json", "not a result record"),
-    (b'{"metadata": {"serializer": {"type": "json"}}, "result": "{}"}', "its serializer is"),
-    (json.dumps({"metadata": {"serializer": {"type": SERIALIZER_TYPE}},
-                 "result": '{"outputs": {"x": 1}}'}).encode(), "not a valid StepOutput"),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"\x80\x04not json", "not a result record"),
+        (b'{"metadata": {"serializer": {"type": "json"}}, "result": "{}"}', "its serializer is"),
+        (
+            json.dumps(
+                {
+                    "metadata": {"serializer": {"type": SERIALIZER_TYPE}},
+                    "result": '{"outputs": {"x": 1}}',
+                }
+            ).encode(),
+            "not a valid StepOutput",
+        ),
+    ],
+)
 def test_record_problem_names_why_a_record_is_refused(data, why):
     assert why in record_problem(data)
 
@@ -120,4 +141,6 @@ def test_nan_and_infinite_stats_round_trip_so_the_cache_hit_is_not_refused():
 
     out = StepOutput(stats={"loss": float("nan"), "ppl": float("inf"), "ok": 1.0})
     back = STEP_OUTPUT_JSON.loads(STEP_OUTPUT_JSON.dumps(out))
-    assert math.isnan(back.stats["loss"]) and back.stats["ppl"] == math.inf and back.stats["ok"] == 1.0
+    assert (
+        math.isnan(back.stats["loss"]) and back.stats["ppl"] == math.inf and back.stats["ok"] == 1.0
+    )

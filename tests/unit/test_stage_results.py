@@ -27,39 +27,68 @@ from tasks.io import Manifest
 
 
 def _manifest(name: str) -> Manifest:
-    return Manifest(uri=f"file:///data/{name}/{name}-0123.parquet", rows=3, contract=name,
-                    version="1", sha256="ab" * 32)
+    return Manifest(
+        uri=f"file:///data/{name}/{name}-0123.parquet",
+        rows=3,
+        contract=name,
+        version="1",
+        sha256="ab" * 32,
+    )
 
 
 def _run(stage: str) -> dict:
-    return {"states": {f"{stage}.a": "Completed"}, "mlflow_run_id": f"mlflow-{stage}",
-            "flow_run_id": f"flow-{stage}"}
+    return {
+        "states": {f"{stage}.a": "Completed"},
+        "mlflow_run_id": f"mlflow-{stage}",
+        "flow_run_id": f"flow-{stage}",
+    }
 
 
 def _sft() -> SftResult:
-    return SftResult(outputs={"sft_dialogues": _manifest("sft_dialogues"),
-                              "quarantine": _manifest("quarantine")},
-                     model_dir="/m/sft", tokenizer_model="/t/tok.model", registered_version=1,
-                     models={"sft": "/m/sft", "sft_base": "/m/base", "pretrained": "/m/pre"},
-                     **_run("sft"))
+    return SftResult(
+        outputs={
+            "sft_dialogues": _manifest("sft_dialogues"),
+            "quarantine": _manifest("quarantine"),
+        },
+        model_dir="/m/sft",
+        tokenizer_model="/t/tok.model",
+        registered_version=1,
+        models={"sft": "/m/sft", "sft_base": "/m/base", "pretrained": "/m/pre"},
+        **_run("sft"),
+    )
 
 
 def _rlhf() -> RlhfResult:
-    reward = RewardResult(outputs={"preference_pairs": _manifest("preference_pairs")},
-                          reward_models={"helpfulness": "/m/rm-h", "safety": "/m/rm-s"},
-                          tokenizer_model="/t/tok.model", sft=_sft(), **_run("reward"))
-    return RlhfResult(models={"sft": "/m/sft", "rlhf-v1": "/m/v1"}, model_dir="/m/v1",
-                      rounds=[RlhfRound(round=1, how="rejection sampling", model_dir="/m/v1")],
-                      reward_models=reward.reward_models, tokenizer_model="/t/tok.model",
-                      outputs={"preference_pairs": reward.pairs},
-                      rejection_samples=[_manifest("rejection_samples")], reward=reward,
-                      **_run("rlhf"))
+    reward = RewardResult(
+        outputs={"preference_pairs": _manifest("preference_pairs")},
+        reward_models={"helpfulness": "/m/rm-h", "safety": "/m/rm-s"},
+        tokenizer_model="/t/tok.model",
+        sft=_sft(),
+        **_run("reward"),
+    )
+    return RlhfResult(
+        models={"sft": "/m/sft", "rlhf-v1": "/m/v1"},
+        model_dir="/m/v1",
+        rounds=[RlhfRound(round=1, how="rejection sampling", model_dir="/m/v1")],
+        reward_models=reward.reward_models,
+        tokenizer_model="/t/tok.model",
+        outputs={"preference_pairs": reward.pairs},
+        rejection_samples=[_manifest("rejection_samples")],
+        reward=reward,
+        **_run("rlhf"),
+    )
 
 
 def _distill(model_dir: str) -> DistillResult:
     rlhf = _rlhf()
-    return DistillResult(model_dir=model_dir, models={**rlhf.models, "distilled": model_dir},
-                         tokenizer_model="/t/tok.model", outputs={}, rlhf=rlhf, **_run("distill"))
+    return DistillResult(
+        model_dir=model_dir,
+        models={**rlhf.models, "distilled": model_dir},
+        tokenizer_model="/t/tok.model",
+        outputs={},
+        rlhf=rlhf,
+        **_run("distill"),
+    )
 
 
 @flow(persist_result=True)
@@ -94,8 +123,14 @@ def test_a_real_stage_flow_refuses_a_wrong_upstream_result_before_doing_any_work
 
 def test_a_result_without_a_dataset_a_later_stage_reads_is_refused():
     with pytest.raises(ValueError, match=r"SftResult.outputs lacks \['sft_dialogues'\]"):
-        SftResult(outputs={"quarantine": _manifest("quarantine")}, model_dir="/m/sft",
-                  tokenizer_model="/t", registered_version=1, models={}, **_run("sft"))
+        SftResult(
+            outputs={"quarantine": _manifest("quarantine")},
+            model_dir="/m/sft",
+            tokenizer_model="/t",
+            registered_version=1,
+            models={},
+            **_run("sft"),
+        )
 
 
 def test_flat_accessors_reach_the_upstream_values():
@@ -117,9 +152,16 @@ def test_the_distilled_version_is_evaluated_only_when_distillation_trained():
 def test_the_run_summary_lists_each_stage_once_without_its_upstream_copy():
     distill = _distill("/m/distilled")
     corpus = CorpusResult(outputs={"documents": _manifest("documents")}, **_run("corpus"))
-    result = PipelineResult(preset="tiny", mlflow_run_id="parent", corpus=corpus,
-                            sft=distill.sft, reward=distill.rlhf.reward, rlhf=distill.rlhf,
-                            distill=distill, report="/r/report.html")
+    result = PipelineResult(
+        preset="tiny",
+        mlflow_run_id="parent",
+        corpus=corpus,
+        sft=distill.sft,
+        reward=distill.rlhf.reward,
+        rlhf=distill.rlhf,
+        distill=distill,
+        report="/r/report.html",
+    )
     summary = result.summary()
     assert list(summary["stages"]) == ["corpus", "sft", "reward", "rlhf", "distill"]
     assert "sft" not in summary["stages"]["reward"] and "reward" not in summary["stages"]["rlhf"]

@@ -45,7 +45,8 @@ def assistant(text):
 @pytest.fixture(scope="module")
 def sp(tmp_path_factory):
     lines = [
-        f"{PROMPT_1} {ANSWER_1}", f"{PROMPT_2} {ANSWER_2}",
+        f"{PROMPT_1} {ANSWER_1}",
+        f"{PROMPT_2} {ANSWER_2}",
         "Tell me a joke about cats. Why did the cat sit on the computer? To watch the mouse.",
         "The quick brown fox jumps over the lazy dog while the farmer sleeps in the sun.",
         "Paris, Rome, Berlin and Madrid are capitals; France, Italy and Spain are countries.",
@@ -56,6 +57,7 @@ def sp(tmp_path_factory):
 
 
 # --- render_chat: the paper's string form (§3.1) -------------------------------------------------
+
 
 def test_render_one_turn_with_system():
     assert render_chat(SYSTEM, TURNS[:2]) == (
@@ -71,10 +73,18 @@ def test_render_without_system_has_no_sys_block():
 
 
 def test_render_two_and_three_turns_strips_contents_and_keeps_system_in_first_only():
-    turns = [user("  Hi!\n"), assistant("\nHello. "), user("Count to 2."), assistant("1 2"),
-             user("Bye"), assistant("  Goodbye.  ")]
-    two = ("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi! [/INST] Hello. </s>"
-           "<s>[INST] Count to 2. [/INST] 1 2 </s>")
+    turns = [
+        user("  Hi!\n"),
+        assistant("\nHello. "),
+        user("Count to 2."),
+        assistant("1 2"),
+        user("Bye"),
+        assistant("  Goodbye.  "),
+    ]
+    two = (
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi! [/INST] Hello. </s>"
+        "<s>[INST] Count to 2. [/INST] 1 2 </s>"
+    )
     assert render_chat("Be brief.", turns[:4]) == two
     assert render_chat("Be brief.", turns) == two + "<s>[INST] Bye [/INST] Goodbye. </s>"
 
@@ -86,20 +96,24 @@ def test_render_generation_prompt_ends_with_inst_close():
     assert render_chat("", [user("Hi")]) == "<s>[INST] Hi [/INST]"
 
 
-@pytest.mark.parametrize("turns", [
-    [],
-    [assistant("Hi")],
-    [user("Hi"), user("Hello")],
-    [user("Hi"), assistant("Hello"), assistant("Again")],
-    [user("Hi"), {"role": "system", "content": "x"}],
-    [user("Hi"), assistant("   ")],
-])
+@pytest.mark.parametrize(
+    "turns",
+    [
+        [],
+        [assistant("Hi")],
+        [user("Hi"), user("Hello")],
+        [user("Hi"), assistant("Hello"), assistant("Again")],
+        [user("Hi"), {"role": "system", "content": "x"}],
+        [user("Hi"), assistant("   ")],
+    ],
+)
 def test_bad_dialogues_raise(turns):
     with pytest.raises(ValueError, match="turn"):
         render_chat("", turns)
 
 
 # --- tokens and labels ---------------------------------------------------------------------------
+
 
 def test_labels_token_by_token_for_both_strategies(sp):
     bos, eos = sp.bos_id(), sp.eos_id()
@@ -120,8 +134,14 @@ def test_labels_token_by_token_for_both_strategies(sp):
 def test_tokens_match_metas_joint_encoding(sp):
     # Meta's chat_completion encodes f"[INST] {user} [/INST] {answer} " in one call per turn.
     bos, eos = sp.bos_id(), sp.eos_id()
-    meta = [bos, *sp.encode(f"{PROMPT_1} {ANSWER_1}"), eos,
-            bos, *sp.encode(f"{PROMPT_2} {ANSWER_2}"), eos]
+    meta = [
+        bos,
+        *sp.encode(f"{PROMPT_1} {ANSWER_1}"),
+        eos,
+        bos,
+        *sp.encode(f"{PROMPT_2} {ANSWER_2}"),
+        eos,
+    ]
     assert tokenize_dialogue(sp, SYSTEM, TURNS, "all_assistant")[0] == meta
 
 
@@ -130,7 +150,7 @@ def test_decoding_each_turn_reproduces_render_chat(sp):
         tokens, labels = tokenize_dialogue(sp, system, TURNS, "all_assistant")
         starts = [i for i, t in enumerate(tokens) if t == sp.bos_id()] + [len(tokens)]
         assert len(starts) == 3 and all(tokens[e - 1] == sp.eos_id() for e in starts[1:])
-        turns_text = [sp.decode(tokens[s + 1: e - 1]) for s, e in zip(starts, starts[1:])]
+        turns_text = [sp.decode(tokens[s + 1 : e - 1]) for s, e in zip(starts, starts[1:])]
         assert "".join(f"<s>{t}</s>" for t in turns_text) == render_chat(system, TURNS)
         # the answer targets alone decode to the answer text, " " included
         first = [t for t, lab in zip(tokens[: starts[1] - 1], labels) if lab != IGN]
@@ -140,7 +160,8 @@ def test_decoding_each_turn_reproduces_render_chat(sp):
 def test_contents_are_stripped_before_encoding(sp):
     padded = [{"role": t["role"], "content": f"  {t['content']}\n "} for t in TURNS]
     assert tokenize_dialogue(sp, SYSTEM, padded, "all_assistant") == tokenize_dialogue(
-        sp, SYSTEM, TURNS, "all_assistant")
+        sp, SYSTEM, TURNS, "all_assistant"
+    )
 
 
 def test_prompt_tokens_is_a_prefix_up_to_the_last_inst_close(sp):
@@ -148,7 +169,7 @@ def test_prompt_tokens_is_a_prefix_up_to_the_last_inst_close(sp):
     prompt = prompt_tokens(sp, SYSTEM, TURNS[:3])
     answer = [*sp.encode(ANSWER_2), sp.eos_id()]
     assert full == prompt + answer
-    assert sp.decode(prompt[prompt.index(sp.bos_id(), 1) + 1:]) == PROMPT_2
+    assert sp.decode(prompt[prompt.index(sp.bos_id(), 1) + 1 :]) == PROMPT_2
     first = prompt_tokens(sp, SYSTEM, TURNS[:1])
     assert first == [sp.bos_id(), *sp.encode(PROMPT_1)] and full[: len(first)] == first
 
@@ -182,16 +203,16 @@ def recover(packed, seq_len, separator):
     """Split each bin back into (tokens, mask) examples; checks separators on the way."""
     found = []
     for b in range(packed.stats["bins"]):
-        toks = packed.tokens[b * seq_len: (b + 1) * seq_len]
-        mask = packed.loss_mask[b * seq_len: (b + 1) * seq_len]
+        toks = packed.tokens[b * seq_len : (b + 1) * seq_len]
+        mask = packed.loss_mask[b * seq_len : (b + 1) * seq_len]
         used = int(np.flatnonzero(toks != PAD)[-1]) + 1
         assert not mask[used:].any()
         starts = list(np.flatnonzero(toks[:used] == BOS))
         for k, s in enumerate(starts):
             end = starts[k + 1] - len(separator) if k + 1 < len(starts) else used
             if k + 1 < len(starts):  # a separator sits between consecutive examples, mask 0
-                assert list(toks[end: starts[k + 1]]) == list(separator)
-                assert not mask[end: starts[k + 1]].any()
+                assert list(toks[end : starts[k + 1]]) == list(separator)
+                assert not mask[end : starts[k + 1]].any()
             found.append((toks[s:end].tolist(), mask[s:end].tolist()))
     return found
 
@@ -209,7 +230,8 @@ def test_every_example_is_packed_whole_exactly_once(separator):
     n_sep = len(separator) * (len(examples) - packed.stats["bins"])
     assert packed.stats["separator_tokens"] == n_sep
     assert packed.stats["fill"] == pytest.approx(
-        np.count_nonzero(packed.tokens[:-1] != PAD) / (packed.stats["bins"] * seq_len))
+        np.count_nonzero(packed.tokens[:-1] != PAD) / (packed.stats["bins"] * seq_len)
+    )
     bin_tokens = packed.stats["bins"] * seq_len
     assert packed.stats["fill"] == pytest.approx((n_tokens + n_sep) / bin_tokens)
     assert packed.stats["target_tokens"] == sum(lab != IGN for _, labs in examples for lab in labs)

@@ -23,9 +23,18 @@ VOCAB = (
 def make_docs(*texts: str) -> pl.DataFrame:
     n = len(texts)
     return pl.DataFrame(
-        {"doc_id": [f"news:{i}" for i in range(n)], "source": ["news"] * n, "text": list(texts),
-         "extra": list(range(n))},
-        schema_overrides={"doc_id": pl.String, "source": pl.String, "text": pl.String, "extra": pl.Int64},
+        {
+            "doc_id": [f"news:{i}" for i in range(n)],
+            "source": ["news"] * n,
+            "text": list(texts),
+            "extra": list(range(n)),
+        },
+        schema_overrides={
+            "doc_id": pl.String,
+            "source": pl.String,
+            "text": pl.String,
+            "extra": pl.Int64,
+        },
     )
 
 
@@ -46,7 +55,9 @@ def shingles(text: str, k: int = 5) -> set[tuple[str, ...]]:
 
 
 def excluded(result) -> dict[str, tuple[str, str]]:
-    return {d: (r, x) for d, r, x in result.excluded.select("doc_id", "reason", "detail").iter_rows()}
+    return {
+        d: (r, x) for d, r, x in result.excluded.select("doc_id", "reason", "detail").iter_rows()
+    }
 
 
 def test_normalize_text():
@@ -55,11 +66,15 @@ def test_normalize_text():
 
 
 def test_exact_dedup_keeps_first_occurrence_of_normalised_text():
-    df = make_docs("Hello, World!", "A different document.", "hello   WORLD", "HELLO world.", "Ｈello world")
+    df = make_docs(
+        "Hello, World!", "A different document.", "hello   WORLD", "HELLO world.", "Ｈello world"
+    )
     result = exact_dedup(df, DedupConfig())
     assert result.kept["doc_id"].to_list() == ["news:0", "news:1"]
     assert result.kept.columns == df.columns
-    assert excluded(result) == {f"news:{i}": ("dedup_exact", "duplicate of news:0") for i in (2, 3, 4)}
+    assert excluded(result) == {
+        f"news:{i}": ("dedup_exact", "duplicate of news:0") for i in (2, 3, 4)
+    }
     assert result.stats["dropped_dedup_exact"] == 3
 
 
@@ -117,7 +132,10 @@ def test_signatures_are_deterministic_and_short_docs_get_one_shingle():
     assert (sig == minhash_signatures(texts, cfg)).all()
     assert (sig[0] == sig[1]).all()  # same words after normalisation
     assert (sig[0] == sig[2]).mean() < 0.1  # one shingle each, different
-    assert minhash_signatures(["just two"], cfg).shape == (1, cfg.num_perm)  # < one shingle of words
+    assert minhash_signatures(["just two"], cfg).shape == (
+        1,
+        cfg.num_perm,
+    )  # < one shingle of words
     short = near_dedup(make_docs("hello world", "hello there", "Hello world!"), cfg)
     assert short.kept["doc_id"].to_list() == ["news:0", "news:1"]
 

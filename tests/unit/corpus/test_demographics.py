@@ -6,20 +6,22 @@ from pydantic import ValidationError
 
 from tasks.corpus.demographics import DemographicsConfig, demographic_representation
 
-DOCS = pl.DataFrame({
-    "doc_id": ["d0", "d1", "d2", "d3"],
-    "text": [
-        # she (She, her), he? no ("brother" is not a pronoun); religion: christian
-        "She said her brother is a devout Christian.",
-        # he (He, his); nationality: american; religion: jewish; 1st person: we
-        "He and his friends are AMERICAN and Jewish, we think.",
-        # unspecified (They); 1st person (us); race: "african american" only, not african/american
-        "They told us the African   American community gathered.",
-        # no pronoun: shepherd, there, these, hero contain she/he/her but are other words;
-        # race: white (a colour here: the paper's counts cannot tell senses apart either)
-        "The shepherd saw there these white heroes.",
-    ],
-})
+DOCS = pl.DataFrame(
+    {
+        "doc_id": ["d0", "d1", "d2", "d3"],
+        "text": [
+            # she (She, her), he? no ("brother" is not a pronoun); religion: christian
+            "She said her brother is a devout Christian.",
+            # he (He, his); nationality: american; religion: jewish; 1st person: we
+            "He and his friends are AMERICAN and Jewish, we think.",
+            # unspecified (They); 1st person (us); race: "african american" only, not african/american
+            "They told us the African   American community gathered.",
+            # no pronoun: shepherd, there, these, hero contain she/he/her but are other words;
+            # race: white (a colour here: the paper's counts cannot tell senses apart either)
+            "The shepherd saw there these white heroes.",
+        ],
+    }
+)
 
 
 def lookup(table: pl.DataFrame) -> dict[tuple[str, str], tuple[int, float]]:
@@ -29,7 +31,12 @@ def lookup(table: pl.DataFrame) -> dict[tuple[str, str], tuple[int, float]]:
 def test_hand_counts():
     table, stats = demographic_representation(DOCS, DemographicsConfig())
     assert table.columns == ["axis", "term", "docs", "pct_docs"]
-    assert table.schema == {"axis": pl.String, "term": pl.String, "docs": pl.Int64, "pct_docs": pl.Float64}
+    assert table.schema == {
+        "axis": pl.String,
+        "term": pl.String,
+        "docs": pl.Int64,
+        "pct_docs": pl.Float64,
+    }
     got = lookup(table)
     # Pronoun groups: percent of the 3 documents with any pronoun (d0, d1, d2).
     assert got[("pronouns", "(any)")] == (3, pytest.approx(75.0))  # of all 4 documents

@@ -18,12 +18,23 @@ def make_docs(*texts: str) -> pl.DataFrame:
     n = len(texts)
     return pl.DataFrame(
         {
-            "doc_id": [f"d{i}" for i in range(n)], "source": ["news"] * n, "domain": ["news"] * n,
-            "url": [None] * n, "text": list(texts), "factual": [True] * n,
+            "doc_id": [f"d{i}" for i in range(n)],
+            "source": ["news"] * n,
+            "domain": ["news"] * n,
+            "url": [None] * n,
+            "text": list(texts),
+            "factual": [True] * n,
             "extra": list(range(n)),  # an unrelated column that must pass through
         },
-        schema_overrides={"doc_id": pl.String, "source": pl.String, "domain": pl.String, "url": pl.String,
-                          "text": pl.String, "factual": pl.Boolean, "extra": pl.Int64},
+        schema_overrides={
+            "doc_id": pl.String,
+            "source": pl.String,
+            "domain": pl.String,
+            "url": pl.String,
+            "text": pl.String,
+            "factual": pl.Boolean,
+            "extra": pl.Int64,
+        },
     )
 
 
@@ -59,7 +70,10 @@ def test_good_document_is_kept_and_features_are_hand_computed():
 @pytest.mark.parametrize(
     "reason, text",
     [
-        ("quality_min_words", "The black cat slept quietly beside the warm fireplace with the dog."),
+        (
+            "quality_min_words",
+            "The black cat slept quietly beside the warm fireplace with the dog.",
+        ),
         ("quality_max_words", "the dog and the cat " * 20_001),
         ("quality_mean_word_length", "to be or it is an as of at by " * 6),
         ("quality_mean_word_length", "internationalization characteristically " * 30),
@@ -68,9 +82,18 @@ def test_good_document_is_kept_and_features_are_hand_computed():
         ("quality_bullet_lines", lines(*[f"- item {i}: " + GOOD[:60] for i in range(10)])),
         ("quality_ellipsis_lines", lines(GOOD[:150] + "...", GOOD[150:250], GOOD[250:] + "…")),
         ("quality_alpha_words", GOOD + " 2017" * 20),
-        ("quality_stop_words", "Quick brown foxes jump over lazy dogs in green fields near rivers. " * 6),
-        ("quality_dup_lines", lines(*["Subscribe now."] * 5, GOOD, "Two.", "Three.", "Four.", "Five.", "Six.")),
-        ("quality_dup_line_chars", lines(GOOD, GOOD[:200], GOOD[:200], *[f"Line {i}." for i in range(7)])),
+        (
+            "quality_stop_words",
+            "Quick brown foxes jump over lazy dogs in green fields near rivers. " * 6,
+        ),
+        (
+            "quality_dup_lines",
+            lines(*["Subscribe now."] * 5, GOOD, "Two.", "Three.", "Four.", "Five.", "Six."),
+        ),
+        (
+            "quality_dup_line_chars",
+            lines(GOOD, GOOD[:200], GOOD[:200], *[f"Line {i}." for i in range(7)]),
+        ),
     ],
 )
 def test_each_rule_drops_its_document(reason, text):
@@ -82,9 +105,13 @@ def test_near_misses_are_kept():
         " ".join(GOOD.split()[:50]),  # exactly 50 words: min_words is inclusive
         GOOD + " # # # # # #",  # 6 '#' per 61 words < 0.1
         lines(*[f"- item {i}: " + GOOD[:60] for i in range(9)], GOOD),  # 9 of 10 lines: not > 0.9
-        lines(GOOD[:150] + "...", GOOD[150:250], GOOD[250:300], GOOD[300:]),  # 1 of 4 ellipsis lines
+        lines(
+            GOOD[:150] + "...", GOOD[150:250], GOOD[250:300], GOOD[300:]
+        ),  # 1 of 4 ellipsis lines
         GOOD + " 2017" * 15,  # 61 of 76 words with a letter = 0.80
-        lines(*["Subscribe now."] * 4, GOOD, *[f"Line {i}." for i in range(6)]),  # 3 of 11 lines repeat
+        lines(
+            *["Subscribe now."] * 4, GOOD, *[f"Line {i}." for i in range(6)]
+        ),  # 3 of 11 lines repeat
     ]
     assert reasons(kept) == [None] * len(kept)
 
@@ -96,7 +123,10 @@ def test_first_failing_rule_wins():
 
 def test_zero_threshold_applies_and_none_disables():
     one_hash = GOOD + " #"
-    assert reasons([GOOD, one_hash], QualityConfig(max_symbol_word_ratio=0.0)) == [None, "quality_symbol_ratio"]
+    assert reasons([GOOD, one_hash], QualityConfig(max_symbol_word_ratio=0.0)) == [
+        None,
+        "quality_symbol_ratio",
+    ]
     short = "The black cat slept quietly beside the warm fireplace with the dog."
     assert reasons([short], QualityConfig(min_words=None)) == [None]
 

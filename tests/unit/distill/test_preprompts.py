@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from tasks.chat.prompt import RISK_CATEGORIES
 from tasks.distill.preprompts import (
     PREPROMPTS_PATH,
     Preprompts,
@@ -15,7 +16,6 @@ from tasks.distill.preprompts import (
     read_preprompts,
     with_preprompt,
 )
-from tasks.chat.prompt import RISK_CATEGORIES
 
 IDS = [f"donotanswer:malicious_uses:{n}" for n in range(1, 1201)]
 
@@ -35,8 +35,11 @@ def test_shipped_set_covers_categories_and_adjectives(pp):
     assert len(set(every_text)) == len(every_text)  # no two preprompts are the same
     assert not any("{" in t or "}" in t or "\n" in t for t in every_text)
     # each category's template talks about its own kind of request
-    cues = {"illicit_criminal": "illegal|crime|criminal", "hateful_harmful": "hateful|demean",
-            "unqualified_advice": "medical|legal|financial"}
+    cues = {
+        "illicit_criminal": "illegal|crime|criminal",
+        "hateful_harmful": "hateful|demean",
+        "unqualified_advice": "medical|legal|financial",
+    }
     for category, cue in cues.items():
         assert all(re.search(cue, t) for t in pp.answer_templates[category]), category
 
@@ -79,8 +82,14 @@ def test_template_share_is_respected_and_monotone():
 
 def test_generic_preprompts_use_two_different_adjectives(pp):
     # each template as a pattern whose two adjective slots are captured
-    patterns = [re.compile(re.escape(t).replace(r"\{adj1\}", r"(?P<adj1>\w+)")
-                           .replace(r"\{adj2\}", r"(?P<adj2>\w+)")) for t in pp.generic_templates]
+    patterns = [
+        re.compile(
+            re.escape(t)
+            .replace(r"\{adj1\}", r"(?P<adj1>\w+)")
+            .replace(r"\{adj2\}", r"(?P<adj2>\w+)")
+        )
+        for t in pp.generic_templates
+    ]
     seen_adjectives, seen_templates = set(), set()
     for prompt_id in IDS:
         kind, text = choose_preprompt(prompt_id, None, 5, 0.0)
@@ -97,16 +106,22 @@ def test_generic_preprompts_use_two_different_adjectives(pp):
 
 
 def test_a_given_set_is_used_instead_of_the_shipped_one():
-    tiny = Preprompts(generic_templates=("Be {adj1} and {adj2}.",), adjectives=("calm", "kind"),
-                      answer_templates={c: (f"answer {c}",) for c in RISK_CATEGORIES})
+    tiny = Preprompts(
+        generic_templates=("Be {adj1} and {adj2}.",),
+        adjectives=("calm", "kind"),
+        answer_templates={c: (f"answer {c}",) for c in RISK_CATEGORIES},
+    )
     assert choose_preprompt("p1", "hateful_harmful", 0, 1.0, preprompts=tiny) == (
-        "template", "answer hateful_harmful")
+        "template",
+        "answer hateful_harmful",
+    )
     kind, text = choose_preprompt("p1", "hateful_harmful", 0, 0.0, preprompts=tiny)
     assert kind == "generic" and text in {"Be calm and kind.", "Be kind and calm."}
 
 
-@pytest.mark.parametrize("category, share", [("violence", 0.5), ("illicit_criminal", 1.5),
-                                             ("illicit_criminal", -0.1)])
+@pytest.mark.parametrize(
+    "category, share", [("violence", 0.5), ("illicit_criminal", 1.5), ("illicit_criminal", -0.1)]
+)
 def test_bad_arguments_raise(category, share):
     with pytest.raises(ValueError):
         choose_preprompt("p", category, 0, share)
@@ -115,8 +130,10 @@ def test_bad_arguments_raise(category, share):
 def test_read_preprompts_rejects_a_bad_file(tmp_path):
     good = PREPROMPTS_PATH.read_text(encoding="utf-8")
     cases = {
-        "template without adj2": good.replace("You are a {adj1} and {adj2} assistant. You never",
-                                              "You are a {adj1} assistant. You never"),
+        "template without adj2": good.replace(
+            "You are a {adj1} and {adj2} assistant. You never",
+            "You are a {adj1} assistant. You never",
+        ),
         "category missing": good.replace("  unqualified_advice:", "  other_category:"),
         "one adjective": re.sub(r"adjectives:\n(    - \w+\n)+", "adjectives:\n    - wise\n", good),
     }
@@ -135,6 +152,7 @@ def test_with_preprompt_prefixes_the_system_prompt():
     assert with_preprompt("", pre) == pre
     assert with_preprompt(None, "  " + pre + "\n") == pre
     assert with_preprompt("Always answer as a pirate.", pre) == (
-        "You are a wise and safe assistant.\n\nAlways answer as a pirate.")
+        "You are a wise and safe assistant.\n\nAlways answer as a pirate."
+    )
     with pytest.raises(ValueError):
         with_preprompt("Always answer as a pirate.", "   ")

@@ -24,18 +24,31 @@ def test_only_strict_improvements_above_min_gain_are_kept():
     assert [r["prompt_id"] for r in kept] == ["p0", "p5"]
     assert [r["prompt_id"] for r in dropped] == ["p1", "p2", "p3", "p4"]
     assert {r["reason"] for r in dropped} == {"not_better"}
-    assert kept[0] == {"prompt_id": "p0", "answer": "safe answer 0", "score_with": 1.5,
-                       "score_without": 0.5, "delta": 1.0}
+    assert kept[0] == {
+        "prompt_id": "p0",
+        "answer": "safe answer 0",
+        "score_with": 1.5,
+        "score_without": 0.5,
+        "delta": 1.0,
+    }
     assert [r["delta"] for r in dropped] == [0.0, 0.0625, 0.125, -0.5]
     assert "min_gain 0.125" in dropped[2]["detail"] and "+0.125" in dropped[2]["detail"]
 
     # by hand: all deltas 1, 0, 1/16, 1/8, -1/2, 2 ; kept deltas 1, 2
     assert stats == {
-        "rows": 6, "kept": 2, "dropped": 4, "kept_share": 2 / 6,
-        "dropped_not_better": 4, "dropped_empty_answer": 0,
+        "rows": 6,
+        "kept": 2,
+        "dropped": 4,
+        "kept_share": 2 / 6,
+        "dropped_not_better": 4,
+        "dropped_empty_answer": 0,
         "delta_mean": (1 + 0 + 0.0625 + 0.125 - 0.5 + 2) / 6,
-        "delta_median": (0.0625 + 0.125) / 2, "delta_min": -0.5, "delta_max": 2.0,
-        "kept_delta_mean": 1.5, "kept_delta_median": 1.5, "kept_delta_min": 1.0,
+        "delta_median": (0.0625 + 0.125) / 2,
+        "delta_min": -0.5,
+        "delta_max": 2.0,
+        "kept_delta_mean": 1.5,
+        "kept_delta_median": 1.5,
+        "kept_delta_min": 1.0,
         "kept_delta_max": 2.0,
     }
 
@@ -43,16 +56,27 @@ def test_only_strict_improvements_above_min_gain_are_kept():
 def test_default_min_gain_drops_a_tie_and_keeps_any_gain():
     kept, dropped, _ = select_distilled(_rows(3), [0.7, 0.7 + 1e-9, 0.6], [0.7, 0.7, 0.7])
     assert [r["prompt_id"] for r in kept] == ["p1"]
-    assert [(r["prompt_id"], r["reason"]) for r in dropped] == [("p0", "not_better"),
-                                                                ("p2", "not_better")]
+    assert [(r["prompt_id"], r["reason"]) for r in dropped] == [
+        ("p0", "not_better"),
+        ("p2", "not_better"),
+    ]
 
 
 def test_empty_answers_are_dropped_even_with_a_large_gain():
-    rows = [{"id": 0, "answer": ""}, {"id": 1, "answer": "  \n "}, {"id": 2, "answer": None},
-            {"id": 3, "answer": "I can't help with that, but here is a safer option."},
-            {"id": 4, "turns": [{"role": "user", "content": "q"}]},  # no assistant turn
-            {"id": 5, "turns": [{"role": "user", "content": "q"},
-                                {"role": "assistant", "content": "Here is a safe answer."}]}]
+    rows = [
+        {"id": 0, "answer": ""},
+        {"id": 1, "answer": "  \n "},
+        {"id": 2, "answer": None},
+        {"id": 3, "answer": "I can't help with that, but here is a safer option."},
+        {"id": 4, "turns": [{"role": "user", "content": "q"}]},  # no assistant turn
+        {
+            "id": 5,
+            "turns": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "Here is a safe answer."},
+            ],
+        },
+    ]
     kept, dropped, stats = select_distilled(rows, [5.0] * 6, [0.0] * 6, min_gain=1.0)
     assert [r["id"] for r in kept] == [3, 5]
     assert [(r["id"], r["reason"]) for r in dropped] == [(i, "empty_answer") for i in (0, 1, 2, 4)]
@@ -62,9 +86,15 @@ def test_empty_answers_are_dropped_even_with_a_large_gain():
 
 
 def test_answer_key_and_dialogue_rows():
-    row = {"reply": "r", "answer": "", "turns": [{"role": "assistant", "content": "a1"},
-                                                 {"role": "user", "content": "u"},
-                                                 {"role": "assistant", "content": "a2"}]}
+    row = {
+        "reply": "r",
+        "answer": "",
+        "turns": [
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a2"},
+        ],
+    }
     assert distilled_answer(row) == ""
     assert distilled_answer(row, "reply") == "r"
     assert distilled_answer({"turns": row["turns"]}) == "a2"  # the last assistant turn
@@ -77,8 +107,9 @@ def test_answer_key_and_dialogue_rows():
 def test_inputs_are_not_changed_and_numpy_scores_work():
     rows = _rows(2)
     snapshot = [dict(r) for r in rows]
-    kept, dropped, stats = select_distilled(rows, np.array([0.5, 0.25], dtype=np.float32),
-                                            np.array([0.25, 0.5], dtype=np.float32))
+    kept, dropped, stats = select_distilled(
+        rows, np.array([0.5, 0.25], dtype=np.float32), np.array([0.25, 0.5], dtype=np.float32)
+    )
     assert rows == snapshot
     assert kept[0]["delta"] == 0.25 and type(kept[0]["delta"]) is float
     assert dropped[0]["delta"] == -0.25
@@ -92,14 +123,17 @@ def test_no_rows_gives_empty_stats():
     assert stats["delta_mean"] is None and stats["kept_delta_max"] is None
 
 
-@pytest.mark.parametrize("score_with, score_without, min_gain, message", [
-    ([1.0, 2.0], [0.0, 0.0, 0.0], 0.0, "lengths differ"),
-    ([1.0, 2.0, 3.0], [0.0, 0.0], 0.0, "lengths differ"),
-    ([1.0, math.nan, 3.0], [0.0, 0.0, 0.0], 0.0, "finite"),
-    ([1.0, 2.0, 3.0], [0.0, math.inf, 0.0], 0.0, "finite"),
-    ([1.0, 2.0, 3.0], [0.0, None, 0.0], 0.0, "finite"),
-    ([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], -0.1, "min_gain"),
-])
+@pytest.mark.parametrize(
+    "score_with, score_without, min_gain, message",
+    [
+        ([1.0, 2.0], [0.0, 0.0, 0.0], 0.0, "lengths differ"),
+        ([1.0, 2.0, 3.0], [0.0, 0.0], 0.0, "lengths differ"),
+        ([1.0, math.nan, 3.0], [0.0, 0.0, 0.0], 0.0, "finite"),
+        ([1.0, 2.0, 3.0], [0.0, math.inf, 0.0], 0.0, "finite"),
+        ([1.0, 2.0, 3.0], [0.0, None, 0.0], 0.0, "finite"),
+        ([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], -0.1, "min_gain"),
+    ],
+)
 def test_bad_input_raises(score_with, score_without, min_gain, message):
     with pytest.raises(ValueError, match=message):
         select_distilled(_rows(3), score_with, score_without, min_gain)

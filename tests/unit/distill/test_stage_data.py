@@ -6,33 +6,63 @@ from tasks.records import dialogue_frame
 
 
 def dialogue(i, split="train", safety=True, risk="illicit_criminal"):
-    return {"dialogue_id": f"d{i}", "source": "donotanswer", "category": "adversarial", "system": "",
-            "turns": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
-            "is_safety": safety, "risk_category": risk if safety else None, "reference": None,
-            "instruction": None, "mask_strategy": None, "split": split, "location": "test"}
+    return {
+        "dialogue_id": f"d{i}",
+        "source": "donotanswer",
+        "category": "adversarial",
+        "system": "",
+        "turns": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+        "is_safety": safety,
+        "risk_category": risk if safety else None,
+        "reference": None,
+        "instruction": None,
+        "mask_strategy": None,
+        "split": split,
+        "location": "test",
+    }
 
 
 def test_only_adversarial_train_prompts_are_drawn_and_the_draw_is_seeded():
-    rows = ([dialogue(i) for i in range(10)] + [dialogue(10 + i, split="heldout") for i in range(5)]
-            + [dialogue(20 + i, risk=None) for i in range(5)]  # borderline: safety-tagged, no category
-            + [dialogue(30 + i, safety=False) for i in range(5)])
+    rows = (
+        [dialogue(i) for i in range(10)]
+        + [dialogue(10 + i, split="heldout") for i in range(5)]
+        + [dialogue(20 + i, risk=None) for i in range(5)]  # borderline: safety-tagged, no category
+        + [dialogue(30 + i, safety=False) for i in range(5)]
+    )
     drawn = adversarial_prompts(rows, 6, seed=3)
     assert len(drawn) == 6 and {p["prompt_id"] for p in drawn} <= {f"d{i}" for i in range(10)}
-    assert [p["prompt_id"] for p in adversarial_prompts(rows, 6, seed=3)] == [p["prompt_id"] for p in drawn]
+    assert [p["prompt_id"] for p in adversarial_prompts(rows, 6, seed=3)] == [
+        p["prompt_id"] for p in drawn
+    ]
     assert len(adversarial_prompts(rows, 100, seed=3)) == 10  # no more than there are
 
 
 def sample(kept, with_, without, reason=None):
-    return {"prompt_id": f"p{with_}{without}{kept}", "system": "", "prompt": [{"role": "user", "content": "q"}],
-            "risk_category": "hateful_harmful", "preprompt_kind": "generic", "preprompt": "Be safe.",
-            "answer_with": "No.", "answer_without": "Sure.", "score_with": with_, "score_without": without,
-            "delta": with_ - without, "kept": kept, "reason": reason}
+    return {
+        "prompt_id": f"p{with_}{without}{kept}",
+        "system": "",
+        "prompt": [{"role": "user", "content": "q"}],
+        "risk_category": "hateful_harmful",
+        "preprompt_kind": "generic",
+        "preprompt": "Be safe.",
+        "answer_with": "No.",
+        "answer_without": "Sure.",
+        "score_with": with_,
+        "score_without": without,
+        "delta": with_ - without,
+        "kept": kept,
+        "reason": reason,
+    }
 
 
 def test_contract_refuses_a_kept_row_that_did_not_improve_and_a_dropped_row_without_reason():
     contract = get_contract("distillation_samples")
-    contract.validate(dialogue_frame([sample(True, 0.9, 0.4), sample(False, 0.4, 0.4, "not_better")],
-                                     "distillation_samples"), "test")
+    contract.validate(
+        dialogue_frame(
+            [sample(True, 0.9, 0.4), sample(False, 0.4, 0.4, "not_better")], "distillation_samples"
+        ),
+        "test",
+    )
     with pytest.raises(Exception, match="kept row"):
         contract.validate(dialogue_frame([sample(True, 0.4, 0.4)], "distillation_samples"), "test")
     with pytest.raises(Exception, match="kept row"):

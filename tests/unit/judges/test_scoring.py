@@ -2,13 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.llama import Llama, tiny
+from models.llama import IGNORE_INDEX, Llama, tiny
 from models.reward import RewardModel
-from tasks.reward.data import encode_pairs
 from tasks.judges.scoring import RewardScorer, kl_along, rm_sequence, win_rates
-from tasks.rlhf.rounds import best_examples, rounds_table
 from tasks.records import dialogue_frame
-from models.llama import IGNORE_INDEX
+from tasks.reward.data import encode_pairs
+from tasks.rlhf.rounds import best_examples, rounds_table
 from tests.unit.reward.test_data import CHOSEN, SYSTEM, TURNS, pair
 
 
@@ -31,13 +30,19 @@ def constant_rm(p: float, vocab: int) -> RewardModel:
     return rm.eval()
 
 
-@pytest.mark.parametrize("r_s, is_safety, picks", [(0.9, True, "r_s"), (0.1, False, "r_s"),
-                                                   (0.15, False, "r_h"), (0.9, False, "r_h")])
+@pytest.mark.parametrize(
+    "r_s, is_safety, picks",
+    [(0.9, True, "r_s"), (0.1, False, "r_s"), (0.15, False, "r_h"), (0.9, False, "r_h")],
+)
 def test_scorer_gates_to_the_safety_score_in_the_papers_two_cases(sp, r_s, is_safety, picks):
-    scorer = RewardScorer(constant_rm(0.6, sp.vocab_size()), constant_rm(r_s, sp.vocab_size()), sp, 128)
+    scorer = RewardScorer(
+        constant_rm(0.6, sp.vocab_size()), constant_rm(r_s, sp.vocab_size()), sp, 128
+    )
     prompt = {"system": SYSTEM, "turns": TURNS[:1], "is_safety": is_safety}
     out = scorer.score([prompt], ["An answer."])
-    assert out["r_h"][0] == pytest.approx(0.6, abs=1e-5) and out["r_s"][0] == pytest.approx(r_s, abs=1e-5)
+    assert out["r_h"][0] == pytest.approx(0.6, abs=1e-5) and out["r_s"][0] == pytest.approx(
+        r_s, abs=1e-5
+    )
     assert out["r_c"][0] == out[picks][0]
 
 
@@ -57,34 +62,69 @@ def test_kl_along_is_zero_to_itself_and_matches_a_direct_computation():
 
 
 def test_win_rates_count_ties_as_half():
-    assert win_rates(np.array([0.9, 0.5, 0.1]), np.array([0.5, 0.5, 0.5])).tolist() == [1.0, 0.5, 0.0]
+    assert win_rates(np.array([0.9, 0.5, 0.1]), np.array([0.5, 0.5, 0.5])).tolist() == [
+        1.0,
+        0.5,
+        0.0,
+    ]
 
 
 def eval_row(version, order, prompt_id, kind, r_c, kl, win):
-    return {"version": version, "order": order, "prompt_id": prompt_id, "kind": kind, "category": "c",
-            "risk_category": None, "answer": "x", "r_h": r_c, "r_s": 0.5, "r_c": r_c, "kl_to_sft": kl,
-            "annotator_score": 0.5, "win_vs_sft": win}
+    return {
+        "version": version,
+        "order": order,
+        "prompt_id": prompt_id,
+        "kind": kind,
+        "category": "c",
+        "risk_category": None,
+        "answer": "x",
+        "r_h": r_c,
+        "r_s": 0.5,
+        "r_c": r_c,
+        "kl_to_sft": kl,
+        "annotator_score": 0.5,
+        "win_vs_sft": win,
+    }
 
 
 def test_rounds_table_means_and_win_rates_per_kind_in_version_order():
-    rows = [eval_row("sft", 0, "p1", "helpfulness", 0.4, 0.0, 0.5),
-            eval_row("sft", 0, "p2", "safety", 0.6, 0.0, 0.5),
-            eval_row("rlhf-v1", 1, "p1", "helpfulness", 0.8, 0.2, 1.0),
-            eval_row("rlhf-v1", 1, "p2", "safety", 0.4, None, 0.0)]
+    rows = [
+        eval_row("sft", 0, "p1", "helpfulness", 0.4, 0.0, 0.5),
+        eval_row("sft", 0, "p2", "safety", 0.6, 0.0, 0.5),
+        eval_row("rlhf-v1", 1, "p1", "helpfulness", 0.8, 0.2, 1.0),
+        eval_row("rlhf-v1", 1, "p2", "safety", 0.4, None, 0.0),
+    ]
     table = rounds_table(dialogue_frame(rows, "rlhf_eval"))
     assert table["version"].to_list() == ["sft", "rlhf-v1"]
     v1 = table.row(1, named=True)
-    assert (v1["mean_r_c"], v1["kl_to_sft"], v1["helpfulness_win_rate"], v1["safety_win_rate"]) == \
-        pytest.approx((0.6, 0.2, 1.0, 0.0))
+    assert (
+        v1["mean_r_c"],
+        v1["kl_to_sft"],
+        v1["helpfulness_win_rate"],
+        v1["safety_win_rate"],
+    ) == pytest.approx((0.6, 0.2, 1.0, 0.0))
 
 
 def test_best_examples_train_only_the_best_answer_and_skip_empty_ones(sp):
-    base = {"round": 1, "system": SYSTEM, "prompt": TURNS[:1], "is_safety": False, "category": "c",
-            "risk_category": None, "reference": None, "temperature": 1.0, "r_h": 0.5, "r_s": 0.5,
-            "r_c": 0.5, "origin_round": 1}
-    rows = [dict(base, prompt_id="a", sample=0, response=CHOSEN, is_best=True),
-            dict(base, prompt_id="a", sample=1, response="Something else.", is_best=False),
-            dict(base, prompt_id="b", sample=0, response="  ", is_best=True)]
+    base = {
+        "round": 1,
+        "system": SYSTEM,
+        "prompt": TURNS[:1],
+        "is_safety": False,
+        "category": "c",
+        "risk_category": None,
+        "reference": None,
+        "temperature": 1.0,
+        "r_h": 0.5,
+        "r_s": 0.5,
+        "r_c": 0.5,
+        "origin_round": 1,
+    }
+    rows = [
+        dict(base, prompt_id="a", sample=0, response=CHOSEN, is_best=True),
+        dict(base, prompt_id="a", sample=1, response="Something else.", is_best=False),
+        dict(base, prompt_id="b", sample=0, response="  ", is_best=True),
+    ]
     frame, stats = best_examples(dialogue_frame(rows, "rejection_samples"), sp, 256)
     assert (stats["examples"], stats["skipped_empty"]) == (1, 1)
     tokens, labels = frame["tokens"][0].to_list(), frame["labels"][0].to_list()

@@ -53,11 +53,13 @@ def profanity():
 
 
 def docs_frame(n: int, sources=("news", "wiki")) -> pl.DataFrame:
-    return pl.DataFrame({
-        "doc_id": [f"d{i:05d}" for i in range(n)],
-        "source": [sources[i % len(sources)] for i in range(n)],
-        "text": [f"line one of doc {i}\nline two" for i in range(n)],
-    })
+    return pl.DataFrame(
+        {
+            "doc_id": [f"d{i:05d}" for i in range(n)],
+            "source": [sources[i % len(sources)] for i in range(n)],
+            "text": [f"line one of doc {i}\nline two" for i in range(n)],
+        }
+    )
 
 
 # ---------------------------------------------------------------- embedded scorer
@@ -138,11 +140,13 @@ def test_sampling_is_seeded_deterministic_and_ten_percent():
 
 
 def test_measure_toxicity_scores_frame_and_stats():
-    df = pl.DataFrame({
-        "doc_id": ["a", "b", "c", "d", "e"],
-        "source": ["news", "news", "web", "web", "web"],
-        "text": ["fine\nBAD", "fine", "BAD\nBAD\nfine", "\n", "BAD"],
-    })
+    df = pl.DataFrame(
+        {
+            "doc_id": ["a", "b", "c", "d", "e"],
+            "source": ["news", "news", "web", "web", "web"],
+            "text": ["fine\nBAD", "fine", "BAD\nBAD\nfine", "\n", "BAD"],
+        }
+    )
     cfg = ToxicityConfig(sample_frac=1.0, threshold=0.5)
     scores, stats = measure_toxicity(df, cfg, KeywordScorer())
     assert scores.columns == ["doc_id", "source", "n_lines", "score", "toxic"]

@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from models.generation import (generate, greedy_reference, next_token, sample_top_p,
-                               top_p_filter)
+from models.generation import generate, greedy_reference, next_token, sample_top_p, top_p_filter
 from models.llama import Llama, tiny
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
@@ -41,7 +40,7 @@ def test_eos_stops_one_sequence_while_the_others_continue(model, reference):
     eos = next(t for t in reference[1][3:] if t not in reference[0] + reference[2])
     stop = reference[1].index(eos)
     out = generate(model, PROMPTS, 12, temperature=0, eos_id=eos, pad_id=3)
-    assert out[1] == reference[1][:stop + 1]  # EOS included, nothing after it
+    assert out[1] == reference[1][: stop + 1]  # EOS included, nothing after it
     assert out[0] == reference[0] and out[2] == reference[2]
 
 
@@ -68,8 +67,7 @@ def test_top_p_filter_keeps_the_smallest_nucleus():
     # p=0.7: 0.5 alone is short of 0.7, 0.5+0.3 reaches it -> keep {0.5, 0.3}, renormalised
     torch.testing.assert_close(top_p_filter(probs, 0.7), torch.tensor([[0, 0.625, 0, 0.375]]))
     # p=0.9: 0.8 is short of 0.9 -> also keep 0.15; total 0.95
-    torch.testing.assert_close(top_p_filter(probs, 0.9),
-                               torch.tensor([[0.15, 0.5, 0, 0.3]]) / 0.95)
+    torch.testing.assert_close(top_p_filter(probs, 0.9), torch.tensor([[0.15, 0.5, 0, 0.3]]) / 0.95)
     torch.testing.assert_close(top_p_filter(probs, 0.0), torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
     assert top_p_filter(probs, 1.0) is probs
 
@@ -119,7 +117,7 @@ def test_bad_arguments_raise(model):
 def early_eos(outputs: list[list[int]]) -> int:
     """A token that ends some row early (within its first half) but is not in every row."""
     for row in outputs:
-        for tok in row[1:len(row) // 2]:
+        for tok in row[1 : len(row) // 2]:
             if any(tok not in other for other in outputs):
                 return tok
     raise AssertionError("no token stops only some rows")
@@ -129,8 +127,18 @@ def early_eos(outputs: list[list[int]]) -> int:
 @pytest.mark.parametrize("temperature, top_p, seed", [(0.0, 1.0, None), (1.0, 0.9, 7)])
 def test_no_cache_path_gives_the_same_tokens(model, padding, temperature, top_p, seed):
     def run(eos_id, use_cache):
-        return generate(model, PROMPTS, 12, temperature=temperature, top_p=top_p, seed=seed,
-                        eos_id=eos_id, pad_id=3, padding=padding, use_cache=use_cache)
+        return generate(
+            model,
+            PROMPTS,
+            12,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            eos_id=eos_id,
+            pad_id=3,
+            padding=padding,
+            use_cache=use_cache,
+        )
 
     full = run(None, True)
     assert run(None, False) == full

@@ -19,11 +19,21 @@ from models.llama import Llama, LlamaConfig
 ATOL = 1e-4
 
 CONFIGS = {
-    "mha": LlamaConfig(dim=64, n_layers=2, n_heads=4, vocab_size=300, hidden_dim=96,
-                       max_seq_len=64),
-    "gqa_tied": LlamaConfig(dim=64, n_layers=3, n_heads=8, n_kv_heads=2, vocab_size=300,
-                            hidden_dim=160, max_seq_len=64, rope_theta=500_000.0,
-                            norm_eps=1e-6, tie_embeddings=True),
+    "mha": LlamaConfig(
+        dim=64, n_layers=2, n_heads=4, vocab_size=300, hidden_dim=96, max_seq_len=64
+    ),
+    "gqa_tied": LlamaConfig(
+        dim=64,
+        n_layers=3,
+        n_heads=8,
+        n_kv_heads=2,
+        vocab_size=300,
+        hidden_dim=160,
+        max_seq_len=64,
+        rope_theta=500_000.0,
+        norm_eps=1e-6,
+        tie_embeddings=True,
+    ),
 }
 
 
@@ -60,15 +70,30 @@ def test_export_matches_transformers_logits(name):
 @pytest.mark.parametrize("kv_heads,tied", [(4, False), (2, True)])
 def test_import_random_transformers_model(kv_heads, tied):
     torch.manual_seed(2)
-    hf = LlamaForCausalLM(HFLlamaConfig(
-        vocab_size=250, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64,
-        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 20_000.0},
-        tie_word_embeddings=tied, initializer_range=0.2)).eval()
+    hf = LlamaForCausalLM(
+        HFLlamaConfig(
+            vocab_size=250,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 20_000.0},
+            tie_word_embeddings=tied,
+            initializer_range=0.2,
+        )
+    ).eval()
     model = from_hf(hf)
     cfg = model.config
     assert (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim, cfg.max_seq_len) == (
-        64, 4, kv_heads, 128, 64)
+        64,
+        4,
+        kv_heads,
+        128,
+        64,
+    )
     assert (cfg.rope_theta, cfg.norm_eps, cfg.tie_embeddings) == (20_000.0, 1e-6, tied)
     x = tokens(250)
     with torch.no_grad():
@@ -98,8 +123,12 @@ def test_save_and_load_a_checkpoint_folder(tmp_path):
 
 
 def test_unsupported_transformers_features_are_refused():
-    cfg = HFLlamaConfig(hidden_size=64, num_attention_heads=4, attention_bias=True,
-                        rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0})
+    cfg = HFLlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        attention_bias=True,
+        rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0},
+    )
     with pytest.raises(ValueError, match="rope scaling, attention bias"):
         our_config(cfg)
 
@@ -110,9 +139,15 @@ def test_our_generate_matches_transformers_generate_on_a_padded_batch():
     prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
     ids = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 0, 10, 11], [0, 0, 12, 13, 14]])
     with torch.no_grad():
-        theirs = hf.generate(input_ids=ids, attention_mask=(ids != 0).long(), max_new_tokens=10,
-                             min_new_tokens=10, do_sample=False, pad_token_id=0,
-                             eos_token_id=None)
+        theirs = hf.generate(
+            input_ids=ids,
+            attention_mask=(ids != 0).long(),
+            max_new_tokens=10,
+            min_new_tokens=10,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
     assert generate(model, prompts, 10, temperature=0) == theirs[:, 5:].tolist()
 
 
@@ -127,10 +162,12 @@ def smollm2():
     """(transformers model, our model, tokenizer) of SmolLM2-135M-Instruct; ~20 s to load
     (transformers parses and dequantises the Q4_1 GGUF)."""
     folder, gguf_file = smollm2_path()
-    hf = LlamaForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32,
-                                          local_files_only=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file,
-                                              local_files_only=True)
+    hf = LlamaForCausalLM.from_pretrained(
+        str(folder), gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(folder), gguf_file=gguf_file, local_files_only=True
+    )
     return hf, from_hf(hf), tokenizer
 
 
@@ -143,7 +180,12 @@ def test_smollm2_imports_with_transformers_logits(smollm2):
     hf, model, tokenizer = smollm2
     cfg = model.config
     assert (cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (
-        576, 30, 9, 3, 49152)
+        576,
+        30,
+        9,
+        3,
+        49152,
+    )
     assert cfg.tie_embeddings and cfg.rope_theta == 100_000.0
     x = torch.tensor([chat(tokenizer, "What is the capital of France?")])
     with torch.no_grad():
@@ -157,11 +199,18 @@ def test_smollm2_answers_paris_with_our_generate(smollm2):
     question = chat(tokenizer, "What is the capital of France?")
     completion = tokenizer("The capital of France is")["input_ids"]
     # one left-padded batch: a chat turn that must end with <|im_end|>, and a plain completion
-    answer, continued = generate(model, [question, completion], 12, temperature=0,
-                                 eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    answer, continued = generate(
+        model,
+        [question, completion],
+        12,
+        temperature=0,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+    )
     assert "Paris" in tokenizer.decode(answer)
     assert answer[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(continued).startswith(" Paris")
     # the completion alone gives the same tokens as inside the padded batch
-    assert generate(model, [completion], len(continued), temperature=0,
-                    eos_id=tokenizer.eos_token_id) == [continued]
+    assert generate(
+        model, [completion], len(continued), temperature=0, eos_id=tokenizer.eos_token_id
+    ) == [continued]

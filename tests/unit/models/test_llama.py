@@ -65,7 +65,7 @@ def test_kv_cache_incremental_logits_equal_full_forward():
     full, _ = model(tokens)
     cache = KVCache(cfg.n_layers, 2, cfg.n_kv_heads, 12, cfg.head_dim, torch.float32)
     chunks = [model(tokens[:, :5], cache=cache)[0], model(tokens[:, 5:8], cache=cache)[0]]
-    chunks += [model(tokens[:, t:t + 1], cache=cache)[0] for t in range(8, 12)]
+    chunks += [model(tokens[:, t : t + 1], cache=cache)[0] for t in range(8, 12)]
     torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.length == 12
 
@@ -106,6 +106,7 @@ def test_position_beyond_context_is_an_error():
 
 # --- the shared trunk (hidden_states) ---------------------------------------------------------
 
+
 def trunk_by_hand(model, tokens: torch.Tensor) -> torch.Tensor:
     """The trunk loop as RewardModel and PolicyWithValue each wrote it before `hidden_states`
     existed: sliced rotary tables, every block with a causal mask, the final norm."""
@@ -132,8 +133,9 @@ def test_hidden_states_with_a_cache_match_forward_with_a_cache():
     cfg = tiny()
     model = random_model(cfg, seed=4)
     tokens = torch.randint(0, cfg.vocab_size, (2, 9))
-    caches = [KVCache(cfg.n_layers, 2, cfg.n_kv_heads, 9, cfg.head_dim, torch.float32)
-              for _ in range(2)]
+    caches = [
+        KVCache(cfg.n_layers, 2, cfg.n_kv_heads, 9, cfg.head_dim, torch.float32) for _ in range(2)
+    ]
     for part in (tokens[:, :6], tokens[:, 6:7], tokens[:, 7:]):  # prefill, then decode steps
         h = model.hidden_states(part, cache=caches[0])
         logits, _ = model(part, cache=caches[1])

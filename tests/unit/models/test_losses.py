@@ -12,11 +12,15 @@ def t(*values: float) -> torch.Tensor:
 
 # --- margins ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("scheme, expected", [
-    ("none", [0.0, 0.0, 0.0, 0.0]),
-    ("small", [1.0, 2 / 3, 1 / 3, 0.0]),  # Table 27, small margin
-    ("large", [3.0, 2.0, 1.0, 0.0]),  # Table 27, large margin
-])
+
+@pytest.mark.parametrize(
+    "scheme, expected",
+    [
+        ("none", [0.0, 0.0, 0.0, 0.0]),
+        ("small", [1.0, 2 / 3, 1 / 3, 0.0]),  # Table 27, small margin
+        ("large", [3.0, 2.0, 1.0, 0.0]),  # Table 27, large margin
+    ],
+)
 def test_margin_table_per_rating_and_scheme(scheme, expected):
     # RATINGS strongest first: significantly better, better, slightly better, negligibly better
     torch.testing.assert_close(margins_for(RATINGS, scheme), torch.tensor(expected))
@@ -40,6 +44,7 @@ def test_unknown_scheme_or_rating_is_a_clear_error():
 
 
 # --- pairwise loss ------------------------------------------------------------------------
+
 
 def test_pairwise_loss_by_hand():
     # r_c = 2, r_r = 1, no margin: -logsigmoid(1) = log(1 + e^-1) = 0.31326
@@ -84,6 +89,7 @@ def test_pairwise_loss_rejects_mismatched_shapes():
 
 # --- safety auxiliary loss ----------------------------------------------------------------
 
+
 def test_safety_aux_loss_by_hand():
     # safe with score 0: -log sigmoid(0) = log 2; unsafe with score 2: -log(1 - sigmoid(2)) =
     # -logsigmoid(-2) = 2.12693; mean = (0.69315 + 2.12693) / 2 = 1.41004
@@ -122,6 +128,7 @@ def test_safety_aux_loss_rejects_other_labels():
 
 
 # --- accuracy -----------------------------------------------------------------------------
+
 
 def test_accuracy_counts_strict_wins():
     # wins: 3 > 1 yes, 0 > 2 no, 1 > 1 no (a tie is not a win), 5 > -5 yes -> 2 / 4

@@ -25,11 +25,13 @@ def t(*values) -> torch.Tensor:
 
 
 def close(actual, expected, atol=1e-5):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=atol,
-                               rtol=0)
+    torch.testing.assert_close(
+        actual, torch.as_tensor(expected, dtype=actual.dtype), atol=atol, rtol=0
+    )
 
 
 # --- gated reward and logit ---------------------------------------------------------------
+
 
 def test_gated_reward_uses_safety_score_in_the_papers_two_cases_only():
     assert SAFETY_GATE == 0.15
@@ -52,6 +54,7 @@ def test_logit_inverts_sigmoid_and_stays_finite_at_0_and_1():
 
 
 # --- whitening ----------------------------------------------------------------------------
+
 
 def test_whiten_masked_entries_get_zero_mean_unit_variance_and_the_rest_zero():
     x = t([1.0, 2.0, 3.0, 100.0])
@@ -94,6 +97,7 @@ def test_running_whitener_errors():
 
 # --- log-probs and KL ---------------------------------------------------------------------
 
+
 def test_logprobs_from_logits_picks_the_token_in_float32():
     logits = torch.tensor([[[0.0, math.log(3)], [0.0, 0.0]]], dtype=torch.bfloat16)
     lp = logprobs_from_logits(logits, torch.tensor([[1, 0]]))
@@ -125,6 +129,7 @@ def test_unknown_kl_estimator_is_a_clear_error():
 
 # --- per-token rewards --------------------------------------------------------------------
 
+
 def test_score_lands_on_the_last_response_token_of_each_row():
     # row 0: 2 prompt tokens, 3 response tokens; row 1: 1 prompt, 2 response, 2 pad.
     # ref = 0 so k1 KL = lp; the 9s sit on prompt/pad and must be ignored
@@ -143,6 +148,7 @@ def test_a_row_without_response_tokens_is_a_clear_error():
 
 
 # --- GAE ----------------------------------------------------------------------------------
+
 
 def test_gae_with_gamma_1_lam_1_is_returns_to_go_minus_values():
     rewards, values = t([1.0, 2.0, 3.0]), t([0.5, 0.5, 0.5])
@@ -173,9 +179,11 @@ def test_gae_skips_prompt_and_pad_tokens():
 
 # --- losses -------------------------------------------------------------------------------
 
+
 def test_policy_loss_inside_the_clip_range_is_minus_ratio_times_advantage():
-    loss, clipfrac, _ = policy_loss(t([math.log(1.1)]), t([0.0]), t([2.0]),
-                                    torch.ones(1, 1, dtype=torch.bool))
+    loss, clipfrac, _ = policy_loss(
+        t([math.log(1.1)]), t([0.0]), t([2.0]), torch.ones(1, 1, dtype=torch.bool)
+    )
     close(loss, -2.2)  # -1.1 * 2
     assert clipfrac.item() == 0.0
 

@@ -201,8 +201,17 @@ class PreferenceBatches:
 
 def test_runs_through_the_shared_training_loop(tmp_path):
     data = PreferenceBatches(pairs=4, seq_len=12)
-    cfg = TrainConfig(max_steps=5, warmup_steps=1, batch_size=data.batch_size, seq_len=12,
-                      threads=1, log_every=1, eval_every=0, checkpoint_every=0, lr=3e-3)
+    cfg = TrainConfig(
+        max_steps=5,
+        warmup_steps=1,
+        batch_size=data.batch_size,
+        seq_len=12,
+        threads=1,
+        log_every=1,
+        eval_every=0,
+        checkpoint_every=0,
+        lr=3e-3,
+    )
     logger = InMemoryLogger()
     rm = RewardModel.from_llama(random_llama(std=0.02))
     stats = train(rm, data, cfg, logger, tmp_path)

@@ -4,27 +4,63 @@ grouped sampling, and the paper's exclusion rule with the real rule annotator.""
 import pytest
 
 from data_contracts import get_contract
-from tasks.judges.toxicity import ProfanityCheckScorer
-from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig
-from tasks.preferences.collect import CollectionConfig, annotate, plan_batch, sample_responses
 from tasks.chat.prompt import prompt_pool
+from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig
+from tasks.judges.toxicity import ProfanityCheckScorer
+from tasks.preferences.collect import CollectionConfig, annotate, plan_batch, sample_responses
 from tasks.records import dialogue_frame
 
 
-def dialogue(i, user, answer, *, is_safety=False, risk=None, category="arithmetic", reference=None,
-             split="train", instruction=None):
-    return {"dialogue_id": f"d:{i}", "source": "tasks", "category": category, "system": "",
-            "turns": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
-            "is_safety": is_safety, "risk_category": risk, "reference": reference,
-            "instruction": instruction, "mask_strategy": None, "split": split, "location": "test"}
+def dialogue(
+    i,
+    user,
+    answer,
+    *,
+    is_safety=False,
+    risk=None,
+    category="arithmetic",
+    reference=None,
+    split="train",
+    instruction=None,
+):
+    return {
+        "dialogue_id": f"d:{i}",
+        "source": "tasks",
+        "category": category,
+        "system": "",
+        "turns": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+        "is_safety": is_safety,
+        "risk_category": risk,
+        "reference": reference,
+        "instruction": instruction,
+        "mask_strategy": None,
+        "split": split,
+        "location": "test",
+    }
 
 
 DIALOGUES = (
     [dialogue(i, f"What is {i} plus 40?", f"{i + 40}.", reference=str(i + 40)) for i in range(30)]
-    + [dialogue(100 + i, f"How can I steal a car number {i}?", "I can't help with that.",
-                is_safety=True, risk="illicit_criminal", category="adversarial") for i in range(30)]
-    + [dialogue(200, "held out", "x", split="heldout"),
-       dialogue(201, "with instruction", "X", instruction='{"parts": [["capitals", ""]], "short": false}')]
+    + [
+        dialogue(
+            100 + i,
+            f"How can I steal a car number {i}?",
+            "I can't help with that.",
+            is_safety=True,
+            risk="illicit_criminal",
+            category="adversarial",
+        )
+        for i in range(30)
+    ]
+    + [
+        dialogue(200, "held out", "x", split="heldout"),
+        dialogue(
+            201,
+            "with instruction",
+            "X",
+            instruction='{"parts": [["capitals", ""]], "short": false}',
+        ),
+    ]
 )
 
 
@@ -32,7 +68,9 @@ def test_the_pool_takes_train_prompts_without_instructions_and_tags_them():
     pool = prompt_pool(DIALOGUES)
     assert len(pool["helpfulness"]) == 30 and len(pool["safety"]) == 30
     first = pool["helpfulness"][0]
-    assert first["turns"] == [{"role": "user", "content": "What is 0 plus 40?"}]  # the answer is cut
+    assert first["turns"] == [
+        {"role": "user", "content": "What is 0 plus 40?"}
+    ]  # the answer is cut
     assert first["reference"] == "40" and not first["is_safety"]
 
 
@@ -46,8 +84,9 @@ def test_each_prompt_gets_two_different_variants_and_temperatures_and_a_per_batc
     assert 0 < sum(p["split"] == "test" for p in planned) < 40
     assert planned == plan_batch(pool, cfg, batch=0, seed=1)  # seeded
     other = plan_batch(pool, cfg, batch=1, seed=1)
-    assert [p["split"] for p in other] != [p["split"] for p in planned] or \
-        [p["prompt_id"] for p in other] != [p["prompt_id"] for p in planned]
+    assert [p["split"] for p in other] != [p["split"] for p in planned] or [
+        p["prompt_id"] for p in other
+    ] != [p["prompt_id"] for p in planned]
     with pytest.raises(ValueError, match="2 model variants"):
         plan_batch(pool, CollectionConfig(variants=["sft"]), 0, 1)
 
@@ -82,10 +121,14 @@ def test_chosen_unsafe_rejected_safe_pairs_are_excluded_with_the_papers_reason(a
     b = [f"It is {int(ref[0]) + 1}.", f"It is {int(ref[1]) + 7}, I think.", "same answer"]
     rows, excluded, stats = annotate(planned, a, b, annotator, seed=0)
     reasons = {e["prompt_id"]: e["reason"] for e in excluded}
-    assert reasons == {planned[0]["prompt_id"]: "pairs_chosen_unsafe",
-                       planned[2]["prompt_id"]: "pairs_identical"}
+    assert reasons == {
+        planned[0]["prompt_id"]: "pairs_chosen_unsafe",
+        planned[2]["prompt_id"]: "pairs_identical",
+    }
     (row,) = rows
-    assert row["chosen"] == a[1] and row["kind"] == "helpfulness" and row["safety_bin"] == "both_safe"
+    assert (
+        row["chosen"] == a[1] and row["kind"] == "helpfulness" and row["safety_bin"] == "both_safe"
+    )
     assert row["model_chosen"] == planned[1]["variant_a"]
     assert row["temperature_chosen"] == planned[1]["temperature_a"]
     assert stats["pairs"] + stats["excluded"] == stats["prompts"] == 3
@@ -96,8 +139,11 @@ def test_chosen_unsafe_rejected_safe_pairs_are_excluded_with_the_papers_reason(a
 def test_refusals_win_on_adversarial_prompts(annotator):
     cfg = CollectionConfig(helpfulness_prompts=0, safety_prompts=2)
     planned = plan_batch(prompt_pool(DIALOGUES), cfg, 0, 1)
-    a = ["Sure: break the window, then hot-wire the ignition.", "I can't help with stealing a car; "
-         "if you are locked out of your own car, a locksmith or your insurer can help."]
+    a = [
+        "Sure: break the window, then hot-wire the ignition.",
+        "I can't help with stealing a car; "
+        "if you are locked out of your own car, a locksmith or your insurer can help.",
+    ]
     b = ["I can't help with that.", "First find an old car without an alarm, then pick the lock."]
     rows, excluded, _ = annotate(planned, a, b, annotator, seed=0)
     assert not excluded

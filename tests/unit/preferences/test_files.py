@@ -11,8 +11,10 @@ from data_contracts.preference_pairs import CONTRACT
 from tasks.preferences.files import read_hh_jsonl, read_preference_parquet
 from tasks.records import dialogue_frame
 
-PREFIX = ("\n\nHuman: My sourdough is flat.\nIt rises in the fridge but not in the oven."
-          "\n\nAssistant: How long do you proof it?\n\nHuman: About 4 hours.\n\nSecond line.")
+PREFIX = (
+    "\n\nHuman: My sourdough is flat.\nIt rises in the fridge but not in the oven."
+    "\n\nAssistant: How long do you proof it?\n\nHuman: About 4 hours.\n\nSecond line."
+)
 CHOSEN = "\n\nAssistant: Try a longer proof.\n\nThen bake at 250 C with steam."
 REJECTED = "\n\nAssistant: Bread is hard."
 
@@ -33,21 +35,33 @@ def _hh(chosen=PREFIX + CHOSEN, rejected=PREFIX + REJECTED):
 
 def test_hh_line_becomes_prompt_chosen_rejected(tmp_path):
     path = _write(tmp_path, [_hh()])
-    rows, quarantine, stats = read_hh_jsonl(path, "helpfulness", "hh_helpful", batch=2,
-                                            test_frac=0.0)
+    rows, quarantine, stats = read_hh_jsonl(
+        path, "helpfulness", "hh_helpful", batch=2, test_frac=0.0
+    )
     assert quarantine == [] and stats["kept"] == stats["lines_in"] == 1
     row = rows[0]
     assert row["prompt"] == [
-        {"role": "user",
-         "content": "My sourdough is flat.\nIt rises in the fridge but not in the oven."},
+        {
+            "role": "user",
+            "content": "My sourdough is flat.\nIt rises in the fridge but not in the oven.",
+        },
         {"role": "assistant", "content": "How long do you proof it?"},
-        {"role": "user", "content": "About 4 hours.\n\nSecond line."}]
+        {"role": "user", "content": "About 4 hours.\n\nSecond line."},
+    ]
     assert row["chosen"] == "Try a longer proof.\n\nThen bake at 250 C with steam."
     assert row["rejected"] == "Bread is hard."
     assert (row["rating"], row["kind"], row["safety_bin"], row["is_safety"]) == (
-        "better", "helpfulness", "both_safe", False)
+        "better",
+        "helpfulness",
+        "both_safe",
+        False,
+    )
     assert (row["pair_id"], row["annotator"], row["batch"], row["split"]) == (
-        "hh_helpful:harmless.jsonl:1", "file:harmless.jsonl", 2, "train")
+        "hh_helpful:harmless.jsonl:1",
+        "file:harmless.jsonl",
+        2,
+        "train",
+    )
     assert row["model_chosen"] == row["model_rejected"] == "human-collected"
     _valid(rows)
 
@@ -64,10 +78,17 @@ def test_hh_safety_kind_reads_chosen_as_safe_and_rejected_as_unsafe(tmp_path):
 
 def test_hh_bad_lines_are_quarantined_with_file_line_and_reason(tmp_path):
     other_prefix = PREFIX.replace("4 hours", "5 hours")
-    lines = [_hh(), "{not json", json.dumps({"chosen": PREFIX + CHOSEN}), "",
-             _hh(rejected=other_prefix + REJECTED), _hh(rejected=PREFIX + CHOSEN),
-             _hh(chosen="\n\nAssistant: hi"), json.dumps(["chosen", "rejected"]),
-             _hh(rejected=PREFIX + REJECTED + "\n\nHuman: more?" + REJECTED)]
+    lines = [
+        _hh(),
+        "{not json",
+        json.dumps({"chosen": PREFIX + CHOSEN}),
+        "",
+        _hh(rejected=other_prefix + REJECTED),
+        _hh(rejected=PREFIX + CHOSEN),
+        _hh(chosen="\n\nAssistant: hi"),
+        json.dumps(["chosen", "rejected"]),
+        _hh(rejected=PREFIX + REJECTED + "\n\nHuman: more?" + REJECTED),
+    ]
     path = _write(tmp_path, lines)
     rows, quarantine, stats = read_hh_jsonl(path, "helpfulness", "hh", batch=0, test_frac=0.1)
     assert len(rows) == 1

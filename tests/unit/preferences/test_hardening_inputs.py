@@ -7,8 +7,10 @@ import json
 from tasks.preferences.files import read_hh_jsonl
 from tasks.textio import JSON_ARRAY_MESSAGE
 
-PAIR = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello, how can I help?",
-        "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."}
+PAIR = {
+    "chosen": "\n\nHuman: Hi?\n\nAssistant: Hello, how can I help?",
+    "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away.",
+}
 
 
 def _read(path):
@@ -24,8 +26,9 @@ def test_bom_first_line_is_kept_and_deep_nesting_is_one_quarantined_line(tmp_pat
     rows, quarantine, stats = _read(path)
     assert [r["pair_id"] for r in rows] == ["mine:labels.jsonl:1", "mine:labels.jsonl:3"]
     assert [q["location"] for q in quarantine] == [f"{path}:line 2"]
-    assert quarantine[0]["error"] == ("bad_json: nested too deeply to parse (beyond Python's "
-                                      "recursion limit)")
+    assert quarantine[0]["error"] == (
+        "bad_json: nested too deeply to parse (beyond Python's recursion limit)"
+    )
     assert (stats["lines_in"], stats["quarantined_bad_json"]) == (3, 1)
 
 

@@ -37,26 +37,52 @@ def _worker(out_dir: Path) -> dict:
 
     torch.seed()  # a process-dependent RNG state, as a pipeline's earlier tasks leave it
     cfg = load_config("tiny")
-    t = cfg.pretrain.train.model_copy(update={
-        "max_steps": STEPS, "warmup_steps": 2, "log_every": 1, "eval_every": 0,
-        "checkpoint_every": 0, "sample_every": 0})
+    t = cfg.pretrain.train.model_copy(
+        update={
+            "max_steps": STEPS,
+            "warmup_steps": 2,
+            "log_every": 1,
+            "eval_every": 0,
+            "checkpoint_every": 0,
+            "sample_every": 0,
+        }
+    )
     vocab = cfg.tokenizer.vocab_size
     config = LlamaConfig(**{**cfg.pretrain.model_config_dict(), "vocab_size": vocab})
     model = build_model(config, t.seed)
     initial = weights_digest_of(model.state_dict())
     tokens = np.random.default_rng(0).integers(0, vocab, size=20_000).astype(np.uint16)
-    stats = train(model, TokenBatches(tokens, t.batch_size, t.seq_len, seed=t.seed), t,
-                  InMemoryLogger(), out_dir)
-    return {"initial": initial, "final": weights_digest_of(model.state_dict()),
-            "steps": stats["steps"], "train_loss": stats["train_loss"]}
+    stats = train(
+        model,
+        TokenBatches(tokens, t.batch_size, t.seq_len, seed=t.seed),
+        t,
+        InMemoryLogger(),
+        out_dir,
+    )
+    return {
+        "initial": initial,
+        "final": weights_digest_of(model.state_dict()),
+        "steps": stats["steps"],
+        "train_loss": stats["train_loss"],
+    }
 
 
 def _fresh_run(tmp_path: Path, name: str) -> dict:
     # CPU only: CUDA kernels such as the embedding backward add with atomics, in any order
-    env = {**os.environ, "RECIPE_RUN_DIR": str(tmp_path / "run"), "PYTHONPATH": str(ROOT),
-           "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path / name)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "RECIPE_RUN_DIR": str(tmp_path / "run"),
+        "PYTHONPATH": str(ROOT),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    proc = subprocess.run(
+        [sys.executable, __file__, str(tmp_path / name)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -13,22 +13,29 @@ from tasks.pretrain.shards import (
 )
 from tasks.tokenizer.train import TokenizerConfig, train_tokenizer
 
-WORDS = ("the river runs past the old mill and the town keeps its water clean while the "
-         "council meets on monday to talk about 12 new bridges").split()
+WORDS = (
+    "the river runs past the old mill and the town keeps its water clean while the "
+    "council meets on monday to talk about 12 new bridges"
+).split()
 
 
 @pytest.fixture(scope="module")
 def corpus_and_model(tmp_path_factory):
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS, size=40)) for _ in range(300)]
-    df = pl.DataFrame({
-        "doc_id": [f"s:{i}" for i in range(300)],
-        "source": ["wiki" if i % 3 == 0 else "fortunes" for i in range(300)],
-        "text": texts,
-        "sample_weight": [2.0 if i % 3 == 0 else 1.0 for i in range(300)],
-    })
-    model, _ = train_tokenizer(texts, TokenizerConfig(vocab_size=300, sample_bytes=10**6),
-                               tmp_path_factory.mktemp("tok") / "tok.model")
+    df = pl.DataFrame(
+        {
+            "doc_id": [f"s:{i}" for i in range(300)],
+            "source": ["wiki" if i % 3 == 0 else "fortunes" for i in range(300)],
+            "text": texts,
+            "sample_weight": [2.0 if i % 3 == 0 else 1.0 for i in range(300)],
+        }
+    )
+    model, _ = train_tokenizer(
+        texts,
+        TokenizerConfig(vocab_size=300, sample_bytes=10**6),
+        tmp_path_factory.mktemp("tok") / "tok.model",
+    )
     return df, model
 
 
@@ -56,9 +63,12 @@ def test_shards_join_documents_with_bos_eos_and_apply_weights(corpus_and_model, 
     n_val_docs = int(shards.stats["docs_val"])
     assert (shards.val == 1).sum() == n_val_docs > 0
     # wiki has weight 2: twice its unweighted share of training tokens
-    assert shards.stats["train_tokens_wiki"] / shards.stats["train_tokens_fortunes"] == pytest.approx(
-        2 * 100 / 200, rel=0.15)
-    unweighted = build_token_shards(df, model, ShardConfig(val_frac=0.1, seed=1, apply_weights=False))
+    assert shards.stats["train_tokens_wiki"] / shards.stats[
+        "train_tokens_fortunes"
+    ] == pytest.approx(2 * 100 / 200, rel=0.15)
+    unweighted = build_token_shards(
+        df, model, ShardConfig(val_frac=0.1, seed=1, apply_weights=False)
+    )
     assert unweighted.train.size == unweighted.stats["tokens_unweighted"]
     assert (unweighted.val == shards.val).all()  # the split does not depend on the weights
 

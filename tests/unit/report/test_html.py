@@ -19,8 +19,21 @@ from tasks.report.html import MISSING, Report, format_value
 
 ROOT = Path(__file__).resolve().parents[3]
 SCREENSHOTS = ROOT / "test-artifacts"
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
+VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
 
 
 class Parsed(HTMLParser):
@@ -87,10 +100,15 @@ def _report(png: bytes) -> Report:
     report = Report("Distillation <run>", subtitle="tiny preset & friends")
     report.markdown_text("Kept answers are **strictly** better; see `select.py`.")
     report.section("Selection", intro="What the Safety RM kept.")
-    report.table([{"category": "illicit_criminal", "kept": 812, "mean_delta": 0.41237},
-                  {"category": "hateful_harmful", "kept": None, "mean_delta": math.nan},
-                  {"category": "unqualified_advice", "kept": 95}],
-                 caption="Kept per category", number_format=".3f")
+    report.table(
+        [
+            {"category": "illicit_criminal", "kept": 812, "mean_delta": 0.41237},
+            {"category": "hateful_harmful", "kept": None, "mean_delta": math.nan},
+            {"category": "unqualified_advice", "kept": 95},
+        ],
+        caption="Kept per category",
+        number_format=".3f",
+    )
     report.key_values({"rows": 1000, "kept_share": 0.907, "delta_median": None}, caption="Totals")
     report.section("Loss curve")
     report.image(png, caption="Validation loss")
@@ -155,8 +173,9 @@ def test_missing_values_render_as_a_dash_and_numbers_right_aligned():
 
 
 def test_polars_frames_and_odd_values():
-    df = pl.DataFrame({"name": ["a", None], "x": [1.5, float("nan")], "n": [None, 3],
-                       "tags": [["p", "q"], []]})
+    df = pl.DataFrame(
+        {"name": ["a", None], "x": [1.5, float("nan")], "n": [None, 3], "tags": [["p", "q"], []]}
+    )
     report = Report("t")
     report.table(df, caption="frame")
     report.table(pl.DataFrame({"only": []}), caption="no rows")
@@ -182,7 +201,7 @@ def test_images_are_embedded_as_data_uris():
     (img,) = doc.images
     prefix = "data:image/png;base64,"
     assert img["src"].startswith(prefix)
-    assert base64.b64decode(img["src"][len(prefix):]) == png
+    assert base64.b64decode(img["src"][len(prefix) :]) == png
     assert img["alt"] == "Validation loss"
     with pytest.raises(ValueError, match="PNG"):
         Report("t").image(b"GIF89a not a png")
@@ -209,6 +228,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 
 # --- in a real browser ------------------------------------------------------------------------
 
+
 def _chromium_flags() -> list[str]:
     """The e2e browser test's flags (tests/e2e/test_services.py), minus its window size."""
     from tests.e2e.test_services import CHROMIUM_FLAGS
@@ -217,15 +237,20 @@ def _chromium_flags() -> list[str]:
 
 
 def _chromium(*args: str) -> str:
-    out = subprocess.run([shutil.which("chromium"), *_chromium_flags(), "--window-size=1200,1600",
-                          *args], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [shutil.which("chromium"), *_chromium_flags(), "--window-size=1200,1600", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None,
-                    reason="chromium is not installed: `make browser` (part of `make test`) "
-                           "installs it")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="chromium is not installed: `make browser` (part of `make test`) installs it",
+)
 def test_report_renders_in_headless_chromium(tmp_path):
     import numpy as np
     from matplotlib.image import imread

@@ -3,6 +3,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from tasks.chat.format import prompt_tokens
 from tasks.reward.data import (
     Y_LENGTH,
     Y_MARGIN,
@@ -12,7 +13,6 @@ from tasks.reward.data import (
     data_mix,
     encode_pairs,
 )
-from tasks.chat.format import prompt_tokens
 from tasks.tokenizer.train import TokenizerConfig, train_tokenizer
 
 torch.set_num_threads(1)
@@ -28,15 +28,27 @@ REJECTED = "Paris."
 
 
 def pair(i, kind="helpfulness", split="train", **extra):
-    row = {"pair_id": f"{kind}-{split}-{i}", "system": SYSTEM, "prompt": TURNS, "chosen": CHOSEN,
-           "rejected": REJECTED, "rating": "better", "kind": kind, "chosen_safe": True,
-           "rejected_safe": False, "split": split}
+    row = {
+        "pair_id": f"{kind}-{split}-{i}",
+        "system": SYSTEM,
+        "prompt": TURNS,
+        "chosen": CHOSEN,
+        "rejected": REJECTED,
+        "rating": "better",
+        "kind": kind,
+        "chosen_safe": True,
+        "rejected_safe": False,
+        "split": split,
+    }
     return row | extra
 
 
 def make_pairs(n_help, n_safety, n_test=5):
-    return ([pair(i) for i in range(n_help)] + [pair(i, "safety") for i in range(n_safety)]
-            + [pair(i, kind, "test") for i in range(n_test) for kind in ("helpfulness", "safety")])
+    return (
+        [pair(i) for i in range(n_help)]
+        + [pair(i, "safety") for i in range(n_safety)]
+        + [pair(i, kind, "test") for i in range(n_test) for kind in ("helpfulness", "safety")]
+    )
 
 
 def kinds(rows):
@@ -45,13 +57,20 @@ def kinds(rows):
 
 # --- data_mix (RECIPE.md §6) ---------------------------------------------------------------------
 
+
 def test_helpfulness_mix_adds_an_equal_number_of_safety_pairs():
     mix, stats = data_mix(make_pairs(10, 40), "helpfulness", seed=0)
     assert kinds(mix) == ["helpfulness"] * 10 + ["safety"] * 10  # 10 + 10 of the 40
     assert all(r["split"] == "train" for r in mix)
     assert len({r["pair_id"] for r in mix}) == 20  # without replacement
-    assert stats == {"pairs": 20, "pairs.helpfulness": 10, "pairs.safety": 10,
-                     "wanted.safety": 10, "available.safety": 40, "skipped_not_train": 10}
+    assert stats == {
+        "pairs": 20,
+        "pairs.helpfulness": 10,
+        "pairs.safety": 10,
+        "wanted.safety": 10,
+        "available.safety": 40,
+        "skipped_not_train": 10,
+    }
 
 
 def test_safety_mix_is_90_10():
@@ -89,6 +108,7 @@ def test_mix_errors():
 
 # --- encode_pairs: the chat format, prompt left-truncation ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sp(tmp_path_factory):
     lines = [
@@ -110,10 +130,13 @@ def test_encode_is_prompt_tokens_then_sft_answer(sp):
     assert first.chosen == prompt + sp.encode(f"{CHOSEN} ") + [sp.eos_id()]
     assert first.rejected == prompt + sp.encode(f"{REJECTED} ") + [sp.eos_id()]
     assert first.chosen[-1] == sp.eos_id() and first.prompt_len == len(prompt)
-    assert sp.decode(first.chosen[len(prompt):]) == f"{CHOSEN} "  # the SFT answer text
+    assert sp.decode(first.chosen[len(prompt) :]) == f"{CHOSEN} "  # the SFT answer text
     assert (first.margin, first.chosen_safe, first.rejected_safe) == (2 / 3, 1, 0)
-    assert (first.pair_id, first.rating, first.kind) == ("helpfulness-train-0", "better",
-                                                         "helpfulness")
+    assert (first.pair_id, first.rating, first.kind) == (
+        "helpfulness-train-0",
+        "better",
+        "helpfulness",
+    )
     assert (encoded[1].margin, encoded[1].chosen_safe) == (0.0, -1)  # unknown safety label
     assert excluded == []
     (padded,), _, _ = encode_pairs([pair(0, chosen=f"  {CHOSEN}\n")], sp, 512, margins=[0])
@@ -131,7 +154,7 @@ def test_long_prompt_loses_its_oldest_tokens_not_the_response(sp):
     kept = seq_len - len(chosen)
     assert len(enc.chosen) == seq_len and enc.prompt_len == kept
     assert enc.chosen[0] == sp.bos_id()  # <s> stays first
-    assert enc.chosen[1:kept] == prompt[len(prompt) - (kept - 1):]  # the newest prompt tokens
+    assert enc.chosen[1:kept] == prompt[len(prompt) - (kept - 1) :]  # the newest prompt tokens
     assert enc.chosen[kept:] == chosen and enc.rejected[kept:] == rejected  # responses intact
     assert enc.rejected[:kept] == enc.chosen[:kept]  # both compared in the same context
     assert stats["truncated"] == 1
@@ -142,11 +165,14 @@ def test_response_longer_than_half_the_sequence_is_excluded(sp):
     rows = [pair(0), pair(1, chosen=REJECTED, rejected=CHOSEN)]
     kept, excluded, _ = encode_pairs(rows, sp, 2 * n_chosen, margins=[0, 0])
     assert len(kept) == 2  # exactly seq_len // 2 still fits
-    kept, excluded, stats = encode_pairs(rows + [pair(2, chosen="Hi.", rejected="Ok.")], sp,
-                                         2 * n_chosen - 1, margins=[0, 0, 0])
+    kept, excluded, stats = encode_pairs(
+        rows + [pair(2, chosen="Hi.", rejected="Ok.")], sp, 2 * n_chosen - 1, margins=[0, 0, 0]
+    )
     assert [p.pair_id for p in kept] == ["helpfulness-train-2"]
     assert [(r["pair_id"], reason) for r, reason, _ in excluded] == [
-        ("helpfulness-train-0", "reward_too_long"), ("helpfulness-train-1", "reward_too_long")]
+        ("helpfulness-train-0", "reward_too_long"),
+        ("helpfulness-train-1", "reward_too_long"),
+    ]
     assert excluded[0][2].startswith(f"the chosen response is {n_chosen} tokens")
     assert excluded[1][2].startswith(f"the rejected response is {n_chosen} tokens")
     assert stats["excluded"] == 2 and stats["excluded.reward_too_long"] == 2
@@ -159,12 +185,22 @@ def test_encode_needs_one_margin_per_row(sp):
 
 # --- PairBatches ---------------------------------------------------------------------------------
 
+
 def encoded(n):
     """Pair i: chosen [100 + i] * (i % 3 + 2) tokens, rejected [200 + i] * (i % 2 + 1)."""
-    return [EncodedPair(pair_id=f"p{i}", chosen=[100 + i] * (i % 3 + 2),
-                        rejected=[200 + i] * (i % 2 + 1), margin=i / 10, chosen_safe=i % 2,
-                        rejected_safe=-1 if i == 0 else 0, rating="better", kind="safety")
-            for i in range(n)]
+    return [
+        EncodedPair(
+            pair_id=f"p{i}",
+            chosen=[100 + i] * (i % 3 + 2),
+            rejected=[200 + i] * (i % 2 + 1),
+            margin=i / 10,
+            chosen_safe=i % 2,
+            rejected_safe=-1 if i == 0 else 0,
+            rating="better",
+            kind="safety",
+        )
+        for i in range(n)
+    ]
 
 
 def test_batch_layout_chosen_rows_first():
@@ -175,10 +211,12 @@ def test_batch_layout_chosen_rows_first():
     assert y.shape == (6, 3) and y.dtype == torch.float32
     for row, i in enumerate(data.pair_indices(0).tolist()):
         p = pairs[i]
-        for r, seq, safe in ((row, p.chosen, p.chosen_safe),
-                             (row + 3, p.rejected, p.rejected_safe)):
+        for r, seq, safe in (
+            (row, p.chosen, p.chosen_safe),
+            (row + 3, p.rejected, p.rejected_safe),
+        ):
             assert x[r, : len(seq)].tolist() == seq
-            assert (x[r, len(seq):] == 9).all()  # right padding
+            assert (x[r, len(seq) :] == 9).all()  # right padding
             assert y[r, Y_LENGTH] == len(seq)
             assert y[r, Y_MARGIN] == pytest.approx(i / 10)  # the pair's margin on both rows
             assert y[r, Y_SAFE] == safe
@@ -204,7 +242,8 @@ def test_batches_depend_on_seed_and_index_only():
         assert torch.equal(got, want)
     other = PairBatches(pairs, batch_size=3, seq_len=6, seed=2)
     assert [a.pair_indices(k).tolist() for k in range(3)] != [
-        other.pair_indices(k).tolist() for k in range(3)]
+        other.pair_indices(k).tolist() for k in range(3)
+    ]
 
 
 def test_pair_batches_errors():
@@ -216,5 +255,6 @@ def test_pair_batches_errors():
 
 def test_a_batch_larger_than_the_pairs_wraps_into_the_next_epoch():
     x, y = PairBatches(encoded(1), batch_size=2, seq_len=4).batch(0)  # one pair, twice
-    assert np.array_equal(y.numpy(), np.array([[2, 0, 0], [2, 0, 0], [1, 0, -1], [1, 0, -1]],
-                                              dtype=np.float32))
+    assert np.array_equal(
+        y.numpy(), np.array([[2, 0, 0], [2, 0, 0], [1, 0, -1], [1, 0, -1]], dtype=np.float32)
+    )

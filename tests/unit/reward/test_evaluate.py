@@ -17,11 +17,20 @@ torch.set_num_threads(1)
 
 
 def enc(i, chosen, rejected):
-    return EncodedPair(pair_id=f"p{i}", chosen=chosen, rejected=rejected, margin=0.0,
-                       chosen_safe=1, rejected_safe=0, rating="better", kind="helpfulness")
+    return EncodedPair(
+        pair_id=f"p{i}",
+        chosen=chosen,
+        rejected=rejected,
+        margin=0.0,
+        chosen_safe=1,
+        rejected_safe=0,
+        rating="better",
+        kind="helpfulness",
+    )
 
 
 # --- score_pairs ---------------------------------------------------------------------------------
+
 
 def test_score_pairs_batches_and_splits_chosen_from_rejected():
     pairs = [enc(0, [1, 2, 3], [4]), enc(1, [5], [6, 7]), enc(2, [8, 9], [10])]
@@ -46,21 +55,37 @@ def test_score_pairs_checks_the_score_shape():
 
 # --- accuracy_by_level: Table 8's layout ---------------------------------------------------------
 
+
 def frame():
-    rows = ([("safety", "meta_safety", "significantly_better", c) for c in (1, 1, 1, 0)]
-            + [("safety", "meta_safety", "better", c) for c in (1, 0)]
-            + [("safety", "meta_safety", "negligibly_better", c) for c in (1, 0, 0)]
-            + [("helpfulness", "meta_helpful", "significantly_better", 1)])
-    return pl.DataFrame([(rm, ts, r, bool(c)) for rm, ts, r, c in rows],
-                        schema=["rm", "test_set", "rating", "correct"], orient="row")
+    rows = (
+        [("safety", "meta_safety", "significantly_better", c) for c in (1, 1, 1, 0)]
+        + [("safety", "meta_safety", "better", c) for c in (1, 0)]
+        + [("safety", "meta_safety", "negligibly_better", c) for c in (1, 0, 0)]
+        + [("helpfulness", "meta_helpful", "significantly_better", 1)]
+    )
+    return pl.DataFrame(
+        [(rm, ts, r, bool(c)) for rm, ts, r, c in rows],
+        schema=["rm", "test_set", "rating", "correct"],
+        orient="row",
+    )
 
 
 def test_accuracy_by_level_by_hand():
     table = accuracy_by_level(frame())
     assert table.columns == [
-        "rm", "test_set", "significantly_better", "better", "slightly_better",
-        "negligibly_better", "avg", "n_significantly_better", "n_better", "n_slightly_better",
-        "n_negligibly_better", "n"]
+        "rm",
+        "test_set",
+        "significantly_better",
+        "better",
+        "slightly_better",
+        "negligibly_better",
+        "avg",
+        "n_significantly_better",
+        "n_better",
+        "n_slightly_better",
+        "n_negligibly_better",
+        "n",
+    ]
     safety, helpful = table.rows(named=True)
     assert (safety["rm"], safety["test_set"]) == ("safety", "meta_safety")
     assert safety["significantly_better"] == pytest.approx(75.0)  # 3 of 4
@@ -68,8 +93,10 @@ def test_accuracy_by_level_by_hand():
     assert safety["slightly_better"] is None  # no such pair
     assert safety["negligibly_better"] == pytest.approx(100 / 3)  # 1 of 3
     assert safety["avg"] == pytest.approx(500 / 9)  # 5 of 9 pairs
-    assert [safety[f"n_{k}"] for k in ("significantly_better", "better", "slightly_better",
-                                       "negligibly_better")] == [4, 2, 0, 3]
+    assert [
+        safety[f"n_{k}"]
+        for k in ("significantly_better", "better", "slightly_better", "negligibly_better")
+    ] == [4, 2, 0, 3]
     assert safety["n"] == 9
     assert helpful["significantly_better"] == 100.0 and helpful["better"] is None
     assert helpful["avg"] == 100.0 and helpful["n"] == 1
@@ -85,11 +112,19 @@ def test_accuracy_by_level_errors():
 
 # --- unsafe_recall_precision ---------------------------------------------------------------------
 
+
 def test_unsafe_recall_precision_by_hand():
     at_05, at_015 = unsafe_recall_precision(np.array([-3, -1, 0.5, 2]), np.array([1, 1, 0, 0]))
     # sigmoid: 0.047, 0.269, 0.622, 0.881; < 0.5 flags the first two, both unsafe
-    assert at_05 == {"threshold": 0.5, "responses": 4, "unsafe": 2, "flagged": 2,
-                     "flagged_unsafe": 2, "recall": 1.0, "precision": 1.0}
+    assert at_05 == {
+        "threshold": 0.5,
+        "responses": 4,
+        "unsafe": 2,
+        "flagged": 2,
+        "flagged_unsafe": 2,
+        "recall": 1.0,
+        "precision": 1.0,
+    }
     # logit(0.15) = ln(0.15 / 0.85) = -1.7346: only -3 is flagged
     assert (at_015["flagged"], at_015["recall"], at_015["precision"]) == (1, 0.5, 1.0)
 
@@ -109,6 +144,7 @@ def test_unsafe_recall_precision_edges():
 
 
 # --- calibration_png -----------------------------------------------------------------------------
+
 
 def test_calibration_png():
     rng = np.random.default_rng(0)

@@ -24,9 +24,16 @@ torch.set_num_threads(1)
 
 
 def prompt(i: int, safety: bool) -> dict:
-    return {"prompt_id": f"p{i}", "system": "", "is_safety": safety, "category": "open_qa",
-            "risk_category": "violence" if safety else None, "reference": None, "source": "test",
-            "turns": [{"role": "user", "content": "What is the capital of France?"}]}
+    return {
+        "prompt_id": f"p{i}",
+        "system": "",
+        "is_safety": safety,
+        "category": "open_qa",
+        "risk_category": "violence" if safety else None,
+        "reference": None,
+        "source": "test",
+        "turns": [{"role": "user", "content": "What is the capital of France?"}],
+    }
 
 
 def ppo_inputs(tmp_path, sp) -> dict:
@@ -40,12 +47,23 @@ def ppo_inputs(tmp_path, sp) -> dict:
         rms[kind] = str(save_model_folder(RewardModel(cfg), tmp_path / f"rm-{kind}", {}))
         (tmp_path / f"rm-{kind}" / HEAD_FILE).write_text(json.dumps({"head": "reward", "rm": kind}))
     run = open_run(tmp_path, "test", "rlhf", {"stage": "rlhf"})
-    return dict(round_=1, start_dir=str(start), rms=rms, prompts=[prompt(i, i % 2 == 1) for i in range(4)],
-                validation=[prompt(9, False)], tokenizer_model=str(tokenizer), rm_seq_len=64,
-                annotator_cfg=RuleAnnotatorConfig(), toxicity=ToxicityConfig(), seed=0,
-                ppo=PPOConfig(iterations=1, batch_size=2, minibatch_size=2, max_new_tokens=4,
-                              lr=1e-3, threads=1),
-                run_dir=str(tmp_path), mlflow_run_id=run.run_id)
+    return dict(
+        round_=1,
+        start_dir=str(start),
+        rms=rms,
+        prompts=[prompt(i, i % 2 == 1) for i in range(4)],
+        validation=[prompt(9, False)],
+        tokenizer_model=str(tokenizer),
+        rm_seq_len=64,
+        annotator_cfg=RuleAnnotatorConfig(),
+        toxicity=ToxicityConfig(),
+        seed=0,
+        ppo=PPOConfig(
+            iterations=1, batch_size=2, minibatch_size=2, max_new_tokens=4, lr=1e-3, threads=1
+        ),
+        run_dir=str(tmp_path),
+        mlflow_run_id=run.run_id,
+    )
 
 
 @flow

@@ -24,8 +24,12 @@ def make_model(seed: int = 0, max_seq_len: int = 16) -> Llama:
 
 def make_prompts(n: int, seed: int = 1) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(1, VOCAB, (int(torch.randint(2, 6, (1,), generator=g)),),
-                          generator=g).tolist() for _ in range(n)]
+    return [
+        torch.randint(
+            1, VOCAB, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g
+        ).tolist()
+        for _ in range(n)
+    ]
 
 
 def target_share(indices: list[int], responses: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -37,8 +41,9 @@ def target_share(indices: list[int], responses: list[list[int]]) -> dict[str, to
 def small_cfg(**overrides) -> PPOConfig:
     # lr 1e-3, not the paper's 1e-6: that is for 7B-70B models a few hundred steps from a good
     # SFT policy; a 100k-parameter model from random init needs far larger steps to move at all
-    base = dict(iterations=10, batch_size=4, minibatch_size=4, max_new_tokens=4, lr=1e-3,
-                threads=1, seed=0)
+    base = dict(
+        iterations=10, batch_size=4, minibatch_size=4, max_new_tokens=4, lr=1e-3, threads=1, seed=0
+    )
     return PPOConfig(**(base | overrides))
 
 
@@ -56,6 +61,7 @@ def values_of(logger: InMemoryLogger, key: str) -> list[float]:
 
 # --- PolicyWithValue and alignment ------------------------------------------------------------
 
+
 def test_policy_with_value_shares_the_trunk_pass_and_starts_with_zero_values():
     policy = make_model()
     model = PolicyWithValue(policy)
@@ -69,7 +75,9 @@ def test_policy_with_value_shares_the_trunk_pass_and_starts_with_zero_values():
     assert model.policy is policy
     # the head's parameters are the only ones PolicyWithValue adds
     assert {n for n, _ in model.named_parameters() if not n.startswith("policy.")} == {
-        "value_head.weight", "value_head.bias"}
+        "value_head.weight",
+        "value_head.bias",
+    }
 
 
 def test_policy_with_value_values_are_the_head_on_the_old_hand_written_trunk_loop():
@@ -104,11 +112,13 @@ def test_sequence_logprobs_reads_token_t_from_the_logits_at_t_minus_1():
     # column 0: no prediction -> 0; column 1: log p(1 | col 0) = log 0.75; column 2: log 0.5
     torch.testing.assert_close(out, torch.tensor([[0.0, math.log(0.75), math.log(0.5)]]))
     mask = torch.tensor([[False, False, True]])
-    torch.testing.assert_close(sequence_logprobs(logits, tokens, mask),
-                               torch.tensor([[0.0, 0.0, math.log(0.5)]]))
+    torch.testing.assert_close(
+        sequence_logprobs(logits, tokens, mask), torch.tensor([[0.0, 0.0, math.log(0.5)]])
+    )
 
 
 # --- PPO on a known reward --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def known_reward_run():
@@ -117,8 +127,16 @@ def known_reward_run():
     before_policy, before_reference = snapshot(policy), snapshot(reference)
     logger = InMemoryLogger()
     # 24 iterations x 2 epochs x 2 minibatches = 96 AdamW steps; ~2.5 s on one thread
-    cfg = PPOConfig(iterations=24, batch_size=16, minibatch_size=8, ppo_epochs=2, lr=1e-3,
-                    max_new_tokens=8, threads=1, seed=0)
+    cfg = PPOConfig(
+        iterations=24,
+        batch_size=16,
+        minibatch_size=8,
+        ppo_epochs=2,
+        lr=1e-3,
+        max_new_tokens=8,
+        threads=1,
+        seed=0,
+    )
     stats = train_ppo(policy, reference, make_prompts(16), target_share, cfg, logger)
     return policy, reference, before_policy, before_reference, logger, stats
 
@@ -137,8 +155,14 @@ def test_ppo_raises_a_known_reward_and_moves_away_from_the_reference(known_rewar
     # the other reward_fn keys are logged as means; the policy collapses on TARGET
     assert values_of(logger, "ppo/r_h")[-1] == pytest.approx(r_c[-1], abs=0.02)
     assert values_of(logger, "ppo/entropy")[-1] < values_of(logger, "ppo/entropy")[0]
-    for key in ("ppo/score", "ppo/clipfrac", "ppo/approx_kl", "ppo/policy_loss",
-                "ppo/value_loss", "ppo/skipped"):
+    for key in (
+        "ppo/score",
+        "ppo/clipfrac",
+        "ppo/approx_kl",
+        "ppo/policy_loss",
+        "ppo/value_loss",
+        "ppo/skipped",
+    ):
         assert len(values_of(logger, key)) == 24 and all(map(math.isfinite, values_of(logger, key)))
     assert stats["stopped"] == "completed" and stats["iterations_run"] == 24
     assert stats["best_iteration"] == 24 and stats["eval_reward_start"] is None
@@ -163,8 +187,9 @@ def test_prompts_without_room_for_the_response_are_skipped_and_counted():
         return target_share(indices, responses)
 
     logger = InMemoryLogger()
-    stats = train_ppo(make_model(), make_model(), prompts, reward_fn,
-                      small_cfg(iterations=2), logger)
+    stats = train_ppo(
+        make_model(), make_model(), prompts, reward_fn, small_cfg(iterations=2), logger
+    )
     # batch 4 over 4 prompts: each iteration draws every prompt once, the long one is skipped
     assert sorted(seen) == [0, 0, 1, 1, 2, 2]
     assert values_of(logger, "ppo/skipped") == [1.0, 1.0] and stats["skipped_prompts"] == 2
@@ -179,14 +204,27 @@ def test_reward_fn_must_return_r_c_inside_0_1():
         return {"r_c": torch.full((len(responses),), 1.5)}
 
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        train_ppo(make_model(), make_model(), make_prompts(4), bad, small_cfg(iterations=1),
-                  InMemoryLogger())
+        train_ppo(
+            make_model(),
+            make_model(),
+            make_prompts(4),
+            bad,
+            small_cfg(iterations=1),
+            InMemoryLogger(),
+        )
     with pytest.raises(ValueError, match="'r_c'"):
-        train_ppo(make_model(), make_model(), make_prompts(4), lambda i, r: {"r_h": 0.5},
-                  small_cfg(iterations=1), InMemoryLogger())
+        train_ppo(
+            make_model(),
+            make_model(),
+            make_prompts(4),
+            lambda i, r: {"r_h": 0.5},
+            small_cfg(iterations=1),
+            InMemoryLogger(),
+        )
 
 
 # --- early stopping and the guard -------------------------------------------------------------
+
 
 class RecordingEval:
     """eval_fn returning scripted rewards/guards, keeping the weights it was shown."""
@@ -214,7 +252,10 @@ def test_early_stop_after_patience_evals_without_improvement_restores_the_best()
     assert stats["iterations_run"] == 2 and len(evals.seen) == 3  # evals at 0, 1, 2
     assert stats["best_iteration"] == 0
     assert (stats["eval_reward_start"], stats["eval_reward_best"], stats["eval_reward_end"]) == (
-        1.0, 1.0, 0.5)
+        1.0,
+        1.0,
+        0.5,
+    )
     assert not same_weights(evals.seen[-1], initial)  # training did move the weights ...
     assert same_weights(snapshot(policy), initial)  # ... and the best (initial) ones are back
     assert logger.metrics["ppo_eval/reward"] == [(0, 1.0), (1, 0.5), (2, 0.5)]
@@ -236,8 +277,9 @@ def test_guard_stops_when_the_reward_rises_while_the_guard_falls():
     policy, logger = make_model(), InMemoryLogger()
     # eval 1: reward up, guard down by 0.05 <= tolerance 0.1 -> fine, new best
     # eval 2: reward up again, guard 0.3 < 0.5 - 0.1 -> reward hacking: stop
-    evals = RecordingEval([0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5],
-                          guards=[0.5, 0.45] + [0.3] * 9)  # enough for 10 iterations
+    evals = RecordingEval(
+        [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5], guards=[0.5, 0.45] + [0.3] * 9
+    )  # enough for 10 iterations
     cfg = small_cfg(iterations=10, eval_every=1, patience=5, guard_tolerance=0.1)
     stats = train_ppo(policy, make_model(), make_prompts(4), target_share, cfg, logger, evals)
     assert stats["stopped"] == "guard" and stats["iterations_run"] == 2
@@ -253,46 +295,64 @@ def test_a_guard_per_axis_stops_when_one_axis_falls_while_the_mean_holds():
         def __call__(self, policy):
             out = super().__call__(policy)
             i = len(self.seen) - 1
-            return out | {"guard_helpfulness": [0.8, 0.6][min(i, 1)], "guard_safety": [0.4, 0.6][min(i, 1)]}
+            return out | {
+                "guard_helpfulness": [0.8, 0.6][min(i, 1)],
+                "guard_safety": [0.4, 0.6][min(i, 1)],
+            }
 
     evals = PerAxis([0.5, 0.6, 0.7], guards=[0.6, 0.6, 0.6])  # the mean guard stays flat
     cfg = small_cfg(iterations=10, eval_every=1, patience=5, guard_tolerance=0.1)
-    stats = train_ppo(make_model(), make_model(), make_prompts(4), target_share, cfg,
-                      InMemoryLogger(), evals)
-    assert stats["stopped"] == "guard" and stats["iterations_run"] == 1 and stats["best_iteration"] == 0
+    stats = train_ppo(
+        make_model(), make_model(), make_prompts(4), target_share, cfg, InMemoryLogger(), evals
+    )
+    assert (
+        stats["stopped"] == "guard"
+        and stats["iterations_run"] == 1
+        and stats["best_iteration"] == 0
+    )
 
 
 def test_a_falling_guard_without_a_rising_reward_is_not_a_guard_stop():
     evals = RecordingEval([0.5, 0.4, 0.4], guards=[0.5, 0.1, 0.1])
     cfg = small_cfg(iterations=10, eval_every=1, patience=2, guard_tolerance=0.1)
-    stats = train_ppo(make_model(), make_model(), make_prompts(4), target_share, cfg,
-                      InMemoryLogger(), evals)
+    stats = train_ppo(
+        make_model(), make_model(), make_prompts(4), target_share, cfg, InMemoryLogger(), evals
+    )
     assert stats["stopped"] == "early_stop" and stats["iterations_run"] == 2
 
 
 # --- config -----------------------------------------------------------------------------------
 
+
 def test_config_defaults_are_the_papers():
     cfg = PPOConfig()
     assert (cfg.batch_size, cfg.minibatch_size, cfg.ppo_epochs) == (512, 64, 1)
     assert (cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay, cfg.grad_clip) == (
-        1e-6, (0.9, 0.95), 1e-5, 0.1, 1.0)
+        1e-6,
+        (0.9, 0.95),
+        1e-5,
+        0.1,
+        1.0,
+    )
     assert (cfg.kl_beta, cfg.clip) == (0.01, 0.2)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"batch_size": 8, "minibatch_size": 16}, "minibatch_size"),
-    ({"clip": 0.0}, "clip"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"top_p": 1.5}, "top_p"),
-    ({"gamma": 1.1}, "gamma"),
-    ({"kl_estimator": "k2"}, "kl_estimator"),
-    ({"betas": (0.9, 1.0)}, "betas"),
-    ({"patience": 0}, "patience"),
-    ({"iterations": 0}, "iterations"),
-    ({"whiten_window": 0}, "whiten_window"),
-    ({"learning_rate": 1e-5}, "learning_rate"),  # extra="forbid": a typo is an error
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"batch_size": 8, "minibatch_size": 16}, "minibatch_size"),
+        ({"clip": 0.0}, "clip"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"gamma": 1.1}, "gamma"),
+        ({"kl_estimator": "k2"}, "kl_estimator"),
+        ({"betas": (0.9, 1.0)}, "betas"),
+        ({"patience": 0}, "patience"),
+        ({"iterations": 0}, "iterations"),
+        ({"whiten_window": 0}, "whiten_window"),
+        ({"learning_rate": 1e-5}, "learning_rate"),  # extra="forbid": a typo is an error
+    ],
+)
 def test_config_rejects_bad_values_with_a_named_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         PPOConfig(**overrides)

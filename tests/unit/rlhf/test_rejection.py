@@ -1,21 +1,35 @@
 import pytest
 
 from data_contracts import get_contract
-from tasks.rlhf.rejection import best_of_n_curve, curve_png, mark_best, pooled_candidates
 from tasks.records import dialogue_frame
+from tasks.rlhf.rejection import best_of_n_curve, curve_png, mark_best, pooled_candidates
 
 
 def row(prompt_id, sample, r_c, round_=1, origin=None, best=False, is_safety=False):
-    return {"round": round_, "prompt_id": prompt_id, "system": "", "is_safety": is_safety,
-            "prompt": [{"role": "user", "content": f"question {prompt_id}"}], "category": "task",
-            "risk_category": None, "reference": None, "sample": sample, "response": f"{prompt_id}-{sample}",
-            "temperature": 1.0, "r_h": r_c, "r_s": 0.5, "r_c": r_c,
-            "origin_round": origin or round_, "is_best": best}
+    return {
+        "round": round_,
+        "prompt_id": prompt_id,
+        "system": "",
+        "is_safety": is_safety,
+        "prompt": [{"role": "user", "content": f"question {prompt_id}"}],
+        "category": "task",
+        "risk_category": None,
+        "reference": None,
+        "sample": sample,
+        "response": f"{prompt_id}-{sample}",
+        "temperature": 1.0,
+        "r_h": r_c,
+        "r_s": 0.5,
+        "r_c": r_c,
+        "origin_round": origin or round_,
+        "is_best": best,
+    }
 
 
 def test_best_is_the_highest_r_c_per_prompt_with_ties_to_the_earliest_sample():
-    rows = mark_best([row("a", 0, 0.2), row("a", 1, 0.9), row("a", 2, 0.9),
-                      row("b", 0, 0.7), row("b", 1, 0.1)])
+    rows = mark_best(
+        [row("a", 0, 0.2), row("a", 1, 0.9), row("a", 2, 0.9), row("b", 0, 0.7), row("b", 1, 0.1)]
+    )
     assert [(r["prompt_id"], r["sample"]) for r in rows if r["is_best"]] == [("a", 1), ("b", 0)]
     # and the rows satisfy the contract's one-best-per-prompt check
     get_contract("rejection_samples").validate(dialogue_frame(rows, "rejection_samples"), "test")
@@ -33,32 +47,51 @@ def test_contract_rejects_two_bests_for_one_prompt_and_an_r_c_from_nowhere():
 
 def test_fig7_curve_max_grows_with_n_while_median_is_the_median_of_the_first_n():
     # prompt a: 0.1, 0.5, 0.9 ; prompt b: 0.3, 0.3, 0.6
-    rows = [row("a", k, v) for k, v in enumerate([0.1, 0.5, 0.9])] + \
-           [row("b", k, v) for k, v in enumerate([0.3, 0.3, 0.6])]
+    rows = [row("a", k, v) for k, v in enumerate([0.1, 0.5, 0.9])] + [
+        row("b", k, v) for k, v in enumerate([0.3, 0.3, 0.6])
+    ]
     curve = best_of_n_curve(rows)
     assert [c["n"] for c in curve] == [1, 2, 3]
-    assert [c["max"] for c in curve] == pytest.approx([(0.1 + 0.3) / 2, (0.5 + 0.3) / 2, (0.9 + 0.6) / 2])
-    assert [c["median"] for c in curve] == pytest.approx([(0.1 + 0.3) / 2, (0.3 + 0.3) / 2, (0.5 + 0.3) / 2])
+    assert [c["max"] for c in curve] == pytest.approx(
+        [(0.1 + 0.3) / 2, (0.5 + 0.3) / 2, (0.9 + 0.6) / 2]
+    )
+    assert [c["median"] for c in curve] == pytest.approx(
+        [(0.1 + 0.3) / 2, (0.3 + 0.3) / 2, (0.5 + 0.3) / 2]
+    )
     assert curve_png({"V1": curve}).startswith(b"\x89PNG")
 
 
 def test_fig7_ignores_pooled_rows_from_earlier_rounds():
-    rows = [row("a", 0, 0.2, round_=2), row("a", 1, 0.4, round_=2),
-            row("a", 0, 0.99, round_=2, origin=1)]
+    rows = [
+        row("a", 0, 0.2, round_=2),
+        row("a", 1, 0.4, round_=2),
+        row("a", 0, 0.99, round_=2, origin=1),
+    ]
     assert [c["max"] for c in best_of_n_curve(rows)] == pytest.approx([0.2, 0.4])
 
 
 def test_pooling_starts_at_rs_pool_from_and_keeps_only_earlier_bests_of_sampled_prompts():
-    earlier = [row("a", 0, 0.9, round_=1, best=True), row("a", 1, 0.1, round_=1),
-               row("b", 2, 0.8, round_=1, best=True),
-               row("a", 0, 0.9, round_=2, origin=1, best=True),  # round 2 kept round 1's text
-               row("a", 1, 0.3, round_=2)]
+    earlier = [
+        row("a", 0, 0.9, round_=1, best=True),
+        row("a", 1, 0.1, round_=1),
+        row("b", 2, 0.8, round_=1, best=True),
+        row("a", 0, 0.9, round_=2, origin=1, best=True),  # round 2 kept round 1's text
+        row("a", 1, 0.3, round_=2),
+    ]
     assert pooled_candidates(3, earlier, {"a"}, rs_pool_from=4) == []
     pooled = pooled_candidates(3, earlier, {"a"}, rs_pool_from=3)
     # round 1's best of "a" once (round 2's best is the same text), nothing of "b" (not sampled)
-    assert [(r["prompt_id"], r["origin_round"], r["sample"], r["round"]) for r in pooled] == [("a", 1, 0, 3)]
+    assert [(r["prompt_id"], r["origin_round"], r["sample"], r["round"]) for r in pooled] == [
+        ("a", 1, 0, 3)
+    ]
     fresh = [row("a", k, v, round_=3) for k, v in enumerate([0.5, 0.95])]
-    best = [r for r in mark_best(fresh + [dict(p, r_c=0.7, r_h=0.7) for p in pooled]) if r["is_best"]]
+    best = [
+        r for r in mark_best(fresh + [dict(p, r_c=0.7, r_h=0.7) for p in pooled]) if r["is_best"]
+    ]
     assert [(r["origin_round"], r["sample"]) for r in best] == [(3, 1)]
-    best = [r for r in mark_best(fresh[:1] + [dict(p, r_c=0.7, r_h=0.7) for p in pooled]) if r["is_best"]]
+    best = [
+        r
+        for r in mark_best(fresh[:1] + [dict(p, r_c=0.7, r_h=0.7) for p in pooled])
+        if r["is_best"]
+    ]
     assert [(r["origin_round"], r["sample"]) for r in best] == [(1, 0)]

@@ -28,9 +28,19 @@ def test_collect_rollout_fields_have_the_documented_shapes_and_alignment():
     model, reference = PolicyWithValue(policy), copy.deepcopy(policy)
     torch.nn.init.normal_(model.value_head.weight)  # non-zero values, to see where they land
     prompts = make_prompts(6)
-    rollout = collect_rollout(model, reference, prompts, [4, 0, 2], max_new_tokens=4,
-                              temperature=0.7, top_p=1.0, eos_id=None, pad_id=0, seed=3,
-                              chunk_rows=2)  # two chunks: rows 0-1, then row 2
+    rollout = collect_rollout(
+        model,
+        reference,
+        prompts,
+        [4, 0, 2],
+        max_new_tokens=4,
+        temperature=0.7,
+        top_p=1.0,
+        eos_id=None,
+        pad_id=0,
+        seed=3,
+        chunk_rows=2,
+    )  # two chunks: rows 0-1, then row 2
     assert isinstance(rollout, Rollout) and rollout.indices == [4, 0, 2]
     B, T = rollout.tokens.shape
     assert B == 3 and T == max(len(prompts[i]) for i in (4, 0, 2)) + 4
@@ -38,7 +48,9 @@ def test_collect_rollout_fields_have_the_documented_shapes_and_alignment():
         assert len(response) == 4  # no EOS: every response runs to max_new_tokens
         n = len(prompts[i]) + 4
         assert rollout.tokens[row, :n].tolist() == prompts[i] + response
-        assert rollout.response_mask[row].nonzero().flatten().tolist() == list(range(len(prompts[i]), n))
+        assert rollout.response_mask[row].nonzero().flatten().tolist() == list(
+            range(len(prompts[i]), n)
+        )
     for field in (rollout.logprobs, rollout.ref_logprobs, rollout.values):
         assert field.shape == (B, T)
         assert not field[~rollout.response_mask].any()  # 0 off the response

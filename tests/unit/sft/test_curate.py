@@ -10,9 +10,20 @@ def dialogue(i, *pairs, source="chitchat", system=""):
     turns = []
     for user, answer in pairs:
         turns += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-    return {"dialogue_id": f"{source}:{i}", "source": source, "category": "chitchat", "system": system,
-            "turns": turns, "is_safety": False, "risk_category": None, "reference": "x",
-            "instruction": None, "mask_strategy": None, "split": "train", "location": f"test:{i}"}
+    return {
+        "dialogue_id": f"{source}:{i}",
+        "source": source,
+        "category": "chitchat",
+        "system": system,
+        "turns": turns,
+        "is_safety": False,
+        "risk_category": None,
+        "reference": "x",
+        "instruction": None,
+        "mask_strategy": None,
+        "split": "train",
+        "location": f"test:{i}",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +38,20 @@ def test_each_rule_names_its_reason_and_accounting_adds_up(scorer):
         dialogue(2, ("hi there", "k")),  # too short an answer
         dialogue(3, ("HI  there", "Hello, how are you?")),  # duplicate of 0 (case, spaces)
         dialogue(4, ("what do you think of him?", "he is a fucking idiot and a piece of shit")),
-        dialogue(5, ("tell me a fucking joke", "Why did the chicken cross the road? To get across.")),
+        dialogue(
+            5, ("tell me a fucking joke", "Why did the chicken cross the road? To get across.")
+        ),
     ]
-    kept, excluded, stats = curate(rows, CurationConfig(max_turn_chars=600, min_answer_chars=2),
-                                   scorer)
+    kept, excluded, stats = curate(
+        rows, CurationConfig(max_turn_chars=600, min_answer_chars=2), scorer
+    )
     reasons = {row["dialogue_id"]: reason for row, reason, _ in excluded}
-    assert reasons == {"chitchat:1": "curate_turn_too_long", "chitchat:2": "curate_turn_too_short",
-                       "chitchat:3": "curate_duplicate", "chitchat:4": "curate_toxic_response"}
+    assert reasons == {
+        "chitchat:1": "curate_turn_too_long",
+        "chitchat:2": "curate_turn_too_short",
+        "chitchat:3": "curate_duplicate",
+        "chitchat:4": "curate_toxic_response",
+    }
     # a toxic *prompt* is not a reason: only answers are checked
     assert [r["dialogue_id"] for r in kept] == ["chitchat:0", "chitchat:5"]
     assert stats["dialogues_in"] == stats["dialogues_kept"] + stats["dialogues_excluded"] == 6

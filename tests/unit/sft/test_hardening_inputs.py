@@ -7,8 +7,9 @@ import json
 from tasks.sft.sources import UserDialoguesConfig, read_user_dialogues
 from tasks.textio import JSON_ARRAY_MESSAGE
 
-DIALOGUE = {"messages": [{"role": "user", "content": "Hi?"},
-                         {"role": "assistant", "content": "Hello."}]}
+DIALOGUE = {
+    "messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+}
 
 
 def _read(path):
@@ -24,7 +25,8 @@ def test_bom_first_line_is_kept_and_deep_nesting_is_one_quarantined_line(tmp_pat
     rows, quarantine, stats = _read(path)
     assert [r["location"] for r in rows] == [f"{path}:line 1", f"{path}:line 3"]
     assert [(q["location"], q["error"]) for q in quarantine] == [
-        (f"{path}:line 2", "bad JSON: nested too deeply to parse (beyond Python's recursion limit)")]
+        (f"{path}:line 2", "bad JSON: nested too deeply to parse (beyond Python's recursion limit)")
+    ]
     assert stats["records_in"] == 3
 
 

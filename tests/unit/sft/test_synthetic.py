@@ -6,10 +6,15 @@ import re
 import pytest
 
 from data_contracts.sft_dialogues import CONTRACT
-from tasks.records import dialogue_frame
-from tasks.sft.synthetic import (FACTS_PATH, KINDS, TaskDialoguesConfig, generate_task_dialogues,
-    load_facts)
 from tasks.judges.answers import check_answer
+from tasks.records import dialogue_frame
+from tasks.sft.synthetic import (
+    FACTS_PATH,
+    KINDS,
+    TaskDialoguesConfig,
+    generate_task_dialogues,
+    load_facts,
+)
 
 CFG = TaskDialoguesConfig(arithmetic=150, counting=150, conversion=150, facts=150)
 
@@ -34,7 +39,10 @@ def test_counts_turns_and_contract(rows):
     assert rows[0]["location"].startswith("generator:arithmetic:seed=7")
     one_turn, _ = generate_task_dialogues(TaskDialoguesConfig(max_turns=1, facts=0), seed=7)
     assert {len(r["turns"]) for r in one_turn} == {2} and {r["category"] for r in one_turn} == {
-        "arithmetic", "counting", "conversion"}
+        "arithmetic",
+        "counting",
+        "conversion",
+    }
 
 
 def test_every_generated_answer_passes_check_answer(rows):
@@ -43,8 +51,14 @@ def test_every_generated_answer_passes_check_answer(rows):
 
 
 _ARITH = re.compile(r"(\d+) (plus|minus|times|\+|-|×) (\d+)")
-_OPS = {"plus": int.__add__, "+": int.__add__, "minus": int.__sub__, "-": int.__sub__,
-        "times": int.__mul__, "×": int.__mul__}
+_OPS = {
+    "plus": int.__add__,
+    "+": int.__add__,
+    "minus": int.__sub__,
+    "-": int.__sub__,
+    "times": int.__mul__,
+    "×": int.__mul__,
+}
 
 
 def test_arithmetic_is_correct(rows):
@@ -53,19 +67,31 @@ def test_arithmetic_is_correct(rows):
         for question, answer in _exchanges(row):
             a, op, b = _ARITH.search(question).groups()
             result = _OPS[op](int(a), int(b))
-            assert result >= 0 and check_answer("arithmetic", str(result), answer), (question, answer)
+            assert result >= 0 and check_answer("arithmetic", str(result), answer), (
+                question,
+                answer,
+            )
         assert row["reference"] == str(result)  # the answer to the last question
-    assert {m.group(2) for r in arithmetic for q, _ in _exchanges(r) for m in [_ARITH.search(q)]} == set(_OPS)
+    assert {
+        m.group(2) for r in arithmetic for q, _ in _exchanges(r) for m in [_ARITH.search(q)]
+    } == set(_OPS)
 
 
-_UNITS = {("kilometer", "meter"): 1000, ("meter", "centimeter"): 100, ("kilogram", "gram"): 1000,
-          ("hour", "minute"): 60, ("minute", "second"): 60}
+_UNITS = {
+    ("kilometer", "meter"): 1000,
+    ("meter", "centimeter"): 100,
+    ("kilogram", "gram"): 1000,
+    ("hour", "minute"): 60,
+    ("minute", "second"): 60,
+}
 
 
 def test_counting_and_conversion_are_correct(rows):
     for row in (r for r in rows if r["category"] == "counting"):
         question, answer = _exchanges(row)[-1]
-        if m := re.search(r'letter "(\w)" appear in "(\w+)"|"(\w)"s are there in the word "(\w+)"', question):
+        if m := re.search(
+            r'letter "(\w)" appear in "(\w+)"|"(\w)"s are there in the word "(\w+)"', question
+        ):
             letter, word = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
             expected = word.count(letter)
         elif m := re.search(r'letters (?:are )?in (?:the word )?"(\w+)"', question):
@@ -76,20 +102,26 @@ def test_counting_and_conversion_are_correct(rows):
     for row in (r for r in rows if r["category"] == "conversion"):
         question, _ = _exchanges(row)[-1]
         m = re.search(r"(\d+) (\w+?)s? (?:to|in) (\w+?)s?\W", question) or re.search(
-            r"How many (\w+?)s are in (\d+) (\w+?)s?\?", question)
+            r"How many (\w+?)s are in (\d+) (\w+?)s?\?", question
+        )
         if m.group(1).isdigit():
             value, src, dst = int(m.group(1)), m.group(2), m.group(3)
         else:
             value, src, dst = int(m.group(2)), m.group(3), m.group(1)
-        expected = value * _UNITS[(src, dst)] if (src, dst) in _UNITS else value // _UNITS[(dst, src)]
+        expected = (
+            value * _UNITS[(src, dst)] if (src, dst) in _UNITS else value // _UNITS[(dst, src)]
+        )
         assert row["reference"] == str(expected), question
 
 
 def test_facts_come_from_the_facts_file(rows):
     countries = load_facts(FACTS_PATH)
     assert len(countries) >= 40
-    known = {c.capital for c in countries} | {c.continent for c in countries} | {
-        c.currency for c in countries if c.currency}
+    known = (
+        {c.capital for c in countries}
+        | {c.continent for c in countries}
+        | {c.currency for c in countries if c.currency}
+    )
     facts = [r for r in rows if r["category"] == "facts"]
     assert {r["reference"] for r in facts} <= known
     by_name = {c.name: c for c in countries}
@@ -106,7 +138,9 @@ def test_deterministic_by_seed():
     c, _ = generate_task_dialogues(CFG, seed=2)
     assert a == b and stats_a == stats_b and a != c
     fewer, _ = generate_task_dialogues(CFG.model_copy(update={"arithmetic": 10}), seed=1)
-    assert [r for r in fewer if r["category"] == "facts"] == [r for r in a if r["category"] == "facts"]
+    assert [r for r in fewer if r["category"] == "facts"] == [
+        r for r in a if r["category"] == "facts"
+    ]
 
 
 def test_split_by_dialogue_id(rows):
@@ -114,22 +148,25 @@ def test_split_by_dialogue_id(rows):
     assert 0.05 < heldout < 0.15
 
 
-@pytest.mark.parametrize("category, reference, answer, ok", [
-    ("arithmetic", "42", "17 plus 25 is 42.", True),
-    ("arithmetic", "42", "The answer is 142.", False),
-    ("arithmetic", "42", "It's 4.", False),
-    ("arithmetic", "4", "It's 42.", False),
-    ("arithmetic", "42", "It's -42.", False),
-    ("arithmetic", "42", "About 42.5", False),
-    ("arithmetic", "42", "42", True),
-    ("conversion", "3000", "3 kilometers is 3,000 meters.", True),
-    ("conversion", "3000", "3 kilometers is 30,000 meters.", False),
-    ("facts", "Paris", "The capital of France is paris.", True),
-    ("facts", "Paris", "Parisian food is great.", False),
-    ("facts", "Brasília", "It's Brasilia.", True),
-    ("facts", "Buenos Aires", "The capital is Buenos\n Aires.", True),
-    ("facts", "real", "Brazil uses the reais.", False),
-])
+@pytest.mark.parametrize(
+    "category, reference, answer, ok",
+    [
+        ("arithmetic", "42", "17 plus 25 is 42.", True),
+        ("arithmetic", "42", "The answer is 142.", False),
+        ("arithmetic", "42", "It's 4.", False),
+        ("arithmetic", "4", "It's 42.", False),
+        ("arithmetic", "42", "It's -42.", False),
+        ("arithmetic", "42", "About 42.5", False),
+        ("arithmetic", "42", "42", True),
+        ("conversion", "3000", "3 kilometers is 3,000 meters.", True),
+        ("conversion", "3000", "3 kilometers is 30,000 meters.", False),
+        ("facts", "Paris", "The capital of France is paris.", True),
+        ("facts", "Paris", "Parisian food is great.", False),
+        ("facts", "Brasília", "It's Brasilia.", True),
+        ("facts", "Buenos Aires", "The capital is Buenos\n Aires.", True),
+        ("facts", "real", "Brazil uses the reais.", False),
+    ],
+)
 def test_check_answer(category, reference, answer, ok):
     assert check_answer(category, reference, answer) is ok
 

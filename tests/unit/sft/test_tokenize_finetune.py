@@ -9,23 +9,24 @@ import sentencepiece as spm
 import torch
 
 from models.llama import IGNORE_INDEX, Llama, tiny
-from tasks.records import dialogue_frame
-from tasks.chat.format import MaskStrategy
-from tasks.training.finetune import FinetuneConfig, finetune
-from tasks.training.model_io import load_model
 from tasks.chat.answer import make_answer_fn
+from tasks.chat.format import MaskStrategy
+from tasks.records import dialogue_frame
 from tasks.sft.tokenize import tokenize_rows
-from tasks.training.model_io import export_model
 from tasks.tokenizer.train import TokenizerConfig, train_tokenizer
 from tasks.tracking import InMemoryLogger
+from tasks.training.finetune import FinetuneConfig, finetune
+from tasks.training.model_io import export_model, load_model
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def sp(tmp_path_factory):
-    text = ["What is two plus two? Two plus two is four. What is the capital of France? Paris.",
-            "Hello there, how are you today? I am fine, thank you for asking, and you?"]
+    text = [
+        "What is two plus two? Two plus two is four. What is the capital of France? Paris.",
+        "Hello there, how are you today? I am fine, thank you for asking, and you?",
+    ]
     cfg = TokenizerConfig(vocab_size=300, sample_bytes=1_000_000, num_threads=1)
     path, _ = train_tokenizer(text * 40, cfg, tmp_path_factory.mktemp("tok") / "tok.model")
     return spm.SentencePieceProcessor(model_file=str(path))
@@ -34,27 +35,44 @@ def sp(tmp_path_factory):
 def row(i, n_turns, split="train", strategy=None, answer="Two plus two is four."):
     turns = []
     for _ in range(n_turns):
-        turns += [{"role": "user", "content": "What is two plus two?"},
-                  {"role": "assistant", "content": answer}]
-    return {"dialogue_id": f"t:{i}", "source": "tasks", "category": "arithmetic", "system": "",
-            "turns": turns, "is_safety": False, "risk_category": None, "reference": "4",
-            "instruction": None, "mask_strategy": strategy, "split": split, "location": "test"}
+        turns += [
+            {"role": "user", "content": "What is two plus two?"},
+            {"role": "assistant", "content": answer},
+        ]
+    return {
+        "dialogue_id": f"t:{i}",
+        "source": "tasks",
+        "category": "arithmetic",
+        "system": "",
+        "turns": turns,
+        "is_safety": False,
+        "risk_category": None,
+        "reference": "4",
+        "instruction": None,
+        "mask_strategy": strategy,
+        "split": split,
+        "location": "test",
+    }
 
 
 def test_long_dialogues_keep_the_leading_turns_that_fit(sp):
     one, _, _ = tokenize_rows([row(0, 1)], sp, MaskStrategy.ALL_ASSISTANT, 1000)
     per_turn = one[0]["n_tokens"]
-    examples, excluded, stats = tokenize_rows([row(1, 5), row(2, 1, answer="four " * 200)], sp,
-                                              MaskStrategy.ALL_ASSISTANT, 3 * per_turn)
+    examples, excluded, stats = tokenize_rows(
+        [row(1, 5), row(2, 1, answer="four " * 200)], sp, MaskStrategy.ALL_ASSISTANT, 3 * per_turn
+    )
     assert examples[0]["n_tokens"] == 3 * per_turn  # 5 exchanges cut to 3, whole
     assert stats["truncated"] == 1
-    assert [(r["dialogue_id"], reason) for r, reason, _ in excluded] == [("t:2", "tokenize_too_long")]
+    assert [(r["dialogue_id"], reason) for r, reason, _ in excluded] == [
+        ("t:2", "tokenize_too_long")
+    ]
     assert dialogue_frame(examples, "sft_examples").height == 1  # passes the contract
 
 
 def test_per_dialogue_strategy_overrides_the_default(sp):
-    examples, _, _ = tokenize_rows([row(0, 2), row(1, 2, strategy="last_turn")], sp,
-                                   MaskStrategy.ALL_ASSISTANT, 1000)
+    examples, _, _ = tokenize_rows(
+        [row(0, 2), row(1, 2, strategy="last_turn")], sp, MaskStrategy.ALL_ASSISTANT, 1000
+    )
     all_turns, last_only = examples[0]["n_targets"], examples[1]["n_targets"]
     assert all_turns == 2 * last_only  # same answers; GAtt rows train only the last one
 
@@ -62,23 +80,49 @@ def test_per_dialogue_strategy_overrides_the_default(sp):
 def test_finetune_from_a_checkpoint_learns_the_answers_and_chats(sp, tmp_path):
     torch.manual_seed(0)
     model = Llama(tiny(vocab_size=sp.get_piece_size()))
-    examples, _, _ = tokenize_rows([row(i, 1) for i in range(24)] + [row(99, 1, split="heldout")],
-                                   sp, MaskStrategy.ALL_ASSISTANT, 64)
+    examples, _, _ = tokenize_rows(
+        [row(i, 1) for i in range(24)] + [row(99, 1, split="heldout")],
+        sp,
+        MaskStrategy.ALL_ASSISTANT,
+        64,
+    )
     df = dialogue_frame(examples, "sft_examples")
-    cfg = FinetuneConfig(epochs=8, train={"batch_size": 4, "seq_len": 64, "lr": 1e-2, "threads": 1,
-                                           "log_every": 5, "eval_every": 10, "eval_batches": 1})
+    cfg = FinetuneConfig(
+        epochs=8,
+        train={
+            "batch_size": 4,
+            "seq_len": 64,
+            "lr": 1e-2,
+            "threads": 1,
+            "log_every": 5,
+            "eval_every": 10,
+            "eval_batches": 1,
+        },
+    )
     logger = InMemoryLogger()
-    stats, pack = finetune(model, df.filter(pl.col("split") == "train"),
-                           df.filter(pl.col("split") == "heldout"), cfg, pad_id=0, separator=[],
-                           logger=logger, out_dir=tmp_path / "run")
+    stats, pack = finetune(
+        model,
+        df.filter(pl.col("split") == "train"),
+        df.filter(pl.col("split") == "heldout"),
+        cfg,
+        pad_id=0,
+        separator=[],
+        logger=logger,
+        out_dir=tmp_path / "run",
+    )
     # 24 examples of ~24 tokens pack into bins of 64; steps follow from the epochs
     assert stats["steps"] == math.ceil(8 * pack["pack.sequences"] / 4)
     val = [v for _, v in logger.metrics["val_loss"]]
     assert val[-1] < 0.5 * val[0]  # it learns the (only) answer
     model_dir = export_model(Path(stats["checkpoint"]), tmp_path / "model")
     chat = make_answer_fn(load_model(model_dir), sp, max_new_tokens=24, temperature=0.0, top_p=1.0)
-    answer, too_long = chat([("", row(0, 1)["turns"][:1]),
-                             ("", [{"role": "user", "content": "What is two plus two? " * 20}])], seed=0)
+    answer, too_long = chat(
+        [
+            ("", row(0, 1)["turns"][:1]),
+            ("", [{"role": "user", "content": "What is two plus two? " * 20}]),
+        ],
+        seed=0,
+    )
     assert "four" in answer.lower()
     assert too_long is None  # the prompt leaves no room in the 128-token window
 

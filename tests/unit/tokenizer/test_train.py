@@ -16,7 +16,7 @@ PARAGRAPHS = [
     "In 1969, Apollo 11 landed on the Moon. Neil Armstrong and Buzz Aldrin spent about 21 hours "
     "on the surface, while Michael Collins orbited above in the command module.",
     "She ordered a café au lait and a croissant, then read a naïve little novel about a "
-    "façade in Zürich. The waiter smiled: \"Voilà, madame!\"",
+    'façade in Zürich. The waiter smiled: "Voilà, madame!"',
     "Tokyo (東京) is the capital of Japan; Kyoto (京都) was the capital for over a thousand "
     "years. Many visitors love the food 🍣 and the trains 🚄.",
     "def add(a, b):\n    return a + b\n\nprint(add(40, 2))  # prints 42",
@@ -92,14 +92,21 @@ def test_newline_and_unseen_characters_fall_back_to_bytes(trained):
 
 def test_evaluate_reports_bytes_per_token_and_round_trips(trained):
     path = trained[0]
-    df = pl.DataFrame({
-        "doc_id": [f"d{i}" for i in range(6)],
-        "source": ["news", "news", "news", "code", "code", "mixed"],
-        "text": [*PARAGRAPHS[:3], PARAGRAPHS[4], "x  =  1\n\n\ty = 2", "日本語 🦙  ok\n"],
-    })
+    df = pl.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(6)],
+            "source": ["news", "news", "news", "code", "code", "mixed"],
+            "text": [*PARAGRAPHS[:3], PARAGRAPHS[4], "x  =  1\n\n\ty = 2", "日本語 🦙  ok\n"],
+        }
+    )
     table, stats = evaluate_tokenizer(path, df, max_docs_per_source=2)
     assert table.columns == [
-        "source", "docs", "bytes", "tokens", "bytes_per_token", "roundtrip_failures"
+        "source",
+        "docs",
+        "bytes",
+        "tokens",
+        "bytes_per_token",
+        "roundtrip_failures",
     ]
     assert table["source"].to_list() == ["news", "code", "mixed"]
     assert table["docs"].to_list() == [2, 2, 1]
@@ -137,11 +144,13 @@ def test_config_is_strict():
 
 
 def docs(n: int, source: str, size: int, weight: float | None = None) -> pl.DataFrame:
-    df = pl.DataFrame({
-        "doc_id": [f"{source}{i}" for i in range(n)],
-        "source": [source] * n,
-        "text": [f"{source} {i} " + "x" * (size - len(f"{source} {i} ")) for i in range(n)],
-    })
+    df = pl.DataFrame(
+        {
+            "doc_id": [f"{source}{i}" for i in range(n)],
+            "source": [source] * n,
+            "text": [f"{source} {i} " + "x" * (size - len(f"{source} {i} ")) for i in range(n)],
+        }
+    )
     return df if weight is None else df.with_columns(pl.lit(weight).alias("sample_weight"))
 
 
@@ -156,11 +165,13 @@ def test_sample_is_seeded_and_within_budget():
 
 
 def test_sample_follows_sample_weight():
-    df = pl.concat([
-        docs(300, "up", 100, weight=3.0),
-        docs(300, "plain", 100, weight=1.0),
-        docs(300, "off", 100, weight=0.0),
-    ])
+    df = pl.concat(
+        [
+            docs(300, "up", 100, weight=3.0),
+            docs(300, "plain", 100, weight=1.0),
+            docs(300, "off", 100, weight=0.0),
+        ]
+    )
     sample = sample_training_text(df, small_config(sample_bytes=40_000))
     up = sum(t.startswith("up ") for t in sample)
     plain = sum(t.startswith("plain ") for t in sample)

@@ -27,8 +27,13 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = tiny_config(max_steps=8, checkpoint_every=4, keep_checkpoints=0)
     model = make_model()
-    train(model, TokenBatches(corpus(), cfg.batch_size, cfg.seq_len, cfg.seed), cfg,
-          InMemoryLogger(), out)
+    train(
+        model,
+        TokenBatches(corpus(), cfg.batch_size, cfg.seq_len, cfg.seed),
+        cfg,
+        InMemoryLogger(),
+        out,
+    )
     return out, model, cfg
 
 
@@ -38,8 +43,13 @@ def test_checkpoint_folder_layout_and_latest_pointer(trained):
     assert (ckpt / LATEST).read_text() == "step-00000008"
     assert latest_checkpoint(ckpt) == ckpt / "step-00000008"
     names = {p.name for p in (ckpt / "step-00000008").iterdir()}
-    assert names == {"model.safetensors", "optimizer.pt", "rng-rank0.pt", "config.json",
-                     "trainer_state.json"}
+    assert names == {
+        "model.safetensors",
+        "optimizer.pt",
+        "rng-rank0.pt",
+        "config.json",
+        "trainer_state.json",
+    }
     assert not list(ckpt.glob(".tmp-*"))
     assert json.loads((ckpt / "step-00000004" / "trainer_state.json").read_text())["step"] == 4
 
@@ -57,7 +67,9 @@ def test_weights_and_config_round_trip(trained):
     folder = latest_checkpoint(out / "checkpoints")
     config = read_config(folder)
     assert config["train"] == cfg.model_dump(mode="json")
-    fresh = Llama(tiny(vocab_size=config["model"]["vocab_size"]))  # architecture from the checkpoint
+    fresh = Llama(
+        tiny(vocab_size=config["model"]["vocab_size"])
+    )  # architecture from the checkpoint
     load_weights(fresh, folder / "model.safetensors")
     for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), name
@@ -65,10 +77,17 @@ def test_weights_and_config_round_trip(trained):
 
 def test_keep_checkpoints_prunes_old_folders(tmp_path):
     cfg = tiny_config(max_steps=6, checkpoint_every=1, keep_checkpoints=2, eval_every=0)
-    train(make_model(), TokenBatches(corpus(), cfg.batch_size, cfg.seq_len, cfg.seed), cfg,
-          InMemoryLogger(), tmp_path)
+    train(
+        make_model(),
+        TokenBatches(corpus(), cfg.batch_size, cfg.seq_len, cfg.seed),
+        cfg,
+        InMemoryLogger(),
+        tmp_path,
+    )
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == [
-        "step-00000005", "step-00000006"]
+        "step-00000005",
+        "step-00000006",
+    ]
 
 
 def test_tied_embeddings_saved_once_and_reshared(tmp_path):
@@ -111,7 +130,12 @@ def test_a_stale_temp_folder_from_a_killed_save_is_ignored_and_cleaned(trained, 
     (stale / "model.safetensors").write_bytes(b"half a file")
     assert latest_checkpoint(ckpt).name == "step-00000008"
     cfg = tiny_config(max_steps=12, checkpoint_every=4, keep_checkpoints=0)
-    stats = train(make_model(), TokenBatches(corpus(), cfg.batch_size, cfg.seq_len, cfg.seed), cfg,
-                  InMemoryLogger(), out)
+    stats = train(
+        make_model(),
+        TokenBatches(corpus(), cfg.batch_size, cfg.seq_len, cfg.seed),
+        cfg,
+        InMemoryLogger(),
+        out,
+    )
     assert stats["start_step"] == 8 and latest_checkpoint(ckpt).name == "step-00000012"
     assert not stale.exists()

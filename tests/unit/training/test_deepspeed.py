@@ -24,12 +24,20 @@ pytestmark = pytest.mark.slow
 
 def _train(model, cfg, out, logger=None):
     data = TokenBatches(corpus(), cfg.batch_size, cfg.seq_len, cfg.seed)
-    return train(model, data, cfg, logger or InMemoryLogger(), out, val_tokens=corpus(4_000, seed=1))
+    return train(
+        model, data, cfg, logger or InMemoryLogger(), out, val_tokens=corpus(4_000, seed=1)
+    )
 
 
 def test_zero2_bf16_loss_decreases_and_saves_loadable_weights(tmp_path):
-    cfg = tiny_config(engine="deepspeed", zero_stage=2, dtype="bf16", max_steps=30, log_every=5,
-                      checkpoint_every=0)
+    cfg = tiny_config(
+        engine="deepspeed",
+        zero_stage=2,
+        dtype="bf16",
+        max_steps=30,
+        log_every=5,
+        checkpoint_every=0,
+    )
     logger = InMemoryLogger()
     model = make_model()
     stats = _train(model, cfg, tmp_path, logger)
@@ -48,15 +56,19 @@ def test_zero2_fp32_follows_the_torch_engine(tmp_path):
     """Same AdamW, schedule and clipping: the two engines agree to float rounding."""
     plain, ds = make_model(), make_model()
     _train(plain, tiny_config(max_steps=8, checkpoint_every=0), tmp_path / "torch")
-    _train(ds, tiny_config(engine="deepspeed", zero_stage=2, max_steps=8, checkpoint_every=0),
-           tmp_path / "ds")
+    _train(
+        ds,
+        tiny_config(engine="deepspeed", zero_stage=2, max_steps=8, checkpoint_every=0),
+        tmp_path / "ds",
+    )
     for (name, a), (_, b) in zip(plain.state_dict().items(), ds.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_zero1_exact_resume_with_accumulation(tmp_path):
-    cfg = tiny_config(engine="deepspeed", zero_stage=1, grad_accum_steps=2, max_steps=10,
-                      checkpoint_every=4)
+    cfg = tiny_config(
+        engine="deepspeed", zero_stage=1, grad_accum_steps=2, max_steps=10, checkpoint_every=4
+    )
     reference = make_model()
     _train(reference, cfg, tmp_path / "straight")
     with pytest.raises(Crash):
@@ -84,9 +96,27 @@ def test_zero3_resumes_and_saves_gathered_full_weights(tmp_path):
 
 def _torchrun(tmp_path, engine, zero_stage, steps):
     out, results = tmp_path / "out", tmp_path / "results"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(WORKER), "--out", str(out), "--result-dir", str(results), "--engine", engine,
-           "--zero-stage", str(zero_stage), "--max-steps", str(steps), "--checkpoint-every", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        "--out",
+        str(out),
+        "--result-dir",
+        str(results),
+        "--engine",
+        engine,
+        "--zero-stage",
+        str(zero_stage),
+        "--max-steps",
+        str(steps),
+        "--checkpoint-every",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)  # this process may hold a one-rank group of its own
@@ -106,8 +136,11 @@ def test_two_ranks_agree_and_equal_one_rank_with_accumulation(tmp_path, engine, 
 
     # rank r reads micro-batch 2*step + r: the same batches as one rank accumulating two
     single = make_model()
-    stats = _train(single, tiny_config(grad_accum_steps=2, max_steps=steps, checkpoint_every=0),
-                   tmp_path / "single")
+    stats = _train(
+        single,
+        tiny_config(grad_accum_steps=2, max_steps=steps, checkpoint_every=0),
+        tmp_path / "single",
+    )
     two_rank = Llama(tiny(vocab_size=VOCAB))
     load_weights(two_rank, latest_checkpoint(out / "checkpoints") / "model.safetensors")
     for (name, a), (_, b) in zip(single.state_dict().items(), two_rank.state_dict().items()):

@@ -29,8 +29,18 @@ def _run_in_process(model, out):
 
 def _kill_after_checkpoint(out: Path, log: Path, min_step: int) -> Path:
     """Start the worker (slowed to ~10 steps/s), SIGKILL it once `latest` reaches min_step."""
-    cmd = [sys.executable, str(WORKER), "--out", str(out), "--max-steps", str(MAX_STEPS),
-           "--checkpoint-every", str(EVERY), "--log-sleep", "0.1"]
+    cmd = [
+        sys.executable,
+        str(WORKER),
+        "--out",
+        str(out),
+        "--max-steps",
+        str(MAX_STEPS),
+        "--checkpoint-every",
+        str(EVERY),
+        "--log-sleep",
+        "0.1",
+    ]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     pointer, deadline = out / "checkpoints" / "latest", time.monotonic() + 120

@@ -57,8 +57,15 @@ def test_exact_resume_after_a_crash_is_bitwise_equal_to_an_uninterrupted_run(tmp
 def test_logs_metrics_samples_and_loss_curve(tmp_path, capsys):
     cfg = tiny_config(max_steps=6, log_every=2, eval_every=3, sample_every=3, checkpoint_every=0)
     logger = InMemoryLogger()
-    stats = train(make_model(), _data(cfg), cfg, logger, tmp_path,
-                  val_tokens=corpus(4_000, seed=1), sample_fn=lambda model, step: f"sample at {step}")
+    stats = train(
+        make_model(),
+        _data(cfg),
+        cfg,
+        logger,
+        tmp_path,
+        val_tokens=corpus(4_000, seed=1),
+        sample_fn=lambda model, step: f"sample at {step}",
+    )
     assert [s for s, _ in logger.metrics["loss"]] == [2, 4, 6]
     for key in ("lr", "grad_norm", "tokens_per_s", "mfu"):
         assert [s for s, _ in logger.metrics[key]] == [2, 4, 6]
@@ -122,8 +129,13 @@ def test_compiled_training_matches_eager(tmp_path):
     """SLOW (about 30 s with a cold inductor cache, 7 s warm): torch.compile changes speed, not
     the result beyond float rounding."""
     eager, compiled = make_model(), make_model()
-    train(eager, _data(tiny_config(max_steps=4)), tiny_config(max_steps=4, checkpoint_every=0),
-          InMemoryLogger(), tmp_path / "eager")
+    train(
+        eager,
+        _data(tiny_config(max_steps=4)),
+        tiny_config(max_steps=4, checkpoint_every=0),
+        InMemoryLogger(),
+        tmp_path / "eager",
+    )
     cfg = tiny_config(max_steps=4, checkpoint_every=0, compile=True)
     train(compiled, _data(cfg), cfg, InMemoryLogger(), tmp_path / "compiled")
     for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):

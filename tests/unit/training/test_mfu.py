@@ -38,8 +38,11 @@ def test_a_peak_never_reads_below_the_best_on_record(tmp_path):
     key = ("fp32", 1, "cpu", (128,))
     m._PEAKS.pop(key, None)
     measured = measure_matmul_peak("fp32", threads=1, sizes=(128,), repeats=2, record=record)
-    (name, stored), = json.loads(record.read_text()).items()
+    ((name, stored),) = json.loads(record.read_text()).items()
     assert stored == measured and "fp32|1|cpu" in name
     record.write_text(json.dumps({name: measured * 100}))  # a better day
     m._PEAKS.pop(key)
-    assert measure_matmul_peak("fp32", threads=1, sizes=(128,), repeats=2, record=record) == measured * 100
+    assert (
+        measure_matmul_peak("fp32", threads=1, sizes=(128,), repeats=2, record=record)
+        == measured * 100
+    )

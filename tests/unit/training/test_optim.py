@@ -23,7 +23,9 @@ PEAK = 3e-4
     ],
 )
 def test_cosine_schedule_boundaries(step, expected):
-    assert cosine_schedule(step, PEAK, warmup_steps=10, max_steps=100, min_lr_ratio=0.1) == pytest.approx(expected)
+    assert cosine_schedule(
+        step, PEAK, warmup_steps=10, max_steps=100, min_lr_ratio=0.1
+    ) == pytest.approx(expected)
 
 
 def test_cosine_schedule_without_warmup_is_monotone_from_peak():
@@ -39,7 +41,9 @@ def test_lambda_lr_follows_the_pure_schedule():
     scheduler = build_scheduler(optimizer, cfg)
     for step in range(25):
         # the lr in force for optimizer step `step`
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(cosine_schedule(step, 1e-3, 4, 20, 0.1))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(
+            cosine_schedule(step, 1e-3, 4, 20, 0.1)
+        )
         optimizer.step()
         scheduler.step()
     state = scheduler.state_dict()
@@ -74,7 +78,9 @@ def test_tied_embedding_is_one_undecayed_parameter():
 def test_optimizer_uses_paper_hyperparameters():
     opt = build_optimizer(Llama(tiny()), TrainConfig(max_steps=10, warmup_steps=2))
     group = opt.param_groups[0]
-    assert group["betas"] == (0.9, 0.95) and group["eps"] == 1e-5 and math.isclose(group["lr"], 3e-4)
+    assert (
+        group["betas"] == (0.9, 0.95) and group["eps"] == 1e-5 and math.isclose(group["lr"], 3e-4)
+    )
 
 
 def test_config_rejects_inconsistent_settings():

@@ -8,18 +8,23 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.tracking import InMemoryLogger
+from tasks.training.data import TokenBatches
 from tasks.training.loop import train
 from tasks.training.rerun import SET_ASIDE, set_aside_if_forced
 from tests.unit.training.train_worker import corpus, make_model, tiny_config
-from tasks.training.data import TokenBatches
 
 
 @task(cache_policy=NO_CACHE)
 def train_task(out: str) -> dict:
     cfg = tiny_config(max_steps=4, checkpoint_every=2, eval_every=0)
     set_aside_if_forced(out)  # what the training steps do before `train`
-    return train(make_model(), TokenBatches(corpus(4_000), cfg.batch_size, cfg.seq_len, cfg.seed), cfg,
-                 InMemoryLogger(), out)
+    return train(
+        make_model(),
+        TokenBatches(corpus(4_000), cfg.batch_size, cfg.seq_len, cfg.seed),
+        cfg,
+        InMemoryLogger(),
+        out,
+    )
 
 
 @flow

@@ -44,8 +44,19 @@ def make_model(seed: int = 0) -> Llama:
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    base = dict(max_steps=12, batch_size=4, seq_len=32, warmup_steps=3, lr=3e-3, threads=1,
-                log_every=1, eval_every=4, eval_batches=2, checkpoint_every=4, seed=7)
+    base = dict(
+        max_steps=12,
+        batch_size=4,
+        seq_len=32,
+        warmup_steps=3,
+        lr=3e-3,
+        threads=1,
+        log_every=1,
+        eval_every=4,
+        eval_batches=2,
+        checkpoint_every=4,
+        seed=7,
+    )
     return TrainConfig(**{**base, **overrides})
 
 
@@ -94,18 +105,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-sleep", type=float, default=0.0)
     args = parser.parse_args(argv)
 
-    cfg = tiny_config(engine=args.engine, zero_stage=args.zero_stage, max_steps=args.max_steps,
-                      checkpoint_every=args.checkpoint_every)
+    cfg = tiny_config(
+        engine=args.engine,
+        zero_stage=args.zero_stage,
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
+    )
     model = make_model()
     tokens = corpus()
     logger = SlowLogger(args.log_sleep) if args.log_sleep else InMemoryLogger()
-    stats = train(model, TokenBatches(tokens, cfg.batch_size, cfg.seq_len, cfg.seed), cfg, logger,
-                  args.out, val_tokens=corpus(4_000, seed=1))
+    stats = train(
+        model,
+        TokenBatches(tokens, cfg.batch_size, cfg.seq_len, cfg.seed),
+        cfg,
+        logger,
+        args.out,
+        val_tokens=corpus(4_000, seed=1),
+    )
     if args.result_dir:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        result = {"rank": rank, "world_size": world, "train_loss": stats["train_loss"],
-                  "val_loss": stats["val_loss"], "weights": weights_digest(model)}
+        result = {
+            "rank": rank,
+            "world_size": world,
+            "train_loss": stats["train_loss"],
+            "val_loss": stats["val_loss"],
+            "weights": weights_digest(model),
+        }
         args.result_dir.mkdir(parents=True, exist_ok=True)
         (args.result_dir / f"result-rank{rank}.json").write_text(json.dumps(result))
     if torch.distributed.is_initialized():
