@@ -98,7 +98,8 @@ def main() -> None:
         sys.exit(f"--documents {path} does not exist")
     docs = pl.read_parquet(path)
     print(
-        f"{path}: {docs.height:,} documents, {docs[TEXT].str.len_bytes().sum() / 1e6:.1f} MB of text, "
+        f"{path}: {docs.height:,} documents, "
+        f"{docs[TEXT].str.len_bytes().sum() / 1e6:.1f} MB of text, "
         f"POLARS_MAX_THREADS={os.environ['POLARS_MAX_THREADS']}"
     )
     runs = [run_chain(docs) for _ in range(max(args.repeat, 1))]

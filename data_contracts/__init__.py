@@ -1,4 +1,5 @@
-"""Data contracts: one module per dataset (pandera polars model + explicit pyarrow schema + version)."""
+"""Data contracts: one module per dataset (pandera polars model, explicit pyarrow schema,
+version)."""
 
 from data_contracts import (
     demographics,

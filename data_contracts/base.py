@@ -47,7 +47,7 @@ class Contract:
 
     # -- validation -------------------------------------------------------------------------
     def validate(self, df: pl.DataFrame, where: str = "") -> pl.DataFrame:
-        """Return `df` (columns in contract order) or raise `ContractError` listing every failure."""
+        """`df` with its columns in contract order, or `ContractError` listing every failure."""
         df = self._conform(df, where)
         try:
             self.model.validate(df, lazy=True)

@@ -1,4 +1,4 @@
-"""demographics: pronoun and identity-term representation in the kept corpus (paper §4.1, Table 9)."""
+"""demographics: pronoun and identity-term representation in the kept corpus (§4.1, Table 9)."""
 
 import pandera.polars as pap
 import pyarrow as pa

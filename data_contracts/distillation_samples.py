@@ -76,6 +76,8 @@ CONTRACT = Contract(
     version="1.0",
     model=DistillationSamples,
     schema=SCHEMA,
-    description="Safety context distillation: answers with and without a safety preprompt, Safety RM "
-    "scores, kept only where the preprompt helped.",
+    description=(
+        "Safety context distillation: answers with and without a safety preprompt, Safety RM "
+        "scores, kept only where the preprompt helped."
+    ),
 )

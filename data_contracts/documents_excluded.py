@@ -28,5 +28,5 @@ CONTRACT = Contract(
     version="1.0",
     model=DocumentsExcluded,
     schema=SCHEMA,
-    description="Dropped documents with the step, reason code (<filter>_<rule>) and a readable detail.",
+    description="Dropped documents with the step, reason code (<filter>_<rule>) and a detail.",
 )

@@ -1,4 +1,4 @@
-"""multiturn_eval: multi-turn instruction consistency (paper Table 30), one row per model and turn."""
+"""multiturn_eval: multi-turn instruction consistency (Table 30), one row per model and turn."""
 
 import pandera.polars as pap
 import pyarrow as pa

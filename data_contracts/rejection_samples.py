@@ -93,5 +93,8 @@ CONTRACT = Contract(
     version="1.0",
     model=RejectionSamples,
     schema=SCHEMA,
-    description="K samples per prompt per RLHF round (plus pooled earlier bests) with R_h, R_s, R_c and the best.",
+    description=(
+        "K samples per prompt per RLHF round (plus pooled earlier bests) with R_h, R_s, R_c and "
+        "the best."
+    ),
 )

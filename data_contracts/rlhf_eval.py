@@ -66,5 +66,8 @@ CONTRACT = Contract(
     version="1.0",
     model=RlhfEval,
     schema=SCHEMA,
-    description="Held-out answers per model version: R_h, R_s, R_c, KL to SFT, annotator score and win vs SFT.",
+    description=(
+        "Held-out answers per model version: R_h, R_s, R_c, KL to SFT, annotator score and win "
+        "vs SFT."
+    ),
 )

@@ -104,5 +104,5 @@ CONTRACT = Contract(
     version="1.0",
     model=SftDialogues,
     schema=SCHEMA,
-    description="SFT dialogues: system prompt, alternating user/assistant turns, safety tags, split.",
+    description="SFT dialogues: system prompt, alternating user/assistant turns, tags, split.",
 )

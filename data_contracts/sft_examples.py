@@ -52,5 +52,5 @@ CONTRACT = Contract(
     version="1.0",
     model=SftExamples,
     schema=SCHEMA,
-    description="Tokenised chat-format dialogues with per-token labels (IGNORE_INDEX where masked).",
+    description="Tokenised chat-format dialogues, per-token labels (IGNORE_INDEX where masked).",
 )

@@ -28,5 +28,5 @@ CONTRACT = Contract(
     version="1.0",
     model=SftExcluded,
     schema=SCHEMA,
-    description="Dialogues dropped by SFT curation, tokenisation limits or GAtt checks, with a reason.",
+    description="Dialogues dropped by SFT curation, tokenisation limits or GAtt, with a reason.",
 )

@@ -32,5 +32,8 @@ CONTRACT = Contract(
     version="1.0",
     model=ToxicityScores,
     schema=SCHEMA,
-    description="Document toxicity (mean of line probabilities) on a seeded sample; toxic = score >= threshold.",
+    description=(
+        "Document toxicity (mean of line probabilities) on a seeded sample; toxic = score >= "
+        "threshold."
+    ),
 )

@@ -104,8 +104,8 @@ def retry(flow_run_id: str, run_dir: Path, default_dir: Path) -> int:
             flow_run = client.read_flow_run(UUID(flow_run_id))
         except (ValueError, ObjectNotFound):
             print(
-                f"error: no flow run {flow_run_id} in {run_dir / 'prefect'}; if the run used another "
-                "run directory, pass it with --run-dir",
+                f"error: no flow run {flow_run_id} in {run_dir / 'prefect'}; "
+                "if the run used another run directory, pass it with --run-dir",
                 file=sys.stderr,
             )
             return 2
@@ -119,7 +119,8 @@ def retry(flow_run_id: str, run_dir: Path, default_dir: Path) -> int:
             return 2
         if flow_run.state is None or not flow_run.state.is_final():
             print(
-                f"error: flow run {flow_run_id} is {flow_run.state.name if flow_run.state else 'new'}; "
+                f"error: flow run {flow_run_id} is "
+                f"{flow_run.state.name if flow_run.state else 'new'}; "
                 "only a finished flow run (failed, crashed, cancelled, completed) can be retried",
                 file=sys.stderr,
             )

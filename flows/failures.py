@@ -80,7 +80,8 @@ def report_failure(state, flow_name: str, run_dir: Path, default_run_dir: Path) 
     print(
         f"\nerror: flow run {flow_run_id} ({flow_name}) failed: {reason}\n"
         f"  traceback: {log}\n"
-        f"  Tasks that completed are cached. To retry this flow run (it resumes at the failed task\n"
+        "  Tasks that completed are cached. "
+        "To retry this flow run (it resumes at the failed task\n"
         f"  and continues the same MLflow run):\n\n"
         f"    {retry_command(flow_run_id, run_dir, default_run_dir)}\n",
         file=sys.stderr,

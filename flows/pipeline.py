@@ -25,7 +25,8 @@ from tasks.report.cards import write_model_cards
 from tasks.tracking import git_commit, open_run, tracking_uri
 
 DESCRIPTION = (
-    "Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> distill -> evaluate "
+    "Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> "
+    "distill -> evaluate "
     "(later stages join as they land)."
 )
 

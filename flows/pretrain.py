@@ -61,7 +61,9 @@ def pretrain_flow(
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
         tracker.set_tags(
             {
-                "registered_model": f"{p.registered_model} v{int(trained.stats['registered_version'])}"
+                "registered_model": (
+                    f"{p.registered_model} v{int(trained.stats['registered_version'])}"
+                )
             }
         )
     return PretrainResult(

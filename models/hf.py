@@ -57,7 +57,7 @@ def _rename(name: str, table: list[tuple[re.Pattern, str]]) -> str:
 
 
 def hf_name(name: str) -> str:
-    """Our state_dict name -> Hugging Face's, e.g. layers.0.attention.wq.weight -> ...q_proj.weight."""
+    """Our state_dict name -> Hugging Face's: layers.0.attention.wq.weight -> ...q_proj.weight."""
     return _rename(name, _TO_HF)
 
 

@@ -255,7 +255,7 @@ class LlamaTrunk(nn.Module):
             raise ValueError(
                 f"position {int(positions.max())} >= max_seq_len {self.config.max_seq_len}"
             )
-        # (T,) positions -> (1, 1, T, D/2); per-sequence (B, T) ones (left padding) -> (B, 1, T, D/2)
+        # (T,) positions -> (1, 1, T, D/2); per-sequence (B, T) (left padding) -> (B, 1, T, D/2)
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         cos, sin = (
             (cos[None, None], sin[None, None])

@@ -1,4 +1,5 @@
-"""The reward model: the Llama trunk with a scalar head (Touvron et al., 2023, §3.2.2; RECIPE.md §6).
+"""The reward model: the Llama trunk with a scalar head (Touvron et al., 2023, §3.2.2;
+RECIPE.md §6).
 
 "The model architecture and hyper-parameters are identical to those of the pretrained language
 models, except that the classification head for next-token prediction is replaced with a

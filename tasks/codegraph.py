@@ -58,7 +58,7 @@ class CodeGraph:
     _closures: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def module_path(self, name: str) -> Path | None:
-        """The file of project module `name` (a package's `__init__.py`), or None if it is not one."""
+        """The file of project module `name` (a package's `__init__.py`), or None if none."""
         if name.split(".")[0] not in PACKAGES:
             return None
         base = self.root.joinpath(*name.split("."))

@@ -75,7 +75,10 @@ def _missing(key: str, node: dict, field: str) -> str | None:
         return None  # only read by the Detoxify backend
     if key.startswith("data.user_sources.") and glob.has_magic(value):
         if not glob.glob(value):
-            return f"{key}: {value} matches no file (relative paths resolve against the preset's folder)"
+            return (
+                f"{key}: {value} matches no file "
+                "(relative paths resolve against the preset's folder)"
+            )
         return None
     path = Path(value)
     if not path.exists():

@@ -49,7 +49,7 @@ class DedupConfig(BaseModel):
 
 
 def _nfkc(texts: pl.Series) -> pl.Series:
-    """NFKC where a text has non-ASCII characters only: NFKC is the identity on ASCII (4x faster)."""
+    """NFKC only where a text has non-ASCII characters (the identity on ASCII; 4x faster)."""
     idx = texts.str.contains(r"[^\x00-\x7F]").arg_true()
     if idx.len() == 0:
         return texts

@@ -56,7 +56,7 @@ COLUMNS = (
 
 
 def adversarial_prompts(dialogues: list[dict], n: int, seed: int) -> list[dict]:
-    """`n` adversarial prompts (safety-tagged with a risk category) of the SFT train split, seeded."""
+    """`n` adversarial prompts (safety-tagged, with a risk category) of the SFT train split."""
     pool = [p for p in prompt_pool(dialogues, "train")["safety"] if p["risk_category"] is not None]
     return random.Random(f"distill:{seed}").sample(pool, min(n, len(pool)))
 

@@ -1,6 +1,7 @@
 """One judge for (prompt, answer) pairs: both reward models, the rule annotator (a stand-in
 for people), the refusal rule, the toxicity scorer and, for TruthfulQA prompts, the match
-against the reference answers. Evaluation judges every model version's answers with it, and so does the RLHF per-round table.
+against the reference answers. Evaluation judges every model version's answers with it, and
+so does the RLHF per-round table.
 
 A prompt is a dict with at least `system`, `turns`, `is_safety`; evaluation prompts
 (tasks/evaluate/prompts.py) also carry `suite` and `correct`. Violations are judged only on the

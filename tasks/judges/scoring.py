@@ -89,7 +89,7 @@ def load_scorer(rms: dict[str, str], processor, seq_len: int) -> RewardScorer:
 def rule_annotator(
     cfg: RuleAnnotatorConfig, toxicity_cfg: ToxicityConfig, noise: bool = True
 ) -> RuleAnnotator:
-    """The rule annotator; `noise=False` for measurements (its noise imitates labelling, not judging)."""
+    """The rule annotator; `noise=False` for measurements (its noise imitates labelling)."""
     return RuleAnnotator(
         cfg if noise else cfg.model_copy(update={"noise": 0.0}), make_scorer(toxicity_cfg)
     )

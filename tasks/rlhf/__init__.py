@@ -1,1 +1,2 @@
-"""Iterative RLHF (RECIPE.md §7): rejection sampling, PPO with the safety-gated reward, rounds V1..Vn."""
+"""Iterative RLHF (RECIPE.md §7): rejection sampling, PPO with the safety-gated reward, rounds
+V1..Vn."""

@@ -5,8 +5,8 @@ policy and refreshed reward models, rejection sampling and its fine-tuning, PPO 
 Every task is cached on its inputs (model folders by path, which are keyed by their own inputs;
 datasets by content hash), so a run interrupted in round 3 resumes there: rounds 1 and 2 are
 cache hits. Each task takes only its own part of the config, so changing, say, the PPO settings
-re-runs PPO and what follows it, not the rejection sampling before it. Training output folders are keyed the same way, so a killed fine-tuning resumes
-from its last checkpoint.
+re-runs PPO and what follows it, not the rejection sampling before it. Training output folders
+are keyed the same way, so a killed fine-tuning resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def refresh_step(
                 logger,
                 folder,
                 rm_cfg.registered_model,
-                f"{rm.capitalize()} reward model refreshed for RLHF-V{round_} on {merged.height} pairs "
+                f"{rm.capitalize()} reward model refreshed for RLHF-V{round_} "
+                f"on {merged.height} pairs "
                 f"(batches 0..{first_batch + c.batches - 1})",
             )
         )

@@ -18,7 +18,7 @@ class _Strict(BaseModel):
 
 
 class InstructionsConfig(_Strict):
-    """The checkable instructions (instructions.py) drawn for the demonstrations, GAtt and Table 30."""
+    """The checkable instructions (instructions.py) drawn for demonstrations, GAtt and Table 30."""
 
     kinds: list[Literal["hobby", "capitals", "signoff", "persona"]] = list(KINDS)
     hobbies: list[str] = list(HOBBIES)

@@ -53,7 +53,8 @@ def build_gatt(
     """Ghost Attention training data (RECIPE.md §8) -> (examples, excluded, stats).
 
     For each dialogue with >= 2 user turns (single-turn ones are skipped and counted), the
-    i-th such dialogue gets the i-th draw of `sample_instruction(random.Random(seed), shorten_prob)`.
+    i-th such dialogue gets the i-th draw of
+    `sample_instruction(random.Random(seed), shorten_prob)`.
     Its text is put in front of every user message (up to `max_turns`) and `answer_fn` answers
     turn by turn, batched across dialogues; the source's assistant answers are discarded. Each
     turn gets up to `samples_per_turn` tries with different seeds, the first answer that

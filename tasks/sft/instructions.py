@@ -192,7 +192,7 @@ def instruction_demos(
     shorten_prob: float,
     space: InstructionSpace | None = None,
 ) -> tuple[list[dict], dict]:
-    """Single-turn demonstrations of following an instruction, standing in for annotator-written ones.
+    """Single-turn demonstrations of following an instruction (for annotator-written ones).
 
     From `n` seeded-chosen train dialogues (safety ones and rows that already carry an
     instruction are left out: a persona on an adversarial prompt teaches jailbreak compliance),

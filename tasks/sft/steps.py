@@ -411,7 +411,7 @@ def _slug(name: str) -> str:
 
 
 def _sample_prompts(rows: list[dict], seed: int) -> list[dict]:
-    """Three held-out prompts: a task with a known answer, a chit-chat opener, an adversarial one."""
+    """Three held-out prompts: a task with a known answer, a chit-chat opener, an adversarial."""
     rng = random.Random(seed)
     picks = []
     for category, title in (

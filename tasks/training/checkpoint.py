@@ -82,7 +82,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(folder: Path, engine) -> TrainerState:
-    """Restore engine (weights, optimizer, schedule) and this rank's RNG; returns step and history."""
+    """Restore the engine (weights, optimizer, schedule) and this rank's RNG -> step, history."""
     folder = Path(folder)
     engine.load(folder)
     rng_file = folder / RNG_FILE.format(rank=engine.rank)

@@ -108,7 +108,7 @@ def gather_windows(
 def eval_batches(
     tokens, n: int, batch_size: int, seq_len: int, loss_mask=None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`n` fixed validation batches: windows evenly spaced over the whole array (same every call)."""
+    """`n` fixed validation batches: windows evenly spaced over the array (same every call)."""
     tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
     if len(tokens) < seq_len + 1:
         raise ValueError(f"{len(tokens)} validation tokens cannot fill one window of {seq_len} + 1")

@@ -43,7 +43,7 @@ def _sft_train_defaults() -> TrainConfig:
 
 class FinetuneConfig(BaseModel):
     """Epochs over the packed examples; `train` holds the loop settings. Its max_steps and
-    warmup_steps are derived here (from epochs and warmup_ratio) and the values given are ignored."""
+    warmup_steps are derived here (from epochs and warmup_ratio); the values given are ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -171,7 +171,7 @@ def finetune_on(
     out_dir: Path,
     logger,
 ) -> tuple[dict, Path]:
-    """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, model folder)."""
+    """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, folder)."""
     model = load_model(Path(init_dir)).train()
     set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
     loop, pack = finetune(

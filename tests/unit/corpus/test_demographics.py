@@ -14,7 +14,7 @@ DOCS = pl.DataFrame(
             "She said her brother is a devout Christian.",
             # he (He, his); nationality: american; religion: jewish; 1st person: we
             "He and his friends are AMERICAN and Jewish, we think.",
-            # unspecified (They); 1st person (us); race: "african american" only, not african/american
+            # unspecified (They); 1st person (us); race: "african american" only
             "They told us the African   American community gathered.",
             # no pronoun: shepherd, there, these, hero contain she/he/her but are other words;
             # race: white (a colour here: the paper's counts cannot tell senses apart either)

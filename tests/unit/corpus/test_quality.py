@@ -8,7 +8,7 @@ from tasks.corpus.quality import QualityConfig, quality_features, quality_filter
 # 61 words, mean length ~4.7, stop words the/and/of/to/with/that: passes every rule.
 GOOD = (
     "The committee met on Tuesday morning to review the budget and the plans for the new library. "
-    "Members agreed that the project should begin in spring, with construction lasting about two years. "
+    "Members agreed that the project should begin in spring, with construction lasting about two years. "  # noqa: E501 (data)
     "Several residents spoke in favour of the proposal, and a few raised concerns about parking. "
     "The final vote is expected next month, after a public hearing at the town hall."
 )

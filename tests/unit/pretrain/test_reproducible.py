@@ -1,5 +1,5 @@
-"""SLOW (about 45 s on two shared cores): two fresh Python processes pretrain the tiny preset's model for a few CPU
-steps and end with bit-identical weights. Runs in CI (not skipped).
+"""SLOW (about 45 s on two shared cores): two fresh Python processes pretrain the tiny preset's
+model for a few CPU steps and end with bit-identical weights. Runs in CI (not skipped).
 
 Each process first reseeds torch's global RNG from the OS, standing in for whatever earlier
 tasks of a pipeline process drew from it: only a model whose construction is seeded from the

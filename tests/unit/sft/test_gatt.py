@@ -284,7 +284,7 @@ def test_eval_conversations_concatenate_held_out_user_turns():
 
 
 def recall_fn(obey_until=99, none_from=99, seen=None):
-    """Obeys the system-prompt instruction up to turn `obey_until`, returns None from `none_from`."""
+    """Obeys the system-prompt instruction up to turn `obey_until`; None from `none_from` on."""
 
     def answer_fn(contexts, seed):
         out = []
