@@ -14,10 +14,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from prefect import task
 from prefect.cache_policies import INPUTS, CachePolicy
 
 from tasks.codegraph import CodeGraph
-from tasks.persist import VerifiedRecords
+from tasks.persist import STEP_OUTPUT_JSON, VerifiedRecords
 
 
 @dataclass
@@ -37,3 +38,19 @@ def code_and_inputs() -> CachePolicy:
     """Cache on the task's inputs and on the code its module imports. A cached record is checked
     before Prefect loads it (see tasks/persist.py)."""
     return VerifiedRecords(policies=(INPUTS + ImportedCode()).policies)
+
+
+def cached_task(name: str, *, ignore: tuple[str, ...] = (), **options):
+    """`@task` as every expensive task of the project declares it: cached on its inputs (less the
+    parameters in `ignore`, e.g. the MLflow run id a cached result may be logged to) and on the
+    code it imports, with its StepOutput persisted as JSON (tasks/persist.py)."""
+    policy = code_and_inputs()
+    for parameter in ignore:
+        policy = policy - parameter
+    return task(
+        name=name,
+        cache_policy=policy,
+        persist_result=True,
+        result_serializer=STEP_OUTPUT_JSON,
+        **options,
+    )

@@ -53,7 +53,7 @@ class StepOutputJSON(Serializer):
         return StepOutput.model_validate_json(blob)
 
 
-# The one keyword a task declares: @task(..., result_serializer=STEP_OUTPUT_JSON)
+# What every project task persists with (tasks.caching.cached_task sets it)
 STEP_OUTPUT_JSON = StepOutputJSON()
 
 

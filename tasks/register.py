@@ -5,20 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-
-from tasks.caching import code_and_inputs
-from tasks.persist import STEP_OUTPUT_JSON
+from tasks.caching import cached_task
 from tasks.results import StepOutput
 from tasks.tracking import attach_run, register_model
 
 
-@task(
-    name="register",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("register", ignore=("mlflow_run_id",))
 def register_step(
     model_dir: str, registered_model: str, description: str, run_dir: str, mlflow_run_id: str
 ) -> StepOutput:

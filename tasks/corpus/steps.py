@@ -11,30 +11,22 @@ from pathlib import Path
 from typing import Callable
 
 import polars as pl
-from prefect import task
 from prefect.logging import get_run_logger
 
 from data_contracts import get_contract
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.corpus import dedup, demographics, pii, quality, sampling
 from tasks.corpus.base import FilterResult
 from tasks.data.catalog import SourceSpec
 from tasks.data.ingest import ingest
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges import toxicity
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput, write_artifact
 
 STAGE = "corpus"
 
 
-@task(
-    name="ingest",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-    retries=1,
-)
+@cached_task("ingest", retries=1)
 def ingest_sources(
     specs: list[SourceSpec],
     cache_dir: str,
@@ -78,12 +70,7 @@ def _contract_split(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return valid, as_quarantine
 
 
-@task(
-    name="split_shards",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("split_shards")
 def split_shards(documents: Manifest, shards: int, data_dir: str) -> StepOutput:
     """Cut the corpus into `shards` contiguous row ranges (so merging restores the order)."""
     df = read_dataset(documents)
@@ -98,12 +85,7 @@ def split_shards(documents: Manifest, shards: int, data_dir: str) -> StepOutput:
     )
 
 
-@task(
-    name="merge_shards",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("merge_shards")
 def merge_shards(kept: list[Manifest], excluded: list[Manifest], data_dir: str) -> StepOutput:
     """Concatenate the shards' kept documents (in shard order) and all their exclusions."""
     if len(kept) == 1 and len(excluded) == 1:
@@ -151,34 +133,19 @@ def _run_filter(
     )
 
 
-@task(
-    name="pii",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("pii")
 def pii_step(documents: Manifest, cfg: pii.PiiConfig, data_dir: str) -> StepOutput:
     """Drop block-listed sources/domains and PII-dense documents; redact the rest."""
     return _run_filter(documents, pii.pii_filter, cfg, "pii", data_dir)
 
 
-@task(
-    name="quality",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("quality")
 def quality_step(documents: Manifest, cfg: quality.QualityConfig, data_dir: str) -> StepOutput:
     """Gopher-style quality rules, each with its own reason code."""
     return _run_filter(documents, quality.quality_filter, cfg, "quality", data_dir)
 
 
-@task(
-    name="exact_dedup",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("exact_dedup")
 def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """Drop documents whose normalised text was already seen."""
     if not cfg.exact:
@@ -186,12 +153,7 @@ def exact_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str)
     return _run_filter(documents, dedup.exact_dedup, cfg, "exact_dedup", data_dir)
 
 
-@task(
-    name="near_dedup",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("near_dedup")
 def near_dedup_step(documents: Manifest, cfg: dedup.DedupConfig, data_dir: str) -> StepOutput:
     """MinHash + LSH near-duplicate removal; the earliest document of a cluster is kept."""
     if not cfg.near:
@@ -215,12 +177,7 @@ def _passthrough(documents: Manifest, name: str, data_dir: str) -> StepOutput:
     )
 
 
-@task(
-    name="weights",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("weights")
 def weights_step(
     documents: Manifest, excluded: list[Manifest], cfg: sampling.SamplingConfig, data_dir: str
 ) -> StepOutput:
@@ -239,12 +196,7 @@ def weights_step(
     )
 
 
-@task(
-    name="toxicity",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("toxicity")
 def toxicity_step(
     documents: Manifest, cfg: toxicity.ToxicityConfig, data_dir: str, run_dir: str
 ) -> StepOutput:
@@ -275,12 +227,7 @@ def toxicity_step(
     )
 
 
-@task(
-    name="demographics",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("demographics")
 def demographics_step(
     documents: Manifest, cfg: demographics.DemographicsConfig, data_dir: str
 ) -> StepOutput:

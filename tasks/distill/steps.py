@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import sentencepiece as spm
-from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn
 from tasks.chat.config import FormatConfig
 from tasks.chat.prompt import prompt_pool
@@ -28,7 +27,6 @@ from tasks.distill.select import select_distilled
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.scoring import rm_probs, rm_sequence
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.plots import figure_png, pyplot
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
@@ -76,12 +74,7 @@ def delta_png(rows: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-@task(
-    name="distill_data",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("distill_data")
 def distill_data_step(
     dialogues: Manifest,
     policy_dir: str,
@@ -168,12 +161,7 @@ def distill_data_step(
     )
 
 
-@task(
-    name="distill_finetune",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("distill_finetune", ignore=("mlflow_run_id",))
 def distill_finetune_step(
     samples: Manifest,
     policy_dir: str,

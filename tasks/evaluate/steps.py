@@ -27,10 +27,9 @@ from pathlib import Path
 
 import polars as pl
 import sentencepiece as spm
-from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn
 from tasks.evaluate.config import EvaluateConfig
 from tasks.evaluate.prompts import eval_prompts, prompts_json
@@ -40,7 +39,6 @@ from tasks.judges.annotator import RuleAnnotatorConfig
 from tasks.judges.judge import judge
 from tasks.judges.scoring import load_scorer, rule_annotator
 from tasks.judges.toxicity import ToxicityConfig
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
 from tasks.training.model_io import load_model
@@ -50,12 +48,7 @@ QUARANTINE = "quarantine"
 PROMPTS = "eval_prompts.json"
 
 
-@task(
-    name="eval_prompts",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("eval_prompts")
 def eval_prompts_step(
     dialogues: Manifest,
     archives: dict[str, str],
@@ -86,12 +79,7 @@ def eval_prompts_step(
     )
 
 
-@task(
-    name="evaluate_version",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("evaluate_version")
 def evaluate_version_step(
     version: str,
     order: int,
@@ -145,12 +133,7 @@ def evaluate_version_step(
     )
 
 
-@task(
-    name="summarize",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("summarize")
 def summarize_step(results: list[Manifest], run_dir: str) -> StepOutput:
     rows = pl.concat([read_dataset(m) for m in results])
     table, by_cat, red = summary_table(rows)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import task
 from prefect.logging import get_run_logger
 
 from models.llama import Llama, LlamaConfig
 from models.seeding import seeded
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.pretrain.samples import make_sample_fn
 from tasks.pretrain.shards import ShardConfig, build_token_shards, load_shards, write_shards
 from tasks.results import StepOutput
@@ -25,12 +23,7 @@ from tasks.training.model_io import export_model
 from tasks.training.rerun import set_aside_if_forced
 
 
-@task(
-    name="token_shards",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("token_shards")
 def token_shards_step(
     documents: Manifest, tokenizer_model: str, cfg: ShardConfig, run_dir: str
 ) -> StepOutput:
@@ -55,12 +48,7 @@ def token_shards_step(
     )
 
 
-@task(
-    name="train_model",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("train_model", ignore=("mlflow_run_id",))
 def train_step(
     shards_manifest: str,
     model_cfg: dict,

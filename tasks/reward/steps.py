@@ -10,18 +10,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import sentencepiece as spm
-from prefect import task
 from prefect.logging import get_run_logger
 
 from models.losses import margins_for
 from models.reward import RewardModel
 from models.seeding import seeded
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotator
 from tasks.judges.toxicity import ToxicityConfig, make_scorer
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.preferences import collect as pc
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
@@ -43,12 +41,7 @@ from tasks.training.rerun import set_aside_if_forced
 PAIRS, PAIRS_EXCLUDED = "preference_pairs", "preference_excluded"
 
 
-@task(
-    name="collect_preferences",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("collect_preferences")
 def collect_step(
     dialogues: Manifest,
     models: dict[str, str],
@@ -178,12 +171,7 @@ def _train_task(
     return StepOutput(stats=stats, models={"model": str(folder)})
 
 
-@task(
-    name="train_helpfulness_rm",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("train_helpfulness_rm", ignore=("mlflow_run_id",))
 def train_helpfulness_step(
     pairs: Manifest,
     cfg: RewardConfig,
@@ -199,12 +187,7 @@ def train_helpfulness_step(
     )
 
 
-@task(
-    name="train_safety_rm",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("train_safety_rm", ignore=("mlflow_run_id",))
 def train_safety_step(
     pairs: Manifest,
     cfg: RewardConfig,
@@ -271,12 +254,7 @@ def evaluate_models(
     return table, safety_rows, plots
 
 
-@task(
-    name="evaluate_rms",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("evaluate_rms")
 def evaluate_step(
     pairs: Manifest, models: dict[str, str], tokenizer_model: str, cfg: RewardConfig, run_dir: str
 ) -> StepOutput:
@@ -311,12 +289,7 @@ def evaluate_step(
     )
 
 
-@task(
-    name="margin_ablation",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("margin_ablation", ignore=("mlflow_run_id",))
 def margin_ablation_step(
     pairs: Manifest,
     cfg: RewardConfig,

@@ -19,10 +19,9 @@ import numpy as np
 import polars as pl
 import sentencepiece as spm
 import torch
-from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn
 from tasks.chat.config import FormatConfig
 from tasks.chat.format import prompt_tokens
@@ -32,7 +31,6 @@ from tasks.judges.annotator import RuleAnnotatorConfig
 from tasks.judges.judge import judge
 from tasks.judges.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
 from tasks.judges.toxicity import ToxicityConfig
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
 from tasks.reward.collection import collect_batches
@@ -61,12 +59,7 @@ SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
 
 
-@task(
-    name="refresh_reward_models",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("refresh_reward_models", ignore=("mlflow_run_id",))
 def refresh_step(
     round_: int,
     models: dict[str, str],
@@ -152,12 +145,7 @@ def refresh_step(
 # --- 2. rejection sampling -------------------------------------------------------------------
 
 
-@task(
-    name="rejection_sample",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("rejection_sample")
 def rejection_sample_step(
     round_: int,
     policy_dir: str,
@@ -258,12 +246,7 @@ def rejection_sample_step(
     )
 
 
-@task(
-    name="rs_finetune",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("rs_finetune", ignore=("mlflow_run_id",))
 def rs_finetune_step(
     round_: int,
     policy_dir: str,
@@ -300,12 +283,7 @@ def rs_finetune_step(
 # --- 3. PPO ------------------------------------------------------------------------------------
 
 
-@task(
-    name="ppo",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("ppo", ignore=("mlflow_run_id",))
 def ppo_step(
     round_: int,
     start_dir: str,
@@ -409,12 +387,7 @@ def ppo_step(
 # --- 4. the per-round table -----------------------------------------------------------------
 
 
-@task(
-    name="evaluate_rounds",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("evaluate_rounds")
 def evaluate_step(
     versions: dict[str, str],
     rms: dict[str, str],

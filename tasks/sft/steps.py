@@ -10,16 +10,14 @@ from pathlib import Path
 
 import polars as pl
 import sentencepiece as spm
-from prefect import task
 from prefect.logging import get_run_logger
 
 from data_contracts import get_contract
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn, sample_chats
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.toxicity import ToxicityConfig, make_scorer
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
 from tasks.sft.config import SftConfig
@@ -55,12 +53,7 @@ def _rows(manifest: Manifest) -> list[dict]:
     return read_dataset(manifest).to_dicts()
 
 
-@task(
-    name="collect_dialogues",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("collect_dialogues")
 def collect_step(
     cfg: SftConfig,
     archives: dict[str, str],
@@ -100,12 +93,7 @@ def _quarantine_frame(records: list[dict]) -> pl.DataFrame:
     return pl.from_arrow(pa.Table.from_pylist(records, schema=get_contract(QUARANTINE).schema))
 
 
-@task(
-    name="curate",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("curate")
 def curate_step(
     dialogues: Manifest, cfg: SftConfig, toxicity: ToxicityConfig, seed: int, data_dir: str
 ) -> StepOutput:
@@ -132,12 +120,7 @@ def curate_step(
     )
 
 
-@task(
-    name="tokenize",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("tokenize")
 def tokenize_step(
     dialogues: Manifest, tokenizer_model: str, cfg: SftConfig, data_dir: str
 ) -> StepOutput:
@@ -210,12 +193,7 @@ def _train_output(label: str, stats: dict, pack_stats: dict, model_dir: Path) ->
     return StepOutput(stats=out, files=files, models={"model": str(model_dir)})
 
 
-@task(
-    name="train_base",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("train_base", ignore=("mlflow_run_id",))
 def train_base_step(
     examples: Manifest,
     pretrained_dir: str,
@@ -231,12 +209,7 @@ def train_base_step(
     return _train_output("base", stats, pack_stats, model_dir)
 
 
-@task(
-    name="gatt_data",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("gatt_data")
 def gatt_data_step(
     dialogues: Manifest,
     examples: Manifest,
@@ -310,12 +283,7 @@ def gatt_data_step(
     )
 
 
-@task(
-    name="train_gatt",
-    cache_policy=code_and_inputs() - "mlflow_run_id",
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("train_gatt", ignore=("mlflow_run_id",))
 def train_gatt_step(
     examples: Manifest,
     base_dir: str,
@@ -331,12 +299,7 @@ def train_gatt_step(
     return _train_output("gatt", stats, pack_stats, model_dir)
 
 
-@task(
-    name="evaluate",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("evaluate")
 def evaluate_step(
     dialogues: Manifest,
     models: dict[str, str],

@@ -5,24 +5,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.caching import code_and_inputs
+from tasks.caching import cached_task
 from tasks.io import Manifest, read_dataset, write_dataset
-from tasks.persist import STEP_OUTPUT_JSON
 from tasks.results import StepOutput
 from tasks.tokenizer import train as tok
 
 EVAL_DOCS_PER_SOURCE = 200  # enough for a stable bytes/token per source, cheap to encode
 
 
-@task(
-    name="train_tokenizer",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("train_tokenizer")
 def train_step(documents: Manifest, cfg: tok.TokenizerConfig, run_dir: str) -> StepOutput:
     """Train on a weighted sample of the kept corpus; the model file is content-addressed."""
     texts = tok.sample_training_text(read_dataset(documents), cfg)
@@ -41,12 +34,7 @@ def train_step(documents: Manifest, cfg: tok.TokenizerConfig, run_dir: str) -> S
     )
 
 
-@task(
-    name="evaluate_tokenizer",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("evaluate_tokenizer")
 def evaluate_step(model_path: str, documents: Manifest, data_dir: str) -> StepOutput:
     """Bytes per token per source and exact round-trip checks."""
     table, stats = tok.evaluate_tokenizer(

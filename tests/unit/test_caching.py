@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow
 
-from tasks.caching import code_and_inputs
-from tasks.persist import STEP_OUTPUT_JSON
+from tasks.caching import cached_task
 from tasks.results import StepOutput
 
 
-@task(
-    name="first",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("first")
 def first_step(x: int) -> StepOutput:
     return StepOutput(stats={"which": 1.0, "x": float(x)})
 
 
-@task(
-    name="second",
-    cache_policy=code_and_inputs(),
-    persist_result=True,
-    result_serializer=STEP_OUTPUT_JSON,
-)
+@cached_task("second")
 def second_step(x: int) -> StepOutput:
     return StepOutput(stats={"which": 2.0, "x": float(x)})
 

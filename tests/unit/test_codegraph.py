@@ -34,7 +34,7 @@ def task_modules(root: Path) -> list[str]:
     """Every module under tasks/ that declares a Prefect task."""
     out = []
     for path in sorted((root / "tasks").rglob("*.py")):
-        if "@task(" in path.read_text():
+        if "@cached_task(" in path.read_text():
             out.append(".".join(path.relative_to(root).with_suffix("").parts))
     return out
 

@@ -59,10 +59,8 @@ def test_graph_names_match_the_prefect_task_names():
     for stage in STAGES:
         tree = ast.parse((root / "tasks" / stage / "steps.py").read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "task":
-                for kw in node.keywords:
-                    if kw.arg == "name":
-                        declared.add(f"{stage}.{kw.value.value}")
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "cached_task":
+                declared.add(f"{stage}.{node.args[0].value}")
     assert declared == set(EDGES)
 
 
