@@ -21,7 +21,7 @@ from flows.results import RewardResult, RlhfResult, RlhfRound
 from tasks.config import flatten, load_config
 from tasks.io import read_dataset
 from tasks.register import register_step
-from tasks.rlhf import rounds, steps
+from tasks.rlhf import round_table, rounds, steps
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -182,7 +182,7 @@ def rlhf_flow(
                 versions[f"rlhf-v{r}"] = policy
                 summary.append(RlhfRound(round=r, how=how, model_dir=policy))
         evaluated = run(
-            steps.evaluate_step,
+            round_table.evaluate_step,
             versions,
             rms,
             prompts["eval"],
@@ -196,7 +196,10 @@ def rlhf_flow(
             run_dir,
         )
         log_step(
-            tracker, evaluated, datasets={steps.EVAL: "evaluation"}, artifact_path="evaluation"
+            tracker,
+            evaluated,
+            datasets={round_table.EVAL: "evaluation"},
+            artifact_path="evaluation",
         )
         tracker.log_table(pl.read_csv(evaluated.files["rounds.csv"]), "rlhf_rounds")
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
@@ -207,7 +210,7 @@ def rlhf_flow(
         reward_models=rms,
         tokenizer_model=tokenizer,
         reward=reward,
-        outputs={"preference_pairs": pairs, "rlhf_eval": evaluated.outputs[steps.EVAL]},
+        outputs={"preference_pairs": pairs, "rlhf_eval": evaluated.outputs[round_table.EVAL]},
         rejection_samples=samples,
         states=run.states,
         mlflow_run_id=tracker.run_id,

@@ -28,8 +28,7 @@ from tasks.chat.format import prompt_tokens
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotatorConfig
-from tasks.judges.judge import judge
-from tasks.judges.scoring import annotator_scores, kl_along, load_scorer, rule_annotator, win_rates
+from tasks.judges.scoring import annotator_scores, load_scorer, rule_annotator
 from tasks.judges.toxicity import ToxicityConfig
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
@@ -37,15 +36,12 @@ from tasks.reward.collection import collect_batches
 from tasks.reward.config import CollectionConfig, RewardConfig
 from tasks.reward.steps import PAIRS, PAIRS_EXCLUDED, train_reward_model
 from tasks.rlhf import rejection
-from tasks.rlhf.config import RejectionConfig, RoundEvalConfig
+from tasks.rlhf.config import RejectionConfig
 from tasks.rlhf.ppo import PPOConfig, train_ppo
 from tasks.rlhf.rounds import (
     as_prompt,
     best_examples,
-    rounds_png,
-    rounds_table,
     sample_rows,
-    version_rows,
 )
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
@@ -53,7 +49,7 @@ from tasks.training.finetune import FinetuneConfig, finetune_on
 from tasks.training.model_io import load_model, save_model_folder
 from tasks.training.rerun import set_aside_if_forced
 
-SAMPLES, EVAL = "rejection_samples", "rlhf_eval"
+SAMPLES = "rejection_samples"
 
 
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
@@ -381,85 +377,4 @@ def ppo_step(
         stats={f"ppo.{k}": float(v) for k, v in flat.items()},
         models={"model": str(folder)},
         notes={"stopped": str(stats.get("stopped"))},
-    )
-
-
-# --- 4. the per-round table -----------------------------------------------------------------
-
-
-@cached_task("evaluate_rounds")
-def evaluate_step(
-    versions: dict[str, str],
-    rms: dict[str, str],
-    prompts: list[dict],
-    tokenizer_model: str,
-    rm_seq_len: int,
-    annotator_cfg: RuleAnnotatorConfig,
-    evaluation: RoundEvalConfig,
-    toxicity: ToxicityConfig,
-    seed: int,
-    data_dir: str,
-    run_dir: str,
-) -> StepOutput:
-    """Greedy answers of every version (SFT first) to the held-out prompts, all scored by the
-    final reward models; KL to SFT along each answer; the annotator's verdict against SFT."""
-    e = evaluation
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
-    scorer = load_scorer(rms, processor, rm_seq_len)
-    annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
-    contexts = [(p["system"], p["turns"]) for p in prompts]
-    models = {name: load_model(Path(d)) for name, d in versions.items()}  # each loaded once
-    answers = {
-        name: make_answer_fn(model, processor, e.max_new_tokens, 0.0, 1.0, e.batch_size)(
-            contexts, seed
-        )
-        for name, model in models.items()
-    }
-    fits = [i for i in range(len(prompts)) if all(answers[n][i] is not None for n in answers)]
-    kept = [prompts[i] for i in fits]
-    tokens = [prompt_tokens(processor, p["system"], p["turns"]) for p in kept]
-    texts = {name: [answers[name][i] for i in fits] for name in models}
-    judged = {
-        name: judge(kept, texts[name], scorer, annotator, safety_threshold=0.5) for name in models
-    }
-    annot = {name: np.array([j["annotator_score"] for j in judged[name]]) for name in models}
-    rows = []
-    for order, (name, model) in enumerate(models.items()):
-        # the answer as generated ends with EOS; an empty answer is the EOS alone (the model chose
-        # to stop at once), so the KL is always measured on at least that one position
-        answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts[name]]
-        kl = kl_along(model, models["sft"], tokens, answer_tokens)
-        scores = {k: np.array([j[k] for j in judged[name]]) for k in ("r_h", "r_s", "r_c")}
-        rows += version_rows(
-            name,
-            order,
-            kept,
-            texts[name],
-            scores,
-            kl,
-            annot[name],
-            win_rates(annot[name], annot["sft"]),
-        )
-    frame = dialogue_frame(rows, EVAL)
-    table = rounds_table(frame)
-    get_run_logger().info("RLHF per-round table (held-out prompts):\n%s", table)
-    stats = {"prompts": len(kept), "prompts_too_long": len(prompts) - len(kept)}
-    for i, row in enumerate(table.to_dicts()):
-        for k, v in row.items():
-            if k != "version" and v is not None:
-                stats[f"{row['version']}.{k}"] = v
-                if i == table.height - 1:  # the newest version, under one name for every preset
-                    stats[f"final.{k}"] = v
-    artifacts = {
-        "rounds.csv": str(
-            write_artifact(table.write_csv().encode(), Path(run_dir), "rlhf", "rlhf_rounds.csv")
-        ),
-        "rounds.png": str(
-            write_artifact(rounds_png(table), Path(run_dir), "rlhf", "rlhf_rounds.png")
-        ),
-    }
-    return StepOutput(
-        outputs={EVAL: write_dataset(frame, EVAL, Path(data_dir))},
-        stats={f"eval.{k}": float(v) for k, v in stats.items()},
-        files=artifacts,
     )

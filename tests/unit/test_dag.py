@@ -57,8 +57,8 @@ def test_graph_names_match_the_prefect_task_names():
         assert "from tasks.register import register_step" in flow_source
         declared.add(f"{stage}.{name}")
     for stage in STAGES:
-        tree = ast.parse((root / "tasks" / stage / "steps.py").read_text())
-        for node in ast.walk(tree):
+        trees = [ast.parse(f.read_text()) for f in sorted((root / "tasks" / stage).glob("*.py"))]
+        for node in (n for tree in trees for n in ast.walk(tree)):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "cached_task":
                 declared.add(f"{stage}.{node.args[0].value}")
     assert declared == set(EDGES)
