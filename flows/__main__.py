@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flows.dag import EDGES, STAGES, expand_reruns
 from tasks.config import ConfigError, load_config
 from tasks.runtime import PROJECT_ROOT, configure_environment, default_run_dir
 
@@ -64,8 +65,6 @@ KEY_METRICS = (
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "tasks":
-        from flows.dag import EDGES
-
         for name, parents in EDGES.items():
             print(f"{name:32s} <- {', '.join(parents) or '(sources)'}")
         return 0
@@ -74,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         return retry(args.flow_run_id, Path(args.run_dir or default_dir), default_dir)
     try:
         cfg = load_config(args.preset, args.set)
-        from flows.dag import expand_reruns
-
         expand_reruns(args.rerun)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -249,17 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--stage",
         default="pipeline",
-        choices=[
-            "pipeline",
-            "corpus",
-            "tokenizer",
-            "pretrain",
-            "sft",
-            "reward",
-            "rlhf",
-            "distill",
-            "evaluate",
-        ],
+        choices=["pipeline", *STAGES],
     )
     run.add_argument(
         "--set",

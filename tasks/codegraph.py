@@ -111,32 +111,15 @@ class CodeGraph:
         return set(self._closures[name])
 
     def _closure(self, name: str) -> set[str]:
-        seen, stack = set(), [name]
-        while stack:
-            module = stack.pop()
-            if module in seen or module == CONTRACTS:
-                continue
-            info = self.info(module)
-            if info is None:
-                continue
-            seen.add(module)
-            stack.extend(info.imports)
-        seen |= self._contracts_named(seen)
+        seen = self._reachable([name])
+        seen |= self._reachable(self._contracts_named(seen))  # with a contract's own imports
         if any(m.startswith(CONTRACTS + ".") for m in seen):
             seen.add(CONTRACT_BASE)
         return seen
 
-    def _contracts_named(self, modules: set[str]) -> set[str]:
-        named = set()
-        for module in modules:
-            for text in self.info(module).strings:
-                if text.isidentifier() and self.module_path(f"{CONTRACTS}.{text}"):
-                    named.add(f"{CONTRACTS}.{text}")
-        # a contract module's own imports (other contracts, base) count as well
-        return {m for c in named for m in self.closure_of_contract(c)}
-
-    def closure_of_contract(self, name: str) -> set[str]:
-        seen, stack = set(), [name]
+    def _reachable(self, start) -> set[str]:
+        """The project modules reachable from `start` by imports, not through the registry."""
+        seen, stack = set(), list(start)
         while stack:
             module = stack.pop()
             if module in seen or module == CONTRACTS or self.info(module) is None:
@@ -144,6 +127,15 @@ class CodeGraph:
             seen.add(module)
             stack.extend(self.info(module).imports)
         return seen
+
+    def _contracts_named(self, modules: set[str]) -> set[str]:
+        """The contract modules whose dataset name one of `modules` spells as a string."""
+        return {
+            f"{CONTRACTS}.{text}"
+            for module in modules
+            for text in self.info(module).strings
+            if text.isidentifier() and self.module_path(f"{CONTRACTS}.{text}")
+        }
 
     def data_files(self, name: str) -> list[Path]:
         """Data files under the module's package `data/` folder that its source names."""

@@ -22,6 +22,7 @@ from tasks.chat.format import prompt_tokens
 from tasks.chat.prompt import Prompt
 from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
 from tasks.judges.toxicity import ToxicityConfig, make_scorer
+from tasks.training.model_io import load_reward_model
 
 MAX_RESPONSE_SHARE = 0.5  # a response (with </s>) may take at most seq_len // 2 tokens
 
@@ -76,8 +77,6 @@ class RewardScorer:
 
 def load_scorer(rms: dict[str, str], processor, seq_len: int) -> RewardScorer:
     """The scorer of the reward models in `rms` ({"helpfulness": folder, "safety": folder})."""
-    from tasks.training.model_io import load_reward_model
-
     return RewardScorer(
         load_reward_model(Path(rms["helpfulness"])),
         load_reward_model(Path(rms["safety"])),
