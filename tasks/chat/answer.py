@@ -9,19 +9,19 @@ report how far it got.
 
 from __future__ import annotations
 
-import sentencepiece as spm
 import torch
 
 from models.generation import generate
 from models.llama import Llama
 from tasks.chat.format import prompt_tokens
+from tasks.chat.tokenizer import Tokenizer
 
 Context = tuple[str, list[dict]]  # (system prompt, turns ending with a user turn)
 
 
 def make_answer_fn(
     model: Llama,
-    processor: spm.SentencePieceProcessor,
+    processor: Tokenizer,
     max_new_tokens: int,
     temperature: float,
     top_p: float,
@@ -56,7 +56,7 @@ def make_answer_fn(
 
 def sample_chats(
     model: Llama,
-    processor: spm.SentencePieceProcessor,
+    processor: Tokenizer,
     chats: list[dict],
     max_new_tokens: int,
     seed: int,

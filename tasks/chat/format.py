@@ -90,7 +90,7 @@ def _encode_turns(
     return [
         (
             [bos, *processor.encode(prompt)],
-            None if answer is None else [*processor.encode(answer), eos],
+            None if answer is None else [*processor.encode_answer(prompt, answer), eos],
         )
         for prompt, answer in _turn_texts(system, turns)
     ]
@@ -104,7 +104,7 @@ def tokenize_dialogue(
     Per turn: [bos] + encode(prompt_text) + encode(answer_text) + [eos]. labels[i] = tokens[i]
     where token i is a target (the answer tokens and that turn's </s>; all turns for
     ALL_ASSISTANT, the last one for LAST_TURN), IGNORE_INDEX elsewhere (bos, prompt tokens).
-    `processor` is a sentencepiece.SentencePieceProcessor.
+    `processor` is a tasks.chat.tokenizer.Tokenizer.
     """
     try:
         strategy = MaskStrategy(strategy)

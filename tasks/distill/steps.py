@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import sentencepiece as spm
 from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn
 from tasks.chat.config import FormatConfig
 from tasks.chat.prompt import prompt_pool
+from tasks.chat.tokenizer import load_tokenizer
 from tasks.distill.config import DistillConfig
 from tasks.distill.preprompts import choose_preprompt, with_preprompt
 from tasks.distill.select import select_distilled
@@ -87,7 +87,7 @@ def distill_data_step(
     run_dir: str,
 ) -> StepOutput:
     """Answers with and without a safety preprompt, scored by the Safety RM; keep-if-better."""
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     prompts = adversarial_prompts(read_dataset(dialogues).to_dicts(), cfg.prompts, seed)
     chosen = [
         choose_preprompt(p["prompt_id"], p["risk_category"], seed, cfg.template_share)
@@ -172,7 +172,7 @@ def distill_finetune_step(
     mlflow_run_id: str,
 ) -> StepOutput:
     """The policy fine-tuned on the kept answers, the prompt WITHOUT the preprompt."""
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     rows = read_dataset(samples).filter(pl.col("kept")).to_dicts()
     examples, stats = answer_examples(rows, processor, cfg.finetune.train.seq_len, "answer_with")
     if not examples.height:

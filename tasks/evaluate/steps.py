@@ -26,11 +26,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import sentencepiece as spm
 from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn
+from tasks.chat.tokenizer import load_tokenizer
 from tasks.evaluate.config import EvaluateConfig
 from tasks.evaluate.prompts import eval_prompts, prompts_json
 from tasks.evaluate.summary import summary_png, summary_table
@@ -95,7 +95,7 @@ def evaluate_version_step(
     data_dir: str,
 ) -> StepOutput:
     """One version's greedy answers to every evaluation prompt, judged."""
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     answer = make_answer_fn(
         load_model(Path(model_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sentencepiece as spm
 import torch
 
 from models.generation import generate
+from tasks.chat.tokenizer import load_tokenizer
 
 
 def make_sample_fn(
@@ -19,7 +19,7 @@ def make_sample_fn(
     seed: int = 0,
 ):
     """(model, step) -> text with one completion per prompt, for the training loop to log."""
-    processor = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    processor = load_tokenizer(tokenizer_model)
     encoded = [processor.encode(p, add_bos=True) for p in prompts]
 
     def sample(model: torch.nn.Module, step: int) -> str:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import sentencepiece as spm
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.chat.tokenizer import Tokenizer, load_tokenizer
 from tasks.progress import progress
 
 ENCODE_BATCH = 2000  # documents per sentencepiece batch call
@@ -54,15 +54,13 @@ def is_validation(doc_ids: pl.Series, val_frac: float, seed: int) -> np.ndarray:
     )
 
 
-def encode_documents(texts: list[str], processor: spm.SentencePieceProcessor) -> list[list[int]]:
+def encode_documents(texts: list[str], processor: Tokenizer) -> list[list[int]]:
     out: list[list[int]] = []
     batches = range(0, len(texts), ENCODE_BATCH)
     for start in progress(batches, "tokenise", total=len(batches)):
-        out.extend(
-            processor.encode(
-                texts[start : start + ENCODE_BATCH], out_type=int, add_bos=True, add_eos=True
-            )
-        )
+        bos, eos = processor.bos_id(), processor.eos_id()
+        batch = processor.encode_batch(texts[start : start + ENCODE_BATCH])
+        out.extend([bos, *ids, eos] for ids in batch)
     return out
 
 
@@ -74,7 +72,7 @@ def repeats(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def build_token_shards(df: pl.DataFrame, model_path: Path, cfg: ShardConfig) -> TokenShards:
     """Tokenise `documents` (doc_id, source, text, sample_weight) into train/val token arrays."""
-    processor = spm.SentencePieceProcessor(model_file=str(model_path))
+    processor = load_tokenizer(model_path)
     dtype = token_dtype(processor.vocab_size())
     ids = encode_documents(df["text"].to_list(), processor)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))

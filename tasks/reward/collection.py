@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import sentencepiece as spm
-
 from tasks.chat.answer import make_answer_fn
 from tasks.chat.prompt import prompt_pool
+from tasks.chat.tokenizer import load_tokenizer
 from tasks.preferences import collect as pc
 from tasks.preferences.collect import CollectionConfig
 from tasks.training.model_io import load_model
@@ -34,7 +33,7 @@ def collect_batches(
         raise ValueError(
             f"collection variants {missing} have no model; available: {sorted(models)}"
         )
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     loaded = {v: load_model(Path(models[v])) for v in cfg.variants}
 
     def sampler(variant, temperature, contexts, s):

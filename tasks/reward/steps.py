@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import sentencepiece as spm
 from prefect.logging import get_run_logger
 
 from models.losses import margins_for
 from models.reward import RewardModel
 from models.seeding import seeded
 from tasks.caching import cached_task
+from tasks.chat.tokenizer import load_tokenizer
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotator
@@ -97,7 +97,7 @@ def train_reward_model(
     label: str,
 ) -> tuple[dict, Path]:
     """Data mix -> chat-format pairs -> RewardModel from the SFT weights -> the shared loop."""
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     rows, mix_stats = data_mix(read_dataset(pairs).to_dicts(), rm, seed, safety_share)
     t = rm_cfg.training.train
     margins = margins_for([r["rating"] for r in rows], rm_cfg.margin).tolist()
@@ -220,7 +220,7 @@ def evaluate_models(
 ) -> tuple[pl.DataFrame, list[dict], dict[str, bytes]]:
     """Table 8 (accuracy per rating level, per RM and test set), the Safety RM's unsafe-response
     recall/precision, and a calibration plot per RM against the annotator's scores."""
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     test = read_dataset(pairs).filter(pl.col("split") == "test").to_dicts()
     judged, safety_rows, plots = [], [], {}
     for rm, folder in models.items():

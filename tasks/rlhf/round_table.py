@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import sentencepiece as spm
 from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn
 from tasks.chat.format import prompt_tokens
+from tasks.chat.tokenizer import load_tokenizer
 from tasks.io import write_dataset
 from tasks.judges.annotator import RuleAnnotatorConfig
 from tasks.judges.judge import judge
@@ -43,7 +43,7 @@ def evaluate_step(
     """Greedy answers of every version (SFT first) to the held-out prompts, all scored by the
     final reward models; KL to SFT along each answer; the annotator's verdict against SFT."""
     e = evaluation
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     scorer = load_scorer(rms, processor, rm_seq_len)
     annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
     contexts = [(p["system"], p["turns"]) for p in prompts]

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import sentencepiece as spm
 import torch
 from prefect.logging import get_run_logger
 
@@ -25,6 +24,7 @@ from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn
 from tasks.chat.config import FormatConfig
 from tasks.chat.format import prompt_tokens
+from tasks.chat.tokenizer import load_tokenizer
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotatorConfig
@@ -161,7 +161,7 @@ def rejection_sample_step(
     `rs_pool_from` on, the earlier rounds' best answers re-scored beside them; the best per
     prompt marked. Logs the Fig. 7 curve (max and median R_c over the first N samples)."""
     r = rejection_cfg
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     torch.manual_seed(seed + round_)
     answer = make_answer_fn(
         load_model(Path(policy_dir)),
@@ -254,7 +254,7 @@ def rs_finetune_step(
     mlflow_run_id: str,
 ) -> StepOutput:
     """Fine-tune the round's starting policy on the best answers, with the shared loop as in SFT."""
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     examples, stats = best_examples(read_dataset(samples), processor, ft.train.seq_len)
     if not examples.height:
         raise ValueError(f"RLHF-V{round_}: no usable best answer to fine-tune on (stats {stats})")
@@ -300,7 +300,7 @@ def ppo_step(
     answers); the guard is the rule annotator's score of the same answers, an independent
     signal that falls when the policy games the reward models."""
     p = ppo
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     scorer = load_scorer(rms, processor, rm_seq_len)
     annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
     policy, ref = load_model(Path(start_dir)), load_model(Path(start_dir))

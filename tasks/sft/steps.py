@@ -9,12 +9,12 @@ import random
 from pathlib import Path
 
 import polars as pl
-import sentencepiece as spm
 from prefect.logging import get_run_logger
 
 from data_contracts import get_contract
 from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn, sample_chats
+from tasks.chat.tokenizer import load_tokenizer
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.toxicity import ToxicityConfig, make_scorer
@@ -125,7 +125,7 @@ def tokenize_step(
     dialogues: Manifest, tokenizer_model: str, cfg: SftConfig, data_dir: str
 ) -> StepOutput:
     """Chat-format tokens and labels per dialogue (too-long ones cut at a turn or excluded)."""
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     examples, excluded, stats = tokenize_rows(
         _rows(dialogues), processor, cfg.format.mask_strategy, cfg.finetune.train.seq_len
     )
@@ -156,7 +156,7 @@ def _finetune(
     label: str,
 ) -> tuple[dict, dict, Path]:
     df = read_dataset(examples)
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     model = load_model(Path(init_dir)).train()
     key = parts_key(
         examples.sha256,
@@ -223,7 +223,7 @@ def gatt_data_step(
     every user turn, kept where code confirms the instruction holds; then the instruction moves
     to the system prompt and earlier turns get no loss. Mixed with replayed SFT examples."""
     g = cfg.gatt
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     model = load_model(Path(base_dir))
     answer_fn = make_answer_fn(
         model, processor, g.max_new_tokens, g.temperature, g.top_p, g.batch_size
@@ -311,7 +311,7 @@ def evaluate_step(
 ) -> StepOutput:
     """Multi-turn consistency (Table 30) for each model, and sample chats of the last one."""
     m = cfg.multiturn
-    processor = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    processor = load_tokenizer(tokenizer_model)
     heldout = [r for r in _rows(dialogues) if r["split"] == "heldout" and r["source"] in m.sources]
     conversations = eval_conversations(
         heldout,

@@ -184,7 +184,7 @@ def evaluate_tokenizer(
     Takes the first `max_docs_per_source` documents of each source. Returns a table (source,
     docs, bytes, tokens, bytes_per_token, roundtrip_failures) and overall stats.
     """
-    processor = spm.SentencePieceProcessor(model_file=str(model_path))
+    processor = spm.SentencePieceProcessor(model_file=str(model_path))  # its own model
     docs = df.group_by("source", maintain_order=True).head(max_docs_per_source)
     texts = docs["text"].fill_null("").to_list()
     ids = processor.encode(texts) if texts else []

@@ -2,7 +2,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 import torch
 
 from models.llama import IGNORE_INDEX as IGN
@@ -15,6 +14,7 @@ from tasks.chat.format import (
     render_chat,
     tokenize_dialogue,
 )
+from tasks.chat.tokenizer import SentencePieceTokenizer
 from tasks.tokenizer.train import TokenizerConfig, train_tokenizer
 from tasks.training.data import TokenBatches
 
@@ -53,7 +53,7 @@ def sp(tmp_path_factory):
     ]
     cfg = TokenizerConfig(vocab_size=400, sample_bytes=1_000_000, num_threads=1)
     path, _ = train_tokenizer(lines * 30, cfg, tmp_path_factory.mktemp("tok") / "tok.model")
-    return spm.SentencePieceProcessor(model_file=str(path))
+    return SentencePieceTokenizer(path)
 
 
 # --- render_chat: the paper's string form (§3.1) -------------------------------------------------

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-import sentencepiece as spm
 import torch
 
 from tasks.chat.format import prompt_tokens
+from tasks.chat.tokenizer import SentencePieceTokenizer
 from tasks.reward.data import (
     Y_LENGTH,
     Y_MARGIN,
@@ -119,7 +119,7 @@ def sp(tmp_path_factory):
     ]
     cfg = TokenizerConfig(vocab_size=400, sample_bytes=1_000_000, num_threads=1)
     path, _ = train_tokenizer(lines * 30, cfg, tmp_path_factory.mktemp("tok") / "tok.model")
-    return spm.SentencePieceProcessor(model_file=str(path))
+    return SentencePieceTokenizer(path)
 
 
 def test_encode_is_prompt_tokens_then_sft_answer(sp):

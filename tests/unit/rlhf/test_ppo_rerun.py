@@ -38,8 +38,8 @@ def prompt(i: int, safety: bool) -> dict:
 
 def ppo_inputs(tmp_path, sp) -> dict:
     tokenizer = tmp_path / "tok.model"
-    tokenizer.write_bytes(sp.serialized_model_proto())
-    cfg = dataclasses.replace(tiny(vocab_size=sp.get_piece_size()), max_seq_len=64)
+    tokenizer.write_bytes(sp.processor.serialized_model_proto())
+    cfg = dataclasses.replace(tiny(vocab_size=sp.vocab_size()), max_seq_len=64)
     torch.manual_seed(0)
     start = save_model_folder(Llama(cfg), tmp_path / "start", {})
     rms = {}

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import sentencepiece as spm
 import torch
 
 from models.llama import IGNORE_INDEX, Llama, tiny
 from tasks.chat.answer import make_answer_fn
 from tasks.chat.format import MaskStrategy
+from tasks.chat.tokenizer import SentencePieceTokenizer
 from tasks.records import dialogue_frame
 from tasks.sft.tokenize import tokenize_rows
 from tasks.tokenizer.train import TokenizerConfig, train_tokenizer
@@ -29,7 +29,7 @@ def sp(tmp_path_factory):
     ]
     cfg = TokenizerConfig(vocab_size=300, sample_bytes=1_000_000, num_threads=1)
     path, _ = train_tokenizer(text * 40, cfg, tmp_path_factory.mktemp("tok") / "tok.model")
-    return spm.SentencePieceProcessor(model_file=str(path))
+    return SentencePieceTokenizer(path)
 
 
 def row(i, n_turns, split="train", strategy=None, answer="Two plus two is four."):
@@ -79,7 +79,7 @@ def test_per_dialogue_strategy_overrides_the_default(sp):
 
 def test_finetune_from_a_checkpoint_learns_the_answers_and_chats(sp, tmp_path):
     torch.manual_seed(0)
-    model = Llama(tiny(vocab_size=sp.get_piece_size()))
+    model = Llama(tiny(vocab_size=sp.vocab_size()))
     examples, _, _ = tokenize_rows(
         [row(i, 1) for i in range(24)] + [row(99, 1, split="heldout")],
         sp,
