@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return retry(args.flow_run_id, Path(args.run_dir or default_dir), default_dir)
     try:
         cfg = load_config(args.preset, args.set)
-        expand_reruns(args.rerun)
+        expand_reruns(args.rerun, base_model=cfg.base_model is not None)
+        if cfg.base_model is not None and args.stage == "tokenizer":
+            raise ValueError(
+                f"preset {cfg.preset!r} sets base_model: there is no tokenizer stage to run "
+                "(the base model's own tokenizer is imported by the pretrain stage)"
+            )
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,10 +22,12 @@ EDGES: dict[str, tuple[str, ...]] = {
     "tokenizer.evaluate_tokenizer": ("tokenizer.train_tokenizer", "corpus.weights"),
     "pretrain.token_shards": ("tokenizer.train_tokenizer", "corpus.weights"),
     "pretrain.train_model": ("pretrain.token_shards",),
+    # with `base_model` set, this replaces the tokenizer stage and pretraining (SKIPPED_WITH_BASE)
+    "pretrain.import_base": (),
     "sft.collect_dialogues": (),
     "sft.curate": ("sft.collect_dialogues",),
-    "sft.tokenize": ("sft.curate", "tokenizer.train_tokenizer"),
-    "sft.train_base": ("sft.tokenize", "pretrain.train_model"),
+    "sft.tokenize": ("sft.curate", "tokenizer.train_tokenizer", "pretrain.import_base"),
+    "sft.train_base": ("sft.tokenize", "pretrain.train_model", "pretrain.import_base"),
     "sft.gatt_data": ("sft.curate", "sft.tokenize", "sft.train_base"),
     "sft.train_gatt": ("sft.gatt_data", "sft.train_base"),
     "sft.evaluate": ("sft.curate", "sft.train_base", "sft.train_gatt"),
@@ -35,6 +37,7 @@ EDGES: dict[str, tuple[str, ...]] = {
         "sft.train_base",
         "sft.train_gatt",
         "pretrain.train_model",
+        "pretrain.import_base",
     ),
     "reward.train_helpfulness_rm": ("reward.collect_preferences",),
     "reward.train_safety_rm": ("reward.collect_preferences",),
@@ -93,6 +96,7 @@ EDGES: dict[str, tuple[str, ...]] = {
         "reward.train_safety_rm",
         "sft.train_gatt",
         "pretrain.train_model",
+        "pretrain.import_base",
     ),
     "evaluate.summarize": ("evaluate.evaluate_version",),
 }
@@ -108,18 +112,42 @@ STAGES: tuple[str, ...] = (
 )
 
 
+# the tasks that do not run when the config names a base model, and the one that runs only then
+SKIPPED_WITH_BASE = (
+    "tokenizer.train_tokenizer",
+    "tokenizer.evaluate_tokenizer",
+    "pretrain.token_shards",
+    "pretrain.train_model",
+)
+ONLY_WITH_BASE = ("pretrain.import_base",)
+
+
 class UnknownTaskError(ValueError):
     pass
+
+
+def skipped_tasks(base_model: bool) -> tuple[str, ...]:
+    """Tasks of the graph that a run does not have: pretraining's with a base model, the
+    import without one."""
+    return SKIPPED_WITH_BASE if base_model else ONLY_WITH_BASE
 
 
 def tasks_of(stage: str) -> list[str]:
     return [name for name in EDGES if name.split(".")[0] == stage]
 
 
-def expand_reruns(names: list[str] | tuple[str, ...]) -> set[str]:
-    """Named tasks/stages plus all their descendants; unknown names raise with the valid ones."""
+def expand_reruns(names: list[str] | tuple[str, ...], base_model: bool | None = None) -> set[str]:
+    """Named tasks/stages plus all their descendants; unknown names raise with the valid ones.
+    With `base_model` given, a task the run does not have (see `skipped_tasks`) raises too."""
     seeds: set[str] = set()
+    absent = () if base_model is None else skipped_tasks(base_model)
     for name in names:
+        named = tasks_of(name) if name in STAGES else [name] if name in EDGES else []
+        if named and all(task in absent for task in named):
+            why = "the config sets base_model" if base_model else "the config sets no base_model"
+            raise UnknownTaskError(
+                f"--rerun '{name}': this run has no such task ({why}); skipped here: {list(absent)}"
+            )
         if name in STAGES:
             seeds.update(tasks_of(name))
         elif name in EDGES:

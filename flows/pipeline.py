@@ -37,7 +37,9 @@ def pipeline_flow(
 ) -> PipelineResult:
     """Run every stage in order; `rerun` forces named stages/tasks and what depends on them."""
     cfg = load_config(preset, overrides or [])
-    expand_reruns(rerun or [])  # fail fast on an unknown name, before any work
+    expand_reruns(
+        rerun or [], base_model=cfg.base_model is not None
+    )  # fail fast on an unknown name, before any work
     short = str(flow_run.id or uuid.uuid4())[:8]
     # a Prefect retry keeps the flow-run id: it continues this run's MLflow parent run
     parent = open_run(
@@ -83,21 +85,25 @@ def _stages(
 ) -> PipelineResult:
     """Each stage's flow in order, each given the results it reads."""
     corpus = corpus_flow(preset, overrides, rerun, parent_run_id)
-    tokenizer = tokenizer_flow(preset, overrides, rerun, parent_run_id, documents=corpus.documents)
+    tokenizer = None  # with a base model, its own tokenizer comes with it (pretrain imports both)
+    if cfg.base_model is None:
+        tokenizer = tokenizer_flow(
+            preset, overrides, rerun, parent_run_id, documents=corpus.documents
+        )
     pretrain = pretrain_flow(
         preset,
         overrides,
         rerun,
         parent_run_id,
-        documents=tokenizer.documents,
-        tokenizer_model=tokenizer.tokenizer_model,
+        documents=corpus.documents if tokenizer is None else tokenizer.documents,
+        tokenizer_model=None if tokenizer is None else tokenizer.tokenizer_model,
     )
     sft = sft_flow(
         preset,
         overrides,
         rerun,
         parent_run_id,
-        tokenizer_model=tokenizer.tokenizer_model,
+        tokenizer_model=pretrain.tokenizer_model,
         pretrained_dir=pretrain.model_dir,
     )
     reward = reward_flow(preset, overrides, rerun, parent_run_id, sft=sft)

@@ -33,12 +33,18 @@ def tokenizer_flow(
     """Train and evaluate the tokenizer. Without `documents`, the corpus stage supplies them
     (from cache when nothing changed)."""
     cfg = load_config(preset, overrides or [])
+    if cfg.base_model is not None:
+        raise ValueError(
+            f"preset {cfg.preset!r} sets base_model ({cfg.base_model.describe()}): the tokenizer "
+            "stage is skipped, the base model's own tokenizer is used (run the pretrain stage "
+            "to import it)"
+        )
     if documents is None:
         from flows.corpus import corpus_flow
 
         documents = corpus_flow(preset, overrides, rerun, parent_run_id).documents
     docs = documents
-    run = StageRunner("tokenizer", expand_reruns(rerun or []))
+    run = StageRunner("tokenizer", expand_reruns(rerun or [], base_model=False))
     with stage_run(cfg, "tokenizer", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(cfg.tokenizer, "tokenizer."), "seed": cfg.seed})
         tracker.log_dataset(docs, "training")

@@ -28,6 +28,7 @@ from tasks.data.catalog import SourceSpec
 from tasks.distill.config import DistillConfig
 from tasks.evaluate.config import EvaluateConfig
 from tasks.judges.toxicity import ToxicityConfig
+from tasks.pretrain.base_config import BaseModelConfig
 from tasks.pretrain.shards import ShardConfig
 from tasks.reward.config import RewardConfig
 from tasks.rlhf.config import RlhfConfig
@@ -107,6 +108,8 @@ class RecipeConfig(StrictModel):
     threads: int = Field(2, gt=0)  # torch / polars threads: set explicitly (2-core machines)
     data: DataConfig = DataConfig()
     corpus: CorpusConfig = CorpusConfig()
+    # a pretrained model SFT starts from instead of pretraining one (tasks/pretrain/base_config.py)
+    base_model: BaseModelConfig | None = None
     tokenizer: TokenizerConfig = TokenizerConfig()
     pretrain: PretrainConfig = PretrainConfig()
     sft: SftConfig = SftConfig()

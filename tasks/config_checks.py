@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.data.catalog import CatalogError, load_catalog
+from tasks.pretrain.base_config import check_base_model
 
 if TYPE_CHECKING:
     from tasks.config import RecipeConfig
@@ -28,6 +29,7 @@ INPUT_PATHS = (
     "sft.sources.borderline.path",
     "corpus.toxicity.detoxify_checkpoint",
     "corpus.toxicity.detoxify_config_dir",
+    "base_model.path",
 )
 
 
@@ -51,7 +53,22 @@ def input_problems(cfg: RecipeConfig) -> list[str]:
         for key, node, field in _matches(raw, pattern.split("."))
         if (p := _missing(key, node, field))
     ]
-    return problems + _duplicate_names(cfg)
+    return problems + _duplicate_names(cfg) + _base_model_problems(cfg)
+
+
+def _base_model_problems(cfg: RecipeConfig) -> list[str]:
+    """A base model that is missing or not a Llama fails here, naming what was found."""
+    base = cfg.base_model
+    if base is None or (base.path is not None and not Path(base.path).exists()):
+        return []  # none, or already reported as a missing input path
+    archive_file = None
+    if base.archive is not None:
+        try:
+            spec = load_catalog(cfg.data.catalog).archive(base.archive)
+        except CatalogError as exc:
+            return [f"base_model.archive: {exc}"]
+        archive_file = Path(cfg.data.cache_dir) / spec.archive
+    return [f"base_model: {p}" for p in check_base_model(base, archive_file)]
 
 
 def _matches(node: Any, parts: list[str], key: str = "") -> Iterator[tuple[str, dict, str]]:
