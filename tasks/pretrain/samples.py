@@ -20,7 +20,7 @@ def make_sample_fn(
 ):
     """(model, step) -> text with one completion per prompt, for the training loop to log."""
     processor = load_tokenizer(tokenizer_model)
-    encoded = [processor.encode(p, add_bos=True) for p in prompts]
+    encoded = [[processor.bos_id(), *processor.encode(p)] for p in prompts]
 
     def sample(model: torch.nn.Module, step: int) -> str:
         was_training = model.training
