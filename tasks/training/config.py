@@ -32,7 +32,9 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(1.0, ge=0)  # global grad-norm clip; 0 = off
 
     # --- numerics and speed (project choices; not set by the paper) ---------------------------
-    dtype: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast (torch) or DeepSpeed bf16 mode
+    # bf16 = autocast (torch) or DeepSpeed bf16 mode; auto = bf16 where this CPU/GPU multiplies
+    # bf16 faster than fp32 (tasks/training/mfu.py `faster_dtype`), else fp32
+    dtype: Literal["fp32", "bf16", "auto"] = "fp32"
     compile: bool = False  # torch.compile the model's forward (torch engine only)
     threads: int = Field(2, gt=0)  # torch intra-op threads: set explicitly on shared cores
     seed: int = 1234

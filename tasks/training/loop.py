@@ -36,7 +36,7 @@ from tasks.training.checkpoint import (
 from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches, eval_batches, micro_batch_index
 from tasks.training.engines import Engine, make_engine
-from tasks.training.mfu import default_record, measure_matmul_peak, mfu
+from tasks.training.mfu import default_record, faster_dtype, measure_matmul_peak, mfu
 
 CHECKPOINT_DIR = "checkpoints"
 LOSS_CURVE = "loss_curve.png"
@@ -73,6 +73,10 @@ def train(
         )
     out_dir = Path(out_dir)
     torch.set_num_threads(cfg.threads)
+    if cfg.dtype == "auto":
+        cfg = cfg.model_copy(update={"dtype": faster_dtype(cfg.threads)})
+        if logger is not None:
+            logger.log_params({"train.dtype_chosen": cfg.dtype})
     seed_everything(cfg.seed)
     sizes = {
         "num_params": model.num_params(),
