@@ -158,3 +158,16 @@ def test_items_of_several_sequences_count_all_their_tokens(tmp_path):
     single = train(make_model(), _data(cfg), cfg, InMemoryLogger(), tmp_path / "a")
     double = train(make_model(), Pairs(_data(cfg)), cfg, InMemoryLogger(), tmp_path / "b")
     assert double["train_tokens"] == 2 * single["train_tokens"] == 2 * 4 * cfg.tokens_per_step
+
+
+def test_dtype_auto_trains_in_the_dtype_this_machine_multiplies_faster(tmp_path):
+    """`dtype: auto` resolves once per run to what `faster_dtype` measures (bf16 only where
+    bf16 matmuls beat fp32) and records the choice as a parameter."""
+    from tasks.training.mfu import faster_dtype
+
+    cfg = tiny_config(max_steps=3, dtype="auto", checkpoint_every=0)
+    logger = InMemoryLogger()
+    train(make_model(), _data(cfg), cfg, logger, tmp_path)
+    chosen = logger.params["train.dtype_chosen"]
+    assert chosen in ("fp32", "bf16")
+    assert chosen == faster_dtype(cfg.threads)
