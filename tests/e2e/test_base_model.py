@@ -111,7 +111,7 @@ def test_the_base_is_logged_and_registered_as_the_first_version(base_run):
     version = client.get_model_version(REGISTERED, "1")
     assert version.run_id == pre.info.run_id
     assert expected_sha[:16] in version.description
-    assert [v.version for v in client.search_model_versions(f"name = '{REGISTERED}'")] == ["1"]
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{REGISTERED}'")] == [1]
     assert pre.data.tags["registered_model"] == f"{REGISTERED} v1"
     assert pre.data.tags["task.pretrain.import_base"] == "Completed"
 
