@@ -17,7 +17,7 @@ from tasks.hashing import sha256_of
 from tasks.pretrain.base_model import source_sha256
 from tasks.tracking import experiment_name, tracking_uri
 from tasks.training.model_io import load_model
-from tests.helpers.base_checkpoints import write_base_checkpoints
+from tests.helpers.base_checkpoints import VOCAB_SIZE, write_base_checkpoints
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +77,7 @@ def test_sft_trains_from_the_base_with_its_vocabulary(base_run):
     sft = base_run["sft"]
     base_cfg = base_run["model"].config
     model = load_model(Path(sft["model_dir"]))
-    assert model.config.vocab_size == base_cfg.vocab_size == 384  # not the tiny preset's 1000
+    assert model.config.vocab_size == base_cfg.vocab_size == VOCAB_SIZE  # not the preset's 1000
     assert (model.config.dim, model.config.n_kv_heads) == (base_cfg.dim, base_cfg.n_kv_heads)
     assert model.config.tie_embeddings == (base_run["fmt"] == "gguf")
     # SFT started from the imported model: the "pretrained" variant is the import's folder
@@ -106,7 +106,7 @@ def test_the_base_is_logged_and_registered_as_the_first_version(base_run):
     expected_sha = sha256_of(path) if path.is_file() else source_sha256(base.base_model, None)
     assert p["base_model.sha256"] == expected_sha
     assert m["base.params"] == base_run["model"].num_params()
-    assert m["base.vocab_size"] == 384 and m["base.max_seq_len"] == 128
+    assert m["base.vocab_size"] == VOCAB_SIZE and m["base.max_seq_len"] == 128
     assert m["registered_version"] == 1
     version = client.get_model_version(REGISTERED, "1")
     assert version.run_id == pre.info.run_id
