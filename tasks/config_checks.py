@@ -68,7 +68,12 @@ def _base_model_problems(cfg: RecipeConfig) -> list[str]:
         except CatalogError as exc:
             return [f"base_model.archive: {exc}"]
         archive_file = Path(cfg.data.cache_dir) / spec.archive
-    return [f"base_model: {p}" for p in check_base_model(base, archive_file)]
+    # messages that already name their key ("base_model.path: ...") keep it; the others name
+    # a file, so say which setting led to it
+    return [
+        p if p.startswith("base_model") else f"base_model: {p}"
+        for p in check_base_model(base, archive_file)
+    ]
 
 
 def _matches(node: Any, parts: list[str], key: str = "") -> Iterator[tuple[str, dict, str]]:

@@ -3,7 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.dag import EDGES, STAGES, UnknownTaskError, expand_reruns
+from flows.dag import (
+    EDGES,
+    ONLY_WITH_BASE,
+    SKIPPED_WITH_BASE,
+    STAGES,
+    UnknownTaskError,
+    expand_reruns,
+    skipped_tasks,
+)
 
 
 def test_rerunning_a_task_forces_its_descendants_only():
@@ -85,3 +93,97 @@ def test_evaluation_prompts_follow_the_curated_dialogues_and_force_every_version
         "evaluate.summarize",
     }
     assert "evaluate.eval_prompts" in expand_reruns(["sft.curate"])
+
+
+# with `base_model` set: the import replaces the tokenizer stage and pretraining
+
+
+def test_tasks_a_base_model_run_lacks_cannot_be_rerun():
+    for name in ("tokenizer", "pretrain.train_model", "tokenizer.train_tokenizer"):
+        with pytest.raises(UnknownTaskError) as err:
+            expand_reruns([name], base_model=True)
+        assert str(err.value).startswith(
+            f"--rerun '{name}': this run has no such task (the config sets base_model); "
+            f"skipped here: {list(SKIPPED_WITH_BASE)}"
+        )
+    with pytest.raises(UnknownTaskError, match=r"config sets no base_model\); skipped here"):
+        expand_reruns(["pretrain.import_base"], base_model=False)
+    # a stage that still has a task keeps it: `--rerun pretrain` forces the import
+    assert "pretrain.import_base" in expand_reruns(["pretrain"], base_model=True)
+
+
+def test_rerunning_the_import_forces_everything_that_reads_the_base_model():
+    forced = expand_reruns(["pretrain.import_base"], base_model=True)
+    assert forced == {
+        "pretrain.import_base",
+        "sft.tokenize",
+        "sft.train_base",
+        "sft.gatt_data",
+        "sft.train_gatt",
+        "sft.evaluate",
+        "sft.register",
+        *(n for n in EDGES if n.startswith(("reward.", "rlhf.", "distill."))),
+        "evaluate.evaluate_version",
+        "evaluate.summarize",
+    }
+    # the corpus is measured but not read by the import; dialogue curation reads no model
+    assert not {n for n in forced if n.startswith(("corpus.", "tokenizer."))}
+    assert not {"sft.collect_dialogues", "sft.curate", "evaluate.eval_prompts"} & forced
+    assert expand_reruns(["pretrain.import_base"]) == forced  # the graph alone says the same
+
+
+def test_every_reader_of_the_tokenizer_or_pretrained_model_also_reads_the_import():
+    """With a base model the import hands the tokenizer and model to the same tasks that read
+    them from the tokenizer stage and pretraining otherwise (flows/pipeline.py passes
+    pretrain.tokenizer_model and pretrain.model_dir either way): the graph must say so, or
+    `--rerun pretrain.import_base` would leave a task cached on the old base."""
+    produced = {"tokenizer.train_tokenizer", "pretrain.train_model"}
+    assert set(SKIPPED_WITH_BASE) | set(ONLY_WITH_BASE) <= set(EDGES)
+    assert EDGES["pretrain.import_base"] == ()  # it reads files outside the graph only
+    readers = {
+        name
+        for name, parents in EDGES.items()
+        if name not in SKIPPED_WITH_BASE and set(parents) & produced
+    }
+    assert readers == {
+        "sft.tokenize",
+        "sft.train_base",
+        "reward.collect_preferences",
+        "evaluate.evaluate_version",
+    }
+    for name in readers:
+        assert "pretrain.import_base" in EDGES[name], name
+    assert skipped_tasks(True) == SKIPPED_WITH_BASE and skipped_tasks(False) == ONLY_WITH_BASE
+
+
+@pytest.fixture(scope="module")
+def gguf_base(tmp_path_factory):
+    from tests.helpers.base_checkpoints import random_llama, train_bpe, write_gguf
+
+    tok = train_bpe()
+    path = tmp_path_factory.mktemp("base") / "base.gguf"
+    return write_gguf(random_llama(tok.get_vocab_size()), tok, path)
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        (["--rerun", "tokenizer"], "--rerun 'tokenizer': this run has no such task"),
+        (["--rerun", "pretrain.train_model"], "--rerun 'pretrain.train_model': this run has"),
+        (["--stage", "tokenizer"], "sets base_model: there is no tokenizer stage to run"),
+    ],
+)
+def test_the_cli_refuses_what_a_base_model_run_lacks(gguf_base, capsys, extra, expected):
+    from flows.__main__ import main
+
+    argv = ["run", "--preset", "tiny", "--set", "base_model.format=gguf"]
+    assert main([*argv, "--set", f"base_model.path={gguf_base}", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err
+
+
+def test_the_cli_refuses_rerunning_the_import_without_a_base_model(capsys):
+    from flows.__main__ import main
+
+    assert main(["run", "--preset", "tiny", "--rerun", "pretrain.import_base"]) == 2
+    assert "(the config sets no base_model)" in capsys.readouterr().err
