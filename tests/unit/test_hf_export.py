@@ -271,3 +271,56 @@ def test_export_refuses_a_tokenizer_larger_than_the_model(spm_tokenizer, tmp_pat
 def test_export_of_a_missing_folder_names_the_file(spm_tokenizer, tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
         export_hf_folder(tmp_path / "nothing", spm_tokenizer.path, tmp_path / "hf")
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def test_registered_versions_are_hf_folders_that_load_as_is(spm_tokenizer, tmp_path):
+    """register_model with a tokenizer logs the export: `models:/<name>/<version>` downloaded
+    from a real MLflow store loads in transformers (model + chat template) and in the recipe."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tasks.hashing import sha256_of
+    from tasks.tracking import open_run, register_model, tracking_uri
+
+    torch.manual_seed(3)
+    policy = Llama(tiny(vocab_size=spm_tokenizer.vocab_size())).eval()
+    policy_dir = _model_folder(policy, tmp_path / "policy")
+    rm = RewardModel(tiny(vocab_size=spm_tokenizer.vocab_size())).eval()
+    rm_dir = _model_folder(rm, tmp_path / "rm")
+    (rm_dir / HEAD_FILE).write_text(json.dumps({"head": "reward", "rm": "helpfulness"}))
+    run = open_run(tmp_path, "unit", "rlhf", {"stage": "rlhf"})
+    uri = tracking_uri(tmp_path)
+    client = MlflowClient(uri)
+    downloaded = {}
+    for name, folder in (("policy", policy_dir), ("rm-helpfulness", rm_dir)):
+        version = register_model(run, folder, name, "test", tokenizer=spm_tokenizer.path)
+        mv = client.get_model_version(name, version)
+        assert mv.tags["export"] == "huggingface"
+        assert mv.tags["weights_sha256"] == sha256_of(folder / "model.safetensors")
+        downloaded[name] = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}",
+                dst_path=str(tmp_path / "dl" / name),
+                tracking_uri=uri,
+            )
+        )
+    local = downloaded["policy"]
+    hf = AutoModelForCausalLM.from_pretrained(str(local)).eval()
+    chat = AutoTokenizer.from_pretrained(str(local))
+    turns = [{"role": "user", "content": "Which stage comes after SFT?"}]
+    ids = chat.apply_chat_template(turns, add_generation_prompt=True, return_dict=False)
+    assert ids == prompt_tokens(spm_tokenizer, "", turns)
+    with torch.no_grad():
+        assert torch.allclose(
+            hf(torch.tensor([ids])).logits, policy(torch.tensor([ids]))[0], atol=1e-4
+        )
+    back = load_model(local)
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in policy.state_dict().items())
+    back_rm = load_reward_model(downloaded["rm-helpfulness"])
+    assert all(torch.equal(back_rm.state_dict()[k], v) for k, v in rm.state_dict().items())
+    assert AutoModelForSequenceClassification.from_pretrained(
+        str(downloaded["rm-helpfulness"])
+    ).config.architectures == ["LlamaForSequenceClassification"]
