@@ -324,3 +324,33 @@ def test_registered_versions_are_hf_folders_that_load_as_is(spm_tokenizer, tmp_p
     assert AutoModelForSequenceClassification.from_pretrained(
         str(downloaded["rm-helpfulness"])
     ).config.architectures == ["LlamaForSequenceClassification"]
+
+
+def test_tied_embeddings_export_and_load_back(spm_tokenizer, tmp_path):
+    """Tied input/output embeddings (SmolLM2's layout): one tensor in the file, tied again by
+    transformers and by our loader; a tied reward trunk exports too."""
+    from dataclasses import replace
+
+    torch.manual_seed(4)
+    cfg = replace(tiny(vocab_size=spm_tokenizer.vocab_size()), tie_embeddings=True)
+    model = Llama(cfg).eval()
+    export = export_hf_folder(
+        _model_folder(model, tmp_path / "lm"), spm_tokenizer.path, tmp_path / "hf"
+    )
+    assert json.loads((export / "config.json").read_text())["tie_word_embeddings"] is True
+    hf = AutoModelForCausalLM.from_pretrained(str(export)).eval()
+    x = torch.randint(3, cfg.vocab_size, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-4)
+    back = load_model(export)
+    assert back.output.weight is back.tok_embeddings.weight
+    assert torch.equal(back.output.weight, model.output.weight)
+    rm = RewardModel(cfg).eval()
+    rm_dir = _model_folder(rm, tmp_path / "rm")
+    (rm_dir / HEAD_FILE).write_text("{}")
+    rm_export = export_hf_folder(rm_dir, spm_tokenizer.path, tmp_path / "hf-rm")
+    lengths = torch.tensor([12])
+    with torch.no_grad():
+        assert torch.allclose(
+            load_reward_model(rm_export).scores(x, lengths), rm.scores(x, lengths)
+        )
