@@ -148,6 +148,21 @@ def test_chat_template_renders_the_recipes_token_ids(exports, kind):
     assert 100 < checked["with_system"] < 200
 
 
+def test_recipe_reading_the_export_tokenizes_like_the_sentencepiece_model(exports):
+    """A registered version's folder as the recipe's tokenizer (load_tokenizer picks
+    tokenizer.json): the same dialogue ids as the SentencePiece model it was exported from."""
+    tok, folder, _ = exports["sentencepiece"]
+    loaded = load_tokenizer(folder)
+    assert loaded.kind == "huggingface"
+    rng, words = random.Random(2), _words()
+    for _ in range(50):
+        system, turns = _dialogue(rng, words, 2 * rng.randint(1, 3))
+        expected = tokenize_dialogue(tok, system, turns, "all_assistant")
+        assert tokenize_dialogue(loaded, system, turns, "all_assistant") == expected
+    text = "Décodage:  12 345 東京"
+    assert loaded.decode(tok.encode(text)) == tok.decode(tok.encode(text))
+
+
 def test_chat_template_refuses_misordered_roles(exports):
     hf = exports["sentencepiece"][2]
     with pytest.raises(Exception, match="turn 1 has role user, expected assistant"):
