@@ -99,8 +99,9 @@ def spm_to_hf(model_file: str | Path):
     if spec.precompiled_charsmap:
         steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
     if spec.remove_extra_whitespaces:  # SentencePiece squeezes spaces only, not newlines
+        # \A and \z: in the tokenizers regex (Oniguruma) ^ and $ also match at every newline
         steps += [
-            normalizers.Replace(Regex(r"^ +| +$"), ""),
+            normalizers.Replace(Regex(r"\A +| +\z"), ""),
             normalizers.Replace(Regex(" {2,}"), " "),
         ]
     if spec.add_dummy_prefix:

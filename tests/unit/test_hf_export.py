@@ -90,6 +90,30 @@ def test_exported_sentencepiece_tokenizer_encodes_like_sentencepiece(exports):
         assert hf.decode(tok.encode(text)) == tok.decode(tok.encode(text))
 
 
+@pytest.mark.parametrize(
+    "rule, remove_extra", [("nmt_nfkc", True), ("identity", True), ("nfkc", False)]
+)
+def test_export_follows_other_normalisation_settings(rule, remove_extra, tmp_path):
+    """The recipe trains with identity normalisation and keeps extra spaces (Llama 2's
+    settings); a model trained otherwise (a character map, squeezed spaces) exports as well."""
+    cfg = TokenizerConfig(
+        vocab_size=600,
+        sample_bytes=1_000_000,
+        num_threads=1,
+        normalization_rule_name=rule,
+        remove_extra_whitespaces=remove_extra,
+    )
+    path, _ = train_tokenizer(_shipped_lines(), cfg, tmp_path / "tok.model")
+    export_tokenizer(path, tmp_path / "hf")
+    tok, hf = SentencePieceTokenizer(path), AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    rng, words = random.Random(3), _words()
+    texts = (
+        [_random_text(rng, words) for _ in range(500)] + ODD + ["x\u3000y", "ｆｕｌｌ", " \n a "]
+    )
+    mismatched = [t for t in texts if hf(t, add_special_tokens=False)["input_ids"] != tok.encode(t)]
+    assert not mismatched, mismatched[:5]
+
+
 def test_export_writes_special_tokens_and_template(exports):
     for kind, (tok, folder, hf) in exports.items():
         config = json.loads((folder / "tokenizer_config.json").read_text())
