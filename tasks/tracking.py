@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import subprocess
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -260,8 +261,6 @@ def register_model(
     The path is content-addressed (digest of the logged files), so every version has its own
     folder that no later registration overwrites, even when one run registers several models
     (the two reward models) or one model several times (an RLHF round each)."""
-    import tempfile
-
     from tasks.training.hf_export import export_hf_folder  # lazy: tasks.training imports us
 
     folder = Path(folder)
