@@ -81,7 +81,9 @@ def distill_flow(
                 "higher): the same weights as the last RLHF policy"
             )
         tracker.set_tags({"distill.result": how})
-        registered = run(register_step, model_dir, d.registered_model, how, run_dir, tracker.run_id)
+        registered = run(
+            register_step, model_dir, tokenizer, d.registered_model, how, run_dir, tracker.run_id
+        )
         tracker.log_metrics(registered.stats)
         tracker.set_tags({f"task.{k}": v for k, v in run.states.items()})
     return DistillResult(

@@ -171,6 +171,7 @@ def rlhf_flow(
                 registered = run(
                     register_round,
                     new_policy,
+                    tokenizer,
                     l.registered_model,
                     f"RLHF-V{r}: {how}",
                     run_dir,

@@ -125,6 +125,7 @@ def sft_flow(
         registered = run(
             register_step,
             final.models["model"],
+            tokenizer_model,
             s.registered_model,
             f"{note}; val loss {final.stats[f'{label}.val_loss']:.3f}",
             run_dir,

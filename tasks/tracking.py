@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import subprocess
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -241,28 +242,56 @@ def attach_run(run_dir: Path, run_id: str) -> MlflowLogger:
     return MlflowLogger(MlflowClient(uri), run_id, run_dir / "mlflow" / "tables")
 
 
-def register_model(logger: MlflowLogger, folder: Path, name: str, description: str) -> str:
-    """Log a model folder (safetensors + config) into the run at `models/<name>/<digest>` and
-    register it as a new version of `name`; returns the version number.
+def register_model(
+    logger: MlflowLogger,
+    folder: Path,
+    name: str,
+    description: str,
+    tokenizer: str | Path | None = None,
+) -> str:
+    """Log a model folder into the run at `models/<name>/<digest>` and register it as a new
+    version of `name`; returns the version number.
 
-    The path is content-addressed (digest of the folder's files), so every version has its own
+    With `tokenizer` (every stage passes its own), what is logged is the folder's Hugging Face
+    export (tasks/training/hf_export.py: config.json, model.safetensors, generation_config.json,
+    tokenizer files with the Llama 2 chat template), so `models:/<name>/<version>` loads in
+    transformers as is, and in the recipe through `load_model` / `load_reward_model`. Without
+    it, the folder itself (tests of the registry alone).
+
+    The path is content-addressed (digest of the logged files), so every version has its own
     folder that no later registration overwrites, even when one run registers several models
     (the two reward models) or one model several times (an RLHF round each)."""
+    from tasks.training.hf_export import export_hf_folder  # lazy: tasks.training imports us
+
+    folder = Path(folder)
+    tags = {"trained_folder": str(folder.resolve())}
+    weights = folder / "model.safetensors"
+    if weights.exists():
+        tags["weights_sha256"] = sha256_of(weights)  # the trained folder's weights
+    with tempfile.TemporaryDirectory(prefix="hf-export-") as tmp:
+        logged = folder
+        if tokenizer is not None:
+            logged = export_hf_folder(folder, tokenizer, Path(tmp) / "export")
+            tags.update(export="huggingface", tokenizer=str(tokenizer))
+            tags["export_weights_sha256"] = sha256_of(logged / "model.safetensors")
+        digest = folder_sha256(logged)
+        tags["folder_sha256"] = digest
+        artifact_path = f"models/{name}/{digest[:16]}"
+        logger.client.log_artifacts(logger.run_id, str(logged), artifact_path)
+    return _new_version(logger, name, description, artifact_path, tags)
+
+
+def _new_version(
+    logger: MlflowLogger, name: str, description: str, artifact_path: str, tags: dict
+) -> str:
     from mlflow.exceptions import MlflowException
 
     client = logger.client
-    digest = folder_sha256(folder)
-    artifact_path = f"models/{name}/{digest[:16]}"
-    client.log_artifacts(logger.run_id, str(folder), artifact_path)
     try:
         client.create_registered_model(name, description=description)
     except MlflowException as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
-    tags = {"folder_sha256": digest, "trained_folder": str(Path(folder).resolve())}
-    weights = Path(folder) / "model.safetensors"
-    if weights.exists():
-        tags["weights_sha256"] = sha256_of(weights)
     version = client.create_model_version(
         name,
         source=f"{logger.artifact_uri}/{artifact_path}",

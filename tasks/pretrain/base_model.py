@@ -131,6 +131,7 @@ def import_base_step(
         registered_model,
         f"Base model imported from {base.describe()} ({base.format}, sha256 {sha256[:16]}, "
         f"{params / 1e6:.1f}M parameters)",
+        tokenizer=tokenizer_dir,
     )
     (out / "import.json").write_text(json.dumps({"sha256": sha256, "params": params}))
     return StepOutput(

@@ -105,6 +105,7 @@ def train_step(
         registered_model,
         f"Llama ({torch_model.num_params() / 1e6:.1f}M parameters) pretrained "
         f"for {stats['steps']} steps; val loss {stats['val_loss']:.3f}",
+        tokenizer=tokenizer_model,
     )
     out = {f"train.{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))}
     out["registered_version"] = float(version)

@@ -166,6 +166,7 @@ def _train_task(
         rm_cfg.registered_model,
         f"{rm.capitalize()} reward model (Llama trunk from the SFT model, scalar "
         f"head), margin '{rm_cfg.margin}', trained {int(stats[f'rm_{rm}.steps'])} steps",
+        tokenizer=tokenizer_model,
     )
     stats[f"rm_{rm}.registered_version"] = float(version)
     return StepOutput(stats=stats, models={"model": str(folder)})

@@ -128,6 +128,7 @@ def refresh_step(
                 f"{rm.capitalize()} reward model refreshed for RLHF-V{round_} "
                 f"on {merged.height} pairs "
                 f"(batches 0..{first_batch + c.batches - 1})",
+                tokenizer=tokenizer_model,
             )
         )
     stats["pairs_total"] = merged.height

@@ -1,7 +1,9 @@
 """Model folders: what a stage registers and the next stage loads.
 
 A model folder holds `model.safetensors` and `config.json` ({"model": LlamaConfig fields, ...});
-a reward model's folder also holds `reward_head.json`. Checkpoints (checkpoint.py) hold more
+a reward model's folder also holds `reward_head.json`. `load_model` and `load_reward_model` also
+read a Hugging Face export of such a folder (hf_export.py: what a registered version holds), told
+apart by its config.json. Checkpoints (checkpoint.py) hold more
 (optimizer, RNG, trainer state); `export_model` copies a checkpoint's weights and config out.
 """
 
@@ -20,6 +22,7 @@ from tasks.training.checkpoint import (
     read_config,
     save_weights,
 )
+from tasks.training.hf_export import HEAD_FILE, is_hf_folder, load_hf_folder
 
 
 def export_model(checkpoint: Path, folder: Path) -> Path:
@@ -43,23 +46,32 @@ def save_model_folder(model, folder: Path, extra: dict) -> Path:
 
 
 def load_model(model_dir: Path) -> Llama:
-    """The Llama in a model folder (weights + the config stored beside them), in eval mode."""
+    """The Llama in a model folder (weights + the config stored beside them) or in a Hugging
+    Face export of one, in eval mode."""
     model_dir = Path(model_dir)
     if not (model_dir / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{model_dir / CONFIG_FILE} is missing: not a model folder")
+    if is_hf_folder(model_dir):
+        model = load_hf_folder(model_dir)
+        if not isinstance(model, Llama):
+            raise ValueError(f"{model_dir} holds a reward model, not a language model")
+        return model
     model = Llama(LlamaConfig(**read_config(model_dir)["model"]))
     load_weights(model, model_dir / MODEL_FILE)
     return model.eval()
 
 
-HEAD_FILE = "reward_head.json"  # marks a model folder as a reward model
-
-
 def load_reward_model(folder: Path) -> RewardModel:
-    """A reward model saved by `train_reward_model` (weights + config + reward_head.json)."""
+    """A reward model saved by `train_reward_model` (weights + config + reward_head.json), or
+    its Hugging Face export."""
     folder = Path(folder)
     if not (folder / HEAD_FILE).exists():
         raise FileNotFoundError(f"{folder / HEAD_FILE} is missing: not a reward model folder")
+    if is_hf_folder(folder):
+        model = load_hf_folder(folder)
+        if not isinstance(model, RewardModel):
+            raise ValueError(f"{folder} holds a language model, not a reward model")
+        return model
     model = RewardModel(LlamaConfig(**read_config(folder)["model"]))
     load_weights(model, folder / MODEL_FILE)
     return model.eval()

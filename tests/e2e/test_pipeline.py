@@ -1,17 +1,21 @@
 """The real pipeline flow on the tiny preset: Prefect (ephemeral API) + MLflow (SQLite store),
 read back through their clients. Also: caching on a second run, and --rerun semantics."""
 
+import json
 import math
 from pathlib import Path
 from uuid import UUID
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from flows.dag import EDGES
 from flows.pipeline import pipeline_flow
 from tasks.config import load_config
+from tasks.hashing import sha256_of
 from tasks.tracking import experiment_name, tracking_uri
+from tasks.training.model_io import HEAD_FILE, load_model, load_reward_model
 
 pytestmark = pytest.mark.e2e
 
@@ -279,13 +283,20 @@ def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path)
     assert shot.stat().st_size > 20_000
 
 
+def _same_weights(a: Path, b: Path) -> bool:
+    """Two model folders (ours or Hugging Face exports) hold the same tensors, compared through
+    the name mapping by loading both with the recipe's loaders."""
+    load = load_reward_model if (Path(a) / HEAD_FILE).exists() else load_model
+    left, right = load(a).state_dict(), load(b).state_dict()
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
 def test_every_registered_version_loads_the_weights_its_task_trained(first_run, tmp_path):
     """Each model version of the run, downloaded through the registry (models:/name/version),
-    holds the weights of the folder its task trained: no version shares or loses its folder
+    is a Hugging Face export (transformers' architecture in config.json, the chat template in
+    tokenizer_config.json) of the folder its task trained: no version shares or loses its folder
     to a later registration (before, all of one run's versions pointed at `<run>/model`)."""
     import mlflow
-
-    from tasks.hashing import sha256_of
 
     uri = tracking_uri(load_config("tiny").run_dir)
     client = MlflowClient(uri)
@@ -323,7 +334,6 @@ def test_every_registered_version_loads_the_weights_its_task_trained(first_run, 
     ]
     assert {(mv.name, mv.run_id) for mv in versions} >= set(expected)
     assert len({mv.source for mv in versions}) == len(versions)  # one folder per version
-    digests = {}
     for mv in versions:
         local = Path(
             mlflow.artifacts.download_artifacts(
@@ -332,20 +342,26 @@ def test_every_registered_version_loads_the_weights_its_task_trained(first_run, 
                 tracking_uri=uri,
             )
         )
-        digest = sha256_of(local / "model.safetensors")
-        assert digest == sha256_of(Path(mv.tags["trained_folder"]) / "model.safetensors"), (
-            mv.name,
-            mv.version,
-        )
+        reward = "-rm-" in mv.name
+        config = json.loads((local / "config.json").read_text())
+        assert config["architectures"] == [
+            "LlamaForSequenceClassification" if reward else "LlamaForCausalLM"
+        ], mv.name
+        assert "chat_template" in json.loads((local / "tokenizer_config.json").read_text())
+        assert _same_weights(local, Path(mv.tags["trained_folder"])), (mv.name, mv.version)
         if (mv.name, mv.run_id) in expected:
-            trained = Path(expected[(mv.name, mv.run_id)]) / "model.safetensors"
-            assert digest == sha256_of(trained), (mv.name, mv.version, trained)
-            digests[(mv.name, mv.run_id)] = digest
+            trained = Path(expected[(mv.name, mv.run_id)])
+            assert mv.tags["weights_sha256"] == sha256_of(trained / "model.safetensors")
+            assert _same_weights(local, trained), (mv.name, mv.version, trained)
     reward = run_of["reward"]
-    assert (
-        digests[("llama2-recipe-rm-helpfulness", reward)]
-        != digests[("llama2-recipe-rm-safety", reward)]
+    assert not _same_weights(
+        first_run.reward.reward_models["helpfulness"], first_run.reward.reward_models["safety"]
     )
+    helpful, safe = (
+        next(mv for mv in versions if mv.name == f"llama2-recipe-rm-{rm}" and mv.run_id == reward)
+        for rm in ("helpfulness", "safety")
+    )
+    assert helpful.tags["weights_sha256"] != safe.tags["weights_sha256"]
 
 
 def _gatt_skipped(result) -> bool:
