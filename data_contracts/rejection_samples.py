@@ -6,8 +6,8 @@ the K samples drawn from the round's starting policy (Fig. 7 reads these); from 
 `rs_pool_from` on, each prompt's best samples of the earlier rounds join as rows with their
 `origin_round`, re-scored by this round's RMs (the paper's V4 rule). `is_best` marks the one
 row per prompt the round fine-tunes on: the highest R_c among its rows that `ended` at EOS (a
-response cut off at max_new_tokens is scored without EOS and never picked). A prompt whose rows
-were all cut off has no best row: it is left out of the fine-tuning and counted.
+response cut off at max_new_tokens is scored without EOS and never picked while an ended one
+exists; when all of a prompt's rows were cut off, the best of them, counted and logged).
 """
 
 from typing import Optional
@@ -55,15 +55,14 @@ class RejectionSamples(pap.DataFrameModel):
         )
 
     @pap.dataframe_check(
-        error="each (round, prompt_id) has exactly one best sample, an ended one; none when "
-        "all its samples were cut off"
+        error="each (round, prompt_id) has exactly one best sample, an ended one when any ended"
     )
     def one_best_per_prompt(cls, data) -> pl.LazyFrame:
         group = ["round", "prompt_id"]
         best = pl.col("is_best").cast(pl.Int64).sum().over(group)
         any_ended = pl.col("ended").any().over(group)
         return data.lazyframe.select(
-            (best == any_ended.cast(pl.Int64)) & (pl.col("ended") | ~pl.col("is_best"))
+            (best == 1) & (pl.col("ended") | ~pl.col("is_best") | ~any_ended)
         )
 
     @pap.dataframe_check(error="origin_round cannot be later than round")

@@ -12,10 +12,11 @@ averaged over prompts. The gap between the two is the head-room rejection sampli
 the maximum grows with N while the median stays flat.
 
 Cut-off answers: a response that hit `max_new_tokens` before EOS (`ended` False) is scored
-without EOS and can never be the best of its prompt while an ended response exists; when all
-of a prompt's responses were cut off, the prompt has no best row (it is skipped by the
-fine-tuning, counted as `prompts_all_cut_off` and logged) rather than training the policy to
-stop mid-answer. Fig. 7 still counts every sample: it measures the reward, not the pick.
+without EOS and can never be the best of its prompt while an ended response exists. When all of
+a prompt's responses were cut off, the best of them is still picked (as before cut-offs were
+known), logged by prompt id and counted (`prompts_all_cut_off`): a small or early model that
+never stops within `max_new_tokens` (the tiny preset: nearly every sample) would otherwise have
+nothing to fine-tune on. Fig. 7 counts every sample: it measures the reward, not the pick.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from tasks.plots import figure_png, pyplot
 
 def mark_best(rows: list[dict]) -> list[dict]:
     """Copies of `rows` with `is_best` set: per (round, prompt_id), the row with the highest
-    r_c among the rows that ended at EOS (`ended`; a row without the key counts as ended); ties
-    go to the earliest (origin_round, sample), so the pick is reproducible. A prompt whose rows
-    were all cut off gets no best row (`all_cut_off` counts them)."""
+    r_c among the rows that ended at EOS (`ended`; a row without the key counts as ended), or
+    among all its rows when every one was cut off (`all_cut_off` names those prompts); ties go
+    to the earliest (origin_round, sample), so the pick is reproducible."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        if r.get("ended", True):
-            groups[(r["round"], r["prompt_id"])].append(i)
+        groups[(r["round"], r["prompt_id"])].append(i)
+    for key, idx in groups.items():
+        ended = [i for i in idx if rows[i].get("ended", True)]
+        groups[key] = ended or idx
     best = {
         min(idx, key=lambda i: (-rows[i]["r_c"], rows[i]["origin_round"], rows[i]["sample"]))
         for idx in groups.values()
@@ -43,7 +46,7 @@ def mark_best(rows: list[dict]) -> list[dict]:
 
 
 def all_cut_off(rows: list[dict]) -> list[str]:
-    """The prompt ids (sorted, per round) none of whose rows ended at EOS: no best row."""
+    """The prompt ids (sorted) none of whose rows ended at EOS: their best row is cut off."""
     ended: dict[tuple, bool] = defaultdict(bool)
     for r in rows:
         ended[(r["round"], r["prompt_id"])] |= bool(r.get("ended", True))

@@ -206,7 +206,7 @@ def rejection_sample_step(
     if no_best:
         get_run_logger().warning(
             "RLHF-V%d rejection sampling: all samples of %d prompts were cut off at "
-            "max_new_tokens %d; they have no best answer and are not fine-tuned on: %s",
+            "max_new_tokens %d; their best is a cut-off answer: %s",
             round_,
             len(no_best),
             r.max_new_tokens,
