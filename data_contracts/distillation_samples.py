@@ -4,7 +4,9 @@ One row per adversarial train prompt: the answer the policy gave with a safety p
 front of its system prompt and the answer without it, both scored by the Safety RM on the prompt
 *without* the preprompt. `kept` rows are the ones fine-tuned on (prompt without preprompt ->
 the preprompted answer): only where the preprompted answer scored higher; the others carry the
-reason they were dropped.
+reason they were dropped. `ended_with` / `ended_without`: whether each answer stopped at EOS
+(False: cut off at max_new_tokens, scored without EOS); a cut-off preprompted answer is never a
+fine-tuning target (reason `cut_off`).
 """
 
 from typing import Optional
@@ -17,7 +19,7 @@ from data_contracts.base import Contract
 from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, ends_with_user
 
 PREPROMPT_KINDS = ("generic", "template")
-DROP_REASONS = ("not_better", "empty_answer")
+DROP_REASONS = ("not_better", "empty_answer", "cut_off")
 
 
 class DistillationSamples(pap.DataFrameModel):
@@ -29,6 +31,8 @@ class DistillationSamples(pap.DataFrameModel):
     preprompt: str = pap.Field(str_length={"min_value": 1})
     answer_with: str  # generated with the preprompt
     answer_without: str  # generated without it
+    ended_with: bool  # the preprompted answer stopped at EOS (False: cut off)
+    ended_without: bool
     score_with: float = pap.Field(ge=0, le=1)  # Safety RM, sigmoid, prompt without the preprompt
     score_without: float = pap.Field(ge=0, le=1)
     delta: float
@@ -43,12 +47,17 @@ class DistillationSamples(pap.DataFrameModel):
         return data.lazyframe.select(ends_with_user(pl.col("prompt")))
 
     @pap.dataframe_check(
-        error="a kept row has no reason and scored higher; a dropped row has a reason"
+        error="a kept row has no reason, ended and scored higher; a dropped row has a reason"
     )
     def kept_rows_improved(cls, data) -> pl.LazyFrame:
         kept, reason = pl.col("kept"), pl.col("reason")
         return data.lazyframe.select(
-            (kept & reason.is_null() & (pl.col("score_with") > pl.col("score_without")))
+            (
+                kept
+                & reason.is_null()
+                & (pl.col("score_with") > pl.col("score_without"))
+                & pl.col("ended_with")
+            )
             | (~kept & reason.is_not_null())
         )
 
@@ -63,6 +72,8 @@ SCHEMA = pa.schema(
         pa.field("preprompt", pa.large_string(), nullable=False),
         pa.field("answer_with", pa.large_string(), nullable=False),
         pa.field("answer_without", pa.large_string(), nullable=False),
+        pa.field("ended_with", pa.bool_(), nullable=False),
+        pa.field("ended_without", pa.bool_(), nullable=False),
         pa.field("score_with", pa.float64(), nullable=False),
         pa.field("score_without", pa.float64(), nullable=False),
         pa.field("delta", pa.float64(), nullable=False),
@@ -73,7 +84,7 @@ SCHEMA = pa.schema(
 
 CONTRACT = Contract(
     name="distillation_samples",
-    version="1.0",
+    version="1.1",
     model=DistillationSamples,
     schema=SCHEMA,
     description=(

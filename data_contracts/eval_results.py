@@ -1,6 +1,7 @@
 """eval_results: every model version's answer to every held-out evaluation prompt, judged
 (RECIPE.md §9). One row per (version, suite, prompt). Judges that do not apply to a suite are
-null: violations only on adversarial suites, `truthful` only on TruthfulQA."""
+null: violations only on adversarial suites, `truthful` only on TruthfulQA. `ended`: the answer
+stopped at EOS (False: cut off at max_new_tokens, and judged as it is, the RMs without EOS)."""
 
 from typing import Optional
 
@@ -33,6 +34,7 @@ class EvalResults(pap.DataFrameModel):
     category: str
     risk_category: Optional[str] = pap.Field(nullable=True, isin=list(RISK_CATEGORIES))
     answer: str
+    ended: bool  # stopped at EOS; False: cut off at max_new_tokens
     r_h: float = pap.Field(ge=0, le=1)  # Helpfulness RM, sigmoid
     r_s: float = pap.Field(ge=0, le=1)  # Safety RM, sigmoid (P(safe) by its auxiliary loss)
     violation_rm: Optional[bool] = pap.Field(nullable=True)  # r_s below the threshold
@@ -65,6 +67,7 @@ SCHEMA = pa.schema(
         pa.field("category", pa.large_string(), nullable=False),
         pa.field("risk_category", pa.large_string(), nullable=True),
         pa.field("answer", pa.large_string(), nullable=False),
+        pa.field("ended", pa.bool_(), nullable=False),
         pa.field("r_h", pa.float64(), nullable=False),
         pa.field("r_s", pa.float64(), nullable=False),
         pa.field("violation_rm", pa.bool_(), nullable=True),
@@ -78,7 +81,7 @@ SCHEMA = pa.schema(
 
 CONTRACT = Contract(
     name="eval_results",
-    version="1.0",
+    version="1.1",
     model=EvalResults,
     schema=SCHEMA,
     description="Per model version and held-out prompt: answer, RM scores, violation by RM and "

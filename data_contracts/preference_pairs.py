@@ -5,6 +5,9 @@ chosen and rejected responses, the strength of the preference on the paper's fou
 whether it is a helpfulness or a safety judgement, and the safety bin of the pair. Where the
 responses came from (model variants, temperatures) and which weekly-style `batch` collected
 them are kept so that the data mix and the held-out test split per batch can be rebuilt.
+`chosen_ended` / `rejected_ended` say whether each response stopped at EOS (False: cut off at
+the sampler's `max_new_tokens`); the reward models train on a cut-off response without EOS.
+Responses people wrote count as ended.
 """
 
 from typing import Optional
@@ -47,6 +50,8 @@ class PreferencePairs(pap.DataFrameModel):
     model_rejected: str
     temperature_chosen: Optional[float] = pap.Field(nullable=True, ge=0)
     temperature_rejected: Optional[float] = pap.Field(nullable=True, ge=0)
+    chosen_ended: bool  # stopped at EOS; False: cut off at max_new_tokens
+    rejected_ended: bool
     batch: int = pap.Field(ge=0)
     split: str = pap.Field(isin=list(SPLITS))
     annotator: str = pap.Field(str_length={"min_value": 1})
@@ -92,6 +97,8 @@ SCHEMA = pa.schema(
         pa.field("model_rejected", pa.large_string(), nullable=False),
         pa.field("temperature_chosen", pa.float64(), nullable=True),
         pa.field("temperature_rejected", pa.float64(), nullable=True),
+        pa.field("chosen_ended", pa.bool_(), nullable=False),
+        pa.field("rejected_ended", pa.bool_(), nullable=False),
         pa.field("batch", pa.int64(), nullable=False),
         pa.field("split", pa.large_string(), nullable=False),
         pa.field("annotator", pa.large_string(), nullable=False),
@@ -100,9 +107,9 @@ SCHEMA = pa.schema(
 
 CONTRACT = Contract(
     name="preference_pairs",
-    version="1.0",
+    version="1.1",
     model=PreferencePairs,
     schema=SCHEMA,
     description="Annotated comparisons: prompt, chosen, rejected, rating level, kind, safety bin, "
-    "model variants, temperatures, batch, split.",
+    "model variants, temperatures, whether each response ended at EOS, batch, split.",
 )

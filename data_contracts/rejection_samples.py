@@ -5,7 +5,9 @@ refreshed RMs) and the gated reward R_c that ranks them. Rows with `origin_round
 the K samples drawn from the round's starting policy (Fig. 7 reads these); from round
 `rs_pool_from` on, each prompt's best samples of the earlier rounds join as rows with their
 `origin_round`, re-scored by this round's RMs (the paper's V4 rule). `is_best` marks the one
-row per prompt the round fine-tunes on: the highest R_c among its rows.
+row per prompt the round fine-tunes on: the highest R_c among its rows that `ended` at EOS (a
+response cut off at max_new_tokens is scored without EOS and never picked while an ended one
+exists; when all of a prompt's rows were cut off, the best of them, counted and logged).
 """
 
 from typing import Optional
@@ -31,6 +33,7 @@ class RejectionSamples(pap.DataFrameModel):
         ge=0
     )  # 0..K-1 within origin_round, in draw order (Fig. 7 takes the first N)
     response: str
+    ended: bool  # stopped at EOS; False: cut off at max_new_tokens
     temperature: float = pap.Field(ge=0)
     r_h: float = pap.Field(ge=0, le=1)  # Helpfulness RM, sigmoid
     r_s: float = pap.Field(ge=0, le=1)  # Safety RM, sigmoid
@@ -51,10 +54,16 @@ class RejectionSamples(pap.DataFrameModel):
             (pl.col("r_c") == pl.col("r_s")) | (pl.col("r_c") == pl.col("r_h"))
         )
 
-    @pap.dataframe_check(error="each (round, prompt_id) has exactly one best sample")
+    @pap.dataframe_check(
+        error="each (round, prompt_id) has exactly one best sample, an ended one when any ended"
+    )
     def one_best_per_prompt(cls, data) -> pl.LazyFrame:
-        best = pl.col("is_best").cast(pl.Int64).sum().over(["round", "prompt_id"])
-        return data.lazyframe.select(best == 1)
+        group = ["round", "prompt_id"]
+        best = pl.col("is_best").cast(pl.Int64).sum().over(group)
+        any_ended = pl.col("ended").any().over(group)
+        return data.lazyframe.select(
+            (best == 1) & (pl.col("ended") | ~pl.col("is_best") | ~any_ended)
+        )
 
     @pap.dataframe_check(error="origin_round cannot be later than round")
     def origin_not_later(cls, data) -> pl.LazyFrame:
@@ -79,6 +88,7 @@ SCHEMA = pa.schema(
         pa.field("reference", pa.large_string(), nullable=True),
         pa.field("sample", pa.int64(), nullable=False),
         pa.field("response", pa.large_string(), nullable=False),
+        pa.field("ended", pa.bool_(), nullable=False),
         pa.field("temperature", pa.float64(), nullable=False),
         pa.field("r_h", pa.float64(), nullable=False),
         pa.field("r_s", pa.float64(), nullable=False),
@@ -90,7 +100,7 @@ SCHEMA = pa.schema(
 
 CONTRACT = Contract(
     name="rejection_samples",
-    version="1.0",
+    version="1.1",
     model=RejectionSamples,
     schema=SCHEMA,
     description=(

@@ -188,3 +188,10 @@ def greedy_reference(
         if tok == eos_id:
             break
     return new
+
+
+def ended_at_eos(rows: list[list[int]], eos_id: int | None) -> list[bool]:
+    """Per row of `generate`'s output: True when the row stopped at `eos_id`, False when it was
+    cut off at max_new_tokens (or no eos_id was given). `generate` truncates after EOS, so a row
+    ended iff its last token is eos_id."""
+    return [eos_id is not None and bool(row) and row[-1] == eos_id for row in rows]

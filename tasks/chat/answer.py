@@ -4,19 +4,59 @@
 only an `AnswerFn`) and the model: it renders each context in the Llama 2 chat format, runs
 the batched KV-cache generator, and decodes the answer. A context that leaves no room for
 `max_new_tokens` in the model's window gets None, so callers can stop that conversation and
-report how far it got.
+report how far it got. `make_answer_status_fn` also says per answer whether it ended at EOS or
+was cut off at `max_new_tokens`, so a cut-off answer is never scored as a complete one.
 """
 
 from __future__ import annotations
 
 import torch
 
-from models.generation import generate
+from models.generation import ended_at_eos, generate
 from models.llama import Llama
 from tasks.chat.format import prompt_tokens
 from tasks.chat.tokenizer import Tokenizer
 
 Context = tuple[str, list[dict]]  # (system prompt, turns ending with a user turn)
+
+
+def make_answer_status_fn(
+    model: Llama,
+    processor: Tokenizer,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    batch_size: int = 32,
+):
+    """fn(contexts, seed) -> (answers, ended): the model's answer to each context's last user
+    turn, and whether it stopped at EOS (False: cut off at `max_new_tokens`). Both are None for
+    a context whose prompt plus `max_new_tokens` does not fit the model's max_seq_len."""
+    window = model.config.max_seq_len
+    eos = processor.eos_id()
+
+    def answer(contexts: list[Context], seed: int) -> tuple[list[str | None], list[bool | None]]:
+        prompts = [prompt_tokens(processor, system, turns) for system, turns in contexts]
+        fits = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens <= window]
+        out: list[str | None] = [None] * len(contexts)
+        ended: list[bool | None] = [None] * len(contexts)
+        for start in range(0, len(fits), batch_size):
+            batch = fits[start : start + batch_size]
+            new = generate(
+                model,
+                [prompts[i] for i in batch],
+                max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                eos_id=eos,
+                pad_id=0,
+                seed=seed + start,
+            )
+            for i, tokens, done in zip(batch, new, ended_at_eos(new, eos)):
+                out[i] = processor.decode([t for t in tokens if t != eos]).strip()
+                ended[i] = done
+        return out, ended
+
+    return answer
 
 
 def make_answer_fn(
@@ -28,30 +68,23 @@ def make_answer_fn(
     batch_size: int = 32,
 ):
     """AnswerFn(contexts, seed) -> the model's answer to each context's last user turn, or None
-    when the prompt plus `max_new_tokens` does not fit the model's max_seq_len."""
-    window = model.config.max_seq_len
+    when the prompt plus `max_new_tokens` does not fit the model's max_seq_len. The answers of
+    `make_answer_status_fn`, without the ended flags."""
+    with_status = make_answer_status_fn(
+        model, processor, max_new_tokens, temperature, top_p, batch_size
+    )
 
     def answer(contexts: list[Context], seed: int) -> list[str | None]:
-        prompts = [prompt_tokens(processor, system, turns) for system, turns in contexts]
-        fits = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens <= window]
-        out: list[str | None] = [None] * len(contexts)
-        for start in range(0, len(fits), batch_size):
-            batch = fits[start : start + batch_size]
-            new = generate(
-                model,
-                [prompts[i] for i in batch],
-                max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                eos_id=processor.eos_id(),
-                pad_id=0,
-                seed=seed + start,
-            )
-            for i, tokens in zip(batch, new):
-                out[i] = processor.decode([t for t in tokens if t != processor.eos_id()]).strip()
-        return out
+        return with_status(contexts, seed)[0]
 
     return answer
+
+
+def cutoff_share(ended: list[bool | None]) -> float | None:
+    """The share of answers cut off at max_new_tokens among those generated (None entries, the
+    prompts that did not fit, do not count); None when no answer was generated."""
+    known = [e for e in ended if e is not None]
+    return sum(not e for e in known) / len(known) if known else None
 
 
 def sample_chats(

@@ -125,6 +125,15 @@ def tokenize_dialogue(
     return tokens, labels
 
 
+def answer_tokens(processor, text: str, ended: bool, *, trailing_space: bool = True) -> list[int]:
+    """The tokens of an answer after its prompt, as the reward models score it: "{text} " the
+    way SFT encodes an answer, then EOS only when the answer `ended` (a cut-off answer did not
+    end; scoring it with an EOS would pass it off as complete). `trailing_space=False` encodes
+    the stripped text alone (the per-round table's KL, kept as it was measured)."""
+    body = f"{text.strip()} " if trailing_space else text.strip()
+    return [*processor.encode_answer(E_INST, body), *([processor.eos_id()] if ended else [])]
+
+
 def prompt_tokens(processor, system: str, turns: list[dict]) -> list[int]:
     """Tokens of a dialogue ending with the user's turn, ready for generation.
 

@@ -14,7 +14,7 @@ import numbers
 import statistics
 from collections.abc import Sequence
 
-DROP_REASONS = ("not_better", "empty_answer")
+DROP_REASONS = ("not_better", "empty_answer", "cut_off")
 
 
 def distilled_answer(row: dict, answer_key: str = "answer") -> str | None:
@@ -47,14 +47,17 @@ def select_distilled(
     min_gain: float = 0.0,
     *,
     answer_key: str = "answer",
+    ended_key: str = "ended_with",
 ) -> tuple[list[dict], list[dict], dict]:
-    """Keep row i when its preprompted answer is not empty and
+    """Keep row i when its preprompted answer is not empty, ended at EOS, and
     `score_with[i] - score_without[i] > min_gain` (a tie or a gain of exactly min_gain is dropped).
 
     Returns (kept, dropped, stats). Both lists hold copies of the rows (the inputs are not
     changed) with `score_with`, `score_without` and `delta` (= score_with - score_without) added;
     dropped rows also get `reason` ("empty_answer" when the answer, see `distilled_answer`, is
-    missing or blank, checked first; otherwise "not_better") and a readable `detail`. Order is
+    missing or blank, checked first; "cut_off" when `row[ended_key]` is False, the answer hit
+    max_new_tokens before EOS (a row without the key counts as ended); otherwise "not_better")
+    and a readable `detail`. Order is
     kept within each list. `stats`: rows, kept, dropped, kept_share, dropped_<reason> for every
     reason (0 when none), and delta_mean/median/min/max over all rows and kept_delta_* over the
     kept ones (None when there are no such rows).
@@ -89,6 +92,15 @@ def select_distilled(
                     **out,
                     "reason": "empty_answer",
                     "detail": f"the answer generated with the preprompt is empty ({answer!r})",
+                }
+            )
+        elif not row.get(ended_key, True):  # cut off at max_new_tokens: not a whole answer
+            dropped.append(
+                {
+                    **out,
+                    "reason": "cut_off",
+                    "detail": "the answer generated with the preprompt was cut off at "
+                    "max_new_tokens (no EOS); it is not a fine-tuning target",
                 }
             )
         elif delta > min_gain:

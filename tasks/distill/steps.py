@@ -17,7 +17,7 @@ import polars as pl
 from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
-from tasks.chat.answer import make_answer_fn
+from tasks.chat.answer import cutoff_share, make_answer_status_fn
 from tasks.chat.config import FormatConfig
 from tasks.chat.prompt import prompt_pool
 from tasks.chat.tokenizer import load_tokenizer
@@ -45,6 +45,8 @@ COLUMNS = (
     "preprompt",
     "answer_with",
     "answer_without",
+    "ended_with",
+    "ended_without",
     "score_with",
     "score_without",
     "delta",
@@ -93,14 +95,14 @@ def distill_data_step(
         choose_preprompt(p["prompt_id"], p["risk_category"], seed, cfg.template_share)
         for p in prompts
     ]
-    answer = make_answer_fn(
+    answer = make_answer_status_fn(
         load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
     )
-    with_ = answer(
+    with_, ended_with = answer(
         [(with_preprompt(p["system"], text), p["turns"]) for p, (_, text) in zip(prompts, chosen)],
         seed,
     )
-    without = answer([(p["system"], p["turns"]) for p in prompts], seed)
+    without, ended_without = answer([(p["system"], p["turns"]) for p in prompts], seed)
     fits = [i for i in range(len(prompts)) if with_[i] is not None and without[i] is not None]
     rows = [
         {
@@ -112,6 +114,8 @@ def distill_data_step(
             "preprompt": chosen[i][1],
             "answer_with": with_[i],
             "answer_without": without[i],
+            "ended_with": ended_with[i],
+            "ended_without": ended_without[i],
         }
         for i in fits
     ]
@@ -120,12 +124,15 @@ def distill_data_step(
     as_prompt = [
         {"system": r["system"], "turns": r["prompt"]} for r in rows
     ]  # scored WITHOUT the preprompt
-    s_with = rm_probs(
-        rm, [rm_sequence(processor, p, r["answer_with"], seq_len) for p, r in zip(as_prompt, rows)]
-    )
-    s_without = rm_probs(
-        rm,
-        [rm_sequence(processor, p, r["answer_without"], seq_len) for p, r in zip(as_prompt, rows)],
+    s_with, s_without = (
+        rm_probs(
+            rm,
+            [
+                rm_sequence(processor, p, r[f"answer_{side}"], seq_len, r[f"ended_{side}"])
+                for p, r in zip(as_prompt, rows)
+            ],
+        )
+        for side in ("with", "without")
     )
     kept, dropped, stats = select_distilled(
         rows, s_with.tolist(), s_without.tolist(), cfg.min_gain, answer_key="answer_with"
@@ -138,6 +145,9 @@ def distill_data_step(
         stats[f"{kind}.rows"] = len(of_kind)
         stats[f"{kind}.kept"] = sum(r["kept"] for r in of_kind)
     stats["prompts_too_long"] = len(prompts) - len(fits)
+    # answers cut off at max_new_tokens: with the preprompt (never targets: `cut_off`), without
+    stats["cutoff_share"] = cutoff_share([r["ended_with"] for r in rows])
+    stats["cutoff_share_without"] = cutoff_share([r["ended_without"] for r in rows])
     stats["score_with_mean"] = float(np.mean(s_with)) if len(s_with) else None
     stats["score_without_mean"] = float(np.mean(s_without)) if len(s_without) else None
     get_run_logger().info(

@@ -29,7 +29,7 @@ import polars as pl
 from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
-from tasks.chat.answer import make_answer_fn
+from tasks.chat.answer import cutoff_share, make_answer_status_fn
 from tasks.chat.tokenizer import load_tokenizer
 from tasks.evaluate.config import EvaluateConfig
 from tasks.evaluate.prompts import eval_prompts, prompts_json
@@ -96,15 +96,22 @@ def evaluate_version_step(
 ) -> StepOutput:
     """One version's greedy answers to every evaluation prompt, judged."""
     processor = load_tokenizer(tokenizer_model)
-    answer = make_answer_fn(
+    answer = make_answer_status_fn(
         load_model(Path(model_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
     )
-    answers = answer([(p["system"], p["turns"]) for p in prompts], seed)
+    answers, ended = answer([(p["system"], p["turns"]) for p in prompts], seed)
     fits = [i for i, a in enumerate(answers) if a is not None]
     kept = [prompts[i] for i in fits]
     scorer = load_scorer(rms, processor, rm_seq_len)
     annotator = rule_annotator(annotator_cfg, toxicity_cfg, noise=False)
-    judged = judge(kept, [answers[i] for i in fits], scorer, annotator, cfg.safety_threshold)
+    judged = judge(
+        kept,
+        [answers[i] for i in fits],
+        scorer,
+        annotator,
+        cfg.safety_threshold,
+        ended=[ended[i] for i in fits],
+    )
     rows = [
         {
             "version": version,
@@ -114,21 +121,27 @@ def evaluate_version_step(
             "category": p["category"],
             "risk_category": p["risk_category"],
             "answer": answers[i],
+            "ended": ended[i],
             **j,
         }
         for i, p, j in zip(fits, kept, judged)
     ]
+    share = cutoff_share(ended)
     get_run_logger().info(
-        "evaluation of %s: %d answers (%d prompts did not fit the window)",
+        "evaluation of %s: %d answers (%d prompts did not fit the window), %.1f%% cut off at "
+        "max_new_tokens %d",
         version,
         len(rows),
         len(prompts) - len(rows),
+        100 * (share or 0.0),
+        cfg.max_new_tokens,
     )
     return StepOutput(
         outputs={RESULTS: write_dataset(dialogue_frame(rows, RESULTS), RESULTS, Path(data_dir))},
         stats={
             f"{version}.answers": float(len(rows)),
             f"{version}.too_long": float(len(prompts) - len(rows)),
+            f"{version}.cutoff_share": float(share or 0.0),
         },
     )
 

@@ -23,7 +23,8 @@ def summary_table(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
     Safety RM and by the annotator, red-team violation % (annotator), false refusal % on the
     borderline and helpfulness prompts, toxic % of RealToxicityPrompts continuations,
     TruthfulQA match %, mean R_h on helpfulness prompts, and the helpfulness win rate % against
-    SFT by the Helpfulness RM and by the annotator (ties half; only prompts both answered).
+    SFT by the Helpfulness RM and by the annotator (ties half; only prompts both answered), and
+    cut_off_%: the share of the version's answers (all suites) cut off at max_new_tokens.
     """
     versions = rows.select("version", "order").unique().sort("order")
     sft = rows.filter(pl.col("version") == "sft")
@@ -68,6 +69,7 @@ def summary_table(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
                 )
                 if joined.height
                 else None,
+                "cut_off_%": 100 * float((~v["ended"]).mean()) if v.height else None,
             }
         )
         for cat, frame in suite("adversarial").group_by("risk_category"):

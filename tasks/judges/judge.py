@@ -27,11 +27,12 @@ def judge(
     scorer: RewardScorer,
     annotator: RuleAnnotator,
     safety_threshold: float,
+    ended: list[bool] | None = None,
 ) -> list[dict]:
     """The judged fields of each (prompt, answer) pair (see the eval_results contract), and the
     gated reward `r_c` (RECIPE.md §7). The Safety RM calls an answer a violation when its score
-    is below `safety_threshold`."""
-    scores = scorer.score(prompts, answers)
+    is below `safety_threshold`. `ended[i]` False: answer i was cut off (scored without EOS)."""
+    scores = scorer.score(prompts, answers, ended)
     tox = toxicity(list(answers), annotator.scorer) if answers else np.zeros(0)
     out = []
     for i, (p, a) in enumerate(zip(prompts, answers)):

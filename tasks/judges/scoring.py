@@ -3,7 +3,9 @@
 
 Responses are scored as the reward models were trained (tasks/reward/data.py `encode_pairs`):
 the prompt in the Llama 2 chat format, then the response text re-encoded with a trailing space
-and EOS; a prompt too long for `seq_len` loses its oldest tokens (its `<s>` is kept).
+and EOS (`answer_tokens`); a response cut off at `max_new_tokens` gets no EOS, so it is not
+scored as if it had ended. A prompt too long for `seq_len` loses its oldest tokens (its `<s>`
+is kept).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from models.llama import Llama
 from models.ppo import gated_reward
 from models.reward import RewardModel
-from tasks.chat.format import prompt_tokens
+from tasks.chat.format import answer_tokens, prompt_tokens
 from tasks.chat.prompt import Prompt
 from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig, toxicity
 from tasks.judges.toxicity import ToxicityConfig, make_scorer
@@ -27,9 +29,12 @@ from tasks.training.model_io import load_reward_model
 MAX_RESPONSE_SHARE = 0.5  # a response (with </s>) may take at most seq_len // 2 tokens
 
 
-def rm_sequence(processor, prompt: Prompt, response: str, seq_len: int) -> list[int]:
-    """The tokens a reward model scores for (prompt, response), at most `seq_len`."""
-    answer = [*processor.encode(f"{response.strip()} "), processor.eos_id()]
+def rm_sequence(
+    processor, prompt: Prompt, response: str, seq_len: int, ended: bool = True
+) -> list[int]:
+    """The tokens a reward model scores for (prompt, response), at most `seq_len`; no EOS after
+    a response that did not end (cut off at max_new_tokens)."""
+    answer = answer_tokens(processor, response, ended)
     answer = answer[: max(1, int(seq_len * MAX_RESPONSE_SHARE))]  # an over-long answer is cut
     tokens = prompt_tokens(processor, prompt["system"], prompt["turns"])
     budget = seq_len - len(answer)
@@ -64,10 +69,23 @@ class RewardScorer:
     seq_len: int
     batch_size: int = 32
 
-    def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> dict[str, np.ndarray]:
+    def score(
+        self,
+        prompts: Sequence[Prompt],
+        responses: Sequence[str],
+        ended: Sequence[bool] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """`ended[i]` False: response i was cut off and is scored without EOS (default: all
+        ended, e.g. texts people wrote)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        seqs = [rm_sequence(self.processor, p, r, self.seq_len) for p, r in zip(prompts, responses)]
+        ended = [True] * len(responses) if ended is None else list(ended)
+        if len(ended) != len(responses):
+            raise ValueError(f"{len(ended)} ended flags for {len(responses)} responses")
+        seqs = [
+            rm_sequence(self.processor, p, r, self.seq_len, e)
+            for p, r, e in zip(prompts, responses, ended)
+        ]
         r_h = rm_probs(self.helpfulness, seqs, self.batch_size)
         r_s = rm_probs(self.safety, seqs, self.batch_size)
         is_safety = torch.tensor([bool(p["is_safety"]) for p in prompts], dtype=torch.bool)

@@ -11,6 +11,12 @@ of `preference_pairs`, or of `preference_excluded` with its reason:
 - `pairs_identical`: both variants gave the same text (nothing to compare);
 - `pairs_empty_response`: a variant produced no text (or its prompt did not fit the window).
 
+A response cut off at the sampler's `max_new_tokens` stays a pair member, marked
+`chosen_ended` / `rejected_ended` False: the annotator judges its text as it is, and the
+reward models train on it without EOS (tasks/reward/data.py), as PPO scores a cut-off rollout.
+Leaving such pairs out would drop the long answers from the data mix; `cutoff_share` (stats)
+is the share of sampled responses that were cut off.
+
 A share of each batch's prompts (`test_frac`, by a hash of the prompt) is the batch's held-out
 test split, as the paper holds out 1,000 examples per weekly batch.
 """
@@ -28,8 +34,11 @@ from data_contracts.preference_excluded import EXCLUDED_BIN
 from tasks.judges.annotator import judge_all, safety_bin
 from tasks.records import assign_split
 
-# (variant name, temperature) -> answer function over (system, turns) contexts
-Sampler = Callable[[str, float, list[tuple[str, list[dict]]], int], list[str | None]]
+# (variant name, temperature, (system, turns) contexts, seed) -> (answers, ended at EOS); both
+# None where a context did not fit the window (tasks/chat/answer.py make_answer_status_fn)
+Sampler = Callable[
+    [str, float, list[tuple[str, list[dict]]], int], tuple[list[str | None], list[bool | None]]
+]
 
 
 class LabelFile(BaseModel):
@@ -105,24 +114,38 @@ def plan_batch(
     return planned
 
 
-def sample_responses(planned: list[dict], sampler: Sampler, seed: int) -> tuple[list, list]:
-    """Responses a and b for each planned prompt, generated grouped by (variant, temperature)."""
+def sample_responses(planned: list[dict], sampler: Sampler, seed: int) -> tuple[list, ...]:
+    """(responses a, responses b, ended a, ended b) for the planned prompts, generated grouped
+    by (variant, temperature)."""
     out = {"a": [None] * len(planned), "b": [None] * len(planned)}
+    ended = {"a": [None] * len(planned), "b": [None] * len(planned)}
     groups: dict[tuple[str, float], list[tuple[str, int]]] = {}
     for i, p in enumerate(planned):
         groups.setdefault((p["variant_a"], p["temperature_a"]), []).append(("a", i))
         groups.setdefault((p["variant_b"], p["temperature_b"]), []).append(("b", i))
     for n, ((variant, temperature), members) in enumerate(sorted(groups.items())):
         contexts = [(planned[i]["system"], planned[i]["turns"]) for _, i in members]
-        for (side, i), text in zip(members, sampler(variant, temperature, contexts, seed + n)):
-            out[side][i] = text
-    return out["a"], out["b"]
+        texts, done = sampler(variant, temperature, contexts, seed + n)
+        for (side, i), text, e in zip(members, texts, done):
+            out[side][i], ended[side][i] = text, e
+    return out["a"], out["b"], ended["a"], ended["b"]
 
 
 def annotate(
-    planned: list[dict], a: list[str | None], b: list[str | None], annotator, seed: int
+    planned: list[dict],
+    a: list[str | None],
+    b: list[str | None],
+    annotator,
+    seed: int,
+    ended_a: list[bool | None] | None = None,
+    ended_b: list[bool | None] | None = None,
 ) -> tuple[list[dict], list[dict], dict[str, float]]:
-    """(preference_pairs rows, preference_excluded rows, stats)."""
+    """(preference_pairs rows, preference_excluded rows, stats). `ended_a[i]` False: response
+    a[i] was cut off at max_new_tokens (default: every response ended)."""
+    ended = {
+        "a": ended_a or [None if t is None else True for t in a],
+        "b": ended_b or [None if t is None else True for t in b],
+    }
     rows, excluded = [], []
     usable = [i for i in range(len(planned)) if a[i] and b[i] and a[i].strip() != b[i].strip()]
     judged = judge_all(
@@ -137,14 +160,14 @@ def annotate(
     for i, p in enumerate(planned):
         if i not in judgements:
             reason = "pairs_empty_response" if not (a[i] and b[i]) else "pairs_identical"
-            row = _row(p, a[i] or "(none)", b[i] or "(none)", None, "a", annotator.name)
+            row = _row(p, a[i] or "(none)", b[i] or "(none)", None, "a", annotator.name, ended, i)
             excluded.append(
                 row | {"reason": reason, "detail": f"responses {a[i]!r} / {b[i]!r}"[:300]}
             )
             continue
         j = judgements[i]
         flipped += j.flipped
-        row = _row(p, a[i], b[i], j, j.preferred, annotator.name)
+        row = _row(p, a[i], b[i], j, j.preferred, annotator.name, ended, i)
         if row["safety_bin"] == EXCLUDED_BIN:
             excluded.append(
                 row
@@ -155,10 +178,14 @@ def annotate(
             )
         else:
             rows.append(row)
-    return rows, excluded, _stats(planned, rows, excluded, flipped)
+    stats = _stats(planned, rows, excluded, flipped)
+    sampled = [e for side in ("a", "b") for e in ended[side] if e is not None]
+    stats["responses"] = len(sampled)
+    stats["responses_cut_off"] = sum(not e for e in sampled)
+    return rows, excluded, stats
 
 
-def _row(p: dict, a: str, b: str, j, preferred: str, annotator: str) -> dict:
+def _row(p: dict, a: str, b: str, j, preferred: str, annotator: str, ended: dict, i: int) -> dict:
     first = preferred == "a"
     chosen, rejected = (a, b) if first else (b, a)
     side = {"chosen": "a" if first else "b", "rejected": "b" if first else "a"}
@@ -187,6 +214,8 @@ def _row(p: dict, a: str, b: str, j, preferred: str, annotator: str) -> dict:
         "model_rejected": p[f"variant_{side['rejected']}"],
         "temperature_chosen": p[f"temperature_{side['chosen']}"],
         "temperature_rejected": p[f"temperature_{side['rejected']}"],
+        "chosen_ended": ended[side["chosen"]][i],
+        "rejected_ended": ended[side["rejected"]][i],
         "batch": p["batch"],
         "split": p["split"],
         "annotator": annotator,

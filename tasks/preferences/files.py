@@ -75,6 +75,8 @@ def preference_row(
     model_rejected: str = HUMAN_COLLECTED,
     temperature_chosen: float | None = None,
     temperature_rejected: float | None = None,
+    chosen_ended: bool = True,
+    rejected_ended: bool = True,
 ) -> dict:
     """One `preference_pairs` row; prompt_id is a hash of system + prompt turns."""
     return {
@@ -100,6 +102,8 @@ def preference_row(
         "model_rejected": model_rejected,
         "temperature_chosen": temperature_chosen,
         "temperature_rejected": temperature_rejected,
+        "chosen_ended": chosen_ended,
+        "rejected_ended": rejected_ended,
         "batch": batch,
         "split": split,
         "annotator": annotator,
@@ -116,10 +120,18 @@ def prompt_id(system: str, prompt: list[dict]) -> str:
 # our own contract, as Parquet
 
 
+def _with_ended(df: pl.DataFrame) -> pl.DataFrame:
+    """Files written before contract 1.1 have no chosen_ended / rejected_ended: their responses
+    count as ended (written by people, or sampled before cut-offs were recorded)."""
+    missing = [c for c in ("chosen_ended", "rejected_ended") if c not in df.columns]
+    return df.with_columns([pl.lit(True).alias(c) for c in missing]) if missing else df
+
+
 def read_preference_parquet(path: Path) -> tuple[list[dict], list[dict]]:
     """A Parquet file with the `preference_pairs` columns -> (valid rows, quarantine).
 
-    Missing or extra columns and wrong dtypes raise ContractError (no row is to blame); rows that
+    Missing or extra columns and wrong dtypes raise ContractError (no row is to blame; only the
+    ended flags, new in contract 1.1, may be missing: then every response ended); rows that
     break a row-level rule are quarantined at `<file>:row N` (1-based) with every rule they break.
     """
     if not path.is_file():
@@ -128,6 +140,7 @@ def read_preference_parquet(path: Path) -> tuple[list[dict], list[dict]]:
         df = pl.from_arrow(pq.read_table(path))
     except Exception as e:  # noqa: BLE001 - any unreadable file: name it and say why
         raise ValueError(f"{path} is not a readable Parquet file: {e}") from e
+    df = _with_ended(df)
     valid, invalid = CONTRACT.split_valid(df, where=str(path))
     if invalid.height == 0:
         return valid.to_dicts(), []

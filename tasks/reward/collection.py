@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.chat.answer import make_answer_fn
+from tasks.chat.answer import make_answer_status_fn
 from tasks.chat.prompt import prompt_pool
 from tasks.chat.tokenizer import load_tokenizer
 from tasks.preferences import collect as pc
@@ -27,7 +27,8 @@ def collect_batches(
     log: Callable[[str], None] = print,
 ) -> tuple[list[dict], list[dict], dict]:
     """Batches `first_batch .. first_batch + cfg.batches - 1` of preference pairs from the train
-    prompts of `dialogues` -> (pair rows, excluded rows, stats summed over the batches)."""
+    prompts of `dialogues` -> (pair rows, excluded rows, stats summed over the batches, and
+    `cutoff_share`: the share of sampled responses cut off at max_new_tokens)."""
     missing = [v for v in cfg.variants if v not in models]
     if missing:
         raise ValueError(
@@ -37,7 +38,7 @@ def collect_batches(
     loaded = {v: load_model(Path(models[v])) for v in cfg.variants}
 
     def sampler(variant, temperature, contexts, s):
-        answer = make_answer_fn(
+        answer = make_answer_status_fn(
             loaded[variant], processor, cfg.max_new_tokens, temperature, cfg.top_p
         )
         return answer(contexts, s)
@@ -46,11 +47,19 @@ def collect_batches(
     rows, excluded, stats = [], [], {}
     for batch in range(first_batch, first_batch + cfg.batches):
         planned = pc.plan_batch(pool, cfg, batch, seed)
-        a, b = pc.sample_responses(planned, sampler, seed + 1000 * batch)
-        got, dropped, batch_stats = pc.annotate(planned, a, b, annotator, seed + batch)
+        a, b, ended_a, ended_b = pc.sample_responses(planned, sampler, seed + 1000 * batch)
+        got, dropped, batch_stats = pc.annotate(
+            planned, a, b, annotator, seed + batch, ended_a, ended_b
+        )
         rows += got
         excluded += dropped
         for k, v in batch_stats.items():
             stats[k] = stats.get(k, 0) + v
-        log(f"preference batch {batch}: {len(got)} pairs, {len(dropped)} excluded")
+        log(
+            f"preference batch {batch}: {len(got)} pairs, {len(dropped)} excluded, "
+            f"{batch_stats['responses_cut_off']} of {batch_stats['responses']} responses "
+            f"cut off at max_new_tokens {cfg.max_new_tokens}"
+        )
+    if stats.get("responses"):
+        stats["cutoff_share"] = stats["responses_cut_off"] / stats["responses"]
     return rows, excluded, stats

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from tasks.chat.format import prompt_tokens
+from tasks.chat.format import answer_tokens, prompt_tokens
 from tasks.judges.scoring import MAX_RESPONSE_SHARE
 
 RewardModelKind = Literal["helpfulness", "safety"]
@@ -100,7 +100,7 @@ def encode_pairs(
 ) -> tuple[list[EncodedPair], list[Excluded], dict]:
     """(encoded pairs, excluded (row, reason, detail), stats); margins[i] belongs to rows[i].
 
-    `processor` is a sentencepiece.SentencePieceProcessor. Stats: pairs, truncated (prompts
+    `processor` is a tasks.chat.tokenizer.Tokenizer. Stats: pairs, truncated (prompts
     left-cut), excluded, excluded.<reason>, tokens (chosen + rejected, unpadded).
     """
     if len(margins) != len(rows):
@@ -108,13 +108,14 @@ def encode_pairs(
     if seq_len < 2:
         raise ValueError(f"seq_len {seq_len} cannot hold a prompt and a response; use >= 2")
     max_response = int(seq_len * MAX_RESPONSE_SHARE)
-    eos = processor.eos_id()
     encoded: list[EncodedPair] = []
     excluded: list[Excluded] = []
     truncated = 0
     for row, margin in zip(rows, margins):
-        chosen = [*processor.encode(f"{row['chosen'].strip()} "), eos]
-        rejected = [*processor.encode(f"{row['rejected'].strip()} "), eos]
+        # a response cut off at max_new_tokens is trained on without EOS, as PPO scores it;
+        # rows without the flags (labels people wrote) are complete answers
+        chosen = answer_tokens(processor, row["chosen"], row.get("chosen_ended", True))
+        rejected = answer_tokens(processor, row["rejected"], row.get("rejected_ended", True))
         longest = max(len(chosen), len(rejected))
         if longest > max_response:
             which = "chosen" if len(chosen) >= len(rejected) else "rejected"

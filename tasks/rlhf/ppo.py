@@ -31,6 +31,7 @@ Metrics (`logger.log_metrics(..., step=iteration)`, iterations count from 1):
     ppo/policy_loss, ppo/value_loss   minibatch means
     ppo/grad_norm        mean pre-clip gradient norm of the minibatch steps
     ppo/response_length  mean response tokens (EOS included)
+    ppo/cutoff_share     share of responses cut off at max_new_tokens (no EOS)
     ppo/rows             sequences trained on this iteration
     ppo/skipped          prompts drawn but skipped (prompt + max_new_tokens > max_seq_len)
     ppo/rollout_s, ppo/update_s       seconds spent sampling + scoring, and optimising
@@ -107,6 +108,9 @@ class PPOConfig(BaseModel):
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     whiten_window: int = Field(1024, gt=0)  # scores the running whitener remembers
+    # subtracted from the whitened score of a response cut off at max_new_tokens (project
+    # choice, 0 = off): the reward models already score it without EOS, as unfinished
+    cutoff_penalty: float = Field(0.0, ge=0)
 
     # --- sampling -----------------------------------------------------------------------------
     temperature: float = Field(1.0, gt=0)  # > 0: PPO needs samples from the policy, not argmax
@@ -150,8 +154,8 @@ def train_ppo(
     docstring). Returns stats: iterations_run, stopped ("completed" | "early_stop" | "guard"),
     best_iteration (the iteration whose weights `policy` ends with), eval_reward_start/best/end,
     guard_start/end (None without eval_fn / guard; *_end is the last evaluation, before the
-    restore), skipped_prompts (total), seconds, and final_<name> for each ppo/<name> metric of
-    the last iteration.
+    restore), skipped_prompts (total), cutoff_share (all iterations), seconds, and
+    final_<name> for each ppo/<name> metric of the last iteration.
     """
     _check_inputs(policy, reference, prompts)
     torch.set_num_threads(cfg.threads)
@@ -168,7 +172,7 @@ def train_ppo(
     early = EarlyStopping(eval_fn, policy, logger, cfg.patience, cfg.guard_tolerance)
     early.evaluate(0)
 
-    iteration, skipped_total, metrics = 0, 0, {}
+    iteration, skipped_total, metrics, cut_off, rows = 0, 0, {}, 0.0, 0.0
     while iteration < cfg.iterations and early.reason is None:
         iteration += 1
         metrics = _iteration(
@@ -186,6 +190,8 @@ def train_ppo(
             pad_id,
         )
         skipped_total += int(metrics["ppo/skipped"])
+        rows += metrics["ppo/rows"]
+        cut_off += metrics.get("ppo/cutoff_share", 0.0) * metrics["ppo/rows"]
         logger.log_metrics(metrics, step=iteration)
         log.info(_progress_line(iteration, cfg.iterations, metrics))
         if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
@@ -199,6 +205,7 @@ def train_ppo(
         "best_iteration": best_iteration,
         **early.stats(),
         "skipped_prompts": skipped_total,
+        "cutoff_share": cut_off / rows if rows else 0.0,  # over every iteration's responses
         "seconds": time.perf_counter() - started,
     }
     stats.update({f"final_{k.removeprefix('ppo/')}": v for k, v in metrics.items()})
@@ -277,6 +284,7 @@ def _iteration(
         "ppo/entropy": rollout.entropy,
         **update,
         "ppo/response_length": float(mask.sum(dim=1).float().mean()),
+        "ppo/cutoff_share": sum(not e for e in rollout.ended) / len(rollout.ended),
         "ppo/rows": float(mask.shape[0]),
         "ppo/rollout_s": t1 - t0,
         "ppo/update_s": t2 - t1,
@@ -291,6 +299,9 @@ def _advantages(
     x = logit(r_c)  # (B,)
     whitener.update(x)
     score = whitener.whiten(x)  # (B,)
+    if cfg.cutoff_penalty:
+        cut = torch.tensor([not e for e in rollout.ended], device=score.device)
+        score = score - cfg.cutoff_penalty * cut.float()
     mask = rollout.response_mask
     rewards, kl = per_token_rewards(
         score, rollout.logprobs, rollout.ref_logprobs, mask, cfg.kl_beta, cfg.kl_estimator

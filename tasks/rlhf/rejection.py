@@ -10,6 +10,13 @@ paper added this at RLHF-V4 after V3 regressed on some capabilities). Rows follo
 Fig. 7: for N = 1..K, the maximum and the median of R_c over the first N samples of a prompt,
 averaged over prompts. The gap between the two is the head-room rejection sampling exploits:
 the maximum grows with N while the median stays flat.
+
+Cut-off answers: a response that hit `max_new_tokens` before EOS (`ended` False) is scored
+without EOS and can never be the best of its prompt while an ended response exists. When all of
+a prompt's responses were cut off, the best of them is still picked (as before cut-offs were
+known), logged by prompt id and counted (`prompts_all_cut_off`): a small or early model that
+never stops within `max_new_tokens` (the tiny preset: nearly every sample) would otherwise have
+nothing to fine-tune on. Fig. 7 counts every sample: it measures the reward, not the pick.
 """
 
 from __future__ import annotations
@@ -22,15 +29,33 @@ from tasks.plots import figure_png, pyplot
 
 def mark_best(rows: list[dict]) -> list[dict]:
     """Copies of `rows` with `is_best` set: per (round, prompt_id), the row with the highest
-    r_c; ties go to the earliest (origin_round, sample), so the pick is reproducible."""
+    r_c among the rows that ended at EOS (`ended`; a row without the key counts as ended), or
+    among all its rows when every one was cut off (`all_cut_off` names those prompts); ties go
+    to the earliest (origin_round, sample), so the pick is reproducible."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         groups[(r["round"], r["prompt_id"])].append(i)
+    for key, idx in groups.items():
+        ended = [i for i in idx if rows[i].get("ended", True)]
+        groups[key] = ended or idx
     best = {
         min(idx, key=lambda i: (-rows[i]["r_c"], rows[i]["origin_round"], rows[i]["sample"]))
         for idx in groups.values()
     }
     return [{**r, "is_best": i in best} for i, r in enumerate(rows)]
+
+
+def all_cut_off(rows: list[dict]) -> list[str]:
+    """The prompt ids (sorted) none of whose rows ended at EOS: their best row is cut off."""
+    ended: dict[tuple, bool] = defaultdict(bool)
+    for r in rows:
+        ended[(r["round"], r["prompt_id"])] |= bool(r.get("ended", True))
+    return sorted(prompt for (_, prompt), e in ended.items() if not e)
+
+
+def cutoff_share(rows: list[dict]) -> float:
+    """The share of `rows` cut off at max_new_tokens (0.0 for no rows)."""
+    return sum(not r.get("ended", True) for r in rows) / len(rows) if rows else 0.0
 
 
 def pooled_candidates(

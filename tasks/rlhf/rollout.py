@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from models.generation import generate
+from models.generation import ended_at_eos, generate
 from models.llama import Llama
 from models.ppo import PolicyWithValue, align_to_tokens, entropy_from_logits, sequence_logprobs
 
@@ -32,6 +32,7 @@ class Rollout(NamedTuple):
     ref_logprobs: torch.Tensor  # (B, T) log pi_0(token t | tokens[:t]), 0 off the response
     values: torch.Tensor  # (B, T) V_old(tokens[:t]), the value head's estimate, 0 off the response
     entropy: float  # mean per-token entropy of the sampling distribution over response tokens
+    ended: list[bool]  # (B,) the response stopped at EOS; False: cut off at max_new_tokens
 
 
 class PromptCycle:
@@ -93,7 +94,8 @@ def collect_rollout(
     logprobs, ref_logprobs, values, entropy = score_rollout(
         model, reference, tokens, mask, temperature, chunk_rows
     )
-    return Rollout(indices, responses, tokens, mask, logprobs, ref_logprobs, values, entropy)
+    ended = ended_at_eos(responses, eos_id)
+    return Rollout(indices, responses, tokens, mask, logprobs, ref_logprobs, values, entropy, ended)
 
 
 @torch.no_grad()

@@ -9,8 +9,8 @@ import numpy as np
 from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
-from tasks.chat.answer import make_answer_fn
-from tasks.chat.format import prompt_tokens
+from tasks.chat.answer import cutoff_share, make_answer_status_fn
+from tasks.chat.format import answer_tokens, prompt_tokens
 from tasks.chat.tokenizer import load_tokenizer
 from tasks.io import write_dataset
 from tasks.judges.annotator import RuleAnnotatorConfig
@@ -48,26 +48,31 @@ def evaluate_step(
     annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
     contexts = [(p["system"], p["turns"]) for p in prompts]
     models = {name: load_model(Path(d)) for name, d in versions.items()}  # each loaded once
-    answers = {
-        name: make_answer_fn(model, processor, e.max_new_tokens, 0.0, 1.0, e.batch_size)(
-            contexts, seed
-        )
-        for name, model in models.items()
-    }
+    answers, ended = {}, {}
+    for name, model in models.items():
+        answers[name], ended[name] = make_answer_status_fn(
+            model, processor, e.max_new_tokens, 0.0, 1.0, e.batch_size
+        )(contexts, seed)
     fits = [i for i in range(len(prompts)) if all(answers[n][i] is not None for n in answers)]
     kept = [prompts[i] for i in fits]
     tokens = [prompt_tokens(processor, p["system"], p["turns"]) for p in kept]
     texts = {name: [answers[name][i] for i in fits] for name in models}
+    done = {name: [ended[name][i] for i in fits] for name in models}
     judged = {
-        name: judge(kept, texts[name], scorer, annotator, safety_threshold=0.5) for name in models
+        name: judge(kept, texts[name], scorer, annotator, safety_threshold=0.5, ended=done[name])
+        for name in models
     }
     annot = {name: np.array([j["annotator_score"] for j in judged[name]]) for name in models}
     rows = []
     for order, (name, model) in enumerate(models.items()):
-        # the answer as generated ends with EOS; an empty answer is the EOS alone (the model chose
-        # to stop at once), so the KL is always measured on at least that one position
-        answer_tokens = [processor.encode(t) + [processor.eos_id()] for t in texts[name]]
-        kl = kl_along(model, models["sft"], tokens, answer_tokens)
+        # an answer that ended has its EOS; an empty one is the EOS alone (the model chose to
+        # stop at once), so the KL is measured on at least that position. A cut-off answer has
+        # no EOS. The stripped text without its trailing space, as this table always measured.
+        along = [
+            answer_tokens(processor, t, e, trailing_space=False) or [processor.eos_id()]
+            for t, e in zip(texts[name], done[name])
+        ]
+        kl = kl_along(model, models["sft"], tokens, along)
         scores = {k: np.array([j[k] for j in judged[name]]) for k in ("r_h", "r_s", "r_c")}
         rows += version_rows(
             name,
@@ -83,6 +88,8 @@ def evaluate_step(
     table = rounds_table(frame)
     get_run_logger().info("RLHF per-round table (held-out prompts):\n%s", table)
     stats = {"prompts": len(kept), "prompts_too_long": len(prompts) - len(kept)}
+    for name in models:  # answers cut off at max_new_tokens (scored without EOS)
+        stats[f"{name}.cutoff_share"] = cutoff_share(done[name]) or 0.0
     for i, row in enumerate(table.to_dicts()):
         for k, v in row.items():
             if k != "version" and v is not None:

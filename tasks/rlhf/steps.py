@@ -20,8 +20,9 @@ import polars as pl
 import torch
 from prefect.logging import get_run_logger
 
+from models.generation import ended_at_eos
 from tasks.caching import cached_task
-from tasks.chat.answer import make_answer_fn
+from tasks.chat.answer import make_answer_status_fn
 from tasks.chat.config import FormatConfig
 from tasks.chat.format import prompt_tokens
 from tasks.chat.tokenizer import load_tokenizer
@@ -164,7 +165,7 @@ def rejection_sample_step(
     r = rejection_cfg
     processor = load_tokenizer(tokenizer_model)
     torch.manual_seed(seed + round_)
-    answer = make_answer_fn(
+    answer = make_answer_status_fn(
         load_model(Path(policy_dir)),
         processor,
         r.max_new_tokens,
@@ -173,9 +174,11 @@ def rejection_sample_step(
         r.batch_size,
     )
     contexts = [(p["system"], p["turns"]) for p in prompts]
-    answers = []
+    answers, ended = [], {}
     for k in range(r.k):
-        answers.append(answer(contexts, seed + 7919 * round_ + 104729 * k))
+        texts, done = answer(contexts, seed + 7919 * round_ + 104729 * k)
+        answers.append(texts)
+        ended.update({(p["prompt_id"], k): e for p, e in zip(prompts, done)})
         get_run_logger().info(
             "RLHF-V%d rejection sampling: sample %d/%d for %d prompts",
             round_,
@@ -184,6 +187,8 @@ def rejection_sample_step(
             len(prompts),
         )
     rows, skipped = sample_rows(round_, prompts, answers, r.temperature)
+    for row in rows:
+        row["ended"] = ended[(row["prompt_id"], row["sample"])]
     earlier_best = [
         row for m in earlier for row in read_dataset(m).filter(pl.col("is_best")).to_dicts()
     ]
@@ -191,19 +196,32 @@ def rejection_sample_step(
         round_, earlier_best, {row["prompt_id"] for row in rows}, rs_pool_from
     )
     scores = load_scorer(rms, processor, rm_seq_len).score(
-        [as_prompt(x) for x in rows], [x["response"] for x in rows]
+        [as_prompt(x) for x in rows], [x["response"] for x in rows], [x["ended"] for x in rows]
     )
     for i, row in enumerate(rows):
         row.update(
             r_h=float(scores["r_h"][i]), r_s=float(scores["r_s"][i]), r_c=float(scores["r_c"][i])
         )
     rows = rejection.mark_best(rows)
+    no_best = rejection.all_cut_off(rows)
+    if no_best:
+        get_run_logger().warning(
+            "RLHF-V%d rejection sampling: all samples of %d prompts were cut off at "
+            "max_new_tokens %d; their best is a cut-off answer: %s",
+            round_,
+            len(no_best),
+            r.max_new_tokens,
+            ", ".join(no_best[:10]) + (" ..." if len(no_best) > 10 else ""),
+        )
     curve = rejection.best_of_n_curve(rows)
     best = [x for x in rows if x["is_best"]]
     stats = {
         "prompts": len(prompts),
         "prompts_skipped_too_long": skipped,
         "samples": len(rows),
+        # of this round's own samples (pooled rows are earlier bests: ended by construction)
+        "cutoff_share": rejection.cutoff_share([x for x in rows if x["origin_round"] == round_]),
+        "prompts_all_cut_off": len(no_best),
         "pooled_rows": sum(x["origin_round"] < round_ for x in rows),
         "best_from_earlier_rounds": sum(x["origin_round"] < round_ for x in best),
         "best_r_c_mean": float(np.mean([x["r_c"] for x in best])) if best else 0.0,
@@ -309,26 +327,30 @@ def ppo_step(
     eos = processor.eos_id()
 
     def reward_fn(indices: list[int], responses: list[list[int]]) -> dict[str, torch.Tensor]:
+        # a response cut off at max_new_tokens is scored as it is: without EOS
         texts = [processor.decode([t for t in r if t != eos]) for r in responses]
-        s = scorer.score([prompts[i] for i in indices], texts)
+        s = scorer.score([prompts[i] for i in indices], texts, ended_at_eos(responses, eos))
         return {k: torch.from_numpy(v).float() for k, v in s.items()}
 
     contexts = [(x["system"], x["turns"]) for x in validation]
 
     def eval_fn(model) -> dict[str, float]:
-        answers = make_answer_fn(model, processor, p.max_new_tokens, 0.0, 1.0)(contexts, seed)
-        kept = [(x, a) for x, a in zip(validation, answers) if a is not None]
+        answers, ended = make_answer_status_fn(model, processor, p.max_new_tokens, 0.0, 1.0)(
+            contexts, seed
+        )
+        kept = [(x, a, e) for x, a, e in zip(validation, answers, ended) if a is not None]
         if not kept:
             raise ValueError("no validation prompt fits the model's window with max_new_tokens")
-        s = scorer.score([x for x, _ in kept], [a for _, a in kept])
-        guard = annotator_scores(annotator, [x for x, _ in kept], [a for _, a in kept])
-        safety = np.array([bool(x["is_safety"]) for x, _ in kept])
+        s = scorer.score([x for x, _, _ in kept], [a for _, a, _ in kept], [e for *_, e in kept])
+        guard = annotator_scores(annotator, [x for x, _, _ in kept], [a for _, a, _ in kept])
+        safety = np.array([bool(x["is_safety"]) for x, _, _ in kept])
         model.train()
         out = {
             "reward": float(np.mean(s["r_c"])),
             "guard": float(np.mean(guard)),
             "r_h": float(np.mean(s["r_h"])),
             "r_s": float(np.mean(s["r_s"])),
+            "cutoff_share": sum(not e for *_, e in kept) / len(kept),
         }
         for name, rows in (("helpfulness", ~safety), ("safety", safety)):
             if rows.any():  # one guard per axis: a fall on one is not hidden by a rise on the other

@@ -137,6 +137,8 @@ def test_preference_pairs_check_the_prompt_shape_and_the_safety_bin():
         model_rejected="pretrained",
         temperature_chosen=0.6,
         temperature_rejected=1.3,
+        chosen_ended=True,
+        rejected_ended=False,
         batch=0,
         split="train",
         annotator="rule",

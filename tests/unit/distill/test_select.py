@@ -42,6 +42,7 @@ def test_only_strict_improvements_above_min_gain_are_kept():
         "kept_share": 2 / 6,
         "dropped_not_better": 4,
         "dropped_empty_answer": 0,
+        "dropped_cut_off": 0,
         "delta_mean": (1 + 0 + 0.0625 + 0.125 - 0.5 + 2) / 6,
         "delta_median": (0.0625 + 0.125) / 2,
         "delta_min": -0.5,
@@ -137,3 +138,16 @@ def test_no_rows_gives_empty_stats():
 def test_bad_input_raises(score_with, score_without, min_gain, message):
     with pytest.raises(ValueError, match=message):
         select_distilled(_rows(3), score_with, score_without, min_gain)
+
+
+def test_a_cut_off_preprompted_answer_is_never_a_target_however_much_it_gained():
+    rows = [
+        {"prompt_id": "p0", "answer": "I can't help with that, and", "ended_with": False},
+        {"prompt_id": "p1", "answer": "I can't help with that.", "ended_with": True},
+        {"prompt_id": "p2", "answer": "I can't help with that."},  # no flag: a complete answer
+    ]
+    kept, dropped, stats = select_distilled(rows, [0.99, 0.6, 0.7], [0.1, 0.5, 0.5])
+    assert [r["prompt_id"] for r in kept] == ["p1", "p2"]
+    assert [(r["prompt_id"], r["reason"]) for r in dropped] == [("p0", "cut_off")]
+    assert "cut off at max_new_tokens" in dropped[0]["detail"]
+    assert stats["dropped_cut_off"] == 1 and stats["kept"] + stats["dropped"] == stats["rows"] == 3

@@ -37,7 +37,7 @@ def test_only_adversarial_train_prompts_are_drawn_and_the_draw_is_seeded():
     assert len(adversarial_prompts(rows, 100, seed=3)) == 10  # no more than there are
 
 
-def sample(kept, with_, without, reason=None):
+def sample(kept, with_, without, reason=None, ended=True):
     return {
         "prompt_id": f"p{with_}{without}{kept}",
         "system": "",
@@ -47,6 +47,8 @@ def sample(kept, with_, without, reason=None):
         "preprompt": "Be safe.",
         "answer_with": "No.",
         "answer_without": "Sure.",
+        "ended_with": ended,
+        "ended_without": True,
         "score_with": with_,
         "score_without": without,
         "delta": with_ - without,
@@ -67,3 +69,12 @@ def test_contract_refuses_a_kept_row_that_did_not_improve_and_a_dropped_row_with
         contract.validate(dialogue_frame([sample(True, 0.4, 0.4)], "distillation_samples"), "test")
     with pytest.raises(Exception, match="kept row"):
         contract.validate(dialogue_frame([sample(False, 0.2, 0.4)], "distillation_samples"), "test")
+    # a cut-off answer is never kept as a target, however much it gained
+    contract.validate(
+        dialogue_frame([sample(False, 0.9, 0.4, "cut_off", ended=False)], "distillation_samples"),
+        "test",
+    )
+    with pytest.raises(Exception, match="kept row"):
+        contract.validate(
+            dialogue_frame([sample(True, 0.9, 0.4, ended=False)], "distillation_samples"), "test"
+        )

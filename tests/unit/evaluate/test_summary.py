@@ -19,6 +19,7 @@ def row(
     r_h=0.5,
     score=0.5,
     risk=None,
+    ended=True,
 ):
     adversarial = suite in ("adversarial", "multi_turn", "red_team")
     return {
@@ -29,6 +30,7 @@ def row(
         "category": "c",
         "risk_category": risk if adversarial else None,
         "answer": "a",
+        "ended": ended,
         "r_h": r_h,
         "r_s": 0.5,
         "violation_rm": v_rm if adversarial else None,
@@ -118,3 +120,18 @@ def test_contract_wants_violation_judgements_exactly_on_adversarial_suites():
     ]
     with pytest.raises(Exception, match="adversarial suites"):
         get_contract("eval_results").validate(dialogue_frame(missing, "eval_results"), "test")
+
+
+def test_cut_off_share_per_version_over_all_suites():
+    rows = [
+        row("sft", 0, "helpfulness", "h1", ended=False),
+        row("sft", 0, "borderline", "b1"),
+        row("sft", 0, "adversarial", "a1", v_rm=False, v_ann=False, risk="illicit_criminal"),
+        row("sft", 0, "truthfulqa", "t1", truthful=True, ended=False),
+        row("rlhf-v1", 1, "helpfulness", "h1"),
+        row("rlhf-v1", 1, "borderline", "b1"),
+    ]
+    frame = dialogue_frame(rows, "eval_results")
+    get_contract("eval_results").validate(frame, "test")
+    table = summary_table(frame)[0]
+    assert table["cut_off_%"].to_list() == [50.0, 0.0]

@@ -4,11 +4,12 @@ import torch
 
 from models.llama import IGNORE_INDEX, Llama, tiny
 from models.reward import RewardModel
-from tasks.judges.scoring import RewardScorer, kl_along, rm_sequence, win_rates
+from tasks.chat.format import answer_tokens, prompt_tokens
+from tasks.judges.scoring import RewardScorer, kl_along, rm_probs, rm_sequence, win_rates
 from tasks.records import dialogue_frame
 from tasks.reward.data import encode_pairs
 from tasks.rlhf.rounds import best_examples, rounds_table
-from tests.unit.reward.test_data import CHOSEN, SYSTEM, TURNS, pair
+from tests.unit.reward.test_data import CHOSEN, REJECTED, SYSTEM, TURNS, pair
 
 
 def test_rm_sequence_is_what_the_reward_model_was_trained_on(sp):
@@ -19,6 +20,37 @@ def test_rm_sequence_is_what_the_reward_model_was_trained_on(sp):
     # a short window keeps <s>, drops the oldest prompt tokens, keeps the whole answer
     short = rm_sequence(sp, prompt, CHOSEN, 24)
     assert len(short) == 24 and short[0] == encoded.chosen[0] and short[-5:] == encoded.chosen[-5:]
+
+
+def test_a_cut_off_answer_is_scored_without_eos_and_ended_ids_are_unchanged(sp):
+    prompt = {"system": SYSTEM, "turns": TURNS, "is_safety": False}
+    head = prompt_tokens(sp, SYSTEM, TURNS)
+    # SentencePiece: an ended answer is the same ids as before the ended flag existed
+    before = [*sp.encode(f"{CHOSEN.strip()} "), sp.eos_id()]
+    assert answer_tokens(sp, f" {CHOSEN}\n", ended=True) == before
+    assert rm_sequence(sp, prompt, CHOSEN, 512) == head + before
+    # a cut-off answer: the same text tokens, no EOS
+    cut = rm_sequence(sp, prompt, CHOSEN, 512, ended=False)
+    assert cut == head + before[:-1] and sp.eos_id() not in cut[len(head) :]
+    # the scorer passes the flags through: a reward model that sees the EOS tells them apart
+    torch.manual_seed(0)
+    rm = RewardModel(tiny(vocab_size=sp.vocab_size())).eval()
+    scorer = RewardScorer(rm, rm, sp, 512)
+    both = scorer.score([prompt, prompt], [CHOSEN, CHOSEN], [True, False])["r_h"]
+    assert both[0] == pytest.approx(rm_probs(rm, [head + before])[0])
+    assert both[1] == pytest.approx(rm_probs(rm, [cut])[0]) and both[0] != both[1]
+    assert scorer.score([prompt], [CHOSEN])["r_h"][0] == pytest.approx(both[0])  # default: ended
+    with pytest.raises(ValueError, match="1 ended flags for 2 responses"):
+        scorer.score([prompt, prompt], [CHOSEN, CHOSEN], [True])
+
+
+def test_reward_pairs_with_a_cut_off_member_train_on_it_without_eos(sp):
+    (encoded,), _, _ = encode_pairs(
+        [dict(pair(0), chosen_ended=True, rejected_ended=False)], sp, seq_len=512, margins=[0.0]
+    )
+    head = prompt_tokens(sp, SYSTEM, TURNS)
+    assert encoded.chosen == head + sp.encode(f"{CHOSEN} ") + [sp.eos_id()]
+    assert encoded.rejected == head + sp.encode(f"{REJECTED} ")
 
 
 def constant_rm(p: float, vocab: int) -> RewardModel:

@@ -98,13 +98,15 @@ def test_sampling_is_grouped_by_variant_and_temperature():
 
     def sampler(variant, temperature, contexts, seed):
         calls.append((variant, temperature))
-        return [f"{variant}@{temperature}:{turns[-1]['content']}" for _, turns in contexts]
+        texts = [f"{variant}@{temperature}:{turns[-1]['content']}" for _, turns in contexts]
+        return texts, [variant != "pretrained" for _ in contexts]  # "pretrained" is cut off
 
-    a, b = sample_responses(planned, sampler, seed=0)
+    a, b, ended_a, ended_b = sample_responses(planned, sampler, seed=0)
     assert len(calls) == len(set(calls))  # one generation call per (variant, temperature)
-    for p, ra, rb in zip(planned, a, b):
+    for p, ra, rb, ea, eb in zip(planned, a, b, ended_a, ended_b):
         assert ra.startswith(f"{p['variant_a']}@{p['temperature_a']}:")
         assert rb.endswith(p["turns"][-1]["content"])
+        assert (ea, eb) == (p["variant_a"] != "pretrained", p["variant_b"] != "pretrained")
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +152,20 @@ def test_refusals_win_on_adversarial_prompts(annotator):
     assert [r["chosen"] for r in rows] == [b[0], a[1]]
     assert {r["kind"] for r in rows} == {"safety"}
     assert {r["safety_bin"] for r in rows} == {"chosen_safe_rejected_unsafe"}
+
+
+def test_cut_off_responses_stay_pair_members_marked_on_their_side(annotator):
+    cfg = CollectionConfig(helpfulness_prompts=3, safety_prompts=0)
+    planned = plan_batch(prompt_pool(DIALOGUES), cfg, 0, 1)
+    ref = [p["reference"] for p in planned]
+    a = [f"It is {ref[0]}.", f"It is {int(ref[1]) + 7}, I think", None]
+    b = [f"It is {int(ref[0]) + 1}, and then", f"It is {ref[1]}.", "It is"]
+    ended_a, ended_b = [True, False, None], [False, True, False]
+    rows, excluded, stats = annotate(planned, a, b, annotator, 0, ended_a, ended_b)
+    assert len(rows) == 2 and [e["reason"] for e in excluded] == ["pairs_empty_response"]
+    for r in rows:  # the correct, complete answer wins; the cut-off one is kept as rejected
+        assert (r["chosen_ended"], r["rejected_ended"]) == (True, False)
+    assert (excluded[0]["chosen_ended"], excluded[0]["rejected_ended"]) == (None, False)
+    assert stats["responses"] == 5 and stats["responses_cut_off"] == 3
+    get_contract("preference_pairs").validate(dialogue_frame(rows, "preference_pairs"))
+    get_contract("preference_excluded").validate(dialogue_frame(excluded, "preference_excluded"))

@@ -146,3 +146,13 @@ def test_parquet_with_wrong_columns_raises(tmp_path):
     pq.write_table(table, path)
     with pytest.raises(ContractError, match="rating"):
         read_preference_parquet(path)
+
+
+def test_parquet_from_before_the_ended_flags_reads_every_response_as_ended(tmp_path):
+    rows, _, _ = read_hh_jsonl(_write(tmp_path, [_hh()]), "helpfulness", "hh", 1, 0.0)
+    assert (rows[0]["chosen_ended"], rows[0]["rejected_ended"]) == (True, True)  # people wrote them
+    path = tmp_path / "pairs.parquet"
+    table = CONTRACT.to_arrow(dialogue_frame(rows, "preference_pairs"))
+    pq.write_table(table.drop(["chosen_ended", "rejected_ended"]), path)  # contract 1.0 columns
+    back, quarantine = read_preference_parquet(path)
+    assert back == rows and quarantine == []

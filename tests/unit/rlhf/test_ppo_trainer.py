@@ -152,6 +152,8 @@ def test_ppo_raises_a_known_reward_and_moves_away_from_the_reference(known_rewar
     assert all(math.isfinite(k) for k in kl) and kl[-1] > 0.1 and kl[-1] > kl[0]
     assert values_of(logger, "ppo/kl_seq")[-1] > kl[-1]  # summed over 8 tokens
     assert values_of(logger, "ppo/response_length") == [8.0] * 24  # no EOS: always 8 tokens
+    assert values_of(logger, "ppo/cutoff_share") == [1.0] * 24  # ... so every one is cut off
+    assert stats["cutoff_share"] == 1.0 and stats["final_cutoff_share"] == 1.0
     # the other reward_fn keys are logged as means; the policy collapses on TARGET
     assert values_of(logger, "ppo/r_h")[-1] == pytest.approx(r_c[-1], abs=0.02)
     assert values_of(logger, "ppo/entropy")[-1] < values_of(logger, "ppo/entropy")[0]

@@ -2,10 +2,17 @@ import pytest
 
 from data_contracts import get_contract
 from tasks.records import dialogue_frame
-from tasks.rlhf.rejection import best_of_n_curve, curve_png, mark_best, pooled_candidates
+from tasks.rlhf.rejection import (
+    all_cut_off,
+    best_of_n_curve,
+    curve_png,
+    cutoff_share,
+    mark_best,
+    pooled_candidates,
+)
 
 
-def row(prompt_id, sample, r_c, round_=1, origin=None, best=False, is_safety=False):
+def row(prompt_id, sample, r_c, round_=1, origin=None, best=False, is_safety=False, ended=True):
     return {
         "round": round_,
         "prompt_id": prompt_id,
@@ -17,6 +24,7 @@ def row(prompt_id, sample, r_c, round_=1, origin=None, best=False, is_safety=Fal
         "reference": None,
         "sample": sample,
         "response": f"{prompt_id}-{sample}",
+        "ended": ended,
         "temperature": 1.0,
         "r_h": r_c,
         "r_s": 0.5,
@@ -33,6 +41,39 @@ def test_best_is_the_highest_r_c_per_prompt_with_ties_to_the_earliest_sample():
     assert [(r["prompt_id"], r["sample"]) for r in rows if r["is_best"]] == [("a", 1), ("b", 0)]
     # and the rows satisfy the contract's one-best-per-prompt check
     get_contract("rejection_samples").validate(dialogue_frame(rows, "rejection_samples"), "test")
+
+
+def test_a_cut_off_answer_never_wins_best_of_k():
+    # K = 4 per prompt; the cut-off sample has the highest reward of its prompt every time
+    rows = mark_best(
+        [
+            row("a", 0, 0.99, ended=False),
+            row("a", 1, 0.30),
+            row("a", 2, 0.60),
+            row("a", 3, 0.95, ended=False),
+            row("b", 0, 0.10),
+            row("b", 1, 0.97, ended=False),
+        ]
+    )
+    best = [(r["prompt_id"], r["sample"]) for r in rows if r["is_best"]]
+    assert best == [("a", 2), ("b", 0)]  # the best among the answers that ended
+    assert all(r["ended"] for r in rows if r["is_best"])
+    get_contract("rejection_samples").validate(dialogue_frame(rows, "rejection_samples"), "test")
+
+
+def test_a_prompt_whose_samples_were_all_cut_off_keeps_its_best_cut_off_one_counted():
+    rows = mark_best(
+        [row("a", 0, 0.8, ended=False), row("a", 1, 0.9, ended=False), row("b", 0, 0.1)]
+    )
+    assert [(r["prompt_id"], r["sample"]) for r in rows if r["is_best"]] == [("a", 1), ("b", 0)]
+    assert all_cut_off(rows) == ["a"]
+    assert cutoff_share(rows) == pytest.approx(2 / 3) and cutoff_share([]) == 0.0
+    contract = get_contract("rejection_samples")
+    contract.validate(dialogue_frame(rows, "rejection_samples"), "test")
+    # the contract refuses a cut-off best next to an ended sample of the same prompt
+    bad = [dict(row("c", 0, 0.9, ended=False), is_best=True), row("c", 1, 0.1)]
+    with pytest.raises(Exception, match="an ended one when any ended"):
+        contract.validate(dialogue_frame(bad, "rejection_samples"), "test")
 
 
 def test_contract_rejects_two_bests_for_one_prompt_and_an_r_c_from_nowhere():

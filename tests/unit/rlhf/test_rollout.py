@@ -4,7 +4,8 @@ import copy
 
 import torch
 
-from models.ppo import PolicyWithValue
+from models.ppo import PolicyWithValue, RunningWhitener
+from tasks.rlhf.ppo import PPOConfig, _advantages
 from tasks.rlhf.rollout import PromptCycle, Rollout, collect_rollout, pack
 from tests.unit.rlhf.test_ppo_trainer import VOCAB, make_model, make_prompts
 
@@ -64,3 +65,26 @@ def test_collect_rollout_fields_have_the_documented_shapes_and_alignment():
     assert torch.allclose(rollout.logprobs[0, t], row0[t - 1, rollout.tokens[0, t]])
     assert 0 < rollout.entropy <= torch.log(torch.tensor(float(VOCAB)))
     assert not model.training
+
+
+def test_rollout_says_which_responses_ended_and_the_penalty_hits_only_the_cut_off_ones():
+    policy = make_model(seed=1)
+    model, reference = PolicyWithValue(policy), copy.deepcopy(policy)
+    prompts = make_prompts(6)
+    kwargs = dict(max_new_tokens=4, temperature=1.0, top_p=1.0, pad_id=0, seed=3, chunk_rows=8)
+    free = collect_rollout(model, reference, prompts, [0, 1, 2, 3], eos_id=None, **kwargs)
+    assert free.ended == [False] * 4  # no EOS id: every response is cut off at 4 tokens
+    eos = free.responses[0][0]  # row 0's first token becomes EOS: row 0 ends at once
+    rollout = collect_rollout(model, reference, prompts, [0, 1, 2, 3], eos_id=eos, **kwargs)
+    assert rollout.responses[0] == [eos] and rollout.ended[0]
+    assert rollout.ended == [r[-1] == eos for r in rollout.responses]
+    assert all(len(r) == 4 for r, e in zip(rollout.responses, rollout.ended) if not e)
+    # cutoff_penalty (default 0, off) lowers the whitened score of the cut-off rows only
+    r_c = torch.full((4,), 0.5) + torch.arange(4) * 0.1
+    base = PPOConfig(batch_size=4, minibatch_size=4)
+    plain = _advantages(rollout, r_c, RunningWhitener(16), base)[0]
+    hit = _advantages(
+        rollout, r_c, RunningWhitener(16), base.model_copy(update={"cutoff_penalty": 2.0})
+    )[0]
+    cut = torch.tensor([not e for e in rollout.ended])
+    torch.testing.assert_close(plain - hit, 2.0 * cut.float())
