@@ -127,17 +127,22 @@ def generate(
     total = width + max_new_tokens
     tokens, valid = _pad_batch(prompts, pad_id, padding, total, device)
     lengths = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
+    unpadded = all(len(p) == width for p in prompts)  # no pad column: decode steps need no mask
     cache = (
         KVCache(cfg.n_layers, B, cfg.n_kv_heads, total, cfg.head_dim, param.dtype, device)
         if use_cache
         else None
     )
 
-    # 1. prefill: causal over real tokens; a pad row also sees itself (no all-masked row)
+    # 1. prefill: causal over real tokens; a pad row also sees itself (no all-masked row).
+    # The LM head runs on each row's last prompt position only: on the other positions it would
+    # be (B * L * vocab) multiply-adds of logits nobody reads (vocab 49,152 on SmolLM2).
     positions, mask = _prefix_inputs(valid, width)  # (B, L), (B, 1, L, L)
-    logits, _ = model(tokens, positions=positions, attention_mask=mask, cache=cache)
+    if unpadded:  # positions 0..L-1 and plain causal attention (SDPA's is_causal, no mask)
+        positions, mask = None, None
+    hidden = model.hidden_states(tokens, positions=positions, attention_mask=mask, cache=cache)
     last = torch.full_like(lengths, width - 1) if padding == "left" else lengths - 1
-    logits = logits[torch.arange(B, device=device), last]  # (B, V)
+    logits = model.output(hidden[torch.arange(B, device=device), last]).float()  # (B, V)
 
     # 2. decode one token per step for all rows; finished rows are fed pad and ignored
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -152,12 +157,13 @@ def generate(
         if step == max_new_tokens - 1 or bool(done.all()):
             break
         if use_cache:
-            logits, _ = model(
+            hidden = model.hidden_states(
                 tok[:, None],
                 positions=(lengths + step)[:, None],
-                attention_mask=valid[:, None, None, : width + step + 1],
+                attention_mask=None if unpadded else valid[:, None, None, : width + step + 1],
                 cache=cache,
             )
+            logits = model.output(hidden).float()
         else:  # the whole sequence again: prompt block + every token so far (pad after EOS)
             positions, mask = _prefix_inputs(valid, width + step + 1)
             sequence = torch.cat([tokens, out[:, : step + 1]], dim=1)

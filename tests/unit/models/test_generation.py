@@ -35,6 +35,14 @@ def test_padded_batch_equals_each_prompt_alone(model, reference, padding):
     assert batch == alone == reference
 
 
+def test_equal_length_batch_without_masks_equals_reference(model):
+    # no pad column: prefill and decode run without any attention mask (the unpadded fast path)
+    prompts = [[5, 6, 7, 8], [12, 13, 14, 15], [20, 9, 30, 40]]
+    expected = [greedy_reference(model, p, 12) for p in prompts]
+    assert generate(model, prompts, 12, temperature=0) == expected
+    assert generate(model, prompts, 12, temperature=0, use_cache=False) == expected
+
+
 def test_eos_stops_one_sequence_while_the_others_continue(model, reference):
     # an EOS that the second prompt produces at step 3 and the others never produce
     eos = next(t for t in reference[1][3:] if t not in reference[0] + reference[2])
