@@ -78,9 +78,11 @@ def as_prompt(row: dict) -> dict:
 
 
 def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.DataFrame, dict]:
-    """The best row per prompt as a chat training example (see `answer_examples`)."""
+    """The best row per prompt as a chat training example (see `answer_examples`); a best
+    answer that was cut off (all K samples were) is trained without a closing EOS."""
+    ended = "ended" if "ended" in samples.columns else None
     return answer_examples(
-        samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response"
+        samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response", ended
     )
 
 

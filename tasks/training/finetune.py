@@ -138,18 +138,23 @@ def finetune(
 
 
 def answer_examples(
-    rows: list[dict], processor, seq_len: int, answer_key: str
+    rows: list[dict], processor, seq_len: int, answer_key: str, ended_key: str | None = None
 ) -> tuple[pl.DataFrame, dict]:
     """Chat training examples (tokens, labels; loss on the answer only) of rows with `system`,
     `prompt` (turns ending with the user) and an answer under `answer_key`; empty answers, and
-    examples longer than `seq_len`, are left out and counted."""
-    tokens, labels, empty, too_long = [], [], 0, 0
+    examples longer than `seq_len`, are left out and counted. A row whose `ended_key` is False
+    was cut off at max_new_tokens: its target has no closing EOS (the model is not taught to
+    stop mid-sentence), counted as `cut_off_targets`."""
+    tokens, labels, empty, too_long, cut_off = [], [], 0, 0, 0
     for row in rows:
         if not row[answer_key].strip():
             empty += 1
             continue
         turns = [*row["prompt"], {"role": "assistant", "content": row[answer_key]}]
         t, lab = tokenize_dialogue(processor, row["system"], turns, MaskStrategy.LAST_TURN)
+        if ended_key is not None and row.get(ended_key) is False:
+            t, lab = t[:-1], lab[:-1]  # the closing EOS is the dialogue's last token
+            cut_off += 1
         if len(t) > seq_len:
             too_long += 1
             continue
@@ -159,7 +164,12 @@ def answer_examples(
         {"tokens": tokens, "labels": labels},
         schema={"tokens": pl.List(pl.Int64), "labels": pl.List(pl.Int64)},
     )
-    return frame, {"examples": len(tokens), "skipped_empty": empty, "skipped_too_long": too_long}
+    return frame, {
+        "examples": len(tokens),
+        "skipped_empty": empty,
+        "skipped_too_long": too_long,
+        "cut_off_targets": cut_off,
+    }
 
 
 def finetune_on(

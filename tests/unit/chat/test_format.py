@@ -282,3 +282,26 @@ def test_token_batches_train_exactly_the_examples_targets(sp, separator):
     targets = Counter(int(t) for t in y[y != IGN])
     expected = Counter(lab for _, labs in examples for lab in labs if lab != IGN)
     assert targets == expected and sum(targets.values()) == packed.stats["target_tokens"]
+
+
+def test_a_cut_off_answer_is_trained_without_its_closing_eos(sp):
+    """Rejection sampling's best answer can be cut off (all K were): its example must not teach
+    the model to stop mid-sentence, so the target ends where the answer was cut."""
+    from tasks.training.finetune import answer_examples
+
+    row = {
+        "system": "",
+        "prompt": [{"role": "user", "content": "Name a colour."}],
+        "response": "Blue is a colour that many",
+    }
+    rows = [{**row, "ended": True}, {**row, "ended": False}]
+    frame, stats = answer_examples(rows, sp, 256, "response", "ended")
+    ended, cut = frame.to_dicts()
+    assert ended["tokens"][-1] == sp.eos_id() and ended["labels"][-1] == sp.eos_id()
+    assert cut["tokens"] == ended["tokens"][:-1] and cut["labels"] == ended["labels"][:-1]
+    assert sp.eos_id() not in cut["tokens"]
+    assert stats["cut_off_targets"] == 1 and stats["examples"] == 2
+    # without the flag every answer counts as ended, as before
+    frame, stats = answer_examples(rows, sp, 256, "response")
+    assert all(r["tokens"][-1] == sp.eos_id() for r in frame.to_dicts())
+    assert stats["cut_off_targets"] == 0
