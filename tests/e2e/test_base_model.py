@@ -15,7 +15,7 @@ from tasks.chat.tokenizer import load_tokenizer
 from tasks.config import load_config
 from tasks.hashing import sha256_of
 from tasks.pretrain.base_model import source_sha256
-from tasks.tracking import experiment_name, tracking_uri
+from tasks.tracking import experiment_name
 from tasks.training.model_io import load_model
 from tests.helpers.base_checkpoints import VOCAB_SIZE, write_base_checkpoints
 
@@ -59,7 +59,8 @@ def base_run(request, bases, tmp_path_factory):
     proc = _cli(run_dir, "--stage", "sft", *_base_sets(fmt, bases[fmt]))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     summary = json.loads((run_dir / "last_run.json").read_text())
-    client = MlflowClient(tracking_uri(run_dir))
+    # this run's own store: an earlier in-process test may have exported MLFLOW_TRACKING_URI
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(experiment_name("tiny"))
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     return {
