@@ -27,6 +27,7 @@ INPUT_PATHS = (
     "sft.sources.tasks.facts_path",
     "sft.sources.donotanswer.responses_path",
     "sft.sources.borderline.path",
+    "sft.sources.borderline_families.path",
     "corpus.toxicity.detoxify_checkpoint",
     "corpus.toxicity.detoxify_config_dir",
     "base_model.path",

@@ -28,6 +28,10 @@ class RewardModelConfig(BaseModel):
 
     margin: Literal["none", "small", "large"] = "small"  # Table 27-28: small is the paper's pick
     safety_aux_weight: float = Field(0.0, ge=0)  # our BCE on each response's safe label
+    # pairs of the other kind in the mix (data.data_mix): "all" is §3.2.2's; "benign" keeps only
+    # those whose prompt is not adversarial (for the Helpfulness RM: borderline safety pairs,
+    # where the helpful answer wins, never an adversarial pair won by a refusal); "none"
+    other_pairs: Literal["all", "benign", "none"] = "all"
     training: FinetuneConfig = Field(default_factory=_rm_training)
     registered_model: str
 

@@ -37,7 +37,11 @@ Excluded = tuple[dict, str, str]  # (row, reason, detail), like tasks.sft.tokeni
 
 
 def data_mix(
-    pairs: list[dict], rm: RewardModelKind, seed: int, safety_share: float = 0.9
+    pairs: list[dict],
+    rm: RewardModelKind,
+    seed: int,
+    safety_share: float = 0.9,
+    other_pairs: str = "all",
 ) -> tuple[list[dict], dict]:
     """(train rows of `rm`'s mix, stats). Only rows with split == "train" are used.
 
@@ -46,6 +50,8 @@ def data_mix(
     helpfulness pairs, so that safety pairs are `safety_share` of the mix when enough exist.
     The sampled pairs are drawn with a seeded RNG, without replacement, and kept in input order
     after the primary kind (PairBatches shuffles). Stats: counts available and mixed, by kind.
+    `other_pairs` narrows the other kind's candidates first: "benign" keeps the pairs whose
+    prompt has no risk category, "none" keeps none.
     """
     if rm not in ("helpfulness", "safety"):
         raise ValueError(f"rm must be 'helpfulness' or 'safety', got {rm!r}")
@@ -55,6 +61,12 @@ def data_mix(
     by_kind = {kind: [p for p in train if p["kind"] == kind] for kind in ("helpfulness", "safety")}
     other_kind = "safety" if rm == "helpfulness" else "helpfulness"
     primary, other = by_kind[rm], by_kind[other_kind]
+    if other_pairs == "benign":
+        other = [p for p in other if p.get("risk_category") is None]
+    elif other_pairs == "none":
+        other = []
+    elif other_pairs != "all":
+        raise ValueError(f"other_pairs must be 'all', 'benign' or 'none', got {other_pairs!r}")
     if not primary:
         raise ValueError(
             f"no train pairs of kind {rm!r} among {len(pairs)} pairs; the {rm} RM "

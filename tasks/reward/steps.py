@@ -98,7 +98,9 @@ def train_reward_model(
 ) -> tuple[dict, Path]:
     """Data mix -> chat-format pairs -> RewardModel from the SFT weights -> the shared loop."""
     processor = load_tokenizer(tokenizer_model)
-    rows, mix_stats = data_mix(read_dataset(pairs).to_dicts(), rm, seed, safety_share)
+    rows, mix_stats = data_mix(
+        read_dataset(pairs).to_dicts(), rm, seed, safety_share, rm_cfg.other_pairs
+    )
     t = rm_cfg.training.train
     margins = margins_for([r["rating"] for r in rows], rm_cfg.margin).tolist()
     encoded, too_long, enc_stats = encode_pairs(rows, processor, t.seq_len, margins)

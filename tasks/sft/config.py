@@ -68,8 +68,15 @@ class MultiturnConfig(_Strict):
     batch_size: int = Field(32, gt=0)
 
 
+class MixConfig(_Strict):
+    """What the fine-tuning set holds of each kind (tokenize.cap_adversarial)."""
+
+    max_adversarial: int | None = Field(None, ge=0)  # refusal demonstrations; None = all
+
+
 class SftConfig(_Strict):
     sources: SourcesConfig = SourcesConfig()
+    mix: MixConfig = MixConfig()
     curation: CurationConfig = CurationConfig()
     instructions: InstructionsConfig = InstructionsConfig()
     instruction_demos: InstructionDemosConfig = InstructionDemosConfig()

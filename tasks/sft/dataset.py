@@ -5,6 +5,7 @@ quarantine datasets. Sources (tasks/sft/sources.py, synthetic.py, safety.py):
 - tasks: dialogues whose answers code can verify (arithmetic, counting, conversion, facts);
 - donotanswer: adversarial prompts with safe answers, by risk category (safety SFT, §4.2.2);
 - borderline: prompts that look risky but are benign, answered helpfully;
+- borderline_families: the same at scale, phrasings x objects per family, split by family;
 - a user's own dialogues (messages JSONL/Parquet or Anthropic-style transcripts).
 """
 
@@ -16,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.sft.borderline import BorderlineFamiliesConfig, read_borderline_families
 from tasks.sft.safety import BorderlineConfig, DoNotAnswerConfig, read_borderline, read_donotanswer
 from tasks.sft.sources import (
     ChitchatConfig,
@@ -47,6 +49,7 @@ class SourcesConfig(BaseModel):
     tasks: TaskDialoguesConfig = TaskDialoguesConfig()
     donotanswer: DoNotAnswerConfig = DoNotAnswerConfig()
     borderline: BorderlineConfig = BorderlineConfig()
+    borderline_families: BorderlineFamiliesConfig = BorderlineFamiliesConfig()
     user: list[UserDialogues] = []
 
 
@@ -69,6 +72,8 @@ def collect(
     _take("donotanswer", got, dropped, bad, st, rows, excluded, quarantine, stats)
     got, st = read_borderline(cfg.borderline)
     _take("borderline", got, [], [], st, rows, excluded, quarantine, stats)
+    got, st = read_borderline_families(cfg.borderline_families)
+    _take("borderline_families", got, [], [], st, rows, excluded, quarantine, stats)
     for spec in cfg.user:
         got, bad, st = read_user_dialogues(spec.path, spec.format, spec.name, spec.options)
         _take(spec.name, got, [], bad, st, rows, excluded, quarantine, stats)

@@ -31,7 +31,7 @@ from tasks.sft.dataset import (
 from tasks.sft.gatt import build_gatt
 from tasks.sft.instructions import instruction_demos
 from tasks.sft.multiturn import eval_conversations, multiturn_recall, plot_recall
-from tasks.sft.tokenize import tokenize_rows
+from tasks.sft.tokenize import cap_adversarial, tokenize_rows
 from tasks.tracking import PrefixedLogger, attach_run
 from tasks.training.finetune import finetune
 from tasks.training.model_io import export_model, load_model
@@ -126,9 +126,12 @@ def tokenize_step(
 ) -> StepOutput:
     """Chat-format tokens and labels per dialogue (too-long ones cut at a turn or excluded)."""
     processor = load_tokenizer(tokenizer_model)
+    rows, capped = cap_adversarial(_rows(dialogues), cfg.mix.max_adversarial)
     examples, excluded, stats = tokenize_rows(
-        _rows(dialogues), processor, cfg.format.mask_strategy, cfg.finetune.train.seq_len
+        rows, processor, cfg.format.mask_strategy, cfg.finetune.train.seq_len
     )
+    excluded = capped + excluded
+    stats["mix_capped"] = len(capped)
     get_run_logger().info(
         "SFT examples: %d (%d tokens, %d targets), %d excluded",
         len(examples),

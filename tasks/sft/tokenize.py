@@ -7,6 +7,7 @@ A dialogue longer than the training sequence keeps as many complete leading exch
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 from models.llama import IGNORE_INDEX
@@ -73,3 +74,27 @@ def _stats(examples: list[dict], excluded: list[Excluded], truncated: int) -> di
     for reason, n in Counter(reason for _, reason, _ in excluded).items():
         stats[f"excluded.{reason}"] = n
     return stats
+
+
+def cap_adversarial(rows: list[dict], limit: int | None) -> tuple[list[dict], list[Excluded]]:
+    """The SFT mix (RECIPE.md §4.2.2, "the SFT mix" lever): at most `limit` adversarial train
+    dialogues (refusal demonstrations: a risk category, no instruction) are fine-tuned on; the
+    rest are excluded as `sft_mix_cap`. Which ones stay goes by a hash of the dialogue id, so the
+    choice does not depend on row order and a smaller limit keeps a subset of a larger one's.
+    Held-out rows and every other kind pass through. `limit` None keeps all."""
+    adversarial = [
+        r
+        for r in rows
+        if r["split"] == "train" and r["risk_category"] is not None and r["instruction"] is None
+    ]
+    if limit is None or len(adversarial) <= limit:
+        return rows, []
+    ranked = sorted(adversarial, key=lambda r: hashlib.sha256(r["dialogue_id"].encode()).digest())
+    over = {r["dialogue_id"] for r in ranked[limit:]}
+    detail = (
+        f"over sft.mix.max_adversarial {limit} of {len(adversarial)} adversarial train dialogues"
+    )
+    return (
+        [r for r in rows if r["dialogue_id"] not in over],
+        [(r, "sft_mix_cap", detail) for r in rows if r["dialogue_id"] in over],
+    )

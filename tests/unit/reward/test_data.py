@@ -258,3 +258,20 @@ def test_a_batch_larger_than_the_pairs_wraps_into_the_next_epoch():
     assert np.array_equal(
         y.numpy(), np.array([[2, 0, 0], [2, 0, 0], [1, 0, -1], [1, 0, -1]], dtype=np.float32)
     )
+
+
+def test_helpfulness_mix_with_benign_other_pairs_never_takes_an_adversarial_pair():
+    # 20 safety pairs: 12 adversarial (a refusal wins them), 8 borderline (the helpful answer wins)
+    rows = make_pairs(10, 0) + [
+        pair(i, "safety", risk_category="illicit_criminal" if i < 12 else None) for i in range(20)
+    ]
+    mix, stats = data_mix(rows, "helpfulness", seed=0, other_pairs="benign")
+    safety = [r for r in mix if r["kind"] == "safety"]
+    assert len(safety) == 8 and all(r["risk_category"] is None for r in safety)
+    assert stats["available.safety"] == 8
+    mix, _ = data_mix(rows, "helpfulness", seed=0, other_pairs="all")
+    assert sum(r["kind"] == "safety" for r in mix) == 10  # an equal number, any prompt
+    mix, stats = data_mix(rows, "helpfulness", seed=0, other_pairs="none")
+    assert kinds(mix) == ["helpfulness"] * 10 and stats["pairs.safety"] == 0
+    with pytest.raises(ValueError, match="other_pairs"):
+        data_mix(rows, "helpfulness", seed=0, other_pairs="some")
