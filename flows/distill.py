@@ -61,10 +61,12 @@ def distill_flow(
             tuned = run(
                 steps.distill_finetune_step,
                 data.outputs[steps.SAMPLES],
+                dialogues,
                 policy,
                 tokenizer,
                 d,
                 cfg.sft.format,
+                seed,
                 run_dir,
                 tracker.run_id,
             )

@@ -26,6 +26,10 @@ class DistillConfig(BaseModel):
     min_gain: float = Field(
         0.0, ge=0
     )  # keep only when the Safety RM gain is above this (paper: > 0)
+    # benign train prompts (helpfulness and borderline) the policy answers itself, greedily and
+    # without a preprompt, fine-tuned on beside the distilled refusals: per kept answer. 0 = the
+    # paper's recipe (refusals only), which at small scale moves every answer towards a refusal
+    replay_ratio: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(32, gt=0)
     finetune: FinetuneConfig = Field(default_factory=_distill_finetune)

@@ -61,6 +61,32 @@ def adversarial_prompts(dialogues: list[dict], n: int, seed: int) -> list[dict]:
     return random.Random(f"distill:{seed}").sample(pool, min(n, len(pool)))
 
 
+def benign_prompts(dialogues: list[dict], n: int, seed: int) -> list[dict]:
+    """`n` train prompts without a risk category (helpfulness and borderline), for the replay."""
+    pool = prompt_pool(dialogues, "train")
+    benign = pool["helpfulness"] + [p for p in pool["safety"] if p["risk_category"] is None]
+    return random.Random(f"distill-replay:{seed}").sample(benign, min(n, len(benign)))
+
+
+def replay_examples(
+    dialogues: Manifest, policy_dir: str, processor, cfg: DistillConfig, n: int, seed: int
+) -> tuple[pl.DataFrame, dict]:
+    """The policy's own greedy answers to `n` benign train prompts as fine-tuning examples: they
+    hold its behaviour on benign prompts where it is, while the distilled refusals move it on
+    adversarial ones (cut-off answers train without EOS, as everywhere)."""
+    prompts = benign_prompts(read_dataset(dialogues).to_dicts(), n, seed)
+    answer = make_answer_status_fn(
+        load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
+    )
+    texts, ended = answer([(p["system"], p["turns"]) for p in prompts], seed)
+    rows = [
+        {"system": p["system"], "prompt": p["turns"], "answer": t, "ended": e}
+        for p, t, e in zip(prompts, texts, ended)
+        if t is not None
+    ]
+    return answer_examples(rows, processor, cfg.finetune.train.seq_len, "answer", "ended")
+
+
 def delta_png(rows: list[dict]) -> bytes:
     """Histogram of the Safety RM score gain from the preprompt, kept vs dropped."""
     fig, ax = pyplot().subplots(figsize=(6, 4))
@@ -174,14 +200,17 @@ def distill_data_step(
 @cached_task("distill_finetune", ignore=("mlflow_run_id",))
 def distill_finetune_step(
     samples: Manifest,
+    dialogues: Manifest,
     policy_dir: str,
     tokenizer_model: str,
     cfg: DistillConfig,
     fmt: FormatConfig,
+    seed: int,
     run_dir: str,
     mlflow_run_id: str,
 ) -> StepOutput:
-    """The policy fine-tuned on the kept answers, the prompt WITHOUT the preprompt."""
+    """The policy fine-tuned on the kept answers, the prompt WITHOUT the preprompt, and on its own
+    answers to `replay_ratio` benign prompts per kept answer."""
     processor = load_tokenizer(tokenizer_model)
     rows = read_dataset(samples).filter(pl.col("kept")).to_dicts()
     examples, stats = answer_examples(rows, processor, cfg.finetune.train.seq_len, "answer_with")
@@ -190,15 +219,26 @@ def distill_finetune_step(
             f"safety context distillation kept no answer to fine-tune on ({stats}); "
             "lower distill.min_gain or use more distill.prompts"
         )
+    n_replay = round(cfg.replay_ratio * examples.height)
+    if n_replay:
+        replay, replay_stats = replay_examples(
+            dialogues, policy_dir, processor, cfg, n_replay, seed
+        )
+        examples = pl.concat([examples, replay])
+        stats.update({f"replay.{k}": v for k, v in replay_stats.items()})
     key = parts_key(
         samples.sha256,
         sha256_of(Path(policy_dir) / MODEL_FILE),
         cfg.finetune.model_dump_json(),
         fmt.model_dump_json(),
+        *((dialogues.sha256, str(cfg.replay_ratio), str(seed)) if n_replay else ()),
     )
     out_dir = Path(run_dir) / "artifacts" / "distill" / f"finetune-{key}"
     get_run_logger().info(
-        "distillation: fine-tuning on %d answers into %s", examples.height, out_dir
+        "distillation: fine-tuning on %d answers (%d of them replayed) into %s",
+        examples.height,
+        stats.get("replay.examples", 0),
+        out_dir,
     )
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "finetune/")
     loop, folder = finetune_on(examples, policy_dir, cfg.finetune, fmt, processor, out_dir, logger)

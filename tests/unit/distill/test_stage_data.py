@@ -1,7 +1,7 @@
 import pytest
 
 from data_contracts import get_contract
-from tasks.distill.steps import adversarial_prompts
+from tasks.distill.steps import adversarial_prompts, benign_prompts
 from tasks.records import dialogue_frame
 
 
@@ -35,6 +35,23 @@ def test_only_adversarial_train_prompts_are_drawn_and_the_draw_is_seeded():
         p["prompt_id"] for p in drawn
     ]
     assert len(adversarial_prompts(rows, 100, seed=3)) == 10  # no more than there are
+
+
+def test_replay_draws_only_benign_train_prompts_helpfulness_and_borderline():
+    rows = (
+        [dialogue(i) for i in range(10)]  # adversarial: never replayed
+        + [dialogue(10 + i, split="heldout", safety=False) for i in range(5)]
+        + [dialogue(20 + i, risk=None) for i in range(5)]  # borderline
+        + [dialogue(30 + i, safety=False) for i in range(5)]  # helpfulness
+    )
+    drawn = benign_prompts(rows, 100, seed=1)
+    assert sorted(p["prompt_id"] for p in drawn) == sorted(
+        [f"d{20 + i}" for i in range(5)] + [f"d{30 + i}" for i in range(5)]
+    )
+    assert [p["prompt_id"] for p in benign_prompts(rows, 4, seed=1)] == [
+        p["prompt_id"] for p in benign_prompts(rows, 4, seed=1)
+    ]
+    assert all(p["risk_category"] is None for p in benign_prompts(rows, 4, seed=2))
 
 
 def sample(kept, with_, without, reason=None, ended=True):
