@@ -9,6 +9,7 @@ kept answer), loss on the answer only, with the shared loop. register: the disti
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -73,18 +74,20 @@ def replay_examples(
 ) -> tuple[pl.DataFrame, dict]:
     """The policy's own greedy answers to `n` benign train prompts as fine-tuning examples: they
     hold its behaviour on benign prompts where it is, while the distilled refusals move it on
-    adversarial ones (cut-off answers train without EOS, as everywhere)."""
+    adversarial ones. Answers cut off at max_new_tokens are left out (counted): as targets they
+    would teach the policy not to stop, and a small policy is cut off often."""
     prompts = benign_prompts(read_dataset(dialogues).to_dicts(), n, seed)
     answer = make_answer_status_fn(
         load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
     )
     texts, ended = answer([(p["system"], p["turns"]) for p in prompts], seed)
     rows = [
-        {"system": p["system"], "prompt": p["turns"], "answer": t, "ended": e}
+        {"system": p["system"], "prompt": p["turns"], "answer": t}
         for p, t, e in zip(prompts, texts, ended)
-        if t is not None
+        if t is not None and e
     ]
-    return answer_examples(rows, processor, cfg.finetune.train.seq_len, "answer", "ended")
+    examples, stats = answer_examples(rows, processor, cfg.finetune.train.seq_len, "answer")
+    return examples, {**stats, "cut_off": sum(e is False for e in ended)}
 
 
 def delta_png(rows: list[dict]) -> bytes:
@@ -231,7 +234,9 @@ def distill_finetune_step(
         sha256_of(Path(policy_dir) / MODEL_FILE),
         cfg.finetune.model_dump_json(),
         fmt.model_dump_json(),
-        *((dialogues.sha256, str(cfg.replay_ratio), str(seed)) if n_replay else ()),
+        # the examples themselves: the replayed answers depend on generation code, not only on
+        # these inputs, and a folder with a finished checkpoint is resumed, not retrained
+        hashlib.sha256(examples.write_ipc(None).getvalue()).hexdigest() if n_replay else "",
     )
     out_dir = Path(run_dir) / "artifacts" / "distill" / f"finetune-{key}"
     get_run_logger().info(
