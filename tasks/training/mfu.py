@@ -88,7 +88,7 @@ def _processor() -> str:
 
 
 def faster_dtype(threads: int | None = None, device: str = "cpu", n: int = 384) -> str:
-    """"bf16" when bf16 matmuls beat fp32 on this machine, else "fp32". A CPU without bf16 units
+    """ "bf16" when bf16 matmuls beat fp32 on this machine, else "fp32". A CPU without bf16 units
     (AVX2 only, e.g. many AMD EPYC) runs bf16 on a scalar fallback: measured 0.3 GFLOP/s against
     ~20-300 GFLOP/s fp32; with AMX bf16 is ~5x fp32. Small matmuls, so the probe takes
     milliseconds where bf16 is fast and well under a second where it is not."""
