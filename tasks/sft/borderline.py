@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from tasks.judges.refusal import is_refusal
+from tasks.records import prompt_key
 from tasks.sft.sources import dialogue_row
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -94,7 +95,7 @@ def read_borderline_families(cfg: BorderlineFamiliesConfig) -> tuple[list[dict],
             answer = " ".join(obj["answer"].split())
             for k, phrasing in enumerate(phrasings, start=1):
                 prompt = phrasing.replace("{object}", obj["object"].strip())
-                key = " ".join(prompt.casefold().split())
+                key = prompt_key(prompt)
                 if key in seen_prompts:
                     raise _fail(
                         path, f"family {name}", f"prompt {prompt!r} repeats {seen_prompts[key]}"
