@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.people import collect_with_people
 from flows.results import RewardResult, SftResult
 from tasks.config import flatten, load_config
 from tasks.hashing import sha256_of
@@ -46,17 +47,35 @@ def reward_flow(
     with stage_run(cfg, "reward", parent_run_id, flow_run.id, DESCRIPTION) as tracker:
         tracker.log_params({**flatten(r, "reward."), "seed": seed})
         label_sha = {f.name: sha256_of(f.path) for f in r.collection.label_files}
-        collected = run(
-            steps.collect_step,
-            dialogues,
-            sft.models,
-            tokenizer,
-            r,
-            cfg.corpus.toxicity,
-            seed,
-            data_dir,
-            label_sha,
-        )
+        if r.collection.annotator == "rule":
+            collected = run(
+                steps.collect_step,
+                dialogues,
+                sft.models,
+                tokenizer,
+                r,
+                cfg.corpus.toxicity,
+                seed,
+                data_dir,
+                label_sha,
+            )
+        else:  # people label all (or, mixed, a share of) the pairs: the flow waits for them
+            queued, collected = collect_with_people(
+                run,
+                "reward",
+                dialogues,
+                sft.models,
+                tokenizer,
+                r,
+                r.collection,
+                cfg.corpus.toxicity,
+                seed,
+                0,
+                run_dir,
+                data_dir,
+                label_sha,
+            )
+            tracker.log_metrics(queued.stats)
         log_step(tracker, collected, datasets={steps.PAIRS: "training"})
         pairs = collected[steps.PAIRS]
         trained = {}

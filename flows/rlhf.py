@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
 from flows.dag import expand_reruns
+from flows.people import collect_with_people
 from flows.results import RewardResult, RlhfResult, RlhfRound
 from tasks.config import flatten, load_config
 from tasks.io import read_dataset
@@ -90,10 +91,31 @@ def rlhf_flow(
             ) as rt:
                 rt.set_tags({"rlhf.round": str(r), "rlhf.ppo": str(ppo)})
                 if r >= 2:
+                    round_models = {"latest": policy, "previous": previous, "sft": sft_dir}
+                    people = None
+                    if l.collection.annotator != "rule":  # people label the refresh batch
+                        queued, people = collect_with_people(
+                            run,
+                            f"rlhf-v{r}",
+                            dialogues,
+                            round_models,
+                            tokenizer,
+                            cfg.reward,
+                            l.collection,
+                            cfg.corpus.toxicity,
+                            seed,
+                            steps.next_batch(pairs),
+                            run_dir,
+                            data_dir,
+                            None,
+                            label=label,
+                        )
+                        rt.log_metrics(queued.stats)
+                        log_step(rt, people)
                     refreshed = run(
                         steps.refresh_step,
                         r,
-                        {"latest": policy, "previous": previous, "sft": sft_dir},
+                        round_models,
                         pairs,
                         dialogues,
                         tokenizer,
@@ -105,6 +127,8 @@ def rlhf_flow(
                         data_dir,
                         run_dir,
                         rt.run_id,
+                        people[steps.PAIRS] if people else None,
+                        people[steps.PAIRS_EXCLUDED] if people else None,
                         label=label,
                     )
                     log_step(rt, refreshed, datasets={steps.PAIRS: "training"})

@@ -125,6 +125,7 @@ class Judgement:
     safe_a: bool  # each response's own safety label
     safe_b: bool
     flipped: bool  # the noise flipped a close call
+    by: str | None = None  # who judged, where not the annotator object's name (a person's id)
 
     @property
     def chosen_safe(self) -> bool:

@@ -9,7 +9,9 @@ of `preference_pairs`, or of `preference_excluded` with its reason:
 - `pairs_chosen_unsafe`: the chosen response is unsafe while the rejected one is safe (the paper
   leaves these out, §3.2.1);
 - `pairs_identical`: both variants gave the same text (nothing to compare);
-- `pairs_empty_response`: a variant produced no text (or its prompt did not fit the window).
+- `pairs_empty_response`: a variant produced no text (or its prompt did not fit the window);
+- `pairs_unlabelled`: the annotator gave no judgement (people resumed the flow before labelling
+  every pair of the batch).
 
 A response cut off at the sampler's `max_new_tokens` stays a pair member, marked
 `chosen_ended` / `rejected_ended` False: the annotator judges its text as it is, and the
@@ -53,8 +55,34 @@ class LabelFile(BaseModel):
     kind: Literal["helpfulness", "safety"] = "helpfulness"  # HH files: which judgement they hold
 
 
+class PeopleConfig(BaseModel):
+    """Labelling by people on the annotation page (`python -m flows.annotate serve`): where the
+    pairs go and how the flow waits for them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # any SQLAlchemy URL; None: sqlite:///<run_dir>/annotation.db (the page's default too)
+    store: str | None = None
+    share: float = Field(1.0, gt=0, le=1)  # mixed: the share of pairs people label
+    double_share: float = Field(0.0, ge=0, le=1)  # of the people's pairs: labelled by two
+    gold_file: Path | None = None  # JSONL of pairs with a known answer, added to each batch
+    # how the flow waits: suspend (a deployment's top-level run: no worker is held), pause
+    # (the process blocks; resumed through the Prefect API by the page or an operator), poll
+    # (no Prefect server to resume through: the flow reads the store until the batch is
+    # complete); auto picks in that order
+    wait: Literal["auto", "suspend", "pause", "poll"] = "auto"
+    timeout_s: int = Field(7 * 24 * 3600, gt=0)  # then the flow goes on with what is labelled
+    poll_s: int = Field(5, gt=0)
+
+
 class CollectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # who labels the pairs: the rule annotator (a stand-in for people), people on the annotation
+    # page, or both (`people.share` of the pairs by people, the rest by the rule annotator; the
+    # rows' `annotator` column says which)
+    annotator: Literal["rule", "people", "mixed"] = "rule"
+    people: PeopleConfig = PeopleConfig()
 
     batches: int = Field(2, gt=0)  # collection rounds ("weekly batches", §3.2.1)
     helpfulness_prompts: int = Field(200, ge=0)  # per batch
@@ -166,6 +194,12 @@ def annotate(
             )
             continue
         j = judgements[i]
+        if j is None:  # a person did not get to it: recorded, not lost
+            row = _row(p, a[i], b[i], None, "a", annotator.name, ended, i)
+            excluded.append(
+                row | {"reason": "pairs_unlabelled", "detail": "no label when the flow resumed"}
+            )
+            continue
         flipped += j.flipped
         row = _row(p, a[i], b[i], j, j.preferred, annotator.name, ended, i)
         if row["safety_bin"] == EXCLUDED_BIN:
@@ -218,7 +252,7 @@ def _row(p: dict, a: str, b: str, j, preferred: str, annotator: str, ended: dict
         "rejected_ended": ended[side["rejected"]][i],
         "batch": p["batch"],
         "split": p["split"],
-        "annotator": annotator,
+        "annotator": (j.by if j is not None and j.by else annotator),
     }
 
 

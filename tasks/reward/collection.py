@@ -16,19 +16,19 @@ from tasks.preferences.collect import CollectionConfig
 from tasks.training.model_io import load_model
 
 
-def collect_batches(
+def sample_batches(
     dialogues: list[dict],
     models: dict[str, str],
     tokenizer_model: str,
     cfg: CollectionConfig,
-    annotator,
     seed: int,
     first_batch: int = 0,
     log: Callable[[str], None] = print,
-) -> tuple[list[dict], list[dict], dict]:
-    """Batches `first_batch .. first_batch + cfg.batches - 1` of preference pairs from the train
-    prompts of `dialogues` -> (pair rows, excluded rows, stats summed over the batches, and
-    `cutoff_share`: the share of sampled responses cut off at max_new_tokens)."""
+) -> list[dict]:
+    """Batches `first_batch .. first_batch + cfg.batches - 1` of planned prompts from the train
+    prompts of `dialogues`, each with its two sampled responses: the planned prompt's fields
+    plus `response_a`, `response_b` (None: the context did not fit) and `ended_a`, `ended_b`
+    (False: cut off at max_new_tokens). Nothing is judged here."""
     missing = [v for v in cfg.variants if v not in models]
     if missing:
         raise ValueError(
@@ -44,12 +44,39 @@ def collect_batches(
         return answer(contexts, s)
 
     pool = prompt_pool(dialogues)
-    rows, excluded, stats = [], [], {}
+    sampled = []
     for batch in range(first_batch, first_batch + cfg.batches):
         planned = pc.plan_batch(pool, cfg, batch, seed)
         a, b, ended_a, ended_b = pc.sample_responses(planned, sampler, seed + 1000 * batch)
+        sampled += [
+            {**p, "response_a": ra, "response_b": rb, "ended_a": ea, "ended_b": eb}
+            for p, ra, rb, ea, eb in zip(planned, a, b, ended_a, ended_b)
+        ]
+        log(f"preference batch {batch}: {len(planned)} prompts, two responses each")
+    return sampled
+
+
+def annotate_batches(
+    sampled: list[dict],
+    annotator,
+    seed: int,
+    max_new_tokens: int,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], list[dict], dict]:
+    """Judge the sampled pairs of `sample_batches` batch by batch -> (pair rows, excluded rows,
+    stats summed over the batches, and `cutoff_share`: the share of sampled responses cut off
+    at max_new_tokens)."""
+    rows, excluded, stats = [], [], {}
+    for batch in sorted({p["batch"] for p in sampled}):
+        planned = [p for p in sampled if p["batch"] == batch]
         got, dropped, batch_stats = pc.annotate(
-            planned, a, b, annotator, seed + batch, ended_a, ended_b
+            planned,
+            [p["response_a"] for p in planned],
+            [p["response_b"] for p in planned],
+            annotator,
+            seed + batch,
+            [p["ended_a"] for p in planned],
+            [p["ended_b"] for p in planned],
         )
         rows += got
         excluded += dropped
@@ -58,8 +85,23 @@ def collect_batches(
         log(
             f"preference batch {batch}: {len(got)} pairs, {len(dropped)} excluded, "
             f"{batch_stats['responses_cut_off']} of {batch_stats['responses']} responses "
-            f"cut off at max_new_tokens {cfg.max_new_tokens}"
+            f"cut off at max_new_tokens {max_new_tokens}"
         )
     if stats.get("responses"):
         stats["cutoff_share"] = stats["responses_cut_off"] / stats["responses"]
     return rows, excluded, stats
+
+
+def collect_batches(
+    dialogues: list[dict],
+    models: dict[str, str],
+    tokenizer_model: str,
+    cfg: CollectionConfig,
+    annotator,
+    seed: int,
+    first_batch: int = 0,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], list[dict], dict]:
+    """Sample and judge in one go (the rule annotator) -> annotate_batches' result."""
+    sampled = sample_batches(dialogues, models, tokenizer_model, cfg, seed, first_batch, log)
+    return annotate_batches(sampled, annotator, seed, cfg.max_new_tokens, log)

@@ -56,6 +56,12 @@ SAMPLES = "rejection_samples"
 # --- 1. fresh preferences and refreshed reward models (rounds >= 2) -------------------------
 
 
+def next_batch(pairs: Manifest) -> int:
+    """The batch number a new collection appended to `pairs` starts at."""
+    earlier = read_dataset(pairs)
+    return int(earlier["batch"].max()) + 1 if earlier.height else 0
+
+
 @cached_task("refresh_reward_models", ignore=("mlflow_run_id",))
 def refresh_step(
     round_: int,
@@ -71,25 +77,33 @@ def refresh_step(
     data_dir: str,
     run_dir: str,
     mlflow_run_id: str,
+    labelled: Manifest | None = None,
+    labelled_excluded: Manifest | None = None,
 ) -> StepOutput:
     """New comparisons of the newest policy's answers (against the models `cfg.collection`
     names) judged by the rule annotator, appended to every earlier batch; then both reward
     models retrained from the SFT weights on all of it (paper: the RMs are refreshed on the
-    newest batches before each round), each registered as a new version."""
+    newest batches before each round), each registered as a new version. With `labelled` (and
+    `labelled_excluded`): the new batch people labelled (flows/people.py) instead."""
     c = collection
     earlier = read_dataset(pairs)
-    first_batch = int(earlier["batch"].max()) + 1 if earlier.height else 0
-    annotator = rule_annotator(reward.annotator, toxicity)
-    rows, excluded, collected = collect_batches(
-        read_dataset(dialogues).to_dicts(),
-        models,
-        tokenizer_model,
-        c,
-        annotator,
-        seed,
-        first_batch,
-        log=get_run_logger().info,
-    )
+    first_batch = next_batch(pairs)
+    if labelled is not None:
+        rows = read_dataset(labelled).to_dicts()
+        excluded = read_dataset(labelled_excluded).to_dicts() if labelled_excluded else []
+        collected = {"pairs": len(rows), "excluded": len(excluded)}
+    else:
+        annotator = rule_annotator(reward.annotator, toxicity)
+        rows, excluded, collected = collect_batches(
+            read_dataset(dialogues).to_dicts(),
+            models,
+            tokenizer_model,
+            c,
+            annotator,
+            seed,
+            first_batch,
+            log=get_run_logger().info,
+        )
     stats = {f"collect.{k}": v for k, v in collected.items()}
     get_run_logger().info(
         "RLHF-V%d: %d new preference pairs (%d excluded) from %s",
