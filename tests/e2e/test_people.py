@@ -1,0 +1,119 @@
+"""Flows that wait for people, for real: the tiny preset's reward flow with
+`reward.collection.annotator: people` queues its pairs in the annotation store and pauses
+(Prefect `pause_flow_run`, ephemeral API); the test labels part of the batch and resumes the
+flow run through the Prefect API with input, as an operator does from the UI; the flow turns the
+labels into `preference_pairs` (unlabelled pairs recorded as excluded) and trains both reward
+models on them."""
+
+import threading
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+
+from flows.reward import reward_flow
+from tasks.annotation.store import AnnotationStore
+from tasks.io import read_dataset
+
+pytestmark = pytest.mark.e2e
+
+
+def people_overrides(db: str, **extra) -> list[str]:
+    base = {
+        "reward.collection.annotator": "people",
+        "reward.collection.people.wait": "pause",
+        "reward.collection.people.poll_s": 1,
+        "reward.collection.people.timeout_s": 600,
+        "reward.collection.people.store": db,
+        "reward.collection.batches": 1,
+        "reward.collection.helpfulness_prompts": 3,
+        "reward.collection.safety_prompts": 3,
+        "reward.collection.test_frac": 0.0,
+        "reward.margin_ablation": "[]",
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+class FlowInThread:
+    """The reward flow in a thread of this process (same ephemeral Prefect API as the test)."""
+
+    def __init__(self, overrides: list[str]):
+        self.result, self.error = None, None
+        self.thread = threading.Thread(target=self._run, args=(overrides,), daemon=True)
+        self.thread.start()
+
+    def _run(self, overrides):
+        try:
+            self.result = reward_flow(preset="tiny", overrides=overrides)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
+            self.error = e
+
+    def join(self, timeout: float):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the reward flow did not finish after resuming"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def wait_for_paused_batch(db: str, flow: FlowInThread, timeout: float = 600) -> tuple[str, str]:
+    """(batch id, flow run id) once the flow run is Paused waiting for the batch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert flow.thread.is_alive(), f"the flow ended before pausing: {flow.error!r}"
+        store = AnnotationStore(db)
+        try:
+            waiting = [b for b in store.batches() if b.get("flow_run_id")]
+        finally:
+            store.close()
+        if waiting:
+            run_id = waiting[0]["flow_run_id"]
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(UUID(run_id)).state
+            if state is not None and state.is_paused():
+                return waiting[0]["batch_id"], run_id
+        time.sleep(1)
+    raise AssertionError("the reward flow never paused for labels")
+
+
+def test_resuming_with_a_partly_labelled_batch_keeps_every_pair_and_trains(tmp_path):
+    db = f"sqlite:///{tmp_path / 'labels.db'}"
+    flow = FlowInThread(people_overrides(db))
+    batch, run_id = wait_for_paused_batch(db, flow)
+    store = AnnotationStore(db)
+    items = store.items(batch)
+    assert len(items) >= 4
+    given = {}
+    for item in items[:-2]:  # two pairs stay unlabelled
+        safe = (True, False) if item["is_safety"] else (None, None)
+        store.label(batch, item["pair_id"], "alice", "a", "better", *safe)
+        given[item["pair_id"]] = item
+    assert not store.is_complete(batch)
+    store.close()
+    resume_flow_run(
+        UUID(run_id), run_input={"resume_with": "labelled_so_far", "note": "go on"}
+    )
+    result = flow.join(600)
+
+    pairs = read_dataset(result.outputs["preference_pairs"])
+    excluded = read_dataset(result.outputs["preference_excluded"])
+    assert set(pairs["pair_id"]) == set(given)
+    for row in pairs.to_dicts():
+        item = given[row["pair_id"]]
+        assert row["annotator"] == "person:alice"
+        assert (row["chosen"], row["rejected"]) == (item["response_a"], item["response_b"])
+        assert row["rating"] == "better"
+        if item["is_safety"]:
+            assert (row["chosen_safe"], row["rejected_safe"]) == (True, False)
+            assert row["safety_bin"] == "chosen_safe_rejected_unsafe"
+    unlabelled = excluded.filter(excluded["reason"] == "pairs_unlabelled")
+    assert set(unlabelled["pair_id"]) == {i["pair_id"] for i in items[-2:]}
+    # both reward models were trained on these pairs
+    for rm in ("helpfulness", "safety"):
+        assert (Path(result.reward_models[rm]) / "model.safetensors").is_file()
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(UUID(run_id)).state.is_completed()
