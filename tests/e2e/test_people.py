@@ -94,9 +94,7 @@ def test_resuming_with_a_partly_labelled_batch_keeps_every_pair_and_trains(tmp_p
         given[item["pair_id"]] = item
     assert not store.is_complete(batch)
     store.close()
-    resume_flow_run(
-        UUID(run_id), run_input={"resume_with": "labelled_so_far", "note": "go on"}
-    )
+    resume_flow_run(UUID(run_id), run_input={"resume_with": "labelled_so_far", "note": "go on"})
     result = flow.join(600)
 
     pairs = read_dataset(result.outputs["preference_pairs"])
@@ -117,3 +115,63 @@ def test_resuming_with_a_partly_labelled_batch_keeps_every_pair_and_trains(tmp_p
         assert (Path(result.reward_models[rm]) / "model.safetensors").is_file()
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(UUID(run_id)).state.is_completed()
+
+
+def test_an_rlhf_refresh_batch_waits_for_people_by_polling_the_store(tmp_path):
+    """Round 2's refresh batch goes to people; with `wait: poll` (no Prefect server an outside
+    page could resume through) the flow reads the store until the batch is complete; the new
+    rows join the earlier (rule-annotated) batches and the refreshed RMs train on all of it."""
+    from flows.rlhf import rlhf_flow
+
+    db = f"sqlite:///{tmp_path / 'labels.db'}"
+    overrides = [
+        "rlhf.rounds=2",
+        "rlhf.collection.annotator=people",
+        "rlhf.collection.people.wait=poll",
+        "rlhf.collection.people.poll_s=1",
+        f"rlhf.collection.people.store={db}",
+        "rlhf.collection.helpfulness_prompts=2",
+        "rlhf.collection.safety_prompts=2",
+    ]
+    labelled: dict[str, dict] = {}
+    stop = threading.Event()
+
+    def label_when_queued():  # a person working through the batch once it appears
+        while not stop.is_set():
+            store = AnnotationStore(db)
+            try:
+                for b in store.batches():
+                    for item in store.items(b["batch_id"]):
+                        if item["pair_id"] not in labelled:
+                            safe = (False, True) if item["is_safety"] else (None, None)
+                            store.label(
+                                b["batch_id"],
+                                item["pair_id"],
+                                "carol",
+                                "b",
+                                "slightly_better",
+                                *safe,
+                            )
+                            labelled[item["pair_id"]] = item
+            finally:
+                store.close()
+            time.sleep(0.5)
+
+    person = threading.Thread(target=label_when_queued, daemon=True)
+    person.start()
+    try:
+        result = rlhf_flow(preset="tiny", overrides=overrides)
+    finally:
+        stop.set()
+        person.join(10)
+    assert labelled, "no refresh batch reached the annotation store"
+    pairs = read_dataset(result.outputs["preference_pairs"])
+    by_people = pairs.filter(pairs["annotator"] == "person:carol")
+    assert set(by_people["pair_id"]) == set(labelled)
+    for row in by_people.to_dicts():
+        item = labelled[row["pair_id"]]
+        assert (row["chosen"], row["rejected"]) == (item["response_b"], item["response_a"])
+        assert row["rating"] == "slightly_better"
+    earlier = pairs.filter(pairs["annotator"] != "person:carol")
+    assert earlier.height > 0 and earlier["batch"].max() < by_people["batch"].min()
+    assert [r.round for r in result.rounds] == [1, 2]
