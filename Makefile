@@ -12,7 +12,7 @@ RECIPE_RUN_DIR ?= runs
 PRESET ?= demo
 UI_PORT ?= 5000
 
-.PHONY: setup data browser demo test run ui serve stop lock benchmarks clean-runs help
+.PHONY: setup data browser demo test run ui serve stop annotate lock benchmarks clean-runs help
 
 help:
 	@echo "make demo        set up, fetch data, run the whole pipeline on the demo preset"
@@ -20,6 +20,7 @@ help:
 	@echo "make run PRESET=tiny ARGS='--rerun corpus.quality'   run with CLI arguments"
 	@echo "make ui          open the MLflow UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make serve       Prefect + MLflow servers, work pool, deployments, a worker; make stop"
+	@echo "make annotate    the annotation page for people on http://127.0.0.1:8765 (configs/annotators.yaml)"
 	@echo "make benchmarks  corpus and toxicity throughput tables"
 
 $(PYTHON):
@@ -69,6 +70,9 @@ serve: data
 
 stop:
 	$(PYTHON) -m flows.serve stop
+
+annotate: setup
+	$(PYTHON) -m flows.annotate serve
 
 benchmarks: data
 	$(PYTHON) benchmarks/corpus_throughput.py

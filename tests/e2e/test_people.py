@@ -8,6 +8,7 @@ models on them."""
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
 import pytest
@@ -175,3 +176,90 @@ def test_an_rlhf_refresh_batch_waits_for_people_by_polling_the_store(tmp_path):
     earlier = pairs.filter(pairs["annotator"] != "person:carol")
     assert earlier.height > 0 and earlier["batch"].max() < by_people["batch"].min()
     assert [r.round for r in result.rounds] == [1, 2]
+
+
+def test_people_label_the_paused_flows_batch_in_a_browser_and_the_flow_trains_on_it(tmp_path):
+    """The issue's acceptance test: the tiny reward flow pauses for people; two annotators
+    label its batch on the annotation page in headless Chromium (keyboard only; some pairs go
+    to both); the page resumes the flow run through the Prefect API when the batch is complete;
+    the flow trains both RMs; `preference_pairs` holds what was clicked."""
+    from tasks.annotation.web import create_app, shown_order
+    from tests.e2e.test_annotation_page import press_and_submit
+    from tests.helpers.browser import chromium, screenshot, serve_app
+
+    db = f"sqlite:///{tmp_path / 'labels.db'}"
+    flow = FlowInThread(people_overrides(db, **{"reward.collection.people.double_share": 0.5}))
+    batch, run_id = wait_for_paused_batch(db, flow)
+    tokens = {"alice-token-0123456789": "alice", "bob-token-0123456789ab": "bob"}
+    # alice prefers the left response, "better", left safe / right unsafe; bob the opposite
+    keys = {"alice": (["1", "w"], ["a", "m"]), "bob": (["2", "e"], ["z", "k"])}
+    clicked: dict[tuple[str, str], dict] = {}
+    store = AnnotationStore(db)
+    items = {i["pair_id"]: i for i in store.items(batch)}
+    assert any(i["annotators_needed"] == 2 for i in items.values())
+    app = create_app(store, tokens)  # the default on_complete resumes the flow run
+    with serve_app(app) as base, chromium() as driver:
+        for who, (choice, safety) in keys.items():
+            token = next(t for t, i in tokens.items() if i == who)
+            driver.get(base + "/")
+            driver.find_element("id", "token").send_keys(token)
+            driver.find_element("id", "sign-in").click()
+            driver.find_element("link text", "label").click()
+            while "Nothing left for you" not in driver.page_source:
+                action = driver.find_element("id", "label-form").get_attribute("action")
+                pair = parse_qs(urlparse(action).query)["pair"][0]
+                safety_item = items[pair]["is_safety"]
+                if who == "alice" and safety_item and not any(k[1] == pair for k in clicked):
+                    screenshot(driver, "annotation-page-flow-batch.png")
+                press_and_submit(driver, choice + (safety if safety_item else []))
+                left, right = shown_order(pair, who)
+                clicked[who, pair] = {
+                    "preferred": left if choice[0] == "1" else right,
+                    "safe": {left: safety[0] == "a", right: safety[1] == "k"},
+                }
+            driver.find_element("xpath", "//button[text()='log out']").click()
+    store.close()
+    result = flow.join(600)  # resumed by the page, not by the test
+
+    assert {p for _, p in clicked} == set(items)
+    assert sum(who == "bob" for who, _ in clicked) == sum(
+        i["annotators_needed"] == 2 for i in items.values()
+    )
+    pairs = read_dataset(result.outputs["preference_pairs"])
+    excluded = read_dataset(result.outputs["preference_excluded"])
+    rows = {r["pair_id"]: r for r in pairs.to_dicts()}
+    dropped = {r["pair_id"]: r for r in excluded.to_dicts()}
+    assert "pairs_unlabelled" not in {r["reason"] for r in dropped.values()}
+    for pair, item in items.items():
+        alice = clicked["alice", pair]  # she labelled first: her label decides
+        chosen = item[f"response_{alice['preferred']}"]
+        other = "b" if alice["preferred"] == "a" else "a"
+        if pair in dropped:  # only the paper's rule may drop a labelled pair
+            assert dropped[pair]["reason"] == "pairs_chosen_unsafe"
+            assert item["is_safety"] and not alice["safe"][alice["preferred"]]
+            continue
+        row = rows[pair]
+        assert row["annotator"] == "person:alice"
+        assert (row["chosen"], row["rejected"]) == (chosen, item[f"response_{other}"])
+        assert row["rating"] == "better"
+        if item["is_safety"]:
+            assert row["chosen_safe"] == alice["safe"][alice["preferred"]]
+            assert row["rejected_safe"] == alice["safe"][other]
+    for rm in ("helpfulness", "safety"):
+        assert (Path(result.reward_models[rm]) / "model.safetensors").is_file()
+    from mlflow import MlflowClient
+
+    from tasks.config import load_config
+    from tasks.tracking import tracking_uri
+
+    metrics = (
+        MlflowClient(tracking_uri(load_config("tiny").run_dir))
+        .get_run(result.mlflow_run_id)
+        .data.metrics
+    )
+    double = sum(i["annotators_needed"] == 2 for i in items.values())
+    assert metrics["collect.agreement.pairs_double"] == double
+    both = [p for p, i in items.items() if i["annotators_needed"] == 2]
+    agree = sum(clicked["alice", p]["preferred"] == clicked["bob", p]["preferred"] for p in both)
+    assert metrics["collect.agreement.preferred"] == pytest.approx(agree / len(both))
+    assert metrics["collect.people.resumed_complete"] == 1.0
