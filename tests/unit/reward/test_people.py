@@ -153,3 +153,92 @@ def test_batch_id_is_stable_for_the_same_pairs_and_labels_digest_sees_a_revision
     first = [label("p1", "alice")]
     revised = [{**first[0], "revision": 2, "preferred": "a"}]
     assert people.labels_digest(first) != people.labels_digest(revised)
+
+
+def test_labels_step_mixes_people_and_rule_rows_scores_gold_and_keeps_gold_out(tmp_path):
+    """The step the flow runs after waiting, on a real store: with `mixed`, people's pairs carry
+    the person, the rest the rule annotator; gold pairs score the annotator and never become
+    rows; the rule annotator is scored against people on the same pairs."""
+    from prefect import flow
+
+    from tasks.annotation.store import AnnotationStore
+    from tasks.io import read_dataset
+    from tasks.judges.toxicity import ToxicityConfig
+    from tasks.reward.config import RewardConfig
+    from tasks.reward.steps import PAIRS, PAIRS_EXCLUDED, labels_step
+
+    c = CollectionConfig(annotator="mixed", people={"share": 0.5, "double_share": 1.0})
+    pairs = people.route(sampled(10, 6), c, seed=5)
+    n_people = sum(p["labelled_by"] == "people" for p in pairs)
+    assert 0 < n_people < len(pairs)
+    gold_file = tmp_path / "gold.jsonl"
+    gold_file.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"g{i}",
+                    "prompt": f"What is {i} plus 1?",
+                    "response_a": f"{i + 1}.",
+                    "response_b": "I don't know.",
+                    "preferred": "a",
+                    "rating": "significantly_better",
+                }
+            )
+            for i in range(2)
+        )
+    )
+    items = people.store_items(pairs, 1.0, 5) + people.read_gold(gold_file)
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    store = AnnotationStore(url)
+    batch = people.batch_id("reward", items)
+    store.add_batch(batch, items, title="reward 2026-W49")
+    for item in items:
+        safe = (True, False) if item["is_safety"] else (None, None)
+        for who, preferred in (("alice", "a"), ("bob", "b")):
+            if item["gold"] and who == "bob":
+                continue
+            if item["pair_id"] == "gold:g1":  # alice misses one gold pair
+                preferred = "b"
+            store.label(batch, item["pair_id"], who, preferred, "better", *safe)
+    labels = store.current_labels(batch)
+    store.close()
+    sampled_file = tmp_path / "sampled.json"
+    sampled_file.write_text(json.dumps(pairs))
+
+    @flow
+    def run():
+        return labels_step(
+            "reward",
+            str(sampled_file),
+            batch,
+            url,
+            RewardConfig(),
+            c,
+            ToxicityConfig(),
+            5,
+            str(tmp_path / "data"),
+            people.labels_digest(labels),
+            None,
+        )
+
+    out = run()
+    rows = read_dataset(out.outputs[PAIRS]).to_dicts()
+    excluded = read_dataset(out.outputs[PAIRS_EXCLUDED]).to_dicts()
+    assert len(rows) + len(excluded) == len(pairs)  # gold pairs are not rows
+    assert not any(r["pair_id"].startswith("gold:") for r in rows + excluded)
+    by_person = [r for r in rows if r["annotator"] == "person:alice"]
+    by_rule = [r for r in rows if r["annotator"].startswith("rule_annotator:")]
+    assert len(by_person) + len(by_rule) == len(rows) and by_person and by_rule
+    routed = {people.pair_id(p): p["labelled_by"] for p in pairs}
+    assert {routed[r["pair_id"]] for r in by_person} == {"people"}
+    assert {routed[r["pair_id"]] for r in by_rule} == {"rule"}
+    stats = out.stats
+    assert stats["collect.gold.alice.n"] == 2
+    assert stats["collect.gold.alice.preferred"] == 0.5
+    assert stats["collect.agreement.pairs_double"] == n_people
+    assert stats["collect.agreement.preferred"] == 0.0  # alice always a, bob always b
+    # the rule annotator against both people on the people's pairs (gold pairs excluded)
+    assert stats["collect.rule_vs_people.n"] == 2 * n_people
+    assert stats["collect.people.pairs"] == len(by_person) + sum(
+        e["annotator"] == "person:alice" for e in excluded
+    )
