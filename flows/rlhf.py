@@ -36,7 +36,7 @@ DESCRIPTION = (
 register_round = register_step.with_options(name="register_round")
 
 
-def _round_description(r: int, ppo: bool, refresh: bool) -> str:
+def _round_description(r: int, ppo: bool, refresh: bool, method: str = "ppo") -> str:
     parts = (
         ["refresh both RMs on a fresh batch from the newest policy"]
         if refresh
@@ -44,7 +44,7 @@ def _round_description(r: int, ppo: bool, refresh: bool) -> str:
     )
     parts.append("rejection sampling")
     if ppo:
-        parts.append("PPO on top of the rejection-sampling model")
+        parts.append(f"{method.upper()} on top of the rejection-sampling model")
     return f"RLHF-V{r}: " + ", then ".join(parts) + "."
 
 
@@ -87,9 +87,19 @@ def rlhf_flow(
         for r in range(1, l.rounds + 1):
             label, ppo = f"v{r}", r >= l.ppo_from
             with stage_run(
-                cfg, f"rlhf-v{r}", tracker.run_id, flow_run.id, _round_description(r, ppo, r >= 2)
+                cfg,
+                f"rlhf-v{r}",
+                tracker.run_id,
+                flow_run.id,
+                _round_description(r, ppo, r >= 2, l.method),
             ) as rt:
-                rt.set_tags({"rlhf.round": str(r), "rlhf.ppo": str(ppo)})
+                rt.set_tags(
+                    {
+                        "rlhf.round": str(r),
+                        "rlhf.ppo": str(ppo and l.method == "ppo"),
+                        "rlhf.policy_step": l.method if ppo else "none",
+                    }
+                )
                 if r >= 2:
                     round_models = {"latest": policy, "previous": previous, "sft": sft_dir}
                     people = None
@@ -171,7 +181,23 @@ def rlhf_flow(
                 )
                 log_step(rt, tuned)
                 new_policy, how = tuned.models["model"], "rejection sampling"
-                if ppo:
+                if ppo and l.method == "dpo":  # DPO on the round's pairs instead of PPO
+                    trained = run(
+                        steps.dpo_step,
+                        r,
+                        new_policy,
+                        pairs,
+                        tokenizer,
+                        l.dpo,
+                        seed,
+                        run_dir,
+                        rt.run_id,
+                        label=label,
+                    )
+                    rt.log_metrics(trained.stats)
+                    new_policy = trained.models["model"]
+                    how = f"rejection sampling, then DPO ({trained.notes['stopped']})"
+                elif ppo:
                     trained = run(
                         steps.ppo_step,
                         r,

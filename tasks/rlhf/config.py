@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.reward.config import CollectionConfig
+from tasks.rlhf.dpo import DPOConfig
 from tasks.rlhf.ppo import PPOConfig
 from tasks.training.finetune import FinetuneConfig
 
@@ -71,6 +74,10 @@ class RlhfConfig(BaseModel):
             iterations=200, batch_size=512, minibatch_size=64, max_new_tokens=48
         )
     )
+    # the policy step of rounds >= ppo_from, after rejection sampling: PPO against the
+    # safety-gated reward, or DPO on the round's preference pairs (no reward model in the loop)
+    method: Literal["ppo", "dpo"] = "ppo"
+    dpo: DPOConfig = DPOConfig()
     ppo_prompts: PromptCounts = PromptCounts(helpfulness=512, safety=512)
     validation_prompts: PromptCounts = PromptCounts(helpfulness=32, safety=32)  # PPO early stop
     evaluation: RoundEvalConfig = RoundEvalConfig()

@@ -38,6 +38,7 @@ from tasks.reward.config import CollectionConfig, RewardConfig
 from tasks.reward.steps import PAIRS, PAIRS_EXCLUDED, train_reward_model
 from tasks.rlhf import rejection
 from tasks.rlhf.config import RejectionConfig
+from tasks.rlhf.dpo import DPOConfig
 from tasks.rlhf.ppo import PPOConfig, train_ppo
 from tasks.rlhf.rounds import (
     as_prompt,
@@ -414,4 +415,71 @@ def ppo_step(
         stats={f"ppo.{k}": float(v) for k, v in flat.items()},
         models={"model": str(folder)},
         notes={"stopped": str(stats.get("stopped"))},
+    )
+
+
+@cached_task("dpo", ignore=("mlflow_run_id",))
+def dpo_step(
+    round_: int,
+    start_dir: str,
+    pairs: Manifest,
+    tokenizer_model: str,
+    dpo: DPOConfig,
+    seed: int,
+    run_dir: str,
+    mlflow_run_id: str,
+) -> StepOutput:
+    """DPO from the round's rejection-sampling model on the round's preference pairs (train
+    split, `dpo.kinds`), with that same starting model as the frozen reference
+    (tasks/rlhf/dpo.py)."""
+    from models.losses import margins_for
+    from tasks.reward.data import encode_pairs
+    from tasks.rlhf.dpo import dpo_train
+
+    processor = load_tokenizer(tokenizer_model)
+    rows = [
+        r
+        for r in read_dataset(pairs).to_dicts()
+        if r["split"] == "train" and r["kind"] in dpo.kinds
+    ]
+    if not rows:
+        raise ValueError(f"RLHF-V{round_} DPO: no train pairs of kinds {dpo.kinds} in {pairs.path}")
+    t = dpo.training.train
+    margins = margins_for([r["rating"] for r in rows], dpo.margin).tolist()
+    encoded, too_long, _ = encode_pairs(rows, processor, t.seq_len, margins)
+    key = parts_key(
+        sha256_of(Path(start_dir) / MODEL_FILE), pairs.sha256, dpo.model_dump_json(), str(seed)
+    )
+    out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-dpo-{key}"
+    set_aside_if_forced(out_dir)
+    get_run_logger().info(
+        "RLHF-V%d DPO: %d pairs (%d too long for seq_len %d), beta %.3g, margin %s, into %s",
+        round_,
+        len(encoded),
+        len(too_long),
+        t.seq_len,
+        dpo.beta,
+        dpo.margin,
+        out_dir,
+    )
+    reference = load_model(Path(start_dir))
+    logger = attach_run(Path(run_dir), mlflow_run_id)
+    policy, stats = dpo_train(
+        reference, encoded, dpo, 0, PrefixedLogger(logger, f"v{round_}_dpo/"), out_dir
+    )
+    plain = load_model(Path(start_dir))
+    plain.load_state_dict(policy.state_dict())  # a plain Llama: the folder loads as any policy
+    folder = save_model_folder(
+        plain,
+        out_dir / "model",
+        {"dpo": json.loads(dpo.model_dump_json()), "round": round_, "started_from": start_dir},
+    )
+    flat = {
+        k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    flat.update(pairs=len(encoded), too_long=len(too_long))
+    return StepOutput(
+        stats={f"dpo.{k.removeprefix('dpo.')}": float(v) for k, v in flat.items()},
+        models={"model": str(folder)},
+        notes={"stopped": f"{len(encoded)} pairs, beta {dpo.beta}"},
     )
