@@ -5,6 +5,8 @@ margin ablation."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from models.reward import RewardModel
 from models.seeding import seeded
 from tasks.caching import cached_task
 from tasks.chat.tokenizer import load_tokenizer
+from tasks.distributed.launch import run_ranks
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotator, judge_all
@@ -34,7 +37,7 @@ from tasks.reward.evaluate import (
     score_pairs,
     unsafe_recall_precision,
 )
-from tasks.tracking import PrefixedLogger, attach_run, register_model
+from tasks.tracking import InMemoryLogger, PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.loop import train
 from tasks.training.model_io import HEAD_FILE, export_model, load_model, load_reward_model
@@ -256,7 +259,40 @@ def train_reward_model(
     mlflow_run_id: str,
     label: str,
 ) -> tuple[dict, Path]:
-    """Data mix -> chat-format pairs -> RewardModel from the SFT weights -> the shared loop."""
+    """Data mix -> chat-format pairs -> RewardModel from the SFT weights -> the shared loop.
+    With `rm_cfg.training.launch` set to a launcher, the same function runs on N ranks
+    (tasks/distributed/launch.py): rank 0 logs to MLflow and exports the model."""
+    pairs = Manifest.model_validate(pairs)  # a dict where a launched rank calls it
+    rm_cfg = RewardModelConfig.model_validate(rm_cfg)
+    launch = rm_cfg.training.launch
+    rank = int(os.environ.get("RANK", "0"))
+    key = parts_key(
+        pairs.sha256, rm, rm_cfg.model_dump_json(), sha256_of(Path(sft_dir) / MODEL_FILE), str(seed)
+    )
+    out_dir = (
+        Path(run_dir) / "artifacts" / "reward" / f"{label}-{key}"
+    )  # keyed by inputs: resumable
+    if launch.distributed and "RANK" not in os.environ:  # the task: start the ranks, wait
+        set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
+        stats, folder = run_ranks(
+            "tasks.reward.steps:train_reward_model",
+            {
+                "pairs": pairs.model_dump(mode="json"),
+                "rm": rm,
+                "rm_cfg": rm_cfg.model_dump(mode="json"),
+                "sft_dir": sft_dir,
+                "tokenizer_model": tokenizer_model,
+                "safety_share": safety_share,
+                "seed": seed,
+                "run_dir": run_dir,
+                "mlflow_run_id": mlflow_run_id,
+                "label": label,
+            },
+            launch,
+            out_dir / "launch",
+            log=_log,
+        )
+        return stats, Path(folder)
     processor = load_tokenizer(tokenizer_model)
     rows, mix_stats = data_mix(
         read_dataset(pairs).to_dicts(), rm, seed, safety_share, rm_cfg.other_pairs
@@ -270,40 +306,43 @@ def train_reward_model(
         model = RewardModel.from_llama(
             load_model(Path(sft_dir)), aux_weight=rm_cfg.safety_aux_weight
         )
-    key = parts_key(
-        pairs.sha256, rm, rm_cfg.model_dump_json(), sha256_of(Path(sft_dir) / MODEL_FILE), str(seed)
-    )
-    out_dir = (
-        Path(run_dir) / "artifacts" / "reward" / f"{label}-{key}"
-    )  # keyed by inputs: resumable
-    get_run_logger().info(
-        "%s RM: %d pairs (%d too long), %d steps, into %s",
-        rm,
-        len(encoded),
-        len(too_long),
-        run_cfg.max_steps,
-        out_dir,
-    )
-    logger = attach_run(Path(run_dir), mlflow_run_id)
-    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
-    stats = train(model, batches, run_cfg, PrefixedLogger(logger, f"{label}/"), out_dir)
-    folder = export_model(Path(stats["checkpoint"]), out_dir / "model")
-    (folder / HEAD_FILE).write_text(
-        json.dumps(
-            {
-                "head": "reward",
-                "rm": rm,
-                "margin": rm_cfg.margin,
-                "safety_aux_weight": rm_cfg.safety_aux_weight,
-            }
+    if rank == 0:
+        _log(
+            f"{rm} RM: {len(encoded)} pairs ({len(too_long)} too long), "
+            f"{run_cfg.max_steps} steps, into {out_dir}"
         )
-    )
+    if not launch.distributed:
+        set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
+    logger = attach_run(Path(run_dir), mlflow_run_id) if rank == 0 else InMemoryLogger()
+    stats = train(model, batches, run_cfg, PrefixedLogger(logger, f"{label}/"), out_dir)
+    folder = out_dir / "model"
+    if rank == 0:
+        export_model(Path(stats["checkpoint"]), folder)
+        (folder / HEAD_FILE).write_text(
+            json.dumps(
+                {
+                    "head": "reward",
+                    "rm": rm,
+                    "margin": rm_cfg.margin,
+                    "safety_aux_weight": rm_cfg.safety_aux_weight,
+                }
+            )
+        )
     out = {
         **{f"mix.{k}": v for k, v in mix_stats.items()},
         **{f"encode.{k}": v for k, v in enc_stats.items()},
         **{k: v for k, v in stats.items() if isinstance(v, (int, float))},
     }
     return {f"{label}.{k}": float(v) for k, v in out.items()}, folder
+
+
+def _log(message: str) -> None:
+    """To the Prefect task's log inside a run, else to this module's logger (a launched rank)."""
+    try:
+        get_run_logger().info(message)
+    except Exception:  # noqa: BLE001 - MissingContextError outside a run
+        logging.getLogger(__name__).info(message)
+        print(message, flush=True)
 
 
 def _train_task(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from models.llama import Llama
 from tasks.chat.config import FormatConfig
 from tasks.chat.format import MaskStrategy, Packed, pack_examples, tokenize_dialogue
+from tasks.distributed.launch import LaunchConfig
 from tasks.tracking import MetricLogger
 from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches
@@ -52,6 +53,10 @@ class FinetuneConfig(BaseModel):
     min_warmup_steps: int = Field(0, ge=0)  # reward models: "3 % of steps (at least 5)", §3.2.2
     max_steps: int | None = Field(None, gt=0)  # cap (e.g. for tests); None = from epochs
     train: TrainConfig = Field(default_factory=_sft_train_defaults)
+    # in the task's process (default), or N ranks under torchrun / deepspeed
+    # (tasks/distributed/launch.py); train.batch_size stays per rank: the global batch is
+    # batch_size x grad_accum_steps x nproc
+    launch: LaunchConfig = LaunchConfig()
 
     @field_validator("train", mode="before")
     @classmethod

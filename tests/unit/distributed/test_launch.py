@@ -1,0 +1,130 @@
+"""SLOW (about a minute): the launcher for distributed steps, for real under torchrun with two
+gloo ranks on CPU: rank 0's result comes back and the ranks' output streams into the log; a
+failing rank fails the step with its own error and no rank hangs; and a reward model trained
+on two ranks with the same global batch ends with the weights of the one-process run."""
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tasks.distributed.launch import LaunchConfig, RankFailed, run_ranks
+from tasks.io import write_dataset
+from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig
+from tasks.judges.toxicity import ProfanityCheckScorer
+from tasks.preferences.collect import annotate
+from tasks.records import dialogue_frame
+from tasks.reward.config import RewardModelConfig
+from tasks.reward.steps import PAIRS, train_reward_model
+from tasks.tracking import tracking_uri
+from tasks.training.checkpoint import load_weights
+from tasks.training.model_io import save_model_folder
+from tests.unit.reward.test_data import sp  # noqa: F401 - the small tokenizer fixture
+from tests.unit.reward.test_people import sampled
+
+pytestmark = pytest.mark.slow
+TWO = LaunchConfig(launcher="torchrun", nproc=2)
+
+
+def test_rank0_result_comes_back_and_output_is_streamed(tmp_path):
+    lines = []
+    got = run_ranks(
+        "tests.unit.distributed.rank_work:ranks_sum", {"value": 10}, TWO, tmp_path, lines.append
+    )
+    assert got["world"] == 2 and got["rank"] == 0
+    assert got["sum"] == (0 + 10) + (1 + 10)
+    assert any("rank 1 of 2: sum 21.0" in line for line in lines)  # rank 1's print reached us
+
+
+def test_a_failing_rank_fails_the_step_with_its_error_and_nothing_hangs(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(
+        RankFailed, match=r"rank 1 of 2 failed .*ValueError: rank 1 found a broken shard"
+    ):
+        run_ranks(
+            "tests.unit.distributed.rank_work:one_rank_fails",
+            {"bad_rank": 1},
+            TWO,
+            tmp_path,
+            lambda _: None,
+        )
+    assert time.monotonic() - started < 120  # rank 0 was stopped, not left in its all_reduce
+
+
+def _pairs_manifest(tmp_path):
+    pairs = sampled(12, 8)
+    annotator = RuleAnnotator(RuleAnnotatorConfig(), ProfanityCheckScorer())
+    rows, _, _ = annotate(
+        pairs,
+        [f"The answer to {p['prompt_id']} is {i}." for i, p in enumerate(pairs)],
+        [f"I do not know {i}." for i, _ in enumerate(pairs)],
+        annotator,
+        seed=3,
+    )
+    return write_dataset(dialogue_frame(rows, PAIRS), PAIRS, tmp_path / "data")
+
+
+def _sft_folder(tmp_path, vocab: int) -> str:
+    from models.llama import Llama, tiny
+
+    torch.manual_seed(0)
+    return str(save_model_folder(Llama(tiny(vocab)), tmp_path / "sft", {}))
+
+
+def _train(tmp_path, name, sp_path, pairs, sft, batch_size, launch):
+    run_dir = tmp_path / name
+    client = MlflowClient(tracking_uri(run_dir))
+    run = client.create_run(client.create_experiment(name))
+    cfg = RewardModelConfig(
+        registered_model="test-rm",
+        training={
+            "max_steps": 4,
+            "warmup_ratio": 0.0,
+            "train": {
+                "batch_size": batch_size,
+                "seq_len": 96,
+                "lr": 1e-3,
+                "threads": 1,
+                "log_every": 1,
+                "checkpoint_every": 0,
+                "eval_every": 0,
+            },
+            "launch": launch,
+        },
+    )
+    stats, folder = train_reward_model(
+        pairs, "helpfulness", cfg, sft, sp_path, 0.9, 1234, str(run_dir), run.info.run_id, "rm"
+    )
+    return stats, folder, run.info.run_id, client.get_run(run.info.run_id).data.params
+
+
+def test_reward_model_on_two_ranks_matches_one_rank_with_the_same_global_batch(tmp_path, sp):  # noqa: F811
+    pairs = _pairs_manifest(tmp_path)
+    sft = _sft_folder(tmp_path, sp.vocab_size())
+    one_stats, one_folder, one_run, one_params = _train(tmp_path, "one", sp.path, pairs, sft, 4, {})
+    two_stats, two_folder, two_run, two_params = _train(
+        tmp_path, "two", sp.path, pairs, sft, 2, {"launcher": "torchrun", "nproc": 2}
+    )
+    assert one_stats["rm.steps"] == two_stats["rm.steps"] == 4
+    assert two_stats["rm.train_loss"] == pytest.approx(one_stats["rm.train_loss"], rel=1e-4)
+    # the same global batch: the step-by-step loss curves logged to MLflow agree
+    histories = [
+        [
+            m.value
+            for m in MlflowClient(tracking_uri(tmp_path / name)).get_metric_history(run, "rm/loss")
+        ]
+        for name, run in (("one", one_run), ("two", two_run))
+    ]
+    assert len(histories[0]) == 4
+    assert histories[1] == pytest.approx(histories[0], rel=1e-4)
+    assert two_params["rm/world_size"] == "2" and one_params["rm/world_size"] == "1"
+    from models.llama import tiny
+    from models.reward import RewardModel
+
+    a, b = RewardModel(tiny(sp.vocab_size())), RewardModel(tiny(sp.vocab_size()))
+    load_weights(a, Path(one_folder) / "model.safetensors")
+    load_weights(b, Path(two_folder) / "model.safetensors")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=name)
