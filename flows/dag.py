@@ -39,18 +39,30 @@ EDGES: dict[str, tuple[str, ...]] = {
         "pretrain.train_model",
         "pretrain.import_base",
     ),
-    "reward.train_helpfulness_rm": ("reward.collect_preferences",),
-    "reward.train_safety_rm": ("reward.collect_preferences",),
+    # reward.collection.annotator people|mixed: the pairs go to people, the flow waits, the labels
+    # become the pairs (rounds' refresh batches run the same two tasks under rlhf)
+    "reward.queue_for_people": (
+        "sft.curate",
+        "sft.train_base",
+        "sft.train_gatt",
+        "pretrain.train_model",
+        "pretrain.import_base",
+    ),
+    "reward.labels_to_pairs": ("reward.queue_for_people",),
+    "reward.train_helpfulness_rm": ("reward.collect_preferences", "reward.labels_to_pairs"),
+    "reward.train_safety_rm": ("reward.collect_preferences", "reward.labels_to_pairs"),
     "reward.evaluate_rms": ("reward.train_helpfulness_rm", "reward.train_safety_rm"),
-    "reward.margin_ablation": ("reward.collect_preferences",),
+    "reward.margin_ablation": ("reward.collect_preferences", "reward.labels_to_pairs"),
     # one node per task for all rounds: round r's tasks read round r-1's policy, so forcing any
     # RLHF task re-runs it in every round and everything after it
     "rlhf.refresh_reward_models": (
         "reward.collect_preferences",
+        "reward.labels_to_pairs",
         "sft.curate",
         "sft.train_gatt",
         "rlhf.rs_finetune",
         "rlhf.ppo",
+        "rlhf.dpo",
     ),
     "rlhf.rejection_sample": (
         "reward.train_helpfulness_rm",
@@ -59,6 +71,7 @@ EDGES: dict[str, tuple[str, ...]] = {
         "sft.train_gatt",
         "rlhf.rs_finetune",
         "rlhf.ppo",
+        "rlhf.dpo",
     ),
     "rlhf.rs_finetune": ("rlhf.rejection_sample",),
     "rlhf.ppo": (
@@ -67,10 +80,17 @@ EDGES: dict[str, tuple[str, ...]] = {
         "reward.train_helpfulness_rm",
         "reward.train_safety_rm",
     ),
-    "rlhf.register_round": ("rlhf.rs_finetune", "rlhf.ppo"),
+    "rlhf.dpo": (  # rlhf.method dpo: instead of rlhf.ppo
+        "rlhf.rs_finetune",
+        "rlhf.refresh_reward_models",
+        "reward.collect_preferences",
+        "reward.labels_to_pairs",
+    ),
+    "rlhf.register_round": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.dpo"),
     "rlhf.evaluate_rounds": (
         "rlhf.rs_finetune",
         "rlhf.ppo",
+        "rlhf.dpo",
         "rlhf.refresh_reward_models",
         "reward.train_helpfulness_rm",
         "reward.train_safety_rm",
@@ -79,6 +99,7 @@ EDGES: dict[str, tuple[str, ...]] = {
     "distill.distill_data": (
         "rlhf.rs_finetune",
         "rlhf.ppo",
+        "rlhf.dpo",
         "rlhf.refresh_reward_models",
         "reward.train_safety_rm",
         "sft.curate",
@@ -91,6 +112,7 @@ EDGES: dict[str, tuple[str, ...]] = {
         "distill.distill_finetune",
         "rlhf.rs_finetune",
         "rlhf.ppo",
+        "rlhf.dpo",
         "rlhf.refresh_reward_models",
         "reward.train_helpfulness_rm",
         "reward.train_safety_rm",

@@ -1,4 +1,5 @@
-"""The whole recipe as one flow: each stage a subflow, one parent MLflow run over all of them."""
+"""The whole recipe as one flow: each stage a subflow, one parent MLflow run over all of them;
+after the report, the promotion gate on the final model version (flows/promote.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import uuid
 
 import polars as pl
 from prefect import flow
+from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
 from flows.corpus import corpus_flow
@@ -13,11 +15,13 @@ from flows.dag import expand_reruns
 from flows.distill import distill_flow
 from flows.evaluate import evaluate_flow
 from flows.pretrain import pretrain_flow
+from flows.promote import promotion_gate
 from flows.results import PipelineResult
 from flows.reward import reward_flow
 from flows.rlhf import rlhf_flow
 from flows.sft import sft_flow
 from flows.tokenizer import tokenizer_flow
+from tasks import prefect_artifacts
 from tasks.config import load_config
 from tasks.mlflow_runs import CONFIG_TAG, config_sha256
 from tasks.report.build import build_report
@@ -26,8 +30,7 @@ from tasks.tracking import git_commit, open_run, tracking_uri
 
 DESCRIPTION = (
     "Llama 2 recipe pipeline run: corpus -> tokenizer -> pretrain -> sft -> reward -> rlhf -> "
-    "distill -> evaluate "
-    "(later stages join as they land)."
+    "distill -> evaluate -> promotion gate."
 )
 
 
@@ -48,7 +51,7 @@ def pipeline_flow(
         f"pipeline {cfg.preset} {short}",
         {
             "stage": "pipeline",
-            "prefect.flow_run_id": str(flow_run.id or ""),
+            **prefect_artifacts.flow_run_tags(flow_run.id),
             CONFIG_TAG: config_sha256(cfg),
         },
         description=DESCRIPTION,
@@ -67,10 +70,25 @@ def pipeline_flow(
             cfg.run_dir / "reports" / f"report-{parent.run_id[:8]}.html",
         )
         parent.log_artifact(report, "report")
+        if result.evaluate is not None:
+            outcome = promotion_gate(cfg, result.evaluate, str(report))
+            if outcome is not None:
+                parent.set_tags(
+                    {
+                        "promotion.model_version": f"{outcome.registered_model}/"
+                        f"{outcome.model_version} ({outcome.version})",
+                        "promotion.decision": outcome.decision,
+                    }
+                )
+    except Pause:  # suspended for a person's decision: the resumed flow run continues this run
+        parent.set_tags({"promotion.decision": "waiting for a person (flow run suspended)"})
+        parent.close("FINISHED")
+        raise
     except BaseException:
         parent.close("FAILED")
         raise
     parent.close("FINISHED")
+    prefect_artifacts.publish_stage(parent, "pipeline", DESCRIPTION, "FINISHED")
     return result.model_copy(
         update={
             "mlflow_run_id": parent.run_id,

@@ -30,6 +30,7 @@ from tasks.evaluate.config import EvaluateConfig
 from tasks.judges.toxicity import ToxicityConfig
 from tasks.pretrain.base_config import BaseModelConfig
 from tasks.pretrain.shards import ShardConfig
+from tasks.promotion import PromotionConfig
 from tasks.reward.config import RewardConfig
 from tasks.rlhf.config import RlhfConfig
 from tasks.runtime import PROJECT_ROOT, RUN_DIR_ENV
@@ -117,6 +118,8 @@ class RecipeConfig(StrictModel):
     rlhf: RlhfConfig = RlhfConfig()
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    # the gate after evaluation: thresholds, then `candidate` / `champion` (tasks/promotion.py)
+    promotion: PromotionConfig = PromotionConfig()
 
     def resolved(self) -> "RecipeConfig":
         """Relative paths become absolute (against the project root); env overrides apply."""

@@ -2,7 +2,9 @@
 
 The default store is SQLite plus an artifact folder under the run directory
 (`MLFLOW_TRACKING_URI` overrides it). The pipeline is the parent run; each stage flow is a
-nested run (tag `mlflow.parentRunId`) tagged with its Prefect flow-run id. Runs are driven
+nested run (tag `mlflow.parentRunId`) tagged with its Prefect flow-run id (and the flow run's
+Prefect UI URL when there is a Prefect server). A stage run's tables, summary and a link to it
+are also published as Prefect artifacts (tasks/prefect_artifacts.py). Runs are driven
 through `MlflowClient` with explicit run ids rather than the fluent API's thread-local
 "active run", so logging works from any thread Prefect runs code in.
 """
@@ -22,7 +24,7 @@ from typing import Any, Iterator, Protocol
 
 import polars as pl
 
-from tasks import mlflow_runs
+from tasks import mlflow_runs, prefect_artifacts
 from tasks.hashing import sha256_of
 from tasks.io import Manifest, read_dataset
 from tasks.results import StepOutput
@@ -79,12 +81,15 @@ class InMemoryLogger:
 
 
 class MlflowLogger:
-    """One MLflow run, addressed by id through `MlflowClient`."""
+    """One MLflow run, addressed by id through `MlflowClient`. With `stage` (a stage's run,
+    see `stage_run`), each logged table is also a Prefect table artifact `<stage>-<name>`."""
 
-    def __init__(self, client, run_id: str, tables_dir: Path):
+    def __init__(self, client, run_id: str, tables_dir: Path, stage: str | None = None):
         self.client = client
         self.run_id = run_id
         self._tables_dir = tables_dir
+        self.stage = stage
+        self.published_tables: list[str] = []  # artifact keys of the tables published
 
     @property
     def artifact_uri(self) -> str:
@@ -119,6 +124,9 @@ class MlflowLogger:
         path = folder / f"{name}.csv"
         df.write_csv(path)
         self.client.log_artifact(self.run_id, str(path), "tables")
+        key = self.stage and prefect_artifacts.publish_table(self.stage, name, df)
+        if key:
+            self.published_tables.append(key)
 
     def log_dataset(self, manifest, context):
         import mlflow.data
@@ -331,26 +339,34 @@ def _param_value(value: Any) -> str:
 def stage_run(
     cfg, stage: str, parent_run_id: str | None, flow_run_id: str | None, description: str
 ) -> Iterator[MlflowLogger]:
-    """A nested MLflow run for one stage; closed FAILED if the stage raises."""
+    """A nested MLflow run for one stage; closed FAILED if the stage raises. Inside a Prefect
+    flow run, the stage's summary and a link to the run are published as artifacts on close."""
+    flow_tags = prefect_artifacts.flow_run_tags(flow_run_id)
     logger = open_run(
         cfg.run_dir,
         cfg.preset,
         run_name=stage,
         tags={
             "stage": stage,
-            "prefect.flow_run_id": str(flow_run_id or ""),
+            **flow_tags,
             mlflow_runs.CONFIG_TAG: mlflow_runs.config_sha256(cfg),
         },
         parent_run_id=parent_run_id,
         description=description,
         continue_flow_run=parent_run_id is None,  # a retried stage flow run keeps its run
     )
+    logger.stage = stage
+    url_tag = prefect_artifacts.FLOW_RUN_URL_TAG
+    if url_tag in flow_tags:  # a continued run (a Prefect retry) keeps its link up to date
+        logger.set_tags({url_tag: flow_tags[url_tag]})
     try:
         yield logger
     except BaseException:
         logger.close("FAILED")
+        prefect_artifacts.publish_stage(logger, stage, description, "FAILED")
         raise
     logger.close("FINISHED")
+    prefect_artifacts.publish_stage(logger, stage, description, "FINISHED")
 
 
 def log_step(

@@ -110,3 +110,15 @@ def sample_chats(
             "",
         ]
     return "\n".join(lines)
+
+
+def generation_batches(
+    prompt_lengths: list[int], window: int, max_new_tokens: int, batch_size: int = 32
+) -> list[tuple[int, list[int]]]:
+    """The batches `make_answer_status_fn` generates, as (start, context indices): the contexts
+    whose prompt plus `max_new_tokens` fits `window`, in input order, cut into `batch_size`
+    chunks; the batch at `start` samples with seed + start. Sharded answering
+    (tasks/chat/sharded.py) hands whole batches to the ranks, so every batch has the rows (the
+    padding) and the seed it has in one process. Keep in step with make_answer_status_fn."""
+    fits = [i for i, n in enumerate(prompt_lengths) if n + max_new_tokens <= window]
+    return [(start, fits[start : start + batch_size]) for start in range(0, len(fits), batch_size)]

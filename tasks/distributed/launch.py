@@ -146,3 +146,25 @@ def run_ranks(
     if not result.exists():
         raise RankFailed(f"rank 0 of {fn} wrote no {RESULT_FILE} in {work_dir}")
     return json.loads(result.read_text())["result"]
+
+
+def start_ranks_here(launch: LaunchConfig) -> bool:
+    """True in the Prefect task of a launched step (it starts the ranks); False in a rank (the
+    launcher set RANK) and for steps that run in the task's process."""
+    return launch.distributed and "RANK" not in os.environ
+
+
+def rank() -> int:
+    """This process's rank in a launched step (0 outside one)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def step_log(message: str) -> None:
+    """To the Prefect task's log inside a run, else to stdout (a launched rank: the launcher
+    streams it into the task's log)."""
+    try:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().info(message)
+    except Exception:  # noqa: BLE001 - MissingContextError outside a run
+        print(message, flush=True)

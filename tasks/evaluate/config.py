@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.distributed.launch import LaunchConfig
+
 
 class EvaluateConfig(BaseModel):
     """Held-out prompt sets (none of them trained on) and the judges' thresholds."""
@@ -24,3 +26,6 @@ class EvaluateConfig(BaseModel):
     toxicity_threshold: float = Field(0.5, gt=0, lt=1)
     max_new_tokens: int = Field(64, gt=0)
     batch_size: int = Field(32, gt=0)
+    # answering on N ranks (tasks/chat/sharded.py): whole generation batches per rank, so the
+    # greedy answers (and eval_results) are those of one process
+    launch: LaunchConfig = LaunchConfig()

@@ -18,11 +18,13 @@ the rule annotator (a stand-in for people; violation when it labels the answer u
 refusal rule, the toxicity scorer and `truthful_match` (one `judge`, tasks/judges/judge.py).
 `eval_prompts` builds the prompts once (tasks/evaluate/prompts.py) and writes the source rows it
 could not read to quarantine; `evaluate_version` is one cached task per version; `summarize`
-turns the rows into one table (tasks/evaluate/summary.py).
+turns the rows into one table (tasks/evaluate/summary.py). With `evaluate.launch` a version's
+answers come from N ranks (tasks/chat/sharded.py), the same greedy answers as one process.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -30,7 +32,9 @@ from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
 from tasks.chat.answer import cutoff_share, make_answer_status_fn
+from tasks.chat.sharded import sharded_answers
 from tasks.chat.tokenizer import load_tokenizer
+from tasks.distributed.launch import start_ranks_here, step_log
 from tasks.evaluate.config import EvaluateConfig
 from tasks.evaluate.prompts import eval_prompts, prompts_json
 from tasks.evaluate.summary import summary_png, summary_table
@@ -96,10 +100,28 @@ def evaluate_version_step(
 ) -> StepOutput:
     """One version's greedy answers to every evaluation prompt, judged."""
     processor = load_tokenizer(tokenizer_model)
-    answer = make_answer_status_fn(
-        load_model(Path(model_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
-    )
-    answers, ended = answer([(p["system"], p["turns"]) for p in prompts], seed)
+    contexts = [(p["system"], p["turns"]) for p in prompts]
+    if start_ranks_here(cfg.launch):  # whole generation batches per rank: the same answers
+        Path(data_dir).mkdir(parents=True, exist_ok=True)  # shared by the nodes of a cluster
+        with tempfile.TemporaryDirectory(prefix=".answers-", dir=data_dir) as work:
+            answers, ended = sharded_answers(
+                model_dir,
+                tokenizer_model,
+                contexts,
+                cfg.max_new_tokens,
+                0.0,
+                1.0,
+                seed,
+                cfg.launch,
+                Path(work),
+                step_log,
+                cfg.batch_size,
+            )
+    else:
+        answer = make_answer_status_fn(
+            load_model(Path(model_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
+        )
+        answers, ended = answer(contexts, seed)
     fits = [i for i, a in enumerate(answers) if a is not None]
     kept = [prompts[i] for i in fits]
     scorer = load_scorer(rms, processor, rm_seq_len)

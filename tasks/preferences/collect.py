@@ -33,6 +33,7 @@ from typing import Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from data_contracts.preference_excluded import EXCLUDED_BIN
+from tasks.distributed.launch import LaunchConfig
 from tasks.judges.annotator import judge_all, safety_bin
 from tasks.records import assign_split
 
@@ -93,6 +94,9 @@ class CollectionConfig(BaseModel):
     max_new_tokens: int = Field(48, gt=0)
     test_frac: float = Field(0.2, ge=0, lt=1)  # held-out test split per batch, by prompt
     label_files: list[LabelFile] = []  # each becomes one more batch, after the collected ones
+    # sampling the responses on N ranks (tasks/chat/sharded.py), all batches in one launch:
+    # whole generation batches per rank with their one-process seeds, so the pairs are the same
+    launch: LaunchConfig = LaunchConfig()
 
 
 def read_label_files(cfg: CollectionConfig) -> tuple[list[dict], list[dict], dict[str, float]]:

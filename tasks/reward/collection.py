@@ -5,12 +5,15 @@ to the batches already collected) and what to do with the rows."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from tasks.chat.answer import make_answer_status_fn
 from tasks.chat.prompt import prompt_pool
+from tasks.chat.sharded import AnswerJob, answer_jobs
 from tasks.chat.tokenizer import load_tokenizer
+from tasks.distributed.launch import start_ranks_here
 from tasks.preferences import collect as pc
 from tasks.preferences.collect import CollectionConfig
 from tasks.training.model_io import load_model
@@ -28,25 +31,57 @@ def sample_batches(
     """Batches `first_batch .. first_batch + cfg.batches - 1` of planned prompts from the train
     prompts of `dialogues`, each with its two sampled responses: the planned prompt's fields
     plus `response_a`, `response_b` (None: the context did not fit) and `ended_a`, `ended_b`
-    (False: cut off at max_new_tokens). Nothing is judged here."""
+    (False: cut off at max_new_tokens). Nothing is judged here. With `cfg.launch` every
+    response of every batch comes from one launch of N ranks (tasks/chat/sharded.py): the same
+    responses as in one process."""
     missing = [v for v in cfg.variants if v not in models]
     if missing:
         raise ValueError(
             f"collection variants {missing} have no model; available: {sorted(models)}"
         )
-    processor = load_tokenizer(tokenizer_model)
-    loaded = {v: load_model(Path(models[v])) for v in cfg.variants}
-
-    def sampler(variant, temperature, contexts, s):
-        answer = make_answer_status_fn(
-            loaded[variant], processor, cfg.max_new_tokens, temperature, cfg.top_p
-        )
-        return answer(contexts, s)
-
     pool = prompt_pool(dialogues)
+    plans = [
+        (batch, pc.plan_batch(pool, cfg, batch, seed))
+        for batch in range(first_batch, first_batch + cfg.batches)
+    ]
+    if start_ranks_here(cfg.launch):
+        # record what sample_responses asks for, answer it all on the ranks, replay in order
+        jobs = []
+
+        def record(variant, temperature, contexts, s):
+            jobs.append(
+                AnswerJob(
+                    model_dir=str(models[variant]),
+                    contexts=contexts,
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=temperature,
+                    top_p=cfg.top_p,
+                    seed=s,
+                )
+            )
+            return [None] * len(contexts), [None] * len(contexts)
+
+        for batch, planned in plans:
+            pc.sample_responses(planned, record, seed + 1000 * batch)
+        with tempfile.TemporaryDirectory(prefix="collection-answers-") as work:
+            answered = iter(zip(jobs, answer_jobs(jobs, tokenizer_model, cfg.launch, work, log)))
+
+        def sampler(variant, temperature, contexts, s):
+            job, got = next(answered)
+            assert (job.seed, job.temperature, len(job.contexts)) == (s, temperature, len(contexts))
+            return got
+    else:
+        processor = load_tokenizer(tokenizer_model)
+        loaded = {v: load_model(Path(models[v])) for v in cfg.variants}
+
+        def sampler(variant, temperature, contexts, s):
+            answer = make_answer_status_fn(
+                loaded[variant], processor, cfg.max_new_tokens, temperature, cfg.top_p
+            )
+            return answer(contexts, s)
+
     sampled = []
-    for batch in range(first_batch, first_batch + cfg.batches):
-        planned = pc.plan_batch(pool, cfg, batch, seed)
+    for batch, planned in plans:
         a, b, ended_a, ended_b = pc.sample_responses(planned, sampler, seed + 1000 * batch)
         sampled += [
             {**p, "response_a": ra, "response_b": rb, "ended_a": ea, "ended_b": eb}

@@ -5,8 +5,6 @@ margin ablation."""
 from __future__ import annotations
 
 import json
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,8 @@ from models.reward import RewardModel
 from models.seeding import seeded
 from tasks.caching import cached_task
 from tasks.chat.tokenizer import load_tokenizer
-from tasks.distributed.launch import run_ranks
+from tasks.distributed.launch import rank as launched_rank
+from tasks.distributed.launch import run_ranks, start_ranks_here, step_log
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotator, judge_all
@@ -265,14 +264,14 @@ def train_reward_model(
     pairs = Manifest.model_validate(pairs)  # a dict where a launched rank calls it
     rm_cfg = RewardModelConfig.model_validate(rm_cfg)
     launch = rm_cfg.training.launch
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     key = parts_key(
         pairs.sha256, rm, rm_cfg.model_dump_json(), sha256_of(Path(sft_dir) / MODEL_FILE), str(seed)
     )
     out_dir = (
         Path(run_dir) / "artifacts" / "reward" / f"{label}-{key}"
     )  # keyed by inputs: resumable
-    if launch.distributed and "RANK" not in os.environ:  # the task: start the ranks, wait
+    if start_ranks_here(launch):  # the Prefect task: start the ranks and wait
         set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
         stats, folder = run_ranks(
             "tasks.reward.steps:train_reward_model",
@@ -290,7 +289,7 @@ def train_reward_model(
             },
             launch,
             out_dir / "launch",
-            log=_log,
+            log=step_log,
         )
         return stats, Path(folder)
     processor = load_tokenizer(tokenizer_model)
@@ -307,7 +306,7 @@ def train_reward_model(
             load_model(Path(sft_dir)), aux_weight=rm_cfg.safety_aux_weight
         )
     if rank == 0:
-        _log(
+        step_log(
             f"{rm} RM: {len(encoded)} pairs ({len(too_long)} too long), "
             f"{run_cfg.max_steps} steps, into {out_dir}"
         )
@@ -334,15 +333,6 @@ def train_reward_model(
         **{k: v for k, v in stats.items() if isinstance(v, (int, float))},
     }
     return {f"{label}.{k}": float(v) for k, v in out.items()}, folder
-
-
-def _log(message: str) -> None:
-    """To the Prefect task's log inside a run, else to this module's logger (a launched rank)."""
-    try:
-        get_run_logger().info(message)
-    except Exception:  # noqa: BLE001 - MissingContextError outside a run
-        logging.getLogger(__name__).info(message)
-        print(message, flush=True)
 
 
 def _train_task(

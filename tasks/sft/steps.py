@@ -15,6 +15,8 @@ from data_contracts import get_contract
 from tasks.caching import cached_task
 from tasks.chat.answer import make_answer_fn, sample_chats
 from tasks.chat.tokenizer import load_tokenizer
+from tasks.distributed.launch import rank as launched_rank
+from tasks.distributed.launch import run_ranks, start_ranks_here, step_log
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.toxicity import ToxicityConfig, make_scorer
@@ -32,8 +34,8 @@ from tasks.sft.gatt import build_gatt
 from tasks.sft.instructions import instruction_demos
 from tasks.sft.multiturn import eval_conversations, multiturn_recall, plot_recall
 from tasks.sft.tokenize import cap_adversarial, tokenize_rows
-from tasks.tracking import PrefixedLogger, attach_run
-from tasks.training.finetune import finetune
+from tasks.tracking import InMemoryLogger, PrefixedLogger, attach_run
+from tasks.training.finetune import FinetuneConfig, finetune
 from tasks.training.model_io import export_model, load_model
 from tasks.training.rerun import set_aside_if_forced
 
@@ -151,16 +153,18 @@ def tokenize_step(
 def _finetune(
     examples: Manifest,
     init_dir: str,
-    finetune_cfg,
+    finetune_cfg: FinetuneConfig,
     cfg: SftConfig,
     tokenizer_model: str,
     run_dir: str,
     mlflow_run_id: str,
     label: str,
 ) -> tuple[dict, dict, Path]:
-    df = read_dataset(examples)
-    processor = load_tokenizer(tokenizer_model)
-    model = load_model(Path(init_dir)).train()
+    """The shared loop from `init_dir` on the examples' train split (held-out split for
+    validation); on N ranks where `finetune_cfg.launch` says so (rank 0 logs and exports)."""
+    examples = Manifest.model_validate(examples)  # dicts where a launched rank calls it
+    finetune_cfg = FinetuneConfig.model_validate(finetune_cfg)
+    cfg = SftConfig.model_validate(cfg)
     key = parts_key(
         examples.sha256,
         sha256_of(Path(init_dir) / "model.safetensors"),
@@ -168,10 +172,34 @@ def _finetune(
         cfg.format.model_dump_json(),
     )
     out_dir = Path(run_dir) / "artifacts" / "sft" / f"{label}-{key}"  # keyed by inputs: resumable
-    get_run_logger().info(
-        "SFT (%s): %d examples from %s into %s", label, df.height, init_dir, out_dir
-    )
-    set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
+    if start_ranks_here(finetune_cfg.launch):  # the Prefect task: start the ranks and wait
+        set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
+        stats, pack_stats, model_dir = run_ranks(
+            "tasks.sft.steps:_finetune",
+            {
+                "examples": examples.model_dump(mode="json"),
+                "init_dir": init_dir,
+                "finetune_cfg": finetune_cfg.model_dump(mode="json"),
+                "cfg": cfg.model_dump(mode="json"),
+                "tokenizer_model": tokenizer_model,
+                "run_dir": run_dir,
+                "mlflow_run_id": mlflow_run_id,
+                "label": label,
+            },
+            finetune_cfg.launch,
+            out_dir / "launch",
+            log=step_log,
+        )
+        return stats, pack_stats, Path(model_dir)
+    df = read_dataset(examples)
+    processor = load_tokenizer(tokenizer_model)
+    model = load_model(Path(init_dir)).train()
+    rank = launched_rank()
+    if rank == 0:
+        step_log(f"SFT ({label}): {df.height} examples from {init_dir} into {out_dir}")
+    if not finetune_cfg.launch.distributed:
+        set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
+    logger = attach_run(Path(run_dir), mlflow_run_id) if rank == 0 else InMemoryLogger()
     stats, pack_stats = finetune(
         model,
         df.filter(pl.col("split") == "train"),
@@ -179,10 +207,12 @@ def _finetune(
         finetune_cfg,
         pad_id=0,
         separator=cfg.format.separator_ids(processor),
-        logger=PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), f"{label}/"),
+        logger=PrefixedLogger(logger, f"{label}/"),
         out_dir=out_dir,
     )
-    model_dir = export_model(Path(stats["checkpoint"]), out_dir / "model")
+    model_dir = out_dir / "model"
+    if rank == 0:
+        export_model(Path(stats["checkpoint"]), model_dir)
     return stats, pack_stats, model_dir
 
 

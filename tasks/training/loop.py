@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from models.llama import IGNORE_INDEX
 from tasks.io import atomic_write_bytes
 from tasks.tracking import MetricLogger
 from tasks.training.checkpoint import (
@@ -91,7 +92,15 @@ def train(
         state, resumed_from = load_checkpoint(latest, engine), latest
     val = None
     if val_tokens is not None:
-        val = eval_batches(val_tokens, cfg.eval_batches, cfg.batch_size, cfg.seq_len, val_loss_mask)
+        # global batches (batch_size x grad_accum_steps x world_size): each rank scores its
+        # rows (evaluate), so every split of one global batch reports the same validation loss
+        val = eval_batches(
+            val_tokens,
+            cfg.eval_batches,
+            cfg.batch_size * cfg.grad_accum_steps * engine.world_size,
+            cfg.seq_len,
+            val_loss_mask,
+        )
     run = _Run(engine, data, cfg, logger, out_dir, state, val, sample_fn, sizes)
     if resumed_from is not None:
         run.say(f"resumed from {resumed_from} at step {state.step}")
@@ -167,12 +176,15 @@ class _Run:
         start = time.perf_counter()
         window.lr = engine.lr
         loss_sum = 0.0
-        for micro in range(cfg.grad_accum_steps):
-            index = micro_batch_index(
-                step, micro, cfg.grad_accum_steps, engine.rank, engine.world_size
+        micro_batches = [
+            self.data.batch(
+                micro_batch_index(step, micro, cfg.grad_accum_steps, engine.rank, engine.world_size)
             )
-            x, y = self.data.batch(index)
-            loss = engine.forward(x, y)
+            for micro in range(cfg.grad_accum_steps)
+        ]
+        weights = self.token_weights(micro_batches)
+        for (x, y), weight in zip(micro_batches, weights):
+            loss = engine.forward(x, y) * weight
             engine.backward(loss)
             loss_sum += float(loss.detach())
         window.grad_norm = engine.step()
@@ -204,8 +216,23 @@ class _Run:
         )
 
     def evaluate(self) -> None:
-        losses = [self.engine.eval_loss(x, y) for x, y in self.val]
-        self.last_val = sum(losses) / len(losses)
+        """Validation loss: the mean over every target token of the validation windows (global
+        batches of batch_size x grad_accum_steps x world_size, each rank scoring its rows in
+        micro-batches of batch_size), so any split of the same global batch reports the same."""
+        world, rank, size = self.engine.world_size, self.engine.rank, self.cfg.batch_size
+        total = torch.zeros(2, dtype=torch.float64)
+        for x, y in self.val:
+            xs, ys = x[rank::world], y[rank::world]  # this rank's rows of the global batch
+            for start in range(0, len(xs), size):
+                xm, ym = xs[start : start + size], ys[start : start + size]
+                n = float((ym != IGNORE_INDEX).sum()) if ym.shape == xm.shape else float(len(xm))
+                if n:
+                    total += torch.tensor(
+                        [self.engine.eval_loss(xm, ym) * n, n], dtype=torch.float64
+                    )
+        if world > 1:
+            dist.all_reduce(total)
+        self.last_val = float(total[0] / total[1].clamp(min=1))
         step = self.state.step
         self.state.history["val"].append([step, self.last_val])
         if self.rank0:
@@ -269,6 +296,26 @@ class _Run:
             "checkpoint": str(checkpoint) if checkpoint else None,
             "loss_curve": str(curve) if curve else None,
         }
+
+    def token_weights(self, micro_batches: list) -> list[float]:
+        """Weights for the micro-batch losses of one step so that the step's gradient is that of
+        the mean over every target token of the global batch (all micro-batches on all ranks),
+        whatever the split: one rank with batch B, one with B/2 and two micro-batches, or two
+        ranks with B/2 give the same step. A micro-batch's loss is its own token mean; its
+        weight is n_i * world_size * grad_accum_steps / n_global (engine.backward divides by
+        grad_accum_steps; DDP averages over ranks). All 1 for other targets (reward pairs: every
+        micro-batch holds as many pairs) and where the split cannot matter."""
+        world, accum = self.engine.world_size, len(micro_batches)
+        token_targets = all(y.dtype == torch.int64 and y.shape == x.shape for x, y in micro_batches)
+        if (world == 1 and accum == 1) or not token_targets:
+            return [1.0] * accum
+        counts = torch.tensor(
+            [float((y != IGNORE_INDEX).sum()) for _, y in micro_batches], dtype=torch.float64
+        )
+        total = counts.sum().clone()
+        if world > 1:
+            dist.all_reduce(total)
+        return [float(n * world * accum / total.clamp(min=1)) for n in counts]
 
     def mean_across_ranks(self, value: float) -> float:
         if self.engine.world_size == 1:

@@ -6,12 +6,14 @@ import math
 from pathlib import Path
 from uuid import UUID
 
+import polars as pl
 import pytest
 import torch
 from mlflow import MlflowClient
 
 from flows.dag import EDGES, skipped_tasks
 from flows.pipeline import pipeline_flow
+from tasks import promotion
 from tasks.config import load_config
 from tasks.hashing import sha256_of
 from tasks.tracking import experiment_name, tracking_uri
@@ -221,6 +223,18 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         and "violation_rm_%" in card
         and "Known limits" in card
     )
+    # the promotion gate: the final version's row against tiny's thresholds decides the aliases
+    final = promotion.final_version(versions)
+    (row,) = pl.read_csv(first_run.evaluate.table).filter(pl.col("version") == final).to_dicts()
+    passed = all(c.passed for c in promotion.check_thresholds(row, cfg.promotion.thresholds))
+    tags = evaluation.data.tags
+    assert tags["promotion.version"] == final
+    assert tags["promotion.thresholds"] == ("passed" if passed else "failed")
+    assert m["promotion.passed"] == float(passed)
+    name, number = tags["promotion.model_version"].split("/")
+    assert name == promotion.registered_name(cfg, final)
+    aliases = set(client.get_model_version(name, number).aliases)
+    assert aliases == ({"candidate", "champion"} if passed else set()), (row, aliases)
 
 
 def test_the_run_report_opens_in_a_browser_with_every_stage(first_run, tmp_path):

@@ -9,12 +9,14 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from flows import serve
+from tasks.annotation.store import AnnotationStore
 
 pytestmark = pytest.mark.e2e
 
@@ -205,3 +207,159 @@ def test_mlflow_ui_renders_runs_and_metrics_in_a_browser(services, deployment_ru
         ]
     )
     assert shot.stat().st_size > 20_000
+
+
+UI_CHECK_FLOW = """
+import polars as pl
+from prefect import flow
+from prefect.runtime import flow_run
+
+from tasks.config import load_config
+from tasks.tracking import stage_run
+
+
+@flow(name="ui-check")
+def ui_check():
+    cfg = load_config("tiny")
+    with stage_run(cfg, "ui-check", None, flow_run.id, "Artifacts for the UI test.") as tracker:
+        tracker.log_metrics({"rows_in": 4.0, "rows_kept": 3.0})
+        tracker.log_table(pl.DataFrame({"source": ["news", "plays"], "docs": [3, 1]}), "sources")
+    print("RESULT", tracker.run_id, flow_run.id)
+
+
+ui_check()
+"""
+
+
+def test_prefect_artifacts_page_shows_a_stage_s_artifacts(services, tmp_path):
+    """A stage run against the Prefect server publishes its table, summary and MLflow link as
+    artifacts (read back over REST), its MLflow run links to the flow run's Prefect UI page,
+    and the Prefect UI's Artifacts page lists them (screenshot in test-artifacts/)."""
+    import sys
+
+    ports = services["ports"]
+    done = subprocess.run(
+        [sys.executable, "-c", UI_CHECK_FLOW],
+        cwd=ROOT,
+        env=services["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_id, flow_run_id = re.search(r"RESULT (\w+) ([0-9a-f-]{36})", done.stdout).groups()
+
+    keys = ["ui-check-sources", "ui-check-summary", "ui-check-mlflow-run"]
+    found = _api(services, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": keys}}})
+    by_key = {a["key"]: a for a in found if a["flow_run_id"] == flow_run_id}
+    assert set(by_key) == set(keys)
+    assert json.loads(by_key["ui-check-sources"]["data"]) == [
+        {"source": "news", "docs": 3},
+        {"source": "plays", "docs": 1},
+    ]
+    mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"
+    assert f"{mlflow_url}/#/experiments/" in by_key["ui-check-mlflow-run"]["data"]
+    assert "| rows_kept | 3 |" in by_key["ui-check-summary"]["data"]
+    tags = MlflowClient(mlflow_url).get_run(run_id).data.tags
+    prefect_url = f"http://127.0.0.1:{ports['prefect']}"
+    assert tags["prefect.flow_run_url"] == f"{prefect_url}/runs/flow-run/{flow_run_id}"
+
+    page = _visible_text(
+        _chromium([f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom", f"{prefect_url}/artifacts"])
+    )
+    assert "ui-check-summary" in page and "ui-check-sources" in page, page[:2000]
+    SCREENSHOTS.mkdir(exist_ok=True)
+    shot = SCREENSHOTS / "prefect-artifacts.png"
+    _chromium(
+        [f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", f"{prefect_url}/artifacts"]
+    )
+    assert shot.stat().st_size > 20_000
+
+
+# --- people in the loop: a deployment run waiting for labels is suspended for real ----------
+# (flows/people.py): the worker's process exits, the run is resumed through the API with
+# input, rescheduled, picked up by a second worker, and the rerun returns the input.
+
+DEPLOY = """
+from prefect import flow
+flow.from_source(source={root!r}, entrypoint="tests/e2e/suspend_probe.py:wait_probe").deploy(
+    name="probe", work_pool_name={pool!r}, build=False, push=False, print_next_steps=False
+)
+"""
+
+
+def _prefect(env, *args, timeout=300) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [str(serve.BIN / "prefect"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_a_deployment_run_waiting_for_labels_is_suspended_and_resumed_with_input(
+    services, tmp_path
+):
+    """A deployment's top-level flow run that waits for labels (`wait: auto`) is suspended."""
+    env = services["env"]
+    db = f"sqlite:///{tmp_path / 'labels.db'}"
+    store = AnnotationStore(db)
+    item = {
+        "pair_id": "p1",
+        "kind": "helpfulness",
+        "is_safety": False,
+        "system": "",
+        "turns": [{"role": "user", "content": "What is 2 plus 2?"}],
+        "response_a": "4.",
+        "response_b": "5.",
+        "annotators_needed": 1,
+        "gold": None,
+        "meta": {},
+    }
+    store.add_batch("probe-batch", [item, {**item, "pair_id": "p2"}])
+    deployed = subprocess.run(
+        [str(serve.BIN / "python"), "-c", DEPLOY.format(root=str(ROOT), pool=serve.POOL)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    created = _prefect(
+        env,
+        "deployment",
+        "run",
+        "labels-wait-probe/probe",
+        "--params",
+        json.dumps({"store_url": db, "batch": "probe-batch"}),
+    )
+    run_id = created.stdout.split("UUID: ")[1].split()[0]
+    _prefect(env, "worker", "start", "--pool", serve.POOL, "--run-once")
+    state = _api(services, "GET", f"/flow_runs/{run_id}")["state"]
+    assert state["type"] == "PAUSED" and state["name"] == "Suspended"  # the process is gone
+    assert store.batch("probe-batch")["flow_run_id"] == run_id
+    store.label("probe-batch", "p1", "alice", "a", "better", None, None)  # half the batch
+    _api(
+        services,
+        "POST",
+        f"/flow_runs/{run_id}/resume",
+        {"run_input": {"resume_with": "labelled_so_far", "note": "enough for this week"}},
+    )
+    deadline = time.monotonic() + 60
+    while _api(services, "GET", f"/flow_runs/{run_id}")["state"]["type"] != "SCHEDULED":
+        assert time.monotonic() < deadline, "the resumed run was not rescheduled"
+        time.sleep(1)
+    _prefect(env, "worker", "start", "--pool", serve.POOL, "--run-once")
+    final = _api(services, "GET", f"/flow_runs/{run_id}")
+    assert final["state"]["type"] == "COMPLETED"
+    logs = _api(services, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}})
+    text = "\n".join(entry["message"] for entry in logs)
+    assert "waiting for people (suspend): 0 of 2 labels" in text
+    assert "resumed (labelled_so_far): enough for this week" in text
+    store.close()

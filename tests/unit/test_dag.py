@@ -149,6 +149,7 @@ def test_every_reader_of_the_tokenizer_or_pretrained_model_also_reads_the_import
         "sft.tokenize",
         "sft.train_base",
         "reward.collect_preferences",
+        "reward.queue_for_people",  # samples from the pretrained model like collect_preferences
         "evaluate.evaluate_version",
     }
     for name in readers:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tasks.codegraph import PROJECT_ROOT, CodeGraph
 
-SHARED = {"chat", "judges", "training", "data"}  # packages under every stage
+SHARED = {"chat", "judges", "training", "data", "distributed", "annotation"}  # under every stage
 STAGES = {
     "corpus",
     "tokenizer",

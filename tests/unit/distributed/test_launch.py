@@ -128,3 +128,81 @@ def test_reward_model_on_two_ranks_matches_one_rank_with_the_same_global_batch(t
     load_weights(b, Path(two_folder) / "model.safetensors")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _examples_manifest(tmp_path, sp, n=60):  # noqa: F811
+    """sft_examples of varying length (so the ranks hold different numbers of target tokens)."""
+    import polars as pl
+
+    from tasks.chat.format import MaskStrategy, tokenize_dialogue
+
+    rows = []
+    for i in range(n):
+        turns = [
+            {"role": "user", "content": f"What is the capital of France? {i}"},
+            {"role": "assistant", "content": "The capital of France is Paris. " * (1 + i % 4)},
+        ]
+        tokens, labels = tokenize_dialogue(sp, "", turns, MaskStrategy.LAST_TURN)
+        rows.append(
+            {
+                "dialogue_id": f"d{i}",
+                "source": "test",
+                "category": "facts",
+                "split": "heldout" if i % 10 == 0 else "train",
+                "tokens": tokens,
+                "labels": labels,
+                "n_tokens": len(tokens),
+                "n_targets": sum(t != -100 for t in labels),
+            }
+        )
+    frame = pl.DataFrame(rows).with_columns(
+        pl.col("tokens").cast(pl.List(pl.Int32)), pl.col("labels").cast(pl.List(pl.Int32))
+    )
+    return write_dataset(frame, "sft_examples", tmp_path / "data")
+
+
+def test_sft_on_two_ranks_matches_one_rank_with_the_same_global_batch(tmp_path, sp):  # noqa: F811
+    from tasks.sft.config import SftConfig
+    from tasks.sft.steps import _finetune
+    from tasks.training.finetune import FinetuneConfig
+
+    examples = _examples_manifest(tmp_path, sp)
+    init = _sft_folder(tmp_path, sp.vocab_size())
+    results = {}
+    for name, batch, launch in (("one", 4, {}), ("two", 2, {"launcher": "torchrun", "nproc": 2})):
+        run_dir = tmp_path / name
+        client = MlflowClient(tracking_uri(run_dir))
+        run = client.create_run(client.create_experiment(name))
+        ft = FinetuneConfig(
+            epochs=1,
+            max_steps=4,
+            warmup_ratio=0.0,
+            train={
+                "batch_size": batch,
+                "seq_len": 64,
+                "lr": 1e-3,
+                "threads": 1,
+                "log_every": 1,
+                "eval_every": 2,
+                "eval_batches": 2,
+                "checkpoint_every": 0,
+            },
+            launch=launch,
+        )
+        stats, _, folder = _finetune(
+            examples, init, ft, SftConfig(), sp.path, str(run_dir), run.info.run_id, "base"
+        )
+        history = client.get_metric_history(run.info.run_id, "base/loss")
+        results[name] = (stats, folder, [m.value for m in history])
+    (one, one_dir, one_loss), (two, two_dir, two_loss) = results["one"], results["two"]
+    assert len(one_loss) == 4
+    # token-weighted across ranks: the global batch's mean over target tokens, as one rank has it
+    assert two_loss == pytest.approx(one_loss, rel=1e-4)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+    from models.llama import Llama, tiny
+
+    a, b = Llama(tiny(sp.vocab_size())), Llama(tiny(sp.vocab_size()))
+    load_weights(a, Path(one_dir) / "model.safetensors")
+    load_weights(b, Path(two_dir) / "model.safetensors")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
