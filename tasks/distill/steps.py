@@ -246,7 +246,16 @@ def distill_finetune_step(
         out_dir,
     )
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "finetune/")
-    loop, folder = finetune_on(examples, policy_dir, cfg.finetune, fmt, processor, out_dir, logger)
+    loop, folder = finetune_on(
+        examples,
+        policy_dir,
+        cfg.finetune,
+        fmt,
+        processor,
+        out_dir,
+        logger,
+        tracking=(run_dir, mlflow_run_id, "finetune/"),
+    )
     return StepOutput(
         stats={f"finetune.{k}": float(v) for k, v in {**stats, **loop}.items()},
         models={"model": str(folder)},

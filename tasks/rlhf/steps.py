@@ -303,7 +303,16 @@ def rs_finetune_step(
         "RLHF-V%d: fine-tuning on %d best answers into %s", round_, examples.height, out_dir
     )
     logger = PrefixedLogger(attach_run(Path(run_dir), mlflow_run_id), "rs_finetune/")
-    loop, folder = finetune_on(examples, policy_dir, ft, fmt, processor, out_dir, logger)
+    loop, folder = finetune_on(
+        examples,
+        policy_dir,
+        ft,
+        fmt,
+        processor,
+        out_dir,
+        logger,
+        tracking=(run_dir, mlflow_run_id, "rs_finetune/"),
+    )
     out = {**stats, **loop}
     return StepOutput(
         stats={f"rs_finetune.{k}": float(v) for k, v in out.items()}, models={"model": str(folder)}

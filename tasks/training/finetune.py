@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from models.llama import Llama
 from tasks.chat.config import FormatConfig
 from tasks.chat.format import MaskStrategy, Packed, pack_examples, tokenize_dialogue
-from tasks.distributed.launch import LaunchConfig
+from tasks.distributed.launch import LaunchConfig, run_ranks, start_ranks_here, step_log
+from tasks.distributed.launch import rank as launched_rank
 from tasks.tracking import MetricLogger
 from tasks.training.config import TrainConfig
 from tasks.training.data import TokenBatches
@@ -185,10 +186,70 @@ def finetune_on(
     processor,
     out_dir: Path,
     logger,
+    tracking: tuple[str, str, str] | None = None,
 ) -> tuple[dict, Path]:
-    """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, folder)."""
+    """The shared loop from `init_dir` on the examples (no held-out split) -> (stats, folder).
+    With `ft.launch` set, on N ranks (tasks/distributed/launch.py): `tracking` = (run_dir,
+    MLflow run id, metric prefix) lets rank 0 log where `logger` would."""
+    if start_ranks_here(ft.launch):
+        if tracking is None:
+            raise ValueError(
+                "a fine-tune launched on several ranks needs tracking=(run_dir, mlflow_run_id, "
+                "prefix) so that rank 0 can log to the step's MLflow run"
+            )
+        set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
+        work = Path(out_dir) / "launch"
+        work.mkdir(parents=True, exist_ok=True)
+        tmp = work / ".examples.parquet.tmp"
+        examples.write_parquet(tmp)
+        tmp.replace(work / "examples.parquet")
+        stats, folder = run_ranks(
+            "tasks.training.finetune:finetune_on_rank",
+            {
+                "examples": str(work / "examples.parquet"),
+                "init_dir": str(init_dir),
+                "ft": ft.model_dump(mode="json"),
+                "fmt": fmt.model_dump(mode="json"),
+                "tokenizer": str(processor.path),
+                "out_dir": str(out_dir),
+                "tracking": list(tracking),
+            },
+            ft.launch,
+            work,
+            log=step_log,
+        )
+        return stats, Path(folder)
     model = load_model(Path(init_dir)).train()
     set_aside_if_forced(out_dir)  # --rerun trains again; only a crash resumes
+    return _finetune_and_export(model, examples, ft, fmt, processor, out_dir, logger)
+
+
+def finetune_on_rank(
+    examples: str, init_dir: str, ft: dict, fmt: dict, tokenizer: str, out_dir: str, tracking
+) -> tuple[dict, str]:
+    """One rank of a launched `finetune_on`: rank 0 logs to MLflow and exports the model."""
+    from tasks.chat.tokenizer import load_tokenizer
+    from tasks.tracking import InMemoryLogger, PrefixedLogger, attach_run
+
+    run_dir, run_id, prefix = tracking
+    logger = (
+        PrefixedLogger(attach_run(Path(run_dir), run_id), prefix)
+        if launched_rank() == 0
+        else InMemoryLogger()
+    )
+    stats, folder = _finetune_and_export(
+        load_model(Path(init_dir)).train(),
+        pl.read_parquet(examples),
+        FinetuneConfig.model_validate(ft),
+        FormatConfig.model_validate(fmt),
+        load_tokenizer(tokenizer),
+        Path(out_dir),
+        logger,
+    )
+    return stats, str(folder)
+
+
+def _finetune_and_export(model, examples, ft, fmt, processor, out_dir, logger):
     loop, pack = finetune(
         model,
         examples,
@@ -199,5 +260,7 @@ def finetune_on(
         logger=logger,
         out_dir=out_dir,
     )
-    folder = export_model(Path(loop["checkpoint"]), out_dir / "model")
+    folder = Path(out_dir) / "model"
+    if launched_rank() == 0:
+        export_model(Path(loop["checkpoint"]), folder)
     return {k: v for k, v in {**loop, **pack}.items() if isinstance(v, (int, float))}, folder

@@ -206,3 +206,58 @@ def test_sft_on_two_ranks_matches_one_rank_with_the_same_global_batch(tmp_path, 
     load_weights(b, Path(two_dir) / "model.safetensors")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_rejection_sampling_finetune_on_two_ranks_matches_one_rank(tmp_path, sp):  # noqa: F811
+    """`finetune_on` (rejection-sampling and distillation fine-tuning) launched on two ranks:
+    the same losses and weights as one rank at the same global batch."""
+    from tasks.chat.config import FormatConfig
+    from tasks.io import read_dataset
+    from tasks.training.finetune import FinetuneConfig, finetune_on
+
+    examples = read_dataset(_examples_manifest(tmp_path, sp)).select("tokens", "labels")
+    init = _sft_folder(tmp_path, sp.vocab_size())
+    got = {}
+    for name, batch, launch in (("one", 4, {}), ("two", 2, {"launcher": "torchrun", "nproc": 2})):
+        run_dir = tmp_path / name
+        client = MlflowClient(tracking_uri(run_dir))
+        run = client.create_run(client.create_experiment(name))
+        ft = FinetuneConfig(
+            epochs=1,
+            max_steps=3,
+            warmup_ratio=0.0,
+            train={
+                "batch_size": batch,
+                "seq_len": 64,
+                "lr": 1e-3,
+                "threads": 1,
+                "log_every": 1,
+                "eval_every": 0,
+                "checkpoint_every": 0,
+            },
+            launch=launch,
+        )
+        from tasks.tracking import PrefixedLogger, attach_run
+
+        logger = PrefixedLogger(attach_run(run_dir, run.info.run_id), "rs_finetune/")
+        stats, folder = finetune_on(
+            examples,
+            init,
+            ft,
+            FormatConfig(),
+            sp,
+            run_dir / "out",
+            logger,
+            tracking=(str(run_dir), run.info.run_id, "rs_finetune/"),
+        )
+        history = client.get_metric_history(run.info.run_id, "rs_finetune/loss")
+        got[name] = (stats, folder, [m.value for m in history])
+    assert len(got["one"][2]) == 3
+    assert got["two"][2] == pytest.approx(got["one"][2], rel=1e-4)
+    from models.llama import Llama, tiny
+
+    a, b = Llama(tiny(sp.vocab_size())), Llama(tiny(sp.vocab_size()))
+    load_weights(a, Path(got["one"][1]) / "model.safetensors")
+    load_weights(b, Path(got["two"][1]) / "model.safetensors")
+    for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=n)
