@@ -261,3 +261,63 @@ def test_rejection_sampling_finetune_on_two_ranks_matches_one_rank(tmp_path, sp)
     load_weights(b, Path(got["two"][1]) / "model.safetensors")
     for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_dpo_on_two_ranks_matches_one_rank(tmp_path, sp):  # noqa: F811
+    """A DPO round step on two ranks: the same step losses, implicit-reward metrics and weights
+    as one rank at the same global batch (the reference log-probs are computed on every rank)."""
+    from tasks.rlhf.dpo import DPOConfig
+    from tasks.rlhf.steps import dpo_round
+
+    pairs = _pairs_manifest(tmp_path)
+    start = _sft_folder(tmp_path, sp.vocab_size())
+    got = {}
+    for name, batch, launch in (("one", 4, {}), ("two", 2, {"launcher": "torchrun", "nproc": 2})):
+        run_dir = tmp_path / name
+        client = MlflowClient(tracking_uri(run_dir))
+        run = client.create_run(client.create_experiment(name))
+        dpo = DPOConfig(
+            beta=0.2,
+            training={
+                "max_steps": 3,
+                "warmup_ratio": 0.0,
+                "train": {
+                    "batch_size": batch,
+                    "seq_len": 96,
+                    "lr": 1e-3,
+                    "threads": 1,
+                    "log_every": 1,
+                    "eval_every": 0,
+                    "checkpoint_every": 0,
+                },
+                "launch": launch,
+            },
+        )
+        args = dict(
+            round_=3,
+            start_dir=start,
+            pairs=pairs,
+            tokenizer_model=sp.path,
+            dpo=dpo,
+            run_dir=str(run_dir),
+            mlflow_run_id=run.info.run_id,
+            out_dir=str(run_dir / "dpo"),
+        )
+        if launch:
+            args.update(pairs=pairs.model_dump(mode="json"), dpo=dpo.model_dump(mode="json"))
+            stats, folder, n = run_ranks(
+                "tasks.rlhf.steps:dpo_round", args, dpo.training.launch, run_dir / "launch"
+            )
+        else:
+            stats, folder, n = dpo_round(**args)
+        history = client.get_metric_history(run.info.run_id, "v3_dpo/loss")
+        got[name] = (stats, folder, [m.value for m in history])
+    (one, one_dir, one_loss), (two, two_dir, two_loss) = got["one"], got["two"]
+    assert len(one_loss) == 3 and two_loss == pytest.approx(one_loss, rel=1e-4)
+    for key in ("dpo.reward_margin", "dpo.reward_accuracy", "dpo.logratio_chosen"):
+        assert two[key] == pytest.approx(one[key], rel=1e-3, abs=1e-6), key
+    from tasks.training.model_io import load_model
+
+    a, b = load_model(Path(one_dir)).state_dict(), load_model(Path(two_dir)).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
