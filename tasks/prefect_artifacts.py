@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from tasks.headlines import HEADLINES
 from tasks.mlflow_runs import FLOW_RUN_TAG
 
 FLOW_RUN_URL_TAG = "prefect.flow_run_url"  # on an MLflow run: its Prefect flow run's UI page
@@ -30,46 +31,17 @@ logger = logging.getLogger(__name__)
 
 MAX_TABLE_ROWS = 500  # a longer table is cut (the full CSV is in the MLflow run)
 FALLBACK_METRICS = 12  # stages without a headline list show this many of their metrics
-# headline metrics per stage (fnmatch patterns, in display order); missing ones are skipped
+# headline metrics per stage (fnmatch patterns, in display order); missing ones are skipped: the
+# run report's list, plus each RLHF round's run and the evaluation's per-version rates
 HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
-    "corpus": (
-        "rows_in",
-        "rows_kept",
-        "rows_excluded",
-        "rows_quarantined",
-        "toxicity.share_toxic",
-    ),
-    "tokenizer": ("train.vocab_size", "eval.bytes_per_token", "eval.roundtrip_failures"),
-    "pretrain": (
-        "train.steps",
-        "train.val_loss",
-        "train.val_ppl",
-        "train.tokens_per_s",
-        "train.mfu",
+    **HEADLINES,
+    "rlhf-v*": (
+        "rs.prompts",
+        "rs.fig7.max_at_1",
+        "ppo.iterations_run",
+        "dpo.reward_margin",
         "registered_version",
     ),
-    "sft": (
-        "curate.dialogues_kept",
-        "tokenize.examples",
-        "base.val_loss",
-        "gatt.dialogues_kept",
-        "gatt.val_loss",
-        "registered_version",
-    ),
-    "reward": (
-        "collect.pairs",
-        "eval.helpfulness_rm.helpfulness.avg",
-        "eval.safety_rm.safety.avg",
-    ),
-    "rlhf": (
-        "eval.sft.mean_r_c",
-        "eval.final.mean_r_c",
-        "eval.final.kl_to_sft",
-        "eval.final.helpfulness_win_rate",
-        "eval.final.safety_win_rate",
-    ),
-    "rlhf-v*": ("rs.prompts", "rs.fig7.max_at_1", "ppo.iterations_run", "registered_version"),
-    "distill": ("distill.rows", "distill.kept", "distill.dropped", "distill.kept_delta_mean"),
     "evaluate": (
         "*.violation_annotator_pct",
         "*.false_refusal_helpfulness_pct",

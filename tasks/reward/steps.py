@@ -74,18 +74,7 @@ def collect_step(
     from_files, quarantined, file_stats = pc.read_label_files(c)
     rows += from_files
     stats.update(file_stats, quarantined=len(quarantined))
-    return StepOutput(
-        outputs={
-            "quarantine": write_dataset(
-                dialogue_frame(quarantined, "quarantine"), "quarantine", Path(data_dir)
-            ),
-            PAIRS: write_dataset(dialogue_frame(rows, PAIRS), PAIRS, Path(data_dir)),
-            PAIRS_EXCLUDED: write_dataset(
-                dialogue_frame(excluded, PAIRS_EXCLUDED), PAIRS_EXCLUDED, Path(data_dir)
-            ),
-        },
-        stats={f"collect.{k}": float(v) for k, v in stats.items()},
-    )
+    return pairs_output(rows, excluded, quarantined, stats, data_dir)
 
 
 @cached_task("queue_for_people")
@@ -232,6 +221,11 @@ def labels_step(
         from_files, quarantined, file_stats = pc.read_label_files(c)
         rows += from_files
         stats.update(file_stats, quarantined=len(quarantined))
+    return pairs_output(rows, excluded, quarantined, stats, data_dir)
+
+
+def pairs_output(rows, excluded, quarantined, stats: dict, data_dir: str) -> StepOutput:
+    """A collection's datasets (preference_pairs, preference_excluded, quarantine) and stats."""
     return StepOutput(
         outputs={
             "quarantine": write_dataset(
