@@ -154,6 +154,15 @@ def skipped_tasks(base_model: bool) -> tuple[str, ...]:
     return SKIPPED_WITH_BASE if base_model else ONLY_WITH_BASE
 
 
+def skipped_by_choice(annotator: str = "rule", method: str = "ppo") -> tuple[str, ...]:
+    """Tasks a run does not have because of its choices: who labels the reward stage's pairs
+    (`reward.collection.annotator`: the rule annotator's collect_preferences, or people's
+    queue_for_people + labels_to_pairs) and the rounds' policy step (`rlhf.method`)."""
+    people = ("reward.queue_for_people", "reward.labels_to_pairs")
+    out = people if annotator == "rule" else ("reward.collect_preferences",)
+    return out + (("rlhf.dpo",) if method == "ppo" else ("rlhf.ppo",))
+
+
 def tasks_of(stage: str) -> list[str]:
     return [name for name in EDGES if name.split(".")[0] == stage]
 

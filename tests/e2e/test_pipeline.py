@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from flows.dag import EDGES, skipped_tasks
+from flows.dag import EDGES, skipped_by_choice, skipped_tasks
 from flows.pipeline import pipeline_flow
 from tasks import promotion
 from tasks.config import load_config
@@ -392,6 +392,8 @@ def test_first_run_executes_every_task(first_run):
     # mapped tasks are recorded as name/i, an RLHF round's as name:v<r>
     # and the base-model import runs only when the config names a base model
     skipped |= set(skipped_tasks(base_model=False))
+    # and the tiny preset's choices: the rule annotator labels, PPO is the rounds' policy step
+    skipped |= set(skipped_by_choice(annotator="rule", method="ppo"))
     assert {name.split("/")[0].split(":")[0] for name in states} == set(EDGES) - skipped
     assert set(states.values()) == {"Completed"}
 
