@@ -4,6 +4,7 @@ failing rank fails the step with its own error and no rank hangs; and a reward m
 on two ranks with the same global batch ends with the weights of the one-process run."""
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def _sft_folder(tmp_path, vocab: int) -> str:
 def _train(tmp_path, name, sp_path, pairs, sft, batch_size, launch):
     run_dir = tmp_path / name
     client = MlflowClient(tracking_uri(run_dir))
-    run = client.create_run(client.create_experiment(name))
+    run = client.create_run(client.create_experiment(f"{name}-{uuid.uuid4().hex}"))
     cfg = RewardModelConfig(
         registered_model="test-rm",
         training={
@@ -172,7 +173,7 @@ def test_sft_on_two_ranks_matches_one_rank_with_the_same_global_batch(tmp_path, 
     for name, batch, launch in (("one", 4, {}), ("two", 2, {"launcher": "torchrun", "nproc": 2})):
         run_dir = tmp_path / name
         client = MlflowClient(tracking_uri(run_dir))
-        run = client.create_run(client.create_experiment(name))
+        run = client.create_run(client.create_experiment(f"{name}-{uuid.uuid4().hex}"))
         ft = FinetuneConfig(
             epochs=1,
             max_steps=4,
@@ -221,7 +222,7 @@ def test_rejection_sampling_finetune_on_two_ranks_matches_one_rank(tmp_path, sp)
     for name, batch, launch in (("one", 4, {}), ("two", 2, {"launcher": "torchrun", "nproc": 2})):
         run_dir = tmp_path / name
         client = MlflowClient(tracking_uri(run_dir))
-        run = client.create_run(client.create_experiment(name))
+        run = client.create_run(client.create_experiment(f"{name}-{uuid.uuid4().hex}"))
         ft = FinetuneConfig(
             epochs=1,
             max_steps=3,
@@ -275,7 +276,7 @@ def test_dpo_on_two_ranks_matches_one_rank(tmp_path, sp):  # noqa: F811
     for name, batch, launch in (("one", 4, {}), ("two", 2, {"launcher": "torchrun", "nproc": 2})):
         run_dir = tmp_path / name
         client = MlflowClient(tracking_uri(run_dir))
-        run = client.create_run(client.create_experiment(name))
+        run = client.create_run(client.create_experiment(f"{name}-{uuid.uuid4().hex}"))
         dpo = DPOConfig(
             beta=0.2,
             training={

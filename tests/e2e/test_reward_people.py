@@ -3,7 +3,10 @@
 (Prefect `pause_flow_run`, ephemeral API); the test labels part of the batch and resumes the
 flow run through the Prefect API with input, as an operator does from the UI; the flow turns the
 labels into `preference_pairs` (unlabelled pairs recorded as excluded) and trains both reward
-models on them."""
+models on them.
+
+The file name sorts after test_pipeline.py on purpose: the pipeline test must train every stage
+itself, not find the tiny-preset stages this module runs already cached."""
 
 import threading
 import time

@@ -1,7 +1,9 @@
 """DPO as a round's policy step, in the real RLHF flow on the tiny preset: round 1 is
 rejection sampling, then DPO on the reward stage's preference pairs with the rejection-sampling
 model as reference; the round's policy is a plain model folder that loads and differs from its
-start; the MLflow round run carries the DPO metrics and says which step ran."""
+start; the MLflow round run carries the DPO metrics and says which step ran.
+
+Named to sort after test_pipeline.py: that test must train the tiny stages itself."""
 
 import json
 from pathlib import Path
