@@ -33,7 +33,7 @@ from prefect.logging import get_run_logger
 from flows._runner import StageRunner
 from tasks.preferences.collect import CollectionConfig, PeopleConfig
 from tasks.results import StepOutput
-from tasks.reward import people, steps
+from tasks.reward import people, people_steps
 from tasks.reward.config import RewardConfig
 
 
@@ -134,7 +134,7 @@ def collect_with_people(
         gold_sha = sha256_of(c.people.gold_file)
     extra = {"label": label} if label else {}
     queued = run(
-        steps.queue_step,
+        people_steps.queue_step,
         stage,
         dialogues,
         models,
@@ -155,7 +155,7 @@ def collect_with_people(
     finally:
         store.close()
     labelled = run(
-        steps.labels_step,
+        people_steps.labels_step,
         stage,
         queued.files["sampled_pairs"],
         batch,

@@ -22,7 +22,7 @@ from flows.results import RewardResult, RlhfResult, RlhfRound
 from tasks.config import flatten, load_config
 from tasks.io import read_dataset
 from tasks.register import register_step
-from tasks.rlhf import round_table, rounds, steps
+from tasks.rlhf import dpo_steps, round_table, rounds, steps
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -183,7 +183,7 @@ def rlhf_flow(
                 new_policy, how = tuned.models["model"], "rejection sampling"
                 if ppo and l.method == "dpo":  # DPO on the round's pairs instead of PPO
                     trained = run(
-                        steps.dpo_step,
+                        dpo_steps.dpo_step,
                         r,
                         new_policy,
                         pairs,

@@ -68,7 +68,8 @@ def sample_batches(
 
         def sampler(variant, temperature, contexts, s):
             job, got = next(answered)
-            assert (job.seed, job.temperature, len(job.contexts)) == (s, temperature, len(contexts))
+            if (job.seed, job.temperature, len(job.contexts)) != (s, temperature, len(contexts)):
+                raise RuntimeError("collection replay out of step with the recorded sampler calls")
             return got
     else:
         processor = load_tokenizer(tokenizer_model)

@@ -268,7 +268,7 @@ def test_dpo_on_two_ranks_matches_one_rank(tmp_path, sp):  # noqa: F811
     """A DPO round step on two ranks: the same step losses, implicit-reward metrics and weights
     as one rank at the same global batch (the reference log-probs are computed on every rank)."""
     from tasks.rlhf.dpo import DPOConfig
-    from tasks.rlhf.steps import dpo_round
+    from tasks.rlhf.dpo_steps import dpo_round
 
     pairs = _pairs_manifest(tmp_path)
     start = _sft_folder(tmp_path, sp.vocab_size())
@@ -307,7 +307,7 @@ def test_dpo_on_two_ranks_matches_one_rank(tmp_path, sp):  # noqa: F811
         if launch:
             args.update(pairs=pairs.model_dump(mode="json"), dpo=dpo.model_dump(mode="json"))
             stats, folder, n = run_ranks(
-                "tasks.rlhf.steps:dpo_round", args, dpo.training.launch, run_dir / "launch"
+                "tasks.rlhf.dpo_steps:dpo_round", args, dpo.training.launch, run_dir / "launch"
             )
         else:
             stats, folder, n = dpo_round(**args)

@@ -165,7 +165,8 @@ def test_labels_step_mixes_people_and_rule_rows_scores_gold_and_keeps_gold_out(t
     from tasks.io import read_dataset
     from tasks.judges.toxicity import ToxicityConfig
     from tasks.reward.config import RewardConfig
-    from tasks.reward.steps import PAIRS, PAIRS_EXCLUDED, labels_step
+    from tasks.reward.people_steps import labels_step
+    from tasks.reward.steps import PAIRS, PAIRS_EXCLUDED
 
     c = CollectionConfig(annotator="mixed", people={"share": 0.5, "double_share": 1.0})
     pairs = people.route(sampled(10, 6), c, seed=5)
