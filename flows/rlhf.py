@@ -22,7 +22,7 @@ from flows.results import RewardResult, RlhfResult, RlhfRound
 from tasks.config import flatten, load_config
 from tasks.io import read_dataset
 from tasks.register import register_step
-from tasks.rlhf import dpo_steps, round_table, rounds, steps
+from tasks.rlhf import dpo_steps, ppo_steps, round_table, rounds, steps
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -199,7 +199,7 @@ def rlhf_flow(
                     how = f"rejection sampling, then DPO ({trained.notes['stopped']})"
                 elif ppo:
                     trained = run(
-                        steps.ppo_step,
+                        ppo_steps.ppo_step,
                         r,
                         new_policy,
                         rms,

@@ -95,11 +95,13 @@ def answer_jobs(
     launch: LaunchConfig,
     work_dir: Path,
     log: Callable[[str], None] = print,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Answers]:
     """Each job's (answers, ended), from one launch of `launch`'s ranks, or in this process
-    when it names no launcher (or this process is itself a rank)."""
+    when it names no launcher (or this process is itself a rank); there `progress(j)` is
+    called after job j (ranks stream their own lines)."""
     if not start_ranks_here(launch):
-        return _answer_here(jobs, tokenizer_model)
+        return _answer_here(jobs, tokenizer_model, progress)
     if not any(job.contexts for job in jobs):
         return [([], []) for _ in jobs]
     work_dir = Path(work_dir)
@@ -119,7 +121,9 @@ def answer_jobs(
     return [(g["answers"], g["ended"]) for g in got]
 
 
-def _answer_here(jobs: list[AnswerJob], tokenizer_model: str) -> list[Answers]:
+def _answer_here(
+    jobs: list[AnswerJob], tokenizer_model: str, progress: Callable[[int], None] | None = None
+) -> list[Answers]:
     processor = load_tokenizer(tokenizer_model)
     models = {}
     out = []
@@ -135,6 +139,8 @@ def _answer_here(jobs: list[AnswerJob], tokenizer_model: str) -> list[Answers]:
             job.batch_size,
         )
         out.append(answer(job.contexts, job.seed))
+        if progress is not None:
+            progress(len(out) - 1)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.distributed.launch import LaunchConfig
 from tasks.training.finetune import FinetuneConfig
 
 
@@ -32,5 +33,8 @@ class DistillConfig(BaseModel):
     replay_ratio: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(32, gt=0)
+    # answering (with and without the preprompt, and the replayed benign answers) on N ranks
+    # (tasks/chat/sharded.py): the same greedy answers as one process
+    launch: LaunchConfig = LaunchConfig()
     finetune: FinetuneConfig = Field(default_factory=_distill_finetune)
     registered_model: str = "llama2-recipe-distilled"

@@ -18,13 +18,15 @@ import polars as pl
 from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
-from tasks.chat.answer import cutoff_share, make_answer_status_fn
+from tasks.chat.answer import cutoff_share
 from tasks.chat.config import FormatConfig
 from tasks.chat.prompt import prompt_pool
+from tasks.chat.sharded import AnswerJob, answer_jobs
 from tasks.chat.tokenizer import load_tokenizer
 from tasks.distill.config import DistillConfig
 from tasks.distill.preprompts import choose_preprompt, with_preprompt
 from tasks.distill.select import select_distilled
+from tasks.distributed.launch import step_log
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.scoring import rm_probs, rm_sequence
@@ -34,7 +36,7 @@ from tasks.results import StepOutput, write_artifact
 from tasks.tracking import PrefixedLogger, attach_run
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.finetune import answer_examples, finetune_on
-from tasks.training.model_io import load_model, load_reward_model
+from tasks.training.model_io import load_reward_model
 
 SAMPLES = "distillation_samples"
 COLUMNS = (
@@ -70,17 +72,28 @@ def benign_prompts(dialogues: list[dict], n: int, seed: int) -> list[dict]:
 
 
 def replay_examples(
-    dialogues: Manifest, policy_dir: str, processor, cfg: DistillConfig, n: int, seed: int
+    dialogues: Manifest,
+    policy_dir: str,
+    tokenizer_model: str,
+    processor,
+    cfg: DistillConfig,
+    n: int,
+    seed: int,
+    work_dir: Path,
 ) -> tuple[pl.DataFrame, dict]:
     """The policy's own greedy answers to `n` benign train prompts as fine-tuning examples: they
     hold its behaviour on benign prompts where it is, while the distilled refusals move it on
     adversarial ones. Answers cut off at max_new_tokens are left out (counted): as targets they
     would teach the policy not to stop, and a small policy is cut off often."""
     prompts = benign_prompts(read_dataset(dialogues).to_dicts(), n, seed)
-    answer = make_answer_status_fn(
-        load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
+    ((texts, ended),) = _answer(
+        policy_dir,
+        tokenizer_model,
+        [[(p["system"], p["turns"]) for p in prompts]],
+        cfg,
+        seed,
+        work_dir,
     )
-    texts, ended = answer([(p["system"], p["turns"]) for p in prompts], seed)
     rows = [
         {"system": p["system"], "prompt": p["turns"], "answer": t}
         for p, t, e in zip(prompts, texts, ended)
@@ -105,6 +118,31 @@ def delta_png(rows: list[dict]) -> bytes:
     return figure_png(fig)
 
 
+def _answer(
+    policy_dir: str,
+    tokenizer_model: str,
+    contexts: list[list],
+    cfg: DistillConfig,
+    seed: int,
+    work_dir: Path,
+) -> list:
+    """Greedy (answers, ended) of the policy for each list of contexts, in this process or on
+    `cfg.launch`'s ranks (one launch for all lists; tasks/chat/sharded.py)."""
+    jobs = [
+        AnswerJob(
+            model_dir=policy_dir,
+            contexts=c,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=0.0,
+            top_p=1.0,
+            seed=seed,
+            batch_size=cfg.batch_size,
+        )
+        for c in contexts
+    ]
+    return answer_jobs(jobs, tokenizer_model, cfg.launch, work_dir, step_log)
+
+
 @cached_task("distill_data")
 def distill_data_step(
     dialogues: Manifest,
@@ -124,14 +162,20 @@ def distill_data_step(
         choose_preprompt(p["prompt_id"], p["risk_category"], seed, cfg.template_share)
         for p in prompts
     ]
-    answer = make_answer_status_fn(
-        load_model(Path(policy_dir)), processor, cfg.max_new_tokens, 0.0, 1.0, cfg.batch_size
-    )
-    with_, ended_with = answer(
-        [(with_preprompt(p["system"], text), p["turns"]) for p, (_, text) in zip(prompts, chosen)],
+    (with_, ended_with), (without, ended_without) = _answer(
+        policy_dir,
+        tokenizer_model,
+        [
+            [
+                (with_preprompt(p["system"], text), p["turns"])
+                for p, (_, text) in zip(prompts, chosen)
+            ],
+            [(p["system"], p["turns"]) for p in prompts],
+        ],
+        cfg,
         seed,
+        Path(run_dir) / "artifacts" / "distill" / "answering",
     )
-    without, ended_without = answer([(p["system"], p["turns"]) for p in prompts], seed)
     fits = [i for i in range(len(prompts)) if with_[i] is not None and without[i] is not None]
     rows = [
         {
@@ -225,7 +269,14 @@ def distill_finetune_step(
     n_replay = round(cfg.replay_ratio * examples.height)
     if n_replay:
         replay, replay_stats = replay_examples(
-            dialogues, policy_dir, processor, cfg, n_replay, seed
+            dialogues,
+            policy_dir,
+            tokenizer_model,
+            processor,
+            cfg,
+            n_replay,
+            seed,
+            Path(run_dir) / "artifacts" / "distill" / "replay-answering",
         )
         examples = pl.concat([examples, replay])
         stats.update({f"replay.{k}": v for k, v in replay_stats.items()})

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.distributed.launch import LaunchConfig
 from tasks.reward.config import CollectionConfig
 from tasks.rlhf.dpo import DPOConfig
 from tasks.rlhf.ppo import PPOConfig
@@ -42,6 +43,9 @@ class RejectionConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(32, gt=0)  # generation batch
+    # sampling the k answers on N ranks (tasks/chat/sharded.py), all k in one launch: the same
+    # samples as one process (each generation batch is seeded, never each rank)
+    launch: LaunchConfig = LaunchConfig()
     finetune: FinetuneConfig = Field(default_factory=_rs_finetune)
 
 

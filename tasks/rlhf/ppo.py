@@ -2,10 +2,14 @@
 
 One iteration:
     1. draw `batch_size` prompts (a shuffled order, cycled; seeded)
-    2. sample one response per prompt with the policy (KV-cache `generate`, eval mode, no grad)
+    2. sample one response per prompt with the policy (KV-cache `generate`, eval mode, no grad),
+       in chunks of `minibatch_size` prompts, each with its own seed
     3. old log-probs and values (PolicyWithValue) and reference log-probs, no grad
-    4. r_c = reward_fn(prompt indices, responses)["r_c"]; score = WHITEN(LOGIT(r_c)) over the
-       last `whiten_window` scores; per-token rewards = score at the last token - beta * KL_t
+    4. r_c = reward_fn(prompt indices, responses)["r_c"] per chunk; score = WHITEN(LOGIT(r_c))
+       over the last `whiten_window` scores; per-token rewards = score at the last token -
+       beta * KL_t
+       (launched on N ranks, chunk k runs steps 2-4 on rank k mod N and the chunks are gathered
+       on every rank; tasks/rlhf/ppo_ranks.py)
     5. GAE, advantages whitened over the response tokens
     6. `ppo_epochs` passes over the batch in shuffled minibatches of `minibatch_size`, one AdamW
        step (constant lr) each on policy_loss + vf_coef * value_loss, gradient norm clipped
@@ -45,7 +49,6 @@ early, or on the reward-hacking guard (tasks/rlhf/early_stop.py).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable, Literal
 
@@ -67,10 +70,11 @@ from models.ppo import (
     whiten,
 )
 from models.seeding import seeded
+from tasks.distributed.launch import LaunchConfig
 from tasks.rlhf.early_stop import EarlyStopping, EvalFn, Stopped
+from tasks.rlhf.ppo_ranks import PPOEngine, RankGroup
 from tasks.rlhf.rollout import PromptCycle, Rollout, collect_rollout, generation_seed
 from tasks.tracking import MetricLogger
-from tasks.training.optim import param_groups
 
 log = logging.getLogger("tasks.rlhf.ppo")
 
@@ -124,8 +128,17 @@ class PPOConfig(BaseModel):
     seed: int = 1234
     threads: int = Field(2, gt=0)  # torch intra-op threads
 
+    # --- scale-out (issue 17; tasks/rlhf/ppo_ranks.py) -----------------------------------------
+    # the step's processes: in the task's own (`none`) or N ranks under torchrun / deepspeed,
+    # rollouts split across them; batch_size and minibatch_size stay global
+    launch: LaunchConfig = LaunchConfig()
+    engine: Literal["torch", "deepspeed"] = "torch"  # the policy-with-value's optimizer step
+    zero_stage: int = Field(0, ge=0, le=2)  # DeepSpeed ZeRO for policy, value head, optimizer
+
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
+        if self.engine == "torch" and self.zero_stage:
+            raise ValueError("zero_stage needs engine='deepspeed'")
         if self.minibatch_size > self.batch_size:
             raise ValueError(
                 f"minibatch_size ({self.minibatch_size}) exceeds batch_size "
@@ -163,9 +176,8 @@ def train_ppo(
     reference.eval().requires_grad_(False)
     with seeded(cfg.seed):  # the value head is zeroed, but its nn.Linear draws on construction
         model = PolicyWithValue(policy)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
-    )
+    group = RankGroup.join()
+    optimizer = PPOEngine(model, cfg, group)
     whitener = RunningWhitener(cfg.whiten_window)
     rng = torch.Generator().manual_seed(cfg.seed)
     sampler = PromptCycle(len(prompts), rng)
@@ -188,6 +200,7 @@ def train_ppo(
             rng,
             eos_id,
             pad_id,
+            group,
         )
         skipped_total += int(metrics["ppo/skipped"])
         rows += metrics["ppo/rows"]
@@ -230,11 +243,12 @@ def _iteration(
     drawn: list[int],
     reward_fn: RewardFn,
     cfg: PPOConfig,
-    optimizer: torch.optim.Optimizer,
+    optimizer: PPOEngine,
     whitener: RunningWhitener,
     rng: torch.Generator,
     eos_id: int | None,
     pad_id: int,
+    group: RankGroup,
 ) -> dict[str, float]:
     t0 = time.perf_counter()
     # 1. prompts with room for a whole response; the others are skipped and counted
@@ -246,7 +260,8 @@ def _iteration(
             "ppo iteration %d: all %d drawn prompts are too long; no update", iteration, len(drawn)
         )
         return skipped | {"ppo/rows": 0.0}
-    # 2-3. sample with the policy; old log-probs, values and reference log-probs, no grad
+    # 2-4. sample with the policy; old log-probs, values and reference log-probs, no grad; the
+    # reward models' r_c (chunks across ranks, gathered in order on every rank)
     rollout = collect_rollout(
         model,
         reference,
@@ -259,14 +274,16 @@ def _iteration(
         pad_id=pad_id,
         seed=generation_seed(cfg.seed, iteration),
         chunk_rows=cfg.minibatch_size,
+        reward_fn=reward_fn,
+        group=group,
     )
-    # 4. the reward model's r_c -> whitened score -> per-token rewards; 5. GAE
-    rewards_out = reward_fn(rollout.indices, rollout.responses)
+    # r_c -> whitened score -> per-token rewards; 5. GAE
+    rewards_out = rollout.rewards
     r_c = _check_r_c(rewards_out, len(rollout.indices)).to(rollout.tokens.device)
     score, kl, advantages, returns = _advantages(rollout, r_c, whitener, cfg)
     t1 = time.perf_counter()
     # 6. the PPO epochs
-    update = _update(model, optimizer, rollout, advantages, returns, cfg, rng)
+    update = _update(model, optimizer, rollout, advantages, returns, cfg, rng, group)
     t2 = time.perf_counter()
 
     mask = rollout.response_mask
@@ -312,55 +329,53 @@ def _advantages(
 
 def _update(
     model: PolicyWithValue,
-    optimizer: torch.optim.Optimizer,
+    engine: PPOEngine,
     rollout: Rollout,
     advantages: torch.Tensor,
     returns: torch.Tensor,
     cfg: PPOConfig,
     rng: torch.Generator,
+    group: RankGroup,
 ) -> dict[str, float]:
-    """ppo_epochs passes of shuffled minibatches, one optimizer step each; mean stats."""
+    """ppo_epochs passes of shuffled minibatches, one optimizer step each; mean stats.
+
+    Each minibatch's rows are split across ranks; a rank's loss is its share of the minibatch's
+    token mean (its response tokens / the minibatch's), so the summed gradient is the one-rank
+    gradient (tasks/rlhf/ppo_ranks.py). A rank with no row of a small minibatch steps with a
+    zero-weighted row, as the collective step needs every rank."""
     model.train()
     tokens, mask = rollout.tokens, rollout.response_mask
-    sums = {
-        "policy_loss": 0.0,
-        "value_loss": 0.0,
-        "clipfrac": 0.0,
-        "approx_kl": 0.0,
-        "grad_norm": 0.0,
-    }
-    steps = 0
+    sums = {"policy_loss": 0.0, "value_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
+    grad_norms, steps = 0.0, 0
     lengths = mask.shape[1] - mask.flip(1).int().argmax(dim=1)  # (B,) end of each row's response
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(tokens.shape[0], generator=rng)
         for rows in order.split(cfg.minibatch_size):
-            T = int(lengths[rows].max())  # drop columns that are pad in every row
-            tok, m = tokens[rows, :T], mask[rows, :T]
-            logits, v = model(tok)
+            mine = rows[group.rank :: group.world]
+            share = float(mask[mine].sum()) / float(mask[rows].sum())
+            if not len(mine):
+                mine, share = rows[:1], 0.0
+            T = int(lengths[mine].max())  # drop columns that are pad in every row
+            tok, m = tokens[mine, :T], mask[mine, :T]
+            logits, v = engine.forward(tok)
             lp = sequence_logprobs(logits / cfg.temperature, tok, m)
             values = torch.where(m, align_to_tokens(v), 0.0)
             pg, clipfrac, approx_kl = policy_loss(
-                lp, rollout.logprobs[rows, :T], advantages[rows, :T], m, cfg.clip
+                lp, rollout.logprobs[mine, :T], advantages[mine, :T], m, cfg.clip
             )
-            vl = value_loss(values, rollout.values[rows, :T], returns[rows, :T], m, cfg.value_clip)
-            loss = pg + cfg.vf_coef * vl
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            params = [p for p in model.parameters() if p.grad is not None]
-            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            optimizer.step()
+            vl = value_loss(values, rollout.values[mine, :T], returns[mine, :T], m, cfg.value_clip)
+            grad_norms += engine.step((pg + cfg.vf_coef * vl) * share)
             for key, value in (
                 ("policy_loss", pg),
                 ("value_loss", vl),
                 ("clipfrac", clipfrac),
                 ("approx_kl", approx_kl),
-                ("grad_norm", grad_norm),
             ):
-                sums[key] += float(value.detach())
+                sums[key] += float(value.detach()) * share
             steps += 1
     model.eval()
-    return {f"ppo/{k}": v / steps for k, v in sums.items()}
+    out = {f"ppo/{k}": v / steps for k, v in group.sum(sums).items()}
+    return out | {"ppo/grad_norm": grad_norms / steps}  # the global norm: the same on every rank
 
 
 # --- checks and the progress line ------------------------------------------------------------

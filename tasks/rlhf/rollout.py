@@ -9,13 +9,14 @@ in state tokens[:t], and is 0 off the response. Pure torch: no Prefect, no MLflo
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
 from models.generation import ended_at_eos, generate
 from models.llama import Llama
 from models.ppo import PolicyWithValue, align_to_tokens, entropy_from_logits, sequence_logprobs
+from tasks.rlhf.ppo_ranks import RankGroup
 
 
 class Rollout(NamedTuple):
@@ -33,6 +34,8 @@ class Rollout(NamedTuple):
     values: torch.Tensor  # (B, T) V_old(tokens[:t]), the value head's estimate, 0 off the response
     entropy: float  # mean per-token entropy of the sampling distribution over response tokens
     ended: list[bool]  # (B,) the response stopped at EOS; False: cut off at max_new_tokens
+    # what reward_fn returned for the rows, each (B,) float ("r_c" among them); {} without one
+    rewards: dict[str, torch.Tensor] = {}
 
 
 class PromptCycle:
@@ -58,6 +61,16 @@ def generation_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration) % (2**63)
 
 
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The sampling seed of one chunk of an iteration's batch: a chunk's samples do not depend
+    on which rank draws them, nor on how many ranks there are."""
+    return (seed * 7_919 + chunk) % (2**63)
+
+
+# (prompt indices, sampled responses) -> {"r_c": (B,), any other key: (B,)}
+ChunkRewardFn = Callable[[list[int], list[list[int]]], dict[str, torch.Tensor]]
+
+
 def collect_rollout(
     model: PolicyWithValue,
     reference: Llama,
@@ -71,11 +84,78 @@ def collect_rollout(
     pad_id: int,
     seed: int,
     chunk_rows: int,
+    reward_fn: ChunkRewardFn | None = None,
+    group: RankGroup = RankGroup(0, 1),
 ) -> Rollout:
     """Sample one response per prompt in `indices` (each must leave room for max_new_tokens)
-    with the policy in eval mode, then score the batch (`score_rollout`). The model is left in
-    eval mode."""
+    with the policy in eval mode, score it (`score_rollout`) and reward it (`reward_fn`), in
+    chunks of `chunk_rows` prompts; chunk k runs on rank k mod N and every rank ends with the
+    whole batch in order (tasks/rlhf/ppo_ranks.py). The model is left in eval mode."""
     model.eval()
+    chunks = [indices[i : i + chunk_rows] for i in range(0, len(indices), chunk_rows)]
+    local = {
+        k: _chunk(
+            model,
+            reference,
+            prompts,
+            chunk,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            seed=chunk_seed(seed, k),
+            reward_fn=reward_fn,
+        )
+        for k, chunk in enumerate(chunks)
+        if group.owns(k)
+    }
+    parts = [p for p in group.gather(local) if p["indices"]]
+    if not parts:
+        raise RuntimeError(f"no response was sampled for the {len(indices)} prompts")
+    device = next(model.parameters()).device
+    T = max(p["tokens"].shape[1] for p in parts)
+
+    def cat(key: str, fill) -> torch.Tensor:
+        padded = [
+            torch.nn.functional.pad(p[key], (0, T - p[key].shape[1]), value=fill) for p in parts
+        ]
+        return torch.cat(padded).to(device)
+
+    rewards = {
+        key: torch.cat([torch.as_tensor(p["rewards"][key]).float().flatten() for p in parts])
+        for key in (parts[0]["rewards"] if parts else {})
+    }
+    counted = sum(p["counted"] for p in parts)
+    return Rollout(
+        indices=[i for p in parts for i in p["indices"]],
+        responses=[r for p in parts for r in p["responses"]],
+        tokens=cat("tokens", max(pad_id, 0)),
+        response_mask=cat("mask", False),
+        logprobs=cat("logprobs", 0.0),
+        ref_logprobs=cat("ref_logprobs", 0.0),
+        values=cat("values", 0.0),
+        entropy=sum(p["entropy_sum"] for p in parts) / max(counted, 1),
+        ended=[e for p in parts for e in p["ended"]],
+        rewards=rewards,
+    )
+
+
+def _chunk(
+    model: PolicyWithValue,
+    reference: Llama,
+    prompts: list[list[int]],
+    indices: list[int],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    eos_id: int | None,
+    pad_id: int,
+    seed: int,
+    reward_fn: ChunkRewardFn | None,
+) -> dict:
+    """One chunk, sampled, scored and rewarded; tensors on the CPU (they are gathered)."""
     responses = generate(
         model.policy,
         [prompts[i] for i in indices],
@@ -88,14 +168,28 @@ def collect_rollout(
     )
     kept = [k for k, r in enumerate(responses) if r]  # generate returns >= 1 token; be safe
     indices, responses = [indices[k] for k in kept], [responses[k] for k in kept]
-    tokens, mask = pack([prompts[i] for i in indices], responses, max(pad_id, 0))  # (B, T)
+    if not indices:
+        return {"indices": []}
+    tokens, mask = pack([prompts[i] for i in indices], responses, max(pad_id, 0))  # (b, t)
     device = next(model.parameters()).device
-    tokens, mask = tokens.to(device), mask.to(device)
     logprobs, ref_logprobs, values, entropy = score_rollout(
-        model, reference, tokens, mask, temperature, chunk_rows
+        model, reference, tokens.to(device), mask.to(device), temperature, len(indices)
     )
-    ended = ended_at_eos(responses, eos_id)
-    return Rollout(indices, responses, tokens, mask, logprobs, ref_logprobs, values, entropy, ended)
+    counted = int(mask[:, 1:].sum())
+    rewards = reward_fn(indices, responses) if reward_fn is not None else {}
+    return {
+        "indices": indices,
+        "responses": responses,
+        "tokens": tokens,
+        "mask": mask,
+        "logprobs": logprobs.cpu(),
+        "ref_logprobs": ref_logprobs.cpu(),
+        "values": values.cpu(),
+        "entropy_sum": entropy * counted,
+        "counted": counted,
+        "ended": ended_at_eos(responses, eos_id),
+        "rewards": {k: torch.as_tensor(v).detach().float().cpu() for k, v in rewards.items()},
+    }
 
 
 @torch.no_grad()

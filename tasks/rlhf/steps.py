@@ -11,25 +11,21 @@ are keyed the same way, so a killed fine-tuning resumes from its last checkpoint
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 from prefect.logging import get_run_logger
 
-from models.generation import ended_at_eos
 from tasks.caching import cached_task
-from tasks.chat.answer import make_answer_status_fn
 from tasks.chat.config import FormatConfig
-from tasks.chat.format import prompt_tokens
+from tasks.chat.sharded import AnswerJob, answer_jobs
 from tasks.chat.tokenizer import load_tokenizer
+from tasks.distributed.launch import step_log
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotatorConfig
-from tasks.judges.scoring import annotator_scores, load_scorer, rule_annotator
+from tasks.judges.scoring import load_scorer, rule_annotator
 from tasks.judges.toxicity import ToxicityConfig
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
@@ -38,7 +34,6 @@ from tasks.reward.config import CollectionConfig, RewardConfig
 from tasks.reward.steps import PAIRS, PAIRS_EXCLUDED, train_reward_model
 from tasks.rlhf import rejection
 from tasks.rlhf.config import RejectionConfig
-from tasks.rlhf.ppo import PPOConfig, train_ppo
 from tasks.rlhf.rounds import (
     as_prompt,
     best_examples,
@@ -47,8 +42,6 @@ from tasks.rlhf.rounds import (
 from tasks.tracking import PrefixedLogger, attach_run, register_model
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.finetune import FinetuneConfig, finetune_on
-from tasks.training.model_io import load_model, save_model_folder
-from tasks.training.rerun import set_aside_if_forced
 
 SAMPLES = "rejection_samples"
 
@@ -178,28 +171,35 @@ def rejection_sample_step(
     prompt marked. Logs the Fig. 7 curve (max and median R_c over the first N samples)."""
     r = rejection_cfg
     processor = load_tokenizer(tokenizer_model)
-    torch.manual_seed(seed + round_)
-    answer = make_answer_status_fn(
-        load_model(Path(policy_dir)),
-        processor,
-        r.max_new_tokens,
-        r.temperature,
-        r.top_p,
-        r.batch_size,
-    )
     contexts = [(p["system"], p["turns"]) for p in prompts]
-    answers, ended = [], {}
-    for k in range(r.k):
-        texts, done = answer(contexts, seed + 7919 * round_ + 104729 * k)
-        answers.append(texts)
-        ended.update({(p["prompt_id"], k): e for p, e in zip(prompts, done)})
-        get_run_logger().info(
-            "RLHF-V%d rejection sampling: sample %d/%d for %d prompts",
-            round_,
-            k + 1,
-            r.k,
-            len(prompts),
+    jobs = [
+        AnswerJob(
+            model_dir=policy_dir,
+            contexts=contexts,
+            max_new_tokens=r.max_new_tokens,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            seed=seed + 7919 * round_ + 104729 * k,
+            batch_size=r.batch_size,
         )
+        for k in range(r.k)
+    ]
+    answered = answer_jobs(  # on N ranks where rejection.launch says so: all k in one launch
+        jobs,
+        tokenizer_model,
+        r.launch,
+        Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-rs-answering",
+        step_log,
+        lambda k: step_log(
+            f"RLHF-V{round_} rejection sampling: sample {k + 1}/{r.k} for {len(prompts)} prompts"
+        ),
+    )
+    answers = [texts for texts, _ in answered]
+    ended = {
+        (p["prompt_id"], k): e
+        for k, (_, done) in enumerate(answered)
+        for p, e in zip(prompts, done)
+    }
     rows, skipped = sample_rows(round_, prompts, answers, r.temperature)
     for row in rows:
         row["ended"] = ended[(row["prompt_id"], row["sample"])]
@@ -315,112 +315,4 @@ def rs_finetune_step(
     out = {**stats, **loop}
     return StepOutput(
         stats={f"rs_finetune.{k}": float(v) for k, v in out.items()}, models={"model": str(folder)}
-    )
-
-
-# --- 3. PPO ------------------------------------------------------------------------------------
-
-
-@cached_task("ppo", ignore=("mlflow_run_id",))
-def ppo_step(
-    round_: int,
-    start_dir: str,
-    rms: dict[str, str],
-    prompts: list[dict],
-    validation: list[dict],
-    tokenizer_model: str,
-    rm_seq_len: int,
-    annotator_cfg: RuleAnnotatorConfig,
-    ppo: PPOConfig,
-    toxicity: ToxicityConfig,
-    seed: int,
-    run_dir: str,
-    mlflow_run_id: str,
-) -> StepOutput:
-    """PPO from the round's rejection-sampling model against the gated reward; the reference is
-    that same starting model. Early stopping on the validation prompts' mean R_c (greedy
-    answers); the guard is the rule annotator's score of the same answers, an independent
-    signal that falls when the policy games the reward models."""
-    p = ppo
-    processor = load_tokenizer(tokenizer_model)
-    scorer = load_scorer(rms, processor, rm_seq_len)
-    annotator = rule_annotator(annotator_cfg, toxicity, noise=False)
-    policy, ref = load_model(Path(start_dir)), load_model(Path(start_dir))
-    tokens = [prompt_tokens(processor, x["system"], x["turns"]) for x in prompts]
-    eos = processor.eos_id()
-
-    def reward_fn(indices: list[int], responses: list[list[int]]) -> dict[str, torch.Tensor]:
-        # a response cut off at max_new_tokens is scored as it is: without EOS
-        texts = [processor.decode([t for t in r if t != eos]) for r in responses]
-        s = scorer.score([prompts[i] for i in indices], texts, ended_at_eos(responses, eos))
-        return {k: torch.from_numpy(v).float() for k, v in s.items()}
-
-    contexts = [(x["system"], x["turns"]) for x in validation]
-
-    def eval_fn(model) -> dict[str, float]:
-        answers, ended = make_answer_status_fn(model, processor, p.max_new_tokens, 0.0, 1.0)(
-            contexts, seed
-        )
-        kept = [(x, a, e) for x, a, e in zip(validation, answers, ended) if a is not None]
-        if not kept:
-            raise ValueError("no validation prompt fits the model's window with max_new_tokens")
-        s = scorer.score([x for x, _, _ in kept], [a for _, a, _ in kept], [e for *_, e in kept])
-        guard = annotator_scores(annotator, [x for x, _, _ in kept], [a for _, a, _ in kept])
-        safety = np.array([bool(x["is_safety"]) for x, _, _ in kept])
-        model.train()
-        out = {
-            "reward": float(np.mean(s["r_c"])),
-            "guard": float(np.mean(guard)),
-            "r_h": float(np.mean(s["r_h"])),
-            "r_s": float(np.mean(s["r_s"])),
-            "cutoff_share": sum(not e for *_, e in kept) / len(kept),
-        }
-        for name, rows in (("helpfulness", ~safety), ("safety", safety)):
-            if rows.any():  # one guard per axis: a fall on one is not hidden by a rise on the other
-                out[f"guard_{name}"] = float(np.mean(guard[rows]))
-        return out
-
-    key = parts_key(
-        sha256_of(Path(start_dir) / MODEL_FILE),
-        json.dumps(sorted(rms.items())),
-        p.model_dump_json(),
-        json.dumps([x["prompt_id"] for x in prompts]),
-        str(seed),
-    )
-    out_dir = Path(run_dir) / "artifacts" / "rlhf" / f"v{round_}-ppo-{key}"
-    set_aside_if_forced(out_dir)  # --rerun trains again into a fresh folder; the old model is kept
-    logger = attach_run(Path(run_dir), mlflow_run_id)
-    logging.getLogger("tasks.rlhf.ppo").setLevel(
-        logging.INFO
-    )  # one line per iteration, to Prefect's log
-    get_run_logger().info(
-        "RLHF-V%d PPO: %d iterations max, %d prompts, into %s",
-        round_,
-        p.iterations,
-        len(prompts),
-        out_dir,
-    )
-    stats = train_ppo(
-        policy,
-        ref,
-        tokens,
-        reward_fn,
-        p.model_copy(update={"seed": p.seed + round_}),
-        logger,
-        eval_fn=eval_fn,
-        eos_id=eos,
-        pad_id=0,
-    )
-    folder = save_model_folder(
-        policy,
-        out_dir / "model",
-        {"ppo": json.loads(p.model_dump_json()), "round": round_, "started_from": start_dir},
-    )
-    flat = {
-        k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-    return StepOutput(
-        stats={f"ppo.{k}": float(v) for k, v in flat.items()},
-        models={"model": str(folder)},
-        notes={"stopped": str(stats.get("stopped"))},
     )

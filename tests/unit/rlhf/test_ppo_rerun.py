@@ -15,7 +15,7 @@ from models.reward import RewardModel
 from tasks.judges.annotator import RuleAnnotatorConfig
 from tasks.judges.toxicity import ToxicityConfig
 from tasks.rlhf.ppo import PPOConfig
-from tasks.rlhf.steps import ppo_step
+from tasks.rlhf.ppo_steps import ppo_step
 from tasks.tracking import open_run
 from tasks.training.model_io import HEAD_FILE, save_model_folder
 from tasks.training.rerun import SET_ASIDE
