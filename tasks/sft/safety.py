@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.chat.prompt import RISK_CATEGORIES
 from tasks.records import assign_split, json_object, prompt_key, quarantine_record
+from tasks.sft.borderline import opened
 from tasks.sft.sources import Excluded, dialogue_row
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -193,6 +194,9 @@ class BorderlineConfig(BaseModel):
 
     path: Path | None = None  # None = tasks/sft/data/borderline.yaml
     heldout_frac: float = Field(0.2, ge=0, le=1)  # by prompt text
+    # put before every TRAIN answer (held-out rows are evaluation data and stay as written);
+    # "" = off. See tasks/sft/borderline.py `opened` for why an opener helps a small model
+    opener: str = ""
 
 
 def read_borderline(cfg: BorderlineConfig) -> tuple[list[dict], dict[str, float]]:
@@ -216,6 +220,7 @@ def read_borderline(cfg: BorderlineConfig) -> tuple[list[dict], dict[str, float]
         if prompt_key(prompt) in seen:
             raise ValueError(f"{path}: item {n} repeats the prompt {prompt!r}")
         seen.add(prompt_key(prompt))
+        split = assign_split(prompt_key(prompt), cfg.heldout_frac)
         rows.append(
             dialogue_row(
                 dialogue_id=f"borderline:{n}",
@@ -223,9 +228,9 @@ def read_borderline(cfg: BorderlineConfig) -> tuple[list[dict], dict[str, float]
                 category="borderline",
                 turns=[
                     {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": answer},
+                    {"role": "assistant", "content": opened(answer, split, cfg.opener)},
                 ],
-                split=assign_split(prompt_key(prompt), cfg.heldout_frac),
+                split=split,
                 location=f"{path.name}:item {n}",
                 is_safety=True,
             )
