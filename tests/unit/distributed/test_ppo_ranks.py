@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from tasks.distributed.launch import run_ranks
+from tasks.distributed.launch import LaunchConfig, run_ranks
 from tasks.rlhf.ppo import PPOConfig
 from tasks.rlhf.ppo_steps import ppo_round
 from tasks.tracking import tracking_uri
@@ -102,3 +102,29 @@ def test_ppo_on_two_ranks_matches_one_rank_with_the_same_global_batch(tmp_path, 
     b = load_model(Path(two_dir)).state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_the_ppo_task_launches_its_ranks_when_the_config_says_so(tmp_path, sp, caplog):  # noqa: F811
+    """`ppo_step` itself (a real Prefect task run in a flow) starts the ranks, streams their
+    output into its log and returns the manifest of the one-process path."""
+    import logging
+
+    from prefect import flow
+
+    from tasks.rlhf.ppo_steps import ppo_step
+
+    inputs = ppo_inputs(tmp_path, sp)
+    inputs["ppo"] = inputs["ppo"].model_copy(
+        update={"launch": LaunchConfig(launcher="torchrun", nproc=2), "guard_tolerance": 1.0}
+    )
+
+    @flow
+    def one_round():
+        return ppo_step(**inputs)
+
+    with caplog.at_level(logging.INFO):
+        out = one_round()
+    assert out.stats["ppo.iterations_run"] == 1.0 and out.notes["stopped"] == "completed"
+    assert load_model(Path(out.models["model"])).config.vocab_size == sp.vocab_size()
+    assert "launching tasks.rlhf.ppo_steps:ppo_round on 2 rank(s)" in caplog.text
+    assert "ppo it 1/1" in caplog.text  # rank 0's trainer line, streamed from its process
