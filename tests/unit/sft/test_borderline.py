@@ -118,3 +118,19 @@ def test_cap_adversarial_keeps_a_hash_chosen_subset_and_excludes_the_rest_with_r
     ids = {r["dialogue_id"] for r in smaller if r["risk_category"] and r["split"] == "train"}
     assert ids < {r["dialogue_id"] for r in adv_train}
     assert cap_adversarial(rows, None) == (rows, [])
+
+
+def test_the_opener_goes_before_train_answers_only_and_may_not_read_as_a_refusal():
+    from tasks.sft.borderline import BorderlineFamiliesConfig, read_borderline_families
+
+    plain, _ = read_borderline_families(BorderlineFamiliesConfig())
+    opened, _ = read_borderline_families(BorderlineFamiliesConfig(opener="Sure."))
+    assert len(plain) == len(opened)
+    for a, b in zip(plain, opened):
+        answer_a, answer_b = a["turns"][1]["content"], b["turns"][1]["content"]
+        if a["split"] == "train":
+            assert answer_b == f"Sure. {answer_a}"
+        else:  # held-out rows are evaluation data: as written
+            assert answer_b == answer_a
+    with pytest.raises(ValueError, match="reads as a refusal"):
+        read_borderline_families(BorderlineFamiliesConfig(opener="I can't help with that."))
