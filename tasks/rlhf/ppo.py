@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -73,13 +73,19 @@ from models.seeding import seeded
 from tasks.distributed.launch import LaunchConfig
 from tasks.rlhf.early_stop import EarlyStopping, EvalFn, Stopped
 from tasks.rlhf.ppo_ranks import PPOEngine, RankGroup
-from tasks.rlhf.rollout import PromptCycle, Rollout, collect_rollout, generation_seed
+from tasks.rlhf.rollout import (
+    ChunkRewardFn,
+    PromptCycle,
+    Rollout,
+    collect_rollout,
+    generation_seed,
+)
 from tasks.tracking import MetricLogger
 
 log = logging.getLogger("tasks.rlhf.ppo")
 
 # (prompt indices of the batch, sampled responses) -> {"r_c": (B,) in [0, 1], others logged}
-RewardFn = Callable[[list[int], list[list[int]]], dict[str, torch.Tensor]]
+RewardFn = ChunkRewardFn  # one signature: the trainer hands it to the rollout chunk by chunk
 
 __all__ = ["EvalFn", "PPOConfig", "RewardFn", "Stopped", "train_ppo"]
 
