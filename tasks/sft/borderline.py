@@ -34,23 +34,6 @@ class BorderlineFamiliesConfig(BaseModel):
 
     path: Path | None = None  # None = tasks/sft/data/borderline_families.yaml
     train: bool = True  # the train families' prompts go into SFT and the preference pool
-    opener: str = ""  # put before every train family's answer (`opened`); "" = off
-
-
-def opened(answer: str, split: str, opener: str) -> str:
-    """A train answer with `opener` put before it ("Sure. To steal second base, ..."); held-out
-    answers are evaluation data and stay as written.
-
-    Why (issue 15, measured on the demo's SFT model): the refusal demonstrations mostly start
-    with the token "I", while the helpful answers to borderline prompts start with dozens of
-    different words. Greedy decoding takes the single most likely first token, so "I" wins on a
-    benign prompt even when the model gives refusing only ~20 % of the probability (measured:
-    P(first token of the refusal) 0.19 on train borderline prompts, yet 93 % of greedy answers
-    refused). With a common opener the first token compares "answer" with "refuse" as two
-    alternatives, and the model's own judgement of the prompt decides."""
-    if not opener or split != "train":
-        return answer
-    return f"{opener.strip()} {answer}"
 
 
 def _fail(path: Path, where: str, message: str) -> ValueError:
@@ -109,9 +92,7 @@ def read_borderline_families(cfg: BorderlineFamiliesConfig) -> tuple[list[dict],
         if split == "train" and not cfg.train:
             continue
         for j, obj in enumerate(objects, start=1):
-            answer = opened(" ".join(obj["answer"].split()), split, cfg.opener)
-            if is_refusal(answer):
-                raise _fail(path, f"family {name}", f"the opener {cfg.opener!r} reads as a refusal")
+            answer = " ".join(obj["answer"].split())
             for k, phrasing in enumerate(phrasings, start=1):
                 prompt = phrasing.replace("{object}", obj["object"].strip())
                 key = prompt_key(prompt)

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.judges.refusal import is_refusal
 from tasks.sft.borderline import BorderlineFamiliesConfig, read_borderline_families
 from tasks.sft.safety import BorderlineConfig, DoNotAnswerConfig, read_borderline, read_donotanswer
 from tasks.sft.sources import (
@@ -42,6 +43,46 @@ class UserDialogues(BaseModel):
     options: UserDialoguesConfig = UserDialoguesConfig()  # category, hh_field, heldout_frac
 
 
+class OpenerConfig(BaseModel):
+    """A common first word before the train answers that help (`open_answers`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str = ""  # e.g. "Sure."; "" = off
+    sources: list[str] = ["borderline", "borderline_families"]  # whose train answers get it
+
+
+def open_answers(rows: list[dict], cfg: OpenerConfig) -> int:
+    """Put `cfg.text` before the first answer of every TRAIN dialogue of `cfg.sources` that is
+    not a refusal demonstration (no risk category); returns how many were opened. Held-out rows
+    are evaluation data and stay as written.
+
+    Why (issue 15, measured on the demo's SFT model): the refusal demonstrations mostly start
+    with the token "I", while helpful answers start with dozens of different words. Greedy
+    decoding takes the single most likely first token, so "I" wins on a benign prompt even when
+    the model gives refusing only ~20 % of the probability (measured: P(first token of the
+    refusal) 0.19 on train borderline prompts, yet 93 % of greedy answers refused). With a
+    common opener the first token compares "help" with "refuse" as two alternatives, and the
+    model's own judgement of the prompt decides."""
+    text = " ".join(cfg.text.split())
+    if not text:
+        return 0
+    if is_refusal(text):
+        raise ValueError(f"sft.sources.opener.text {cfg.text!r} reads as a refusal (is_refusal)")
+    opened = 0
+    for row in rows:
+        if row["split"] != "train" or row["source"] not in cfg.sources or row["risk_category"]:
+            continue
+        turns = [dict(t) for t in row["turns"]]
+        first = next((t for t in turns if t["role"] == "assistant"), None)
+        if first is None:
+            continue
+        first["content"] = f"{text} {first['content']}"
+        row["turns"] = turns
+        opened += 1
+    return opened
+
+
 class SourcesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +92,7 @@ class SourcesConfig(BaseModel):
     borderline: BorderlineConfig = BorderlineConfig()
     borderline_families: BorderlineFamiliesConfig = BorderlineFamiliesConfig()
     user: list[UserDialogues] = []
+    opener: OpenerConfig = OpenerConfig()
 
 
 def collect(
@@ -78,6 +120,7 @@ def collect(
         got, bad, st = read_user_dialogues(spec.path, spec.format, spec.name, spec.options)
         _take(spec.name, got, [], bad, st, rows, excluded, quarantine, stats)
 
+    stats["opened"] = open_answers(rows, cfg.opener)
     stats["dialogues"] = len(rows)
     stats["excluded"] = len(excluded)
     stats["quarantined"] = len(quarantine)

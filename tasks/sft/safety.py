@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.chat.prompt import RISK_CATEGORIES
 from tasks.records import assign_split, json_object, prompt_key, quarantine_record
-from tasks.sft.borderline import opened
 from tasks.sft.sources import Excluded, dialogue_row
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -194,9 +193,6 @@ class BorderlineConfig(BaseModel):
 
     path: Path | None = None  # None = tasks/sft/data/borderline.yaml
     heldout_frac: float = Field(0.2, ge=0, le=1)  # by prompt text
-    # put before every TRAIN answer (held-out rows are evaluation data and stay as written);
-    # "" = off. See tasks/sft/borderline.py `opened` for why an opener helps a small model
-    opener: str = ""
 
 
 def read_borderline(cfg: BorderlineConfig) -> tuple[list[dict], dict[str, float]]:
@@ -228,7 +224,7 @@ def read_borderline(cfg: BorderlineConfig) -> tuple[list[dict], dict[str, float]
                 category="borderline",
                 turns=[
                     {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": opened(answer, split, cfg.opener)},
+                    {"role": "assistant", "content": answer},
                 ],
                 split=split,
                 location=f"{path.name}:item {n}",

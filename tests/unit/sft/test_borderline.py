@@ -120,17 +120,31 @@ def test_cap_adversarial_keeps_a_hash_chosen_subset_and_excludes_the_rest_with_r
     assert cap_adversarial(rows, None) == (rows, [])
 
 
-def test_the_opener_goes_before_train_answers_only_and_may_not_read_as_a_refusal():
-    from tasks.sft.borderline import BorderlineFamiliesConfig, read_borderline_families
+def test_the_opener_goes_before_train_helpful_answers_only_and_may_not_read_as_a_refusal():
+    from tasks.sft.dataset import OpenerConfig, open_answers
 
-    plain, _ = read_borderline_families(BorderlineFamiliesConfig())
-    opened, _ = read_borderline_families(BorderlineFamiliesConfig(opener="Sure."))
-    assert len(plain) == len(opened)
-    for a, b in zip(plain, opened):
-        answer_a, answer_b = a["turns"][1]["content"], b["turns"][1]["content"]
-        if a["split"] == "train":
-            assert answer_b == f"Sure. {answer_a}"
-        else:  # held-out rows are evaluation data: as written
-            assert answer_b == answer_a
+    def row(source, split, risk=None, turns=("q", "a")):
+        roles = ("user", "assistant") * len(turns)
+        return {
+            "source": source,
+            "split": split,
+            "risk_category": risk,
+            "turns": [{"role": r, "content": c} for r, c in zip(roles, turns)],
+        }
+
+    rows = [
+        row("borderline_families", "train"),
+        row("borderline_families", "heldout"),  # evaluation data: as written
+        row("donotanswer", "train", risk="illicit_criminal", turns=("q", "I can't help.")),
+        row("tasks", "train", turns=("q1", "a1", "q2", "a2")),  # first answer only
+        row("chitchat", "train"),  # not in sources
+    ]
+    given = [r["turns"] for r in rows]
+    cfg = OpenerConfig(text=" Sure. ", sources=["borderline_families", "tasks", "donotanswer"])
+    assert open_answers(rows, cfg) == 2
+    answers = [[t["content"] for t in r["turns"] if t["role"] == "assistant"] for r in rows]
+    assert answers == [["Sure. a"], ["a"], ["I can't help."], ["Sure. a1", "a2"], ["a"]]
+    assert given[0][1]["content"] == "a"  # the turns were copied, not edited in place
+    assert open_answers(rows, OpenerConfig()) == 0  # off by default
     with pytest.raises(ValueError, match="reads as a refusal"):
-        read_borderline_families(BorderlineFamiliesConfig(opener="I can't help with that."))
+        open_answers(rows, OpenerConfig(text="I can't help with that."))
