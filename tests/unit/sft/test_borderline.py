@@ -148,3 +148,39 @@ def test_the_opener_goes_before_train_helpful_answers_only_and_may_not_read_as_a
     assert open_answers(rows, OpenerConfig()) == 0  # off by default
     with pytest.raises(ValueError, match="reads as a refusal"):
         open_answers(rows, OpenerConfig(text="I can't help with that."))
+
+
+def test_brief_answers_keep_leading_sentences_or_clauses_of_train_helpful_answers():
+    from tasks.sft.dataset import BriefConfig, shorten_answers
+
+    def row(source, split, answer, risk=None):
+        return {
+            "source": source,
+            "split": split,
+            "risk_category": risk,
+            "turns": [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}],
+        }
+
+    two = "One two three four. Five six seven. Eight nine ten eleven twelve."
+    clause = "One two, three four, five six seven eight nine ten. Next."
+    rows = [
+        row("borderline_families", "train", two),  # sentences 1-2 fit 7 words, the third not
+        row("borderline_families", "train", clause),  # a first sentence of 10 words: 2 clauses
+        row("borderline_families", "train", "One two three four five six seven eight nine."),
+        row("borderline_families", "heldout", two),  # evaluation data: as written
+        row("donotanswer", "train", two, risk="illicit_criminal"),
+        row("tasks", "train", two),  # not in the default sources
+        row("borderline", "train", "Short answer."),  # already within the limit
+    ]
+    assert shorten_answers(rows, BriefConfig(max_words=7)) == 3
+    answers = [r["turns"][1]["content"] for r in rows]
+    assert answers == [
+        "One two three four. Five six seven.",
+        "One two, three four. Next.",  # then whole sentences while they fit
+        "One two three four five six seven eight nine.",  # no clause to end at: whole
+        two,
+        two,
+        two,
+        "Short answer.",
+    ]
+    assert shorten_answers(rows, BriefConfig()) == 0  # off by default
