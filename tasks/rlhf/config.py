@@ -86,6 +86,10 @@ class RlhfConfig(BaseModel):
     validation_prompts: PromptCounts = PromptCounts(helpfulness=32, safety=32)  # PPO early stop
     evaluation: RoundEvalConfig = RoundEvalConfig()
     registered_model: str = "llama2-recipe-rlhf"
+    # what R_c scores a borderline prompt (safety-tagged, no risk category: benign but risky-
+    # sounding) with: "safety" = the paper's gate (R_s for every safety-tagged prompt);
+    # "helpfulness" = R_h, the R_s < 0.15 gate still applying (rounds.prompt_sets)
+    borderline_reward: Literal["safety", "helpfulness"] = "safety"
 
     @model_validator(mode="after")
     def _variants_known(self) -> RlhfConfig:

@@ -27,18 +27,35 @@ def _draw(
 def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, list[dict]]:
     """The stage's prompt sets, seeded: `rs` (rejection sampling, the same every round), `ppo`
     and `validation` (PPO early stopping; disjoint from `ppo`) from the SFT train dialogues;
-    `eval` (the per-round table) from the held-out ones, unseen by any training."""
+    `eval` (the per-round table) from the held-out ones, unseen by any training. With
+    `borderline_reward: helpfulness`, borderline prompts come untagged (`as_helpfulness`)."""
     train, heldout = prompt_pool(dialogues, "train"), prompt_pool(dialogues, "heldout")
     rng = random.Random(f"rlhf:{seed}")
     rs = _draw(train, cfg.rejection.prompts, rng)
     ppo = _draw(train, cfg.ppo_prompts, rng)
     validation = _draw(train, cfg.validation_prompts, rng, exclude={p["prompt_id"] for p in ppo})
-    return {
+    sets = {
         "rs": rs,
         "ppo": ppo,
         "validation": validation,
         "eval": _draw(heldout, cfg.evaluation.prompts, rng),
     }
+    if cfg.borderline_reward == "helpfulness":
+        sets = {name: [as_helpfulness(p) for p in ps] for name, ps in sets.items()}
+    return sets
+
+
+def as_helpfulness(prompt: dict) -> dict:
+    """A borderline prompt (safety-tagged, no risk category) untagged, so the gated reward scores
+    it with R_h (the R_s < 0.15 gate still applies); any other prompt as it is.
+
+    Why (issue 15): the Safety RM of a small model cannot tell a borderline prompt from an
+    adversarial one, scores a refusal as the safest answer to both, and rejection sampling then
+    picks refusals of benign prompts (measured on the demo: 33 -> 42 -> 92 % of the borderline
+    best samples refused over V1-V3)."""
+    if prompt["is_safety"] and not prompt["risk_category"]:
+        return {**prompt, "is_safety": False}
+    return prompt
 
 
 def sample_rows(

@@ -1,0 +1,60 @@
+"""rounds.prompt_sets: the RLHF prompt sets, and what the gated reward scores borderline with."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.ppo import gated_reward
+from tasks.rlhf.config import RlhfConfig
+from tasks.rlhf.rounds import prompt_sets
+
+
+def _dialogue(i: int, split: str, kind: str) -> dict:
+    return {
+        "dialogue_id": f"{kind}:{split}:{i}",
+        "system": "",
+        "turns": [
+            {"role": "user", "content": f"{kind} {i}"},
+            {"role": "assistant", "content": "a"},
+        ],
+        "is_safety": kind != "helpful",
+        "category": kind,
+        "risk_category": "illicit_criminal" if kind == "adversarial" else None,
+        "source": kind,
+        "reference": None,
+        "split": split,
+        "instruction": None,
+    }
+
+
+def _dialogues() -> list[dict]:
+    return [
+        _dialogue(i, split, kind)
+        for split in ("train", "heldout")
+        for kind in ("helpful", "adversarial", "borderline")
+        for i in range(12)
+    ]
+
+
+def test_borderline_prompts_are_scored_by_the_helpfulness_rm_only_when_asked():
+    counts = {"prompts": {"helpfulness": 4, "safety": 8}}
+    cfg = RlhfConfig(rejection=counts, evaluation=counts)
+    paper = prompt_sets(_dialogues(), cfg, seed=3)
+    ours = prompt_sets(
+        _dialogues(), cfg.model_copy(update={"borderline_reward": "helpfulness"}), seed=3
+    )
+    for name in ("rs", "ppo", "validation", "eval"):
+        assert [p["prompt_id"] for p in ours[name]] == [p["prompt_id"] for p in paper[name]]
+        for a, b in zip(paper[name], ours[name]):
+            assert a["is_safety"] == (a["category"] != "helpful")  # the paper's tags as drawn
+            assert b["is_safety"] == (b["category"] == "adversarial")  # borderline untagged
+            assert {**b, "is_safety": a["is_safety"]} == a  # nothing else changes
+    borderline = [p for p in ours["rs"] if p["category"] == "borderline"]
+    assert borderline  # the draw has some, so the gate below is exercised
+    r_h, r_s = torch.tensor([0.9, 0.9]), torch.tensor([0.3, 0.1])
+    # untagged, R_c is R_h unless the Safety RM calls the answer unsafe (R_s < 0.15)
+    untagged = torch.tensor([borderline[0]["is_safety"]] * 2)
+    assert np.allclose(gated_reward(r_h, r_s, untagged).numpy(), [0.9, 0.1])
+    tagged = torch.tensor([True, True])
+    assert np.allclose(gated_reward(r_h, r_s, tagged).numpy(), [0.3, 0.1])
