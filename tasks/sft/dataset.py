@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -70,18 +71,28 @@ def open_answers(rows: list[dict], cfg: OpenerConfig) -> int:
         return 0
     if is_refusal(text):
         raise ValueError(f"sft.sources.opener.text {cfg.text!r} reads as a refusal (is_refusal)")
-    opened = 0
+    return _rewrite_first_answers(rows, cfg.sources, lambda answer: f"{text} {answer}")
+
+
+def _rewrite_first_answers(
+    rows: list[dict], sources: list[str], rewrite: Callable[[str], str | None]
+) -> int:
+    """Replace the first answer of every TRAIN dialogue of `sources` that is not a refusal
+    demonstration (no risk category) by `rewrite(answer)`, unless that is None; the turns are
+    copied, not edited in place. Returns how many were rewritten."""
+    done = 0
     for row in rows:
-        if row["split"] != "train" or row["source"] not in cfg.sources or row["risk_category"]:
+        if row["split"] != "train" or row["source"] not in sources or row["risk_category"]:
             continue
         turns = [dict(t) for t in row["turns"]]
         first = next((t for t in turns if t["role"] == "assistant"), None)
-        if first is None:
+        new = None if first is None else rewrite(first["content"])
+        if new is None:
             continue
-        first["content"] = f"{text} {first['content']}"
+        first["content"] = new
         row["turns"] = turns
-        opened += 1
-    return opened
+        done += 1
+    return done
 
 
 class BriefConfig(BaseModel):
@@ -109,24 +120,20 @@ def shorten_answers(rows: list[dict], cfg: BriefConfig) -> int:
     ended could. An answer the policy can finish inside its budget can win."""
     if cfg.max_words is None:
         return 0
-    cut = 0
-    for row in rows:
-        if row["split"] != "train" or row["source"] not in cfg.sources or row["risk_category"]:
-            continue
-        turns = [dict(t) for t in row["turns"]]
-        first = next((t for t in turns if t["role"] == "assistant"), None)
-        if first is None or len(first["content"].split()) <= cfg.max_words:
-            continue
-        sentences = _SENTENCE_END.split(first["content"].strip())
-        kept = [_first_clauses(sentences[0], cfg.max_words)]
-        for sentence in sentences[1:]:
-            if len(" ".join([*kept, sentence]).split()) > cfg.max_words:
-                break
-            kept.append(sentence)
-        first["content"] = " ".join(kept)
-        row["turns"] = turns
-        cut += 1
-    return cut
+    return _rewrite_first_answers(rows, cfg.sources, lambda answer: _brief(answer, cfg.max_words))
+
+
+def _brief(answer: str, max_words: int) -> str | None:
+    """`shorten_answers`' cut of one answer; None when it is already within max_words."""
+    if len(answer.split()) <= max_words:
+        return None
+    sentences = _SENTENCE_END.split(answer.strip())
+    kept = [_first_clauses(sentences[0], max_words)]
+    for sentence in sentences[1:]:
+        if len(" ".join([*kept, sentence]).split()) > max_words:
+            break
+        kept.append(sentence)
+    return " ".join(kept)
 
 
 def _first_clauses(sentence: str, max_words: int) -> str:
