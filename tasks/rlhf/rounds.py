@@ -51,8 +51,8 @@ def as_helpfulness(prompt: dict) -> dict:
 
     Why (issue 15): the Safety RM of a small model cannot tell a borderline prompt from an
     adversarial one, scores a refusal as the safest answer to both, and rejection sampling then
-    picks refusals of benign prompts (measured on the demo: 33 -> 42 -> 92 % of the borderline
-    best samples refused over V1-V3)."""
+    picks refusals of benign prompts (measured on the demo with the paper's gate: 33 -> 42 ->
+    92 % of the borderline best samples refused over V1-V3, run D in README "Helpful and safe")."""
     if prompt["is_safety"] and not prompt["risk_category"]:
         return {**prompt, "is_safety": False}
     return prompt
