@@ -133,6 +133,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.type_as(x)
 
 
+def segment_layout(segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (B, T) and attention mask (B, 1, T, T) that make each segment of a packed row
+    a sequence of its own: a token attends causally to its own segment only (block-diagonal),
+    and positions restart at 0 where the segment id changes. `segments` is (B, T) ids that are
+    constant over each contiguous segment (tasks.chat.format.Packed.segments, windowed)."""
+    B, T = segments.shape
+    idx = torch.arange(T, device=segments.device).expand(B, T)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    same = segments[:, :, None] == segments[:, None, :]
+    return idx - first, (same & causal)[:, None]
+
+
 class KVCache:
     """Per-layer key/value buffers for incremental decoding, (B, n_kv_heads, max_len, head_dim)."""
 

@@ -18,6 +18,10 @@ class FormatConfig(BaseModel):
     mask_strategy: MaskStrategy = MaskStrategy.ALL_ASSISTANT
     # token between packed examples; each example already opens with <s> and closes with </s>
     separator: Literal["none", "eos", "bos"] = "none"
+    # attention inside a packed sequence: "causal" over the whole sequence (the paper's plain
+    # concatenation: an example sees the unrelated ones before it) or "block_diagonal" (each
+    # example sees only itself, positions restart at 0: as if it were trained alone)
+    packing: Literal["causal", "block_diagonal"] = "causal"
 
     def separator_ids(self, processor) -> list[int]:
         return {"none": [], "eos": [processor.eos_id()], "bos": [processor.bos_id()]}[

@@ -18,10 +18,13 @@ trailing pad so that `TokenBatches(..., order="epochs")` window k is bin k plus 
 of bin k+1. That extra token is a target of window k, which is harmless because it is always a
 `<s>` (label IGNORE) or the final pad, both with loss mask 0; `pack_examples` checks this.
 
-Attention: plain causal attention over the whole bin, as plain concatenation in the paper, so an
-example can attend to the earlier examples in its bin. The labels are unaffected (each example
-starts with <s> and ends with </s>, and only its own answers are targets). A block-diagonal
-mask per example (document masking) is the alternative; it is not implemented here.
+Attention: by default plain causal attention over the whole bin, as plain concatenation in the
+paper, so an example can attend to the earlier examples in its bin. The labels are unaffected
+(each example starts with <s> and ends with </s>, and only its own answers are targets).
+`Packed.segments` numbers the examples of the whole array (a separator belongs to the example
+before it; each run of pads is a segment of its own): with it the training loop can attend
+block-diagonally, each example to itself only, with positions restarting at 0 per example
+(`models.llama.segment_layout`), so that a packed example is seen exactly as it would be alone.
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ def example_loss_mask(labels: Sequence[int]) -> np.ndarray:
 class Packed:
     tokens: np.ndarray  # (n_bins * seq_len + 1,) int32: bins back to back, then one pad token
     loss_mask: np.ndarray  # same shape, uint8: 1 where the token is a training target
+    segments: np.ndarray  # same shape, int32: which example (or pad run) each token belongs to
     stats: dict  # examples, bins, seq_len, fill (share of non-pad positions), target_tokens, ...
 
 
@@ -218,20 +222,29 @@ def pack_examples(
 
     out_tokens = np.full(len(bins) * seq_len + 1, pad_id, dtype=np.int32)
     out_mask = np.zeros(len(out_tokens), dtype=np.uint8)
+    # Segment ids: one per example, the separator after it included; each bin's trailing pads
+    # (and the final pad) get a fresh one. Consecutive, so a change of id is a segment start.
+    out_segments = np.empty(len(out_tokens), dtype=np.int32)
     sep = np.asarray(separator, dtype=np.int32)
-    n_sep = 0
+    n_sep = segment = 0
     for b, members in enumerate(bins):
         pos = b * seq_len
         for k, j in enumerate(members):
             if k:  # separator between examples, mask stays 0
                 out_tokens[pos : pos + len(sep)] = sep
+                out_segments[pos : pos + len(sep)] = segment - 1
                 pos += len(sep)
                 n_sep += len(sep)
             tokens, labels = examples[order[j]]
             out_tokens[pos : pos + len(tokens)] = tokens
             out_mask[pos : pos + len(tokens)] = example_loss_mask(labels)
+            out_segments[pos : pos + len(tokens)] = segment
+            segment += 1
             pos += len(tokens)
         assert pos <= (b + 1) * seq_len, f"bin {b} overflows: {pos - b * seq_len} > {seq_len}"
+        out_segments[pos : (b + 1) * seq_len] = segment  # this bin's pads (none if it is full)
+        segment += 1
+    out_segments[-1] = segment  # the trailing pad
     # Window k's last target is the first token of bin k+1 (or the final pad): never trained.
     assert not out_mask[::seq_len].any(), "a bin starts with a target token"
 
@@ -247,4 +260,4 @@ def pack_examples(
         "pad_tokens": len(bins) * seq_len - example_tokens - n_sep,
         "max_examples_per_bin": max(len(m) for m in bins),
     }
-    return Packed(tokens=out_tokens, loss_mask=out_mask, stats=stats)
+    return Packed(tokens=out_tokens, loss_mask=out_mask, segments=out_segments, stats=stats)

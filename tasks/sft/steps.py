@@ -35,7 +35,7 @@ from tasks.sft.instructions import instruction_demos
 from tasks.sft.multiturn import eval_conversations, multiturn_recall, plot_recall
 from tasks.sft.tokenize import cap_adversarial, tokenize_rows
 from tasks.tracking import InMemoryLogger, PrefixedLogger, attach_run
-from tasks.training.finetune import FinetuneConfig, finetune
+from tasks.training.finetune import FinetuneConfig, finetune, loss_alone
 from tasks.training.model_io import export_model, load_model
 from tasks.training.rerun import set_aside_if_forced
 
@@ -209,10 +209,19 @@ def _finetune(
         separator=cfg.format.separator_ids(processor),
         logger=PrefixedLogger(logger, f"{label}/"),
         out_dir=out_dir,
+        block_diagonal=cfg.format.packing == "block_diagonal",
     )
     model_dir = out_dir / "model"
     if rank == 0:
         export_model(Path(stats["checkpoint"]), model_dir)
+        # comparable across sft.format.packing: each held-out example in a context of its own
+        stats.update(
+            loss_alone(
+                load_model(model_dir),
+                df.filter(pl.col("split") == "heldout"),
+                finetune_cfg.train.seq_len,
+            )
+        )
     return stats, pack_stats, model_dir
 
 

@@ -8,6 +8,10 @@ batches an uninterrupted run would have read, and no sampler state needs saving.
 SFT, rejection-sampling fine-tuning and distillation plug in through `loss_mask`, an array as
 long as the tokens: 1 where a token is trained as a target (answer tokens), 0 where it is not
 (prompt tokens, padding). Masked targets become `IGNORE_INDEX`, which the model's loss skips.
+
+Packed examples can also bring `segments` (tasks.chat.format.Packed.segments): then a batch is
+(x, y, s) with s the (B, T) segment ids of x, and the engine attends block-diagonally
+(models.llama.segment_layout). Without them a batch is (x, y), plain causal attention.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ def micro_batch_index(
 
 
 class TokenBatches:
-    """`batch(index) -> (x, y)`: int64 tensors (B, T); y is x shifted by one token.
+    """`batch(index) -> (x, y)`: int64 tensors (B, T); y is x shifted by one token. With
+    `segments`, `(x, y, s)`: s (B, T) int64, the segment id of each token of x.
 
     order="random": each sequence starts at a uniformly random offset (pretraining: any window
     of the stream is a sample). order="epochs": the stream is cut into non-overlapping windows,
@@ -45,6 +50,7 @@ class TokenBatches:
         seed: int = 0,
         loss_mask=None,
         order: Order = "random",
+        segments=None,
     ):
         self.tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
         if self.tokens.ndim != 1:
@@ -60,9 +66,15 @@ class TokenBatches:
                 raise ValueError(
                     f"loss_mask shape {loss_mask.shape} != tokens shape {self.tokens.shape}"
                 )
+        if segments is not None:
+            segments = segments if isinstance(segments, np.ndarray) else np.asarray(segments)
+            if segments.shape != self.tokens.shape:
+                raise ValueError(
+                    f"segments shape {segments.shape} != tokens shape {self.tokens.shape}"
+                )
         if order not in ("random", "epochs"):
             raise ValueError(f"order must be 'random' or 'epochs', got {order!r}")
-        self.loss_mask = loss_mask
+        self.loss_mask, self.segments = loss_mask, segments
         self.batch_size, self.seq_len, self.seed, self.order = batch_size, seq_len, seed, order
         self._perm: tuple[int, np.ndarray] | None = None  # (epoch, permutation): a cache only
 
@@ -83,8 +95,10 @@ class TokenBatches:
             out[epochs == epoch] = self._permutation(int(epoch))[positions[epochs == epoch]]
         return out * self.seq_len
 
-    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return gather_windows(self.tokens, self.starts(index), self.seq_len, self.loss_mask)
+    def batch(self, index: int) -> tuple[torch.Tensor, ...]:
+        return gather_windows(
+            self.tokens, self.starts(index), self.seq_len, self.loss_mask, self.segments
+        )
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != epoch:
@@ -94,20 +108,28 @@ class TokenBatches:
 
 
 def gather_windows(
-    tokens: np.ndarray, starts: np.ndarray, seq_len: int, loss_mask: np.ndarray | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) for windows tokens[s : s + seq_len + 1]; y = IGNORE_INDEX where loss_mask is 0."""
+    tokens: np.ndarray,
+    starts: np.ndarray,
+    seq_len: int,
+    loss_mask: np.ndarray | None = None,
+    segments: np.ndarray | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """(x, y) for windows tokens[s : s + seq_len + 1]; y = IGNORE_INDEX where loss_mask is 0.
+    With `segments`, (x, y, the segment ids of x)."""
     idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(seq_len + 1)  # (B, T + 1)
     window = np.asarray(tokens[idx], dtype=np.int64)  # reads only these pages of a memmap
     x, y = window[:, :-1], window[:, 1:].copy()
     if loss_mask is not None:
         y[np.asarray(loss_mask[idx[:, 1:]]) == 0] = IGNORE_INDEX
-    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    xy = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    if segments is None:
+        return xy
+    return *xy, torch.from_numpy(np.asarray(segments[idx[:, :-1]], dtype=np.int64))
 
 
 def eval_batches(
-    tokens, n: int, batch_size: int, seq_len: int, loss_mask=None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    tokens, n: int, batch_size: int, seq_len: int, loss_mask=None, segments=None
+) -> list[tuple[torch.Tensor, ...]]:
     """`n` fixed validation batches: windows evenly spaced over the array (same every call)."""
     tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
     if len(tokens) < seq_len + 1:
@@ -115,4 +137,9 @@ def eval_batches(
     if loss_mask is not None and not isinstance(loss_mask, np.ndarray):
         loss_mask = np.asarray(loss_mask)
     starts = np.linspace(0, len(tokens) - seq_len - 1, n * batch_size).round().astype(np.int64)
-    return [gather_windows(tokens, s, seq_len, loss_mask) for s in starts.reshape(n, batch_size)]
+    if segments is not None and not isinstance(segments, np.ndarray):
+        segments = np.asarray(segments)
+    return [
+        gather_windows(tokens, s, seq_len, loss_mask, segments)
+        for s in starts.reshape(n, batch_size)
+    ]

@@ -10,6 +10,9 @@ The training loop (loop.py) only talks to an `Engine`; two implement it:
 Gradient accumulation has one meaning in both: `backward(loss)` adds loss / grad_accum_steps
 to the gradients, `step()` clips, updates, advances the schedule, zeroes the gradients and
 returns the pre-clip gradient norm.
+
+A micro-batch may carry segment ids (packed examples): `forward(x, y, segments)` then gives the
+model positions and a block-diagonal mask (models.llama.segment_layout), one example per block.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from models.llama import segment_layout
 from tasks.training.checkpoint import MODEL_FILE, load_weights, save_weights
 from tasks.training.config import TrainConfig
 from tasks.training.optim import build_optimizer, build_scheduler
@@ -40,17 +44,26 @@ class Engine(Protocol):
     world_size: int
     device: torch.device
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...  # training loss
+    # training loss; segments (B, T): attend within each packed example only
+    def forward(self, x: torch.Tensor, y: torch.Tensor, segments=None) -> torch.Tensor: ...
     def backward(self, loss: torch.Tensor) -> None: ...
     def step(self) -> float: ...
     def zero_grad(self) -> None: ...
-    def eval_loss(self, x: torch.Tensor, y: torch.Tensor) -> float: ...
+    def eval_loss(self, x: torch.Tensor, y: torch.Tensor, segments=None) -> float: ...
     @property
     def lr(self) -> float: ...
     def state_dict(self) -> dict: ...
     def save(self, folder: Path) -> None: ...
     def load(self, folder: Path) -> None: ...
     def barrier(self) -> None: ...
+
+
+def layout(segments: torch.Tensor | None, device: torch.device) -> dict:
+    """The model's keyword arguments for a micro-batch's segment ids: none for plain causal."""
+    if segments is None:
+        return {}
+    positions, mask = segment_layout(segments.to(device))
+    return {"positions": positions, "attention_mask": mask}
 
 
 def make_engine(model: nn.Module, cfg: TrainConfig, work_dir: Path | None = None) -> Engine:
@@ -107,9 +120,11 @@ class TorchEngine:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def forward(self, x, y):
+    def forward(self, x, y, segments=None):
         with self._autocast():
-            _, loss = self._forward(x.to(self.device), y.to(self.device))
+            _, loss = self._forward(
+                x.to(self.device), y.to(self.device), **layout(segments, self.device)
+            )
         return loss
 
     def backward(self, loss):
@@ -127,10 +142,12 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
-    def eval_loss(self, x, y) -> float:
+    def eval_loss(self, x, y, segments=None) -> float:
         self.module.eval()  # the bare module: no DDP sync, no recompilation for eval mode
         with self._autocast():
-            _, loss = self.module(x.to(self.device), y.to(self.device))
+            _, loss = self.module(
+                x.to(self.device), y.to(self.device), **layout(segments, self.device)
+            )
         self.module.train()
         return float(loss)
 
@@ -178,8 +195,8 @@ class DeepSpeedEngine:
         )
         self.device = self.ds.device
 
-    def forward(self, x, y):
-        _, loss = self.ds(x.to(self.device), y.to(self.device))
+    def forward(self, x, y, segments=None):
+        _, loss = self.ds(x.to(self.device), y.to(self.device), **layout(segments, self.device))
         return loss
 
     def backward(self, loss):
@@ -196,9 +213,9 @@ class DeepSpeedEngine:
         self.ds.zero_grad()
 
     @torch.no_grad()
-    def eval_loss(self, x, y) -> float:
+    def eval_loss(self, x, y, segments=None) -> float:
         self.ds.eval()
-        _, loss = self.ds(x.to(self.device), y.to(self.device))
+        _, loss = self.ds(x.to(self.device), y.to(self.device), **layout(segments, self.device))
         self.ds.train()
         return float(loss)
 

@@ -2,7 +2,9 @@
 
 The examples (one row of `sft_examples` each) are packed into sequences of `seq_len` tokens
 (`tasks.chat.format.pack_examples`) and read in epochs (TokenBatches order="epochs"); the loss mask
-comes from the labels, so only answer tokens are trained. The number of optimizer steps
+comes from the labels, so only answer tokens are trained. With `block_diagonal` each example
+attends only to itself inside its packed sequence (sft.format.packing), in training and in the
+validation loss alike. The number of optimizer steps
 follows from the epochs (paper: 2) and the packed size; warmup is a share of them.
 """
 
@@ -13,16 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.llama import Llama
+from models.llama import IGNORE_INDEX, Llama, segment_layout
 from tasks.chat.config import FormatConfig
 from tasks.chat.format import MaskStrategy, Packed, pack_examples, tokenize_dialogue
 from tasks.distributed.launch import LaunchConfig, run_ranks, start_ranks_here, step_log
 from tasks.distributed.launch import rank as launched_rank
 from tasks.tracking import MetricLogger
 from tasks.training.config import TrainConfig
-from tasks.training.data import TokenBatches
+from tasks.training.data import TokenBatches, gather_windows
 from tasks.training.loop import train
 from tasks.training.model_io import export_model, load_model
 from tasks.training.rerun import set_aside_if_forced
@@ -95,6 +99,31 @@ def packed(
     return pack_examples(pairs, seq_len, pad_id, separator=separator, seed=seed)
 
 
+@torch.no_grad()
+def loss_alone(model: Llama, examples: pl.DataFrame, seq_len: int, batch_size: int = 4) -> dict:
+    """Mean loss per target token with every example in a context of its own, as the model meets
+    a conversation at inference: whatever the training packing, a comparable held-out loss.
+    The examples are packed and scored block-diagonally, which gives the numbers of one forward
+    pass per example in far fewer passes. {} when there are no examples."""
+    if not examples.height:
+        return {}
+    data = packed(examples, seq_len, pad_id=0, separator=[], seed=0)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for first in range(0, data.stats["bins"], batch_size):
+        starts = np.arange(first, min(first + batch_size, data.stats["bins"])) * seq_len
+        x, y, segments = gather_windows(data.tokens, starts, seq_len, data.loss_mask, data.segments)
+        positions, mask = segment_layout(segments)
+        hidden = model.hidden_states(x, positions=positions, attention_mask=mask)
+        keep = y != IGNORE_INDEX
+        logits = model.output(hidden[keep]).float()  # the head on target positions only
+        total += float(F.cross_entropy(logits, y[keep], reduction="sum"))
+        count += int(keep.sum())
+    model.train(was_training)
+    return {"heldout_loss_alone": total / max(count, 1), "heldout_target_tokens": float(count)}
+
+
 def finetune(
     model: Llama,
     train_examples: pl.DataFrame,
@@ -105,16 +134,18 @@ def finetune(
     logger: MetricLogger,
     out_dir: Path,
     sample_fn=None,
+    block_diagonal: bool = False,
 ) -> tuple[dict, dict]:
     """Train `model` in place; returns (loop stats, packing stats). Resumes from out_dir."""
     seq_len = cfg.train.seq_len
     data = packed(train_examples, seq_len, pad_id, separator, cfg.train.seed)
     n_sequences = (len(data.tokens) - 1) // seq_len
     run_cfg = cfg.resolve(n_sequences)
-    val_tokens = val_mask = None
+    val_tokens = val_mask = val_segments = None
     if val_examples.height:
         val = packed(val_examples, seq_len, pad_id, separator, cfg.train.seed)
         val_tokens, val_mask = val.tokens, val.loss_mask
+        val_segments = val.segments if block_diagonal else None
     batches = TokenBatches(
         data.tokens,
         run_cfg.batch_size,
@@ -122,6 +153,7 @@ def finetune(
         seed=run_cfg.seed,
         loss_mask=data.loss_mask,
         order="epochs",
+        segments=data.segments if block_diagonal else None,
     )
     stats = train(
         model,
@@ -132,6 +164,7 @@ def finetune(
         val_tokens=val_tokens,
         sample_fn=sample_fn,
         val_loss_mask=val_mask,
+        val_segments=val_segments,
     )
     pack_stats = {
         f"pack.{k}": float(v)
@@ -259,6 +292,7 @@ def _finetune_and_export(model, examples, ft, fmt, processor, out_dir, logger):
         separator=fmt.separator_ids(processor),
         logger=logger,
         out_dir=out_dir,
+        block_diagonal=fmt.packing == "block_diagonal",
     )
     folder = Path(out_dir) / "model"
     if launched_rank() == 0:

@@ -54,6 +54,7 @@ def train(
     sample_fn: SampleFn | None = None,
     resume: bool = True,
     val_loss_mask=None,
+    val_segments=None,
 ) -> dict:
     """Train `model` for cfg.max_steps optimizer steps; returns final stats.
 
@@ -61,7 +62,9 @@ def train(
     (a finished run returns at once). Metrics go to `logger` (rank 0 only): every log_every
     steps loss, lr, grad_norm, tokens_per_s, mfu; every eval_every val_loss, val_ppl (on
     `val_tokens`); every sample_every the text of `sample_fn(model, step)` as an artifact; at the
-    end the loss curve as a PNG artifact.
+    end the loss curve as a PNG artifact. Batches that carry segment ids (packed examples,
+    tasks/training/data.py) train and validate block-diagonally; `val_segments` are those of
+    `val_tokens`.
     """
     if (data.batch_size, data.seq_len) != (cfg.batch_size, cfg.seq_len):
         raise ValueError(
@@ -100,6 +103,7 @@ def train(
             cfg.batch_size * cfg.grad_accum_steps * engine.world_size,
             cfg.seq_len,
             val_loss_mask,
+            val_segments,
         )
     run = _Run(engine, data, cfg, logger, out_dir, state, val, sample_fn, sizes)
     if resumed_from is not None:
@@ -183,8 +187,8 @@ class _Run:
             for micro in range(cfg.grad_accum_steps)
         ]
         weights = self.token_weights(micro_batches)
-        for (x, y), weight in zip(micro_batches, weights):
-            loss = engine.forward(x, y) * weight
+        for batch, weight in zip(micro_batches, weights):
+            loss = engine.forward(*batch) * weight  # (x, y) or (x, y, segments)
             engine.backward(loss)
             loss_sum += float(loss.detach())
         window.grad_norm = engine.step()
@@ -221,14 +225,14 @@ class _Run:
         micro-batches of batch_size), so any split of the same global batch reports the same."""
         world, rank, size = self.engine.world_size, self.engine.rank, self.cfg.batch_size
         total = torch.zeros(2, dtype=torch.float64)
-        for x, y in self.val:
-            xs, ys = x[rank::world], y[rank::world]  # this rank's rows of the global batch
-            for start in range(0, len(xs), size):
-                xm, ym = xs[start : start + size], ys[start : start + size]
+        for batch in self.val:
+            mine = [t[rank::world] for t in batch]  # this rank's rows of the global batch
+            for start in range(0, len(mine[0]), size):
+                xm, ym, *sm = (t[start : start + size] for t in mine)
                 n = float((ym != IGNORE_INDEX).sum()) if ym.shape == xm.shape else float(len(xm))
                 if n:
                     total += torch.tensor(
-                        [self.engine.eval_loss(xm, ym) * n, n], dtype=torch.float64
+                        [self.engine.eval_loss(xm, ym, *sm) * n, n], dtype=torch.float64
                     )
         if world > 1:
             dist.all_reduce(total)
@@ -306,11 +310,13 @@ class _Run:
         grad_accum_steps; DDP averages over ranks). All 1 for other targets (reward pairs: every
         micro-batch holds as many pairs) and where the split cannot matter."""
         world, accum = self.engine.world_size, len(micro_batches)
-        token_targets = all(y.dtype == torch.int64 and y.shape == x.shape for x, y in micro_batches)
+        token_targets = all(
+            y.dtype == torch.int64 and y.shape == x.shape for x, y, *_ in micro_batches
+        )
         if (world == 1 and accum == 1) or not token_targets:
             return [1.0] * accum
         counts = torch.tensor(
-            [float((y != IGNORE_INDEX).sum()) for _, y in micro_batches], dtype=torch.float64
+            [float((y != IGNORE_INDEX).sum()) for _, y, *_ in micro_batches], dtype=torch.float64
         )
         total = counts.sum().clone()
         if world > 1:

@@ -241,6 +241,30 @@ def test_every_example_is_packed_whole_exactly_once(separator):
     assert packed.tokens[-1] == PAD
 
 
+@pytest.mark.parametrize("separator", [(), (EOS,)])
+def test_segments_number_each_example_with_its_separator_and_each_pad_run(separator):
+    examples, seq_len = synthetic_examples(25), 32
+    packed = pack_examples(examples, seq_len, PAD, separator=separator, seed=3)
+    seg, tokens = packed.segments, packed.tokens
+    assert seg.shape == tokens.shape and (np.diff(seg) >= 0).all()  # ids only grow
+    starts = np.flatnonzero(np.diff(seg, prepend=-1))
+    # an example's segment opens with its <s>; a pad run's with a pad
+    assert set(tokens[starts].tolist()) <= {BOS, PAD}
+    example_starts = starts[tokens[starts] == BOS]
+    assert len(example_starts) == len(examples)
+    bounds = [*starts, len(seg)]
+    for a, b in zip(bounds, bounds[1:]):
+        body = tokens[a:b]
+        if body[0] == BOS:  # the example whole, then its separator if another example follows
+            end = int(np.flatnonzero(body == EOS)[0]) + 1
+            assert body[end:].tolist() in ([], list(separator))
+            assert (b - a) - end in (0, len(separator))
+        else:
+            assert (body == PAD).all()
+        assert a // seq_len == (b - 1) // seq_len  # no segment crosses a bin
+    assert seg[-1] != seg[-2]  # the trailing pad belongs to no bin's example
+
+
 def test_first_fit_places_each_example_in_the_first_bin_with_room():
     lengths = np.array([6, 6, 3, 4])
     assert _first_fit(lengths, 10, 0) == [[0, 2], [1, 3]]

@@ -160,3 +160,33 @@ def test_seeded_construction_draws_in_the_same_order_as_before():
     new = Llama(cfg).state_dict()
     assert list(new) == list(old.state_dict())
     assert all(torch.equal(new[k], v) for k, v in old.state_dict().items())
+
+
+def test_segment_layout_makes_each_packed_example_see_only_itself():
+    """A row packed from two examples and pads, read with segment_layout, gives every example
+    the logits it has alone; plain causal attention lets the second one see the first."""
+    from models.llama import segment_layout
+
+    cfg = tiny()
+    model = random_model(cfg)
+    first, second = torch.randint(1, cfg.vocab_size, (5,)), torch.randint(1, cfg.vocab_size, (7,))
+    row = torch.cat([first, second, torch.zeros(4, dtype=torch.long)])[None]  # 16 tokens
+    segments = torch.tensor([[0] * 5 + [1] * 7 + [2] * 4])
+    positions, mask = segment_layout(segments)
+    assert positions.tolist() == [list(range(5)) + list(range(7)) + list(range(4))]
+    assert mask.shape == (1, 1, 16, 16) and not mask[0, 0, 5:12, :5].any()
+    packed, _ = model(row, positions=positions, attention_mask=mask)
+    torch.testing.assert_close(packed[:, :5], model(first[None])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(packed[:, 5:12], model(second[None])[0], atol=1e-5, rtol=1e-5)
+    causal, _ = model(row)
+    torch.testing.assert_close(causal[:, :5], packed[:, :5], atol=1e-5, rtol=1e-5)
+    assert (causal[:, 5:12] - packed[:, 5:12]).abs().max() > 1e-2
+
+
+def test_segment_layout_restarts_positions_in_a_window_cut_mid_segment():
+    from models.llama import segment_layout
+
+    positions, mask = segment_layout(torch.tensor([[4, 4, 5, 5, 5], [7, 7, 7, 7, 7]]))
+    assert positions.tolist() == [[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]]
+    assert mask[1, 0].equal(torch.ones(5, 5, dtype=torch.bool).tril())
+    assert mask[0, 0, 2:, :2].sum() == 0 and mask[0, 0, 4, 2:].all()

@@ -1,11 +1,13 @@
 """Dialogues -> examples (truncation at turn boundaries), and fine-tuning from a checkpoint."""
 
+import copy
 import math
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.llama import IGNORE_INDEX, Llama, tiny
 from tasks.chat.answer import make_answer_fn
@@ -134,3 +136,63 @@ def test_sft_defaults_fill_keys_a_preset_leaves_out():
     assert resolved.max_steps == 101 and resolved.warmup_steps == 3  # 2 epochs / batch 2; 3 %
     assert FinetuneConfig(max_steps=7).resolve(10_000).max_steps == 7
     assert IGNORE_INDEX == -100
+
+
+def test_block_diagonal_packing_scores_each_example_as_if_it_were_alone(sp, tmp_path):
+    """sft.format.packing: block_diagonal. The validation loss of packed held-out examples is
+    exactly the loss of each example run alone; causal packing lets later examples see earlier
+    ones in their bin, so its loss differs."""
+    from tasks.training.finetune import loss_alone, packed
+
+    torch.manual_seed(0)
+    model = Llama(tiny(vocab_size=sp.vocab_size()))
+    answers = ["Two plus two is four.", "Four.", "It is four, of course.", "The sum is 4."]
+    rows = [row(i, 1 + i % 2, answer=answers[i % 4]) for i in range(8)]
+    rows += [row(50 + i, 1, "heldout", answer=answers[i % 4]) for i in range(6)]
+    df = dialogue_frame(tokenize_rows(rows, sp, MaskStrategy.ALL_ASSISTANT, 128)[0], "sft_examples")
+    train_df, val_df = (df.filter(pl.col("split") == s) for s in ("train", "heldout"))
+    bins = packed(val_df, 128, 0, [], seed=0).stats["bins"]
+    assert bins < val_df.height  # several examples share a bin
+
+    # the exact loss: every held-out example alone, its target tokens summed
+    total = count = 0.0
+    with torch.no_grad():
+        for tokens, labels in zip(val_df["tokens"].to_list(), val_df["labels"].to_list()):
+            logits, _ = model(torch.tensor([tokens[:-1]]))
+            target = torch.tensor(labels[1:])
+            keep = target != IGNORE_INDEX
+            total += float(F.cross_entropy(logits[0][keep], target[keep], reduction="sum"))
+            count += float(keep.sum())
+    alone = total / count
+
+    def val_loss(block_diagonal):
+        logger = InMemoryLogger()
+        cfg = FinetuneConfig(
+            max_steps=1,
+            train={
+                "batch_size": bins,  # one window per bin: the validation windows are the bins
+                "seq_len": 128,
+                "lr": 1e-12,
+                "threads": 1,
+                "eval_every": 1,
+                "eval_batches": 1,
+            },
+        )
+        finetune(
+            copy.deepcopy(model).train(),
+            train_df,
+            val_df,
+            cfg,
+            pad_id=0,
+            separator=[],
+            logger=logger,
+            out_dir=tmp_path / f"bd{block_diagonal}",
+            block_diagonal=block_diagonal,
+        )
+        return logger.metrics["val_loss"][-1][1]
+
+    got = loss_alone(model, val_df, 128, batch_size=2)  # what the SFT step logs
+    assert got["heldout_loss_alone"] == pytest.approx(alone, rel=1e-4)
+    assert got["heldout_target_tokens"] == count
+    assert val_loss(True) == pytest.approx(alone, rel=1e-4)
+    assert abs(val_loss(False) - alone) > 1e-3
