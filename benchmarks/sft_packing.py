@@ -1,7 +1,7 @@
 """SFT training speed with causal against block-diagonal packing (sft.format.packing).
 
     .venv/bin/python benchmarks/sft_packing.py [--threads 2] [--warmup 2] [--steps 8]
-        [--batch 16] [--seq-len 256]
+        [--batch 16] [--seq-len 256] [--dtype fp32|bf16] [--compile]
 
 Both modes train `models.llama.demo()` through `tasks.training.finetune.finetune` (packing,
 the real training loop, AdamW) on the same packed examples: synthetic chat examples of 24-200
@@ -68,7 +68,8 @@ def run_mode(mode: str, frame: pl.DataFrame, args) -> dict:
             "seq_len": args.seq_len,
             "lr": 3e-4,
             "threads": args.threads,
-            "dtype": "fp32",
+            "dtype": args.dtype,
+            "compile": args.compile,
             "log_every": 1,
             "eval_every": 0,
             "checkpoint_every": 0,
@@ -110,12 +111,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--examples", type=int, default=600)
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (the demo's SFT)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     frame = examples(args.examples, demo().vocab_size, args.seq_len)
     print(
         f"model: demo(); {args.examples} examples packed into seq {args.seq_len}, batch "
-        f"{args.batch}; {args.threads} threads; torch {torch.__version__}; load average "
+        f"{args.batch}; {args.dtype}{' compiled' if args.compile else ''}; "
+        f"{args.threads} threads; torch {torch.__version__}; load average "
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
     )
     rows = [run_mode(m, frame, args) for m in ("causal", "block_diagonal")]

@@ -127,8 +127,11 @@ def test_reward_model_on_two_ranks_matches_one_rank_with_the_same_global_batch(t
     a, b = RewardModel(tiny(sp.vocab_size())), RewardModel(tiny(sp.vocab_size()))
     load_weights(a, Path(one_folder) / "model.safetensors")
     load_weights(b, Path(two_folder) / "model.safetensors")
+    # atol 1e-5: the pairwise loss gives score_head.bias no gradient (it cancels between chosen
+    # and rejected), so that ~1e-6 parameter moves by rounding alone, and on a CPU with AMX its
+    # two-rank and one-rank values differed by 1.5e-6; the weights themselves are ~0.07 in size
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def _examples_manifest(tmp_path, sp, n=60):  # noqa: F811
