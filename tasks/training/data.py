@@ -128,15 +128,27 @@ def gather_windows(
 
 
 def eval_batches(
-    tokens, n: int, batch_size: int, seq_len: int, loss_mask=None, segments=None
+    tokens,
+    n: int,
+    batch_size: int,
+    seq_len: int,
+    loss_mask=None,
+    segments=None,
+    aligned: bool = False,
 ) -> list[tuple[torch.Tensor, ...]]:
-    """`n` fixed validation batches: windows evenly spaced over the array (same every call)."""
+    """`n` fixed validation batches: windows evenly spaced over the array (same every call).
+    `aligned`: the array is whole windows back to back (packed examples, order="epochs"), and
+    every validation window is one of them, so none starts inside an example."""
     tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
     if len(tokens) < seq_len + 1:
         raise ValueError(f"{len(tokens)} validation tokens cannot fill one window of {seq_len} + 1")
     if loss_mask is not None and not isinstance(loss_mask, np.ndarray):
         loss_mask = np.asarray(loss_mask)
-    starts = np.linspace(0, len(tokens) - seq_len - 1, n * batch_size).round().astype(np.int64)
+    if aligned:
+        windows = (len(tokens) - 1) // seq_len
+        starts = np.linspace(0, windows - 1, n * batch_size).round().astype(np.int64) * seq_len
+    else:
+        starts = np.linspace(0, len(tokens) - seq_len - 1, n * batch_size).round().astype(np.int64)
     if segments is not None and not isinstance(segments, np.ndarray):
         segments = np.asarray(segments)
     return [

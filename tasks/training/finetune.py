@@ -4,8 +4,8 @@ The examples (one row of `sft_examples` each) are packed into sequences of `seq_
 (`tasks.chat.format.pack_examples`) and read in epochs (TokenBatches order="epochs"); the loss mask
 comes from the labels, so only answer tokens are trained. With `block_diagonal` each example
 attends only to itself inside its packed sequence (sft.format.packing), in training and in the
-validation loss alike. The number of optimizer steps
-follows from the epochs (paper: 2) and the packed size; warmup is a share of them.
+validation loss alike. The number of optimizer steps follows from the epochs (paper: 2) and the
+packed size; warmup is a share of them.
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def finetune(
         sample_fn=sample_fn,
         val_loss_mask=val_mask,
         val_segments=val_segments,
+        val_aligned=True,  # packed bins: no validation window starts inside an example
     )
     pack_stats = {
         f"pack.{k}": float(v)

@@ -55,6 +55,7 @@ def train(
     resume: bool = True,
     val_loss_mask=None,
     val_segments=None,
+    val_aligned: bool = False,
 ) -> dict:
     """Train `model` for cfg.max_steps optimizer steps; returns final stats.
 
@@ -64,7 +65,7 @@ def train(
     `val_tokens`); every sample_every the text of `sample_fn(model, step)` as an artifact; at the
     end the loss curve as a PNG artifact. Batches that carry segment ids (packed examples,
     tasks/training/data.py) train and validate block-diagonally; `val_segments` are those of
-    `val_tokens`.
+    `val_tokens`. `val_aligned`: `val_tokens` are packed windows, and validation reads whole ones.
     """
     if (data.batch_size, data.seq_len) != (cfg.batch_size, cfg.seq_len):
         raise ValueError(
@@ -104,6 +105,7 @@ def train(
             cfg.seq_len,
             val_loss_mask,
             val_segments,
+            val_aligned,
         )
     run = _Run(engine, data, cfg, logger, out_dir, state, val, sample_fn, sizes)
     if resumed_from is not None:

@@ -69,6 +69,18 @@ def test_eval_batches_are_fixed_and_span_the_array(memmap_tokens):
     assert first[-1][1][-1, -1] == memmap_tokens[-1]  # ... and ends at the last token
 
 
+def test_aligned_eval_batches_read_whole_packed_windows():
+    """Packed examples: 6 windows of 8 tokens back to back, plus the trailing pad. Aligned
+    validation windows are those windows, first to last; unaligned ones start mid-window."""
+    seq_len, windows = 8, 6
+    tokens = np.arange(windows * seq_len + 1)
+    aligned = eval_batches(tokens, n=2, batch_size=2, seq_len=seq_len, aligned=True)
+    starts = [int(x[r, 0]) for x, _ in aligned for r in range(2)]
+    assert starts == [0, 16, 24, 40]  # windows 0, 2, 3, 5
+    plain = eval_batches(tokens, n=2, batch_size=2, seq_len=seq_len)
+    assert [int(x[r, 0]) for x, _ in plain for r in range(2)] == [0, 13, 27, 40]
+
+
 def test_too_short_input_is_a_clear_error():
     with pytest.raises(ValueError, match="seq_len"):
         TokenBatches(np.arange(10), batch_size=1, seq_len=16)
