@@ -80,18 +80,20 @@ def launched_world_size() -> int:
 def init_distributed() -> tuple[int, int]:
     """Join the launcher's process group, or form a one-process group (127.0.0.1, a free port).
 
-    Returns (rank, world_size). gloo on CPU, nccl on GPU.
+    Returns (rank, world_size). gloo on CPU, nccl on GPU. A group of one is formed without
+    touching the environment: RANK in os.environ means "this process is a launched rank"
+    (tasks/distributed/launch.py), so setting it here would make a later step of the same
+    process that should launch N ranks run in-process instead, on 1/N of its global batch.
     """
     if not dist.is_initialized():
-        if "RANK" not in os.environ:  # not launched by torchrun/deepspeed: a group of one
-            os.environ.update(
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(_free_port()),
-                RANK="0",
-                LOCAL_RANK="0",
-                WORLD_SIZE="1",
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if "RANK" in os.environ:  # launched by torchrun/deepspeed: the launcher's group
+            dist.init_process_group(backend)
+        else:  # a group of one; DeepSpeed insists on LOCAL_RANK, which means nothing else here
+            os.environ.setdefault("LOCAL_RANK", "0")
+            dist.init_process_group(
+                backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
             )
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -3,6 +3,7 @@ gloo ranks on CPU: rank 0's result comes back and the ranks' output streams into
 failing rank fails the step with its own error and no rank hangs; and a reward model trained
 on two ranks with the same global batch ends with the weights of the one-process run."""
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -325,3 +326,27 @@ def test_dpo_on_two_ranks_matches_one_rank(tmp_path, sp):  # noqa: F811
     a, b = load_model(Path(one_dir)).state_dict(), load_model(Path(two_dir)).state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_a_one_process_group_does_not_make_later_steps_think_they_are_ranks():
+    """A step that forms a group of one in the task's process (the DeepSpeed engine, sharded
+    answering with one rank) must leave RANK unset: a later step of that process configured for
+    2 ranks would otherwise run in-process, on half its global batch, without a word."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from tasks.training.engines import init_distributed\n"
+        "from tasks.distributed.launch import LaunchConfig, start_ranks_here\n"
+        "print(init_distributed())\n"
+        "print('RANK' in os.environ, 'WORLD_SIZE' in os.environ)\n"
+        "print(start_ranks_here(LaunchConfig(launcher='torchrun', nproc=2)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(0,", "1)", "False", "False", "True"]
