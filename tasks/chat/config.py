@@ -23,6 +23,10 @@ class FormatConfig(BaseModel):
     # example sees only itself, positions restart at 0: as if it were trained alone)
     packing: Literal["causal", "block_diagonal"] = "causal"
 
+    @property
+    def block_diagonal(self) -> bool:
+        return self.packing == "block_diagonal"
+
     def separator_ids(self, processor) -> list[int]:
         return {"none": [], "eos": [processor.eos_id()], "bos": [processor.bos_id()]}[
             self.separator

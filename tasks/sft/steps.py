@@ -209,12 +209,13 @@ def _finetune(
         separator=cfg.format.separator_ids(processor),
         logger=PrefixedLogger(logger, f"{label}/"),
         out_dir=out_dir,
-        block_diagonal=cfg.format.packing == "block_diagonal",
+        block_diagonal=cfg.format.block_diagonal,
     )
     model_dir = out_dir / "model"
     if rank == 0:
         export_model(Path(stats["checkpoint"]), model_dir)
-        # comparable across sft.format.packing: each held-out example in a context of its own
+        # comparable across sft.format.packing: each held-out example in a context of its own;
+        # from the exported folder, since under ZeRO-3 the in-memory module holds a shard only
         stats.update(
             loss_alone(
                 load_model(model_dir),

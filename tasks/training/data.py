@@ -33,6 +33,16 @@ def micro_batch_index(
     return (step * grad_accum_steps + micro) * world_size + rank
 
 
+def _per_token(name: str, values, tokens: np.ndarray) -> np.ndarray | None:
+    """An optional array with one value per token (loss mask, segment ids), as an ndarray."""
+    if values is None:
+        return None
+    values = values if isinstance(values, np.ndarray) else np.asarray(values)
+    if values.shape != tokens.shape:
+        raise ValueError(f"{name} shape {values.shape} != tokens shape {tokens.shape}")
+    return values
+
+
 class TokenBatches:
     """`batch(index) -> (x, y)`: int64 tensors (B, T); y is x shifted by one token. With
     `segments`, `(x, y, s)`: s (B, T) int64, the segment id of each token of x.
@@ -60,18 +70,8 @@ class TokenBatches:
                 f"{len(self.tokens)} tokens cannot fill one window of seq_len {seq_len} + 1; "
                 "lower seq_len or tokenize more text"
             )
-        if loss_mask is not None:
-            loss_mask = loss_mask if isinstance(loss_mask, np.ndarray) else np.asarray(loss_mask)
-            if loss_mask.shape != self.tokens.shape:
-                raise ValueError(
-                    f"loss_mask shape {loss_mask.shape} != tokens shape {self.tokens.shape}"
-                )
-        if segments is not None:
-            segments = segments if isinstance(segments, np.ndarray) else np.asarray(segments)
-            if segments.shape != self.tokens.shape:
-                raise ValueError(
-                    f"segments shape {segments.shape} != tokens shape {self.tokens.shape}"
-                )
+        loss_mask = _per_token("loss_mask", loss_mask, self.tokens)
+        segments = _per_token("segments", segments, self.tokens)
         if order not in ("random", "epochs"):
             raise ValueError(f"order must be 'random' or 'epochs', got {order!r}")
         self.loss_mask, self.segments = loss_mask, segments
@@ -142,15 +142,13 @@ def eval_batches(
     tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
     if len(tokens) < seq_len + 1:
         raise ValueError(f"{len(tokens)} validation tokens cannot fill one window of {seq_len} + 1")
-    if loss_mask is not None and not isinstance(loss_mask, np.ndarray):
-        loss_mask = np.asarray(loss_mask)
+    loss_mask = _per_token("loss_mask", loss_mask, tokens)
+    segments = _per_token("segments", segments, tokens)
     if aligned:
         windows = (len(tokens) - 1) // seq_len
         starts = np.linspace(0, windows - 1, n * batch_size).round().astype(np.int64) * seq_len
     else:
         starts = np.linspace(0, len(tokens) - seq_len - 1, n * batch_size).round().astype(np.int64)
-    if segments is not None and not isinstance(segments, np.ndarray):
-        segments = np.asarray(segments)
     return [
         gather_windows(tokens, s, seq_len, loss_mask, segments)
         for s in starts.reshape(n, batch_size)

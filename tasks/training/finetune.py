@@ -293,7 +293,7 @@ def _finetune_and_export(model, examples, ft, fmt, processor, out_dir, logger):
         separator=fmt.separator_ids(processor),
         logger=logger,
         out_dir=out_dir,
-        block_diagonal=fmt.packing == "block_diagonal",
+        block_diagonal=fmt.block_diagonal,
     )
     folder = Path(out_dir) / "model"
     if launched_rank() == 0:
