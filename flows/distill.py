@@ -4,7 +4,7 @@ preprompt become training data for the prompt without it; the distilled model is
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows._runner import StageRunner
@@ -12,6 +12,7 @@ from flows.dag import expand_reruns
 from flows.results import DistillResult, RlhfResult
 from tasks.config import flatten, load_config
 from tasks.distill import steps
+from tasks.distill.select import distill_decision
 from tasks.register import register_step
 from tasks.tracking import log_step, stage_run
 
@@ -57,7 +58,8 @@ def distill_flow(
         )
         log_step(tracker, data, datasets={steps.SAMPLES: "training"}, artifact_path="distillation")
         kept, rows = int(data.stats["distill.kept"]), int(data.stats["distill.rows"])
-        if kept:
+        train, how = distill_decision(kept, rows, d.min_kept)
+        if train:
             tuned = run(
                 steps.distill_finetune_step,
                 data.outputs[steps.SAMPLES],
@@ -72,16 +74,9 @@ def distill_flow(
             )
             log_step(tracker, tuned)
             model_dir = tuned.models["model"]
-            how = (
-                f"Safety context distillation of the last RLHF policy: fine-tuned on {kept} of "
-                f"{rows} preprompted answers the Safety RM scored higher"
-            )
-        else:  # a model too weak to profit from the preprompt: say so, keep the policy as it is
+        else:
+            get_run_logger().warning(how)
             model_dir = policy
-            how = (
-                f"Safety context distillation kept none of {rows} preprompted answers (none scored "
-                "higher): the same weights as the last RLHF policy"
-            )
         tracker.set_tags({"distill.result": how})
         registered = run(
             register_step, model_dir, tokenizer, d.registered_model, how, run_dir, tracker.run_id

@@ -27,6 +27,11 @@ class DistillConfig(BaseModel):
     min_gain: float = Field(
         0.0, ge=0
     )  # keep only when the Safety RM gain is above this (paper: > 0)
+    # fine-tune only when at least this many answers were kept; fewer leave the policy as it is.
+    # A handful of examples is one or two optimizer steps, and Adam's first steps move every
+    # weight by about the learning rate whatever the evidence: measured, 7 kept answers (+10
+    # replayed, 2 steps) took violation from 3 % to 88 % (README "Safety context distillation")
+    min_kept: int = Field(1, ge=1)
     # benign train prompts (helpfulness and borderline) the policy answers itself, greedily and
     # without a preprompt, fine-tuned on beside the distilled refusals: per kept answer. 0 = the
     # paper's recipe (refusals only), which at small scale moves every answer towards a refusal

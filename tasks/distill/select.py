@@ -127,3 +127,23 @@ def select_distilled(
         **_summary(kept_deltas, "kept_"),
     }
     return kept, dropped, stats
+
+
+def distill_decision(kept: int, rows: int, min_kept: int = 1) -> tuple[bool, str]:
+    """(fine-tune?, the sentence saying why) for `kept` of `rows` preprompted answers kept: the
+    policy is fine-tuned only on at least `min_kept` answers; else its weights stay as they are."""
+    if kept >= max(1, min_kept):
+        return True, (
+            f"Safety context distillation of the last RLHF policy: fine-tuned on {kept} of "
+            f"{rows} preprompted answers the Safety RM scored higher"
+        )
+    if not kept:  # a model too weak to profit from the preprompt
+        return False, (
+            f"Safety context distillation kept none of {rows} preprompted answers (none scored "
+            "higher): the same weights as the last RLHF policy"
+        )
+    return False, (
+        f"Safety context distillation kept {kept} of {rows} preprompted answers, fewer than "
+        f"distill.min_kept {min_kept}: not fine-tuned (a few optimizer steps on a handful of "
+        "answers move the model at random); the same weights as the last RLHF policy"
+    )

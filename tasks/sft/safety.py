@@ -100,6 +100,12 @@ class DoNotAnswerConfig(BaseModel):
     # (safe_responses_brief.yaml, 18-28 words: a refusal that ends inside a small answer budget)
     style: Literal["full", "brief"] = "full"
     responses_path: Path | None = None  # a file of your own; overrides `style`
+    # this share of the TRAIN requests is also given wrapped in a jailbreak framing (a persona
+    # "with no rules", role-play, "ignore your instructions", ...: data/jailbreak_wrappers.yaml),
+    # with the same refusal, as one more dialogue each: the paper turns red-teaming prompts into
+    # safety demonstrations the same way (§4.2-4.3). 0 = none; held-out requests never are
+    jailbreak_share: float = Field(0.0, ge=0, le=1)
+    jailbreak_path: Path | None = None  # a file of your own; None = data/jailbreak_wrappers.yaml
 
 
 def read_donotanswer(
@@ -176,7 +182,56 @@ def read_donotanswer(
         counts[f"kept_{row['risk_category']}"] += 1
         counts[f"kept_{row['risk_category']}_{row['split']}"] += 1
     counts.update(kept=len(rows), excluded=len(excluded), quarantined=len(quarantine))
-    return rows, excluded, quarantine, dict(counts)
+    wrapped = []
+    if cfg.jailbreak_share:
+        wrappers = load_jailbreak_wrappers(cfg.jailbreak_path or DATA_DIR / JAILBREAK_FILE)
+        wrapped = jailbreak_rows(rows, wrappers, cfg.jailbreak_share)
+    counts["jailbreak_wrapped"] = len(wrapped)  # dialogues beyond `kept`: prompts_in is unchanged
+    return rows + wrapped, excluded, quarantine, dict(counts)
+
+
+JAILBREAK_FILE = "jailbreak_wrappers.yaml"
+REQUEST_SLOT = "{request}"
+
+
+def load_jailbreak_wrappers(path: Path) -> list[str]:
+    """The wrappers file -> its wrappers, each a string with `{request}` exactly once (ValueError
+    naming the file and the wrapper's number otherwise)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    wrappers = data.get("wrappers") if isinstance(data, dict) else None
+    if not isinstance(wrappers, list) or not wrappers:
+        raise ValueError(f"{path}: needs a non-empty list under 'wrappers'")
+    for n, w in enumerate(wrappers, start=1):
+        if not isinstance(w, str) or w.count(REQUEST_SLOT) != 1:
+            raise ValueError(
+                f"{path}: wrapper {n} must be a string with {REQUEST_SLOT} once: {w!r}"[:400]
+            )
+    return wrappers
+
+
+def jailbreak_rows(rows: list[dict], wrappers: list[str], share: float) -> list[dict]:
+    """One more dialogue for a `share` of the train rows (chosen by a hash of the request, so a
+    request is wrapped or not whatever else is read): the request inside one of `wrappers`
+    (also chosen by a hash), the same refusal. Held-out rows are never wrapped."""
+    out = []
+    for row in rows:
+        request = row["turns"][0]["content"]
+        digest = hashlib.sha256(("jailbreak:" + prompt_key(request)).encode("utf-8")).digest()
+        if row["split"] != "train" or int.from_bytes(digest[:8], "big") / 2**64 >= share:
+            continue
+        wrapper = pick_template(wrappers, "jailbreak:" + request)
+        out.append(
+            {
+                **row,
+                "dialogue_id": row["dialogue_id"] + ":jailbreak",
+                "turns": [
+                    {"role": "user", "content": wrapper.replace(REQUEST_SLOT, request)},
+                    *row["turns"][1:],
+                ],
+                "location": row["location"] + " (jailbreak-wrapped)",
+            }
+        )
+    return out
 
 
 def _parse_line(raw: bytes) -> tuple[str, list[str]]:

