@@ -203,9 +203,7 @@ def load_jailbreak_wrappers(path: Path) -> list[str]:
         raise ValueError(f"{path}: needs a non-empty list under 'wrappers'")
     for n, w in enumerate(wrappers, start=1):
         if not isinstance(w, str) or w.count(REQUEST_SLOT) != 1:
-            raise ValueError(
-                f"{path}: wrapper {n} must be a string with {REQUEST_SLOT} once: {w!r}"[:400]
-            )
+            raise ValueError(f"{path}: wrapper {n} must be a string with {REQUEST_SLOT} once")
     return wrappers
 
 
