@@ -71,12 +71,21 @@ def press_and_submit(driver, keys: list[str], shot: str | None = None) -> None:
     WebDriverWait(driver, 10).until(ec.staleness_of(form))
 
 
+def wait_for(driver, element_id: str):
+    """The element once the page that has it is loaded: a click that posts a form returns
+    before the browser has followed the redirect."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 10).until(ec.presence_of_element_located(("id", element_id)))
+
+
 def sign_in(driver, base: str, annotator: str) -> None:
     token = next(t for t, i in TOKENS.items() if i == annotator)
     driver.get(base + "/")
-    driver.find_element("id", "token").send_keys(token)
+    wait_for(driver, "token").send_keys(token)
     driver.find_element("id", "sign-in").click()
-    assert driver.find_element("id", "who").text == annotator
+    assert wait_for(driver, "who").text == annotator
     driver.find_element("link text", "label").click()
 
 
@@ -114,6 +123,7 @@ def test_two_people_label_a_batch_with_the_keyboard(tmp_path):
                 assert driver.find_element("id", "my-labels")  # back on "my labels"
                 screenshot(driver, "annotation-my-labels.png")
             driver.find_element("xpath", "//button[text()='log out']").click()
+            wait_for(driver, "token")  # signed out: the next sign-in starts from here
 
     want = {(who, pair): expected(who, pair, keys) for (who, pair), keys in PRESSES.items()}
     want[REVISION[:2]] = expected(*REVISION)

@@ -187,7 +187,7 @@ def test_people_label_the_paused_flows_batch_in_a_browser_and_the_flow_trains_on
     to both); the page resumes the flow run through the Prefect API when the batch is complete;
     the flow trains both RMs; `preference_pairs` holds what was clicked."""
     from tasks.annotation.web import create_app, shown_order
-    from tests.e2e.test_annotation_page import press_and_submit
+    from tests.e2e.test_annotation_page import press_and_submit, wait_for
     from tests.helpers.browser import chromium, screenshot, serve_app
 
     db = f"sqlite:///{tmp_path / 'labels.db'}"
@@ -205,8 +205,9 @@ def test_people_label_the_paused_flows_batch_in_a_browser_and_the_flow_trains_on
         for who, (choice, safety) in keys.items():
             token = next(t for t, i in tokens.items() if i == who)
             driver.get(base + "/")
-            driver.find_element("id", "token").send_keys(token)
+            wait_for(driver, "token").send_keys(token)
             driver.find_element("id", "sign-in").click()
+            assert wait_for(driver, "who").text == who
             driver.find_element("link text", "label").click()
             while "Nothing left for you" not in driver.page_source:
                 action = driver.find_element("id", "label-form").get_attribute("action")
@@ -221,6 +222,7 @@ def test_people_label_the_paused_flows_batch_in_a_browser_and_the_flow_trains_on
                     "safe": {left: safety[0] == "a", right: safety[1] == "k"},
                 }
             driver.find_element("xpath", "//button[text()='log out']").click()
+            wait_for(driver, "token")  # signed out before the next person signs in
     store.close()
     result = flow.join(600)  # resumed by the page, not by the test
 
