@@ -158,6 +158,7 @@ def rlhf_flow(
                     seed,
                     data_dir,
                     run_dir,
+                    cfg.corpus.toxicity,
                     label=label,
                 )
                 log_step(

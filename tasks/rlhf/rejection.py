@@ -17,12 +17,19 @@ a prompt's responses were cut off, the best of them is still picked (as before c
 known), logged by prompt id and counted (`prompts_all_cut_off`): a small or early model that
 never stops within `max_new_tokens` (the tiny preset: nearly every sample) would otherwise have
 nothing to fine-tune on. Fig. 7 counts every sample: it measures the reward, not the pick.
+
+Agreement with the rule annotator (`annotator_agreement`): each round also scores its samples
+with the annotator, which the pick never sees, and logs whether the RMs' pick is better by that
+judge than a random sample, and how close it comes to the judge's own best. On the demo the
+pick was barely better than a random sample on helpfulness prompts (issue 15), the first place
+to look when the RMs' win rate rises while the annotator's falls.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 
 from tasks.plots import figure_png, pyplot
 
@@ -80,6 +87,57 @@ def pooled_candidates(
             seen.add(key)
             unique.append(r)
     return unique
+
+
+def annotator_agreement(rows: list[dict], scores: Sequence[float]) -> dict[str, float]:
+    """How well the RMs' pick agrees with the rule annotator, whose score `scores[i]` of row i
+    the optimisation never sees (a measurement, not a selection). Per prompt axis (`helpfulness`:
+    rows with is_safety False, i.e. scored by R_h; `safety`: the others), over prompts:
+
+    - `pick`: the annotator's mean score of the picked rows (`is_best`, pooled ones included);
+    - `sample`: its mean score of the round's own samples, what a random pick gets on average;
+    - `best`: the mean of each prompt's highest score, what a perfect judge would pick;
+    - `concordance`: of the pairs of own samples of one prompt that the annotator tells apart,
+      the share R_c orders the same way (R_c ties count half; 0.5 is chance). Left out when
+      no pair differs.
+
+    `pick` at or below `sample` means rejection sampling fine-tunes on answers the judge finds
+    no better than a random sample."""
+    if len(scores) != len(rows):
+        raise ValueError(f"{len(scores)} annotator scores for {len(rows)} rows; give one per row")
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        axis = "safety" if r["is_safety"] else "helpfulness"
+        groups[(axis, r["prompt_id"])].append(i)
+    out: dict[str, float] = {}
+    for axis in ("helpfulness", "safety"):
+        picks, samples, bests, agree, pairs = [], [], [], 0.0, 0
+        for (a, _), idx in groups.items():
+            if a != axis:
+                continue
+            own = [i for i in idx if rows[i]["origin_round"] == rows[i]["round"]]
+            picks += [scores[i] for i in idx if rows[i]["is_best"]]
+            if own:
+                samples.append(statistics.fmean(scores[i] for i in own))
+            bests.append(max(scores[i] for i in idx))
+            for j, i in enumerate(own):
+                for k in own[j + 1 :]:
+                    if scores[i] == scores[k]:
+                        continue
+                    pairs += 1
+                    rc, rk = rows[i]["r_c"], rows[k]["r_c"]
+                    agree += 0.5 if rc == rk else float((rc > rk) == (scores[i] > scores[k]))
+        if not bests:
+            continue
+        out[f"{axis}.prompts"] = float(len(bests))
+        if picks:
+            out[f"{axis}.pick"] = statistics.fmean(picks)
+        if samples:
+            out[f"{axis}.sample"] = statistics.fmean(samples)
+        out[f"{axis}.best"] = statistics.fmean(bests)
+        if pairs:
+            out[f"{axis}.concordance"] = agree / pairs
+    return out
 
 
 def best_of_n_curve(rows: list[dict]) -> list[dict]:

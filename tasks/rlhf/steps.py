@@ -25,7 +25,7 @@ from tasks.distributed.launch import step_log
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
 from tasks.judges.annotator import RuleAnnotatorConfig
-from tasks.judges.scoring import load_scorer, rule_annotator
+from tasks.judges.scoring import annotator_scores, load_scorer, rule_annotator
 from tasks.judges.toxicity import ToxicityConfig
 from tasks.records import dialogue_frame
 from tasks.results import StepOutput, write_artifact
@@ -165,10 +165,12 @@ def rejection_sample_step(
     seed: int,
     data_dir: str,
     run_dir: str,
+    toxicity_cfg: ToxicityConfig = ToxicityConfig(),
 ) -> StepOutput:
     """K answers per prompt from the round's starting policy, scored by the round's RMs; from
     `rs_pool_from` on, the earlier rounds' best answers re-scored beside them; the best per
-    prompt marked. Logs the Fig. 7 curve (max and median R_c over the first N samples)."""
+    prompt marked. Logs the Fig. 7 curve (max and median R_c over the first N samples) and how
+    the pick compares by the rule annotator (no noise; `rejection.annotator_agreement`)."""
     r = rejection_cfg
     processor = load_tokenizer(tokenizer_model)
     contexts = [(p["system"], p["turns"]) for p in prompts]
@@ -217,6 +219,12 @@ def rejection_sample_step(
             r_h=float(scores["r_h"][i]), r_s=float(scores["r_s"][i]), r_c=float(scores["r_c"][i])
         )
     rows = rejection.mark_best(rows)
+    judged = annotator_scores(
+        rule_annotator(annotator_cfg, toxicity_cfg, noise=False),
+        [as_prompt(x) for x in rows],
+        [x["response"] for x in rows],
+    )
+    agreement = rejection.annotator_agreement(rows, judged.tolist())
     no_best = rejection.all_cut_off(rows)
     if no_best:
         get_run_logger().warning(
@@ -240,6 +248,7 @@ def rejection_sample_step(
         "best_from_earlier_rounds": sum(x["origin_round"] < round_ for x in best),
         "best_r_c_mean": float(np.mean([x["r_c"] for x in best])) if best else 0.0,
         "all_r_c_mean": float(np.mean([x["r_c"] for x in rows])) if rows else 0.0,
+        **{f"annotator.{k}": v for k, v in agreement.items()},
     }
     if curve:
         stats.update(
@@ -268,6 +277,21 @@ def rejection_sample_step(
         stats["all_r_c_mean"],
         stats["best_r_c_mean"],
     )
+    for axis in ("helpfulness", "safety"):
+        if f"{axis}.pick" in agreement and f"{axis}.sample" in agreement:
+            get_run_logger().info(
+                "RLHF-V%d rejection sampling, %s prompts, by the rule annotator: the RMs' pick "
+                "%.3f, a random sample %.3f, the best sample %.3f; R_c orders %s of the sample "
+                "pairs it tells apart as it does",
+                round_,
+                axis,
+                agreement[f"{axis}.pick"],
+                agreement[f"{axis}.sample"],
+                agreement[f"{axis}.best"],
+                f"{100 * agreement[f'{axis}.concordance']:.0f} %"
+                if f"{axis}.concordance" in agreement
+                else "none",
+            )
     return StepOutput(
         outputs={SAMPLES: write_dataset(dialogue_frame(rows, SAMPLES), SAMPLES, Path(data_dir))},
         stats={f"rs.{k}": float(v) for k, v in stats.items()},

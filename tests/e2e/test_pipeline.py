@@ -158,6 +158,10 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         assert run.info.status == "FINISHED" and m["rs.prompts"] > 0
         # Fig. 7: the mean of each prompt's max over its first N samples cannot fall with N
         assert m["rs.fig7.max_at_1"] <= m["rs.fig7.max_at_3"] + 1e-12
+        # the pick by the rule annotator: between the worst and the best it could have been
+        for axis in ("helpfulness", "safety"):
+            pick, best = m[f"rs.annotator.{axis}.pick"], m[f"rs.annotator.{axis}.best"]
+            assert 0 <= pick <= best <= 1 and m[f"rs.annotator.{axis}.sample"] <= best
         assert {"rejection_sampling/fig7_rejection_sampling_" + name.split("-")[1] + ".png"} <= {
             a.path for a in client.list_artifacts(run.info.run_id, "rejection_sampling")
         }

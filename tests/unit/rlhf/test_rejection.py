@@ -4,6 +4,7 @@ from data_contracts import get_contract
 from tasks.records import dialogue_frame
 from tasks.rlhf.rejection import (
     all_cut_off,
+    annotator_agreement,
     best_of_n_curve,
     curve_png,
     cutoff_share,
@@ -136,3 +137,44 @@ def test_pooling_starts_at_rs_pool_from_and_keeps_only_earlier_bests_of_sampled_
         if r["is_best"]
     ]
     assert [(r["origin_round"], r["sample"]) for r in best] == [(1, 0)]
+
+
+def test_annotator_agreement_tells_a_pick_the_judge_finds_worse_than_a_random_sample():
+    # prompt a: the RMs pick the sample the annotator scores lowest; prompt b: its highest
+    rows = mark_best(
+        [row("a", 0, 0.9), row("a", 1, 0.5), row("a", 2, 0.1)]
+        + [row("b", 0, 0.2), row("b", 1, 0.8)]
+    )
+    scores = [0.2, 0.5, 0.8, 0.3, 0.7]
+    got = annotator_agreement(rows, scores)
+    assert got["helpfulness.prompts"] == 2
+    assert got["helpfulness.pick"] == pytest.approx((0.2 + 0.7) / 2)
+    assert got["helpfulness.sample"] == pytest.approx((0.5 + 0.5) / 2)
+    assert got["helpfulness.best"] == pytest.approx((0.8 + 0.7) / 2)
+    # a: 3 pairs, all ordered against the annotator; b: 1 pair, ordered with it
+    assert got["helpfulness.concordance"] == pytest.approx(1 / 4)
+    assert not any(k.startswith("safety.") for k in got)
+
+
+def test_annotator_agreement_splits_by_axis_and_skips_pairs_the_annotator_ties():
+    rows = mark_best(
+        [row("s", 0, 0.3, is_safety=True), row("s", 1, 0.6, is_safety=True)]
+        + [row("h", 0, 0.4), row("h", 1, 0.6), row("h", 2, 0.6)]
+    )
+    got = annotator_agreement(rows, [0.9, 0.4, 0.5, 0.5, 0.5])
+    assert got["safety.pick"] == pytest.approx(0.4) and got["safety.best"] == pytest.approx(0.9)
+    assert got["safety.concordance"] == 0.0
+    assert "helpfulness.concordance" not in got  # every pair tied by the annotator
+    assert got["helpfulness.pick"] == got["helpfulness.sample"] == pytest.approx(0.5)
+
+
+def test_annotator_agreement_counts_a_pooled_best_as_the_pick_but_not_as_a_sample():
+    rows = mark_best(
+        [row("a", 0, 0.3, round_=3), row("a", 1, 0.4, round_=3), row("a", 5, 0.9, 3, origin=2)]
+    )
+    got = annotator_agreement(rows, [0.2, 0.4, 1.0])
+    assert got["helpfulness.pick"] == pytest.approx(1.0)  # the earlier round's answer won
+    assert got["helpfulness.sample"] == pytest.approx(0.3)  # this round's two samples
+    assert got["helpfulness.concordance"] == 1.0
+    with pytest.raises(ValueError, match="3 rows"):
+        annotator_agreement(rows, [0.1])
