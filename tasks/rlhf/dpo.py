@@ -40,7 +40,23 @@ class DPOConfig(BaseModel):
     beta: float = Field(0.1, gt=0)  # strength of the KL anchor to the reference
     margin: Literal["none", "small", "large"] = "none"  # the RM's rating margins, optional
     kinds: list[Literal["helpfulness", "safety"]] = ["helpfulness", "safety"]
+    # share of the train safety pairs DPO uses (a seeded draw; 1 = all). Issue 15: on the demo,
+    # all of them taught refusing borderline prompts, none of them unlearnt refusing at all
+    safety_share: float = Field(1.0, gt=0, le=1)
     training: FinetuneConfig = Field(default_factory=_dpo_training)
+
+
+def dpo_rows(rows: list[dict], dpo: DPOConfig, seed: int) -> list[dict]:
+    """The preference rows DPO trains on: train split, of `dpo.kinds`, and of the safety ones a
+    seeded draw of round(`dpo.safety_share` * n) (at least 1 where any exist), in input order."""
+    kept = [r for r in rows if r["split"] == "train" and r["kind"] in dpo.kinds]
+    safety = [i for i, r in enumerate(kept) if r["kind"] == "safety"]
+    if dpo.safety_share >= 1 or not safety:
+        return kept
+    n = max(1, round(dpo.safety_share * len(safety)))
+    drawn = np.random.default_rng([seed, 3]).choice(len(safety), size=n, replace=False)
+    dropped = set(safety) - {safety[i] for i in drawn.tolist()}
+    return [r for i, r in enumerate(kept) if i not in dropped]
 
 
 def pair_arrays(pairs: list[EncodedPair]) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ def dpo_step(
         run_dir=run_dir,
         mlflow_run_id=mlflow_run_id,
         out_dir=str(out_dir),
+        seed=seed,
     )
     if start_ranks_here(dpo.training.launch):
         args.update(pairs=pairs.model_dump(mode="json"), dpo=dpo.model_dump(mode="json"))
@@ -76,20 +77,17 @@ def dpo_round(
     run_dir: str,
     mlflow_run_id: str,
     out_dir: str,
+    seed: int = 0,
 ) -> tuple[dict, str, int]:
     """The work of `dpo_step` (in the task's process, or on each launched rank: rank 0 logs
     and writes the model folder) -> (stats, model folder, pairs trained on)."""
     from models.losses import margins_for
     from tasks.reward.data import encode_pairs
-    from tasks.rlhf.dpo import dpo_train
+    from tasks.rlhf.dpo import dpo_rows, dpo_train
 
     pairs, dpo = Manifest.model_validate(pairs), DPOConfig.model_validate(dpo)
     processor = load_tokenizer(tokenizer_model)
-    rows = [
-        r
-        for r in read_dataset(pairs).to_dicts()
-        if r["split"] == "train" and r["kind"] in dpo.kinds
-    ]
+    rows = dpo_rows(read_dataset(pairs).to_dicts(), dpo, seed)
     if not rows:
         raise ValueError(f"RLHF-V{round_} DPO: no train pairs of kinds {dpo.kinds} in {pairs.path}")
     t = dpo.training.train
@@ -98,7 +96,9 @@ def dpo_round(
     rank0 = launched_rank() == 0
     if rank0:
         step_log(
-            f"RLHF-V{round_} DPO: {len(encoded)} pairs ({len(too_long)} too long for seq_len "
+            f"RLHF-V{round_} DPO: {len(encoded)} pairs "
+            f"({sum(r['kind'] == 'safety' for r in rows)} safety pairs of the train ones, "
+            f"safety_share {dpo.safety_share:g}; {len(too_long)} too long for seq_len "
             f"{t.seq_len}), beta {dpo.beta:.3g}, margin {dpo.margin}, into {out_dir}"
         )
     logger = attach_run(Path(run_dir), mlflow_run_id) if rank0 else InMemoryLogger()

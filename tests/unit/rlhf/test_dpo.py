@@ -11,7 +11,7 @@ import torch
 from models.dpo import DpoPolicy, dpo_loss, response_logprobs, response_mask
 from models.llama import Llama, tiny
 from tasks.reward.data import EncodedPair
-from tasks.rlhf.dpo import DpoBatches, DPOConfig, dpo_train, reference_logprobs
+from tasks.rlhf.dpo import DpoBatches, DPOConfig, dpo_rows, dpo_train, reference_logprobs
 from tasks.tracking import InMemoryLogger
 
 
@@ -103,3 +103,25 @@ def test_dpo_on_a_toy_preference_task_raises_the_chosen_log_ratio(tmp_path):
     ref_c, _ = reference_logprobs(reference, pairs[:2], 8, 0)
     new_c, _ = reference_logprobs(plain, pairs[:2], 8, 0)
     assert np.all(new_c > ref_c)
+
+
+def test_dpo_rows_keep_a_seeded_share_of_the_safety_pairs_and_every_helpfulness_pair():
+    rows = [
+        {"pair_id": f"{kind}{i}", "kind": kind, "split": split}
+        for i in range(40)
+        for kind, split in (("helpfulness", "train"), ("safety", "train"), ("safety", "test"))
+    ]
+    every = dpo_rows(rows, DPOConfig(), seed=1)
+    assert len(every) == 80 and all(r["split"] == "train" for r in every)
+    quarter = dpo_rows(rows, DPOConfig(safety_share=0.25), seed=1)
+    safety = [r["pair_id"] for r in quarter if r["kind"] == "safety"]
+    assert len(safety) == 10 and sum(r["kind"] == "helpfulness" for r in quarter) == 40
+    assert [r["pair_id"] for r in quarter] == [r["pair_id"] for r in every if r in quarter]
+    again = dpo_rows(rows, DPOConfig(safety_share=0.25), seed=1)
+    other = dpo_rows(rows, DPOConfig(safety_share=0.25), seed=2)
+    assert again == quarter and {r["pair_id"] for r in other} != {r["pair_id"] for r in quarter}
+    assert len(dpo_rows(rows[:3], DPOConfig(safety_share=0.01), seed=1)) == 2  # keeps 1 of 1
+    only_help = dpo_rows(rows, DPOConfig(kinds=["helpfulness"], safety_share=0.5), seed=1)
+    assert {r["kind"] for r in only_help} == {"helpfulness"}
+    with pytest.raises(ValueError):
+        DPOConfig(safety_share=0)
