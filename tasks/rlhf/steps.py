@@ -278,7 +278,7 @@ def rejection_sample_step(
         stats["best_r_c_mean"],
     )
     for axis in ("helpfulness", "safety"):
-        if f"{axis}.pick" in agreement and f"{axis}.sample" in agreement:
+        if f"{axis}.prompts" in agreement:  # every prompt has its own samples and one pick
             get_run_logger().info(
                 "RLHF-V%d rejection sampling, %s prompts, by the rule annotator: the RMs' pick "
                 "%.3f, a random sample %.3f, the best sample %.3f; R_c orders %s of the sample "
