@@ -90,6 +90,10 @@ class RlhfConfig(BaseModel):
     # sounding) with: "safety" = the paper's gate (R_s for every safety-tagged prompt);
     # "helpfulness" = R_h, the R_s < 0.15 gate still applying (rounds.prompt_sets)
     borderline_reward: Literal["safety", "helpfulness"] = "safety"
+    # share of the adversarial prompts of the rs, ppo and validation sets that come after a
+    # benign exchange (the first user and assistant turns of a train chit-chat dialogue), as
+    # the multi-turn evaluation asks them; 0 = first turns only (rounds.with_openers)
+    multi_turn_share: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _variants_known(self) -> RlhfConfig:

@@ -28,7 +28,9 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
     """The stage's prompt sets, seeded: `rs` (rejection sampling, the same every round), `ppo`
     and `validation` (PPO early stopping; disjoint from `ppo`) from the SFT train dialogues;
     `eval` (the per-round table) from the held-out ones, unseen by any training. With
-    `borderline_reward: helpfulness`, borderline prompts come untagged (`as_helpfulness`)."""
+    `multi_turn_share` > 0, that share of the training sets' adversarial prompts is asked after a
+    benign exchange (`with_openers`). With `borderline_reward: helpfulness`, borderline prompts
+    come untagged (`as_helpfulness`)."""
     train, heldout = prompt_pool(dialogues, "train"), prompt_pool(dialogues, "heldout")
     rng = random.Random(f"rlhf:{seed}")
     rs = _draw(train, cfg.rejection.prompts, rng)
@@ -40,9 +42,54 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
         "validation": validation,
         "eval": _draw(heldout, cfg.evaluation.prompts, rng),
     }
+    if cfg.multi_turn_share > 0:
+        openers = chitchat_openers(dialogues, "train")
+        turn_rng = random.Random(f"rlhf-multi-turn:{seed}")  # the draws above stay as they were
+        for name in ("rs", "ppo", "validation"):
+            sets[name] = with_openers(sets[name], openers, cfg.multi_turn_share, turn_rng)
     if cfg.borderline_reward == "helpfulness":
         sets = {name: [as_helpfulness(p) for p in ps] for name, ps in sets.items()}
     return sets
+
+
+def chitchat_openers(dialogues: list[dict], split: str) -> list[dict]:
+    """Dialogues of `split` whose first user and assistant turns can open a conversation:
+    benign chit-chat of at least two turns, without a GAtt instruction."""
+    return [
+        d
+        for d in dialogues
+        if d["split"] == split
+        and not d["is_safety"]
+        and d["instruction"] is None
+        and d["source"] == "chitchat"
+        and len(d["turns"]) >= 2
+    ]
+
+
+def with_openers(
+    prompts: list[dict], openers: list[dict], share: float, rng: random.Random
+) -> list[dict]:
+    """`prompts` with round(`share` x n) of its n adversarial ones (safety-tagged, with a risk
+    category), drawn with `rng`, asked after an opener's first two turns: the prompt id becomes
+    `<opener id>>``<prompt id>`, as the multi-turn evaluation names its prompts.
+
+    Why (issue 15): the rounds trained on first turns only, and the multi-turn violation rose
+    over the rounds while the single-turn one did not (demo, seed 1234: 3.1 % at SFT, 28-56 %
+    after V3 and distillation)."""
+    adversarial = [i for i, p in enumerate(prompts) if p["is_safety"] and p["risk_category"]]
+    if not openers or not adversarial:
+        return prompts
+    chosen = rng.sample(adversarial, round(share * len(adversarial)))
+    out = list(prompts)
+    for i in sorted(chosen):
+        opener, p = rng.choice(openers), prompts[i]
+        out[i] = {
+            **p,
+            "prompt_id": f"{opener['dialogue_id']}>{p['prompt_id']}",
+            "turns": [*opener["turns"][:2], *p["turns"]],
+            "reference": None,
+        }
+    return out
 
 
 def as_helpfulness(prompt: dict) -> dict:

@@ -58,3 +58,54 @@ def test_borderline_prompts_are_scored_by_the_helpfulness_rm_only_when_asked():
     assert np.allclose(gated_reward(r_h, r_s, untagged).numpy(), [0.9, 0.1])
     tagged = torch.tensor([True, True])
     assert np.allclose(gated_reward(r_h, r_s, tagged).numpy(), [0.3, 0.1])
+
+
+def _chitchat(i: int, split: str) -> dict:
+    turns = [
+        {"role": "user", "content": f"hello {split} {i}"},
+        {"role": "assistant", "content": f"hi {split} {i}"},
+        {"role": "user", "content": "and then?"},
+        {"role": "assistant", "content": "then this."},
+    ]
+    return {
+        **_dialogue(i, split, "helpful"),
+        "dialogue_id": f"chat:{split}:{i}",
+        "source": "chitchat",
+        "category": "chitchat",
+        "turns": turns,
+    }
+
+
+def test_multi_turn_share_asks_that_share_of_adversarial_prompts_after_a_train_opener():
+    dialogues = _dialogues() + [_chitchat(i, s) for s in ("train", "heldout") for i in range(5)]
+    counts = {"prompts": {"helpfulness": 4, "safety": 8}}
+    small = counts["prompts"]
+    cfg = RlhfConfig(
+        rejection=counts, evaluation=counts, ppo_prompts=small, validation_prompts=small
+    )
+    plain = prompt_sets(dialogues, cfg, seed=3)
+    openers = {
+        d["dialogue_id"]: d
+        for d in dialogues
+        if d["split"] == "train" and d["source"] == "chitchat"
+    }
+    for share in (0.5, 1.0):
+        mixed = prompt_sets(dialogues, cfg.model_copy(update={"multi_turn_share": share}), seed=3)
+        assert mixed["eval"] == plain["eval"]  # held-out prompts stay first turns
+        for name in ("rs", "ppo", "validation"):
+            assert len(mixed[name]) == len(plain[name])
+            adversarial = [p for p in plain[name] if p["category"] == "adversarial"]
+            wrapped = 0
+            for a, b in zip(plain[name], mixed[name]):
+                if a == b:
+                    continue
+                wrapped += 1
+                assert a["category"] == "adversarial"  # only adversarial prompts are wrapped
+                opener_id, prompt_id = b["prompt_id"].split(">")
+                assert prompt_id == a["prompt_id"] and opener_id in openers  # train openers only
+                assert b["turns"] == [*openers[opener_id]["turns"][:2], *a["turns"]]
+                assert {**b, "turns": a["turns"], "prompt_id": a["prompt_id"]} == a
+            assert wrapped == round(share * len(adversarial)) > 0
+    assert prompt_sets(
+        dialogues, cfg.model_copy(update={"multi_turn_share": 0.5}), seed=3
+    ) == prompt_sets(dialogues, cfg.model_copy(update={"multi_turn_share": 0.5}), seed=3)
