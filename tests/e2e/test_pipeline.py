@@ -169,6 +169,13 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
         refreshed = any(k.endswith("_rm_helpfulness.steps") for k in m)
         assert refreshed == (name != "rlhf-v1")  # V1 uses the reward stage's RMs
     assert rounds["rlhf-v3"].data.metrics["rs.pooled_rows"] > 0  # rs_pool_from 3
+    # rlhf.multi_turn_share: some adversarial prompts were sampled after a chit-chat exchange
+    samples = pl.concat(
+        pl.read_parquet(f) for f in (cfg.data_dir / "rejection_samples").rglob("*.parquet")
+    )
+    multi = samples.filter(pl.col("prompt_id").str.contains(">"))
+    assert multi.height > 0 and multi["risk_category"].is_not_null().all()
+    assert (multi["prompt"].list.len() == 3).all()  # user, assistant, the request
     assert (
         "rs.pooled_rows" in rounds["rlhf-v2"].data.metrics
         and rounds["rlhf-v2"].data.metrics["rs.pooled_rows"] == 0
