@@ -94,6 +94,8 @@ class RlhfConfig(BaseModel):
     # benign exchange (the first user and assistant turns of a train chit-chat dialogue), as
     # the multi-turn evaluation asks them; 0 = first turns only (rounds.with_openers)
     multi_turn_share: float = Field(0.0, ge=0, le=1)
+    # the same for borderline prompts (safety-tagged, no risk category), drawn after the above
+    multi_turn_borderline_share: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _variants_known(self) -> RlhfConfig:

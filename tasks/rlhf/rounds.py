@@ -29,8 +29,8 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
     and `validation` (PPO early stopping; disjoint from `ppo`) from the SFT train dialogues;
     `eval` (the per-round table) from the held-out ones, unseen by any training. With
     `multi_turn_share` > 0, that share of the training sets' adversarial prompts is asked after a
-    benign exchange (`with_openers`). With `borderline_reward: helpfulness`, borderline prompts
-    come untagged (`as_helpfulness`)."""
+    benign exchange (`with_openers`; `multi_turn_borderline_share`: borderline ones). With
+    `borderline_reward: helpfulness`, borderline prompts come untagged (`as_helpfulness`)."""
     train, heldout = prompt_pool(dialogues, "train"), prompt_pool(dialogues, "heldout")
     rng = random.Random(f"rlhf:{seed}")
     rs = _draw(train, cfg.rejection.prompts, rng)
@@ -42,11 +42,15 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
         "validation": validation,
         "eval": _draw(heldout, cfg.evaluation.prompts, rng),
     }
-    if cfg.multi_turn_share > 0:
-        openers = chitchat_openers(dialogues, "train")
-        turn_rng = random.Random(f"rlhf-multi-turn:{seed}")  # the draws above stay as they were
-        for name in ("rs", "ppo", "validation"):
-            sets[name] = with_openers(sets[name], openers, cfg.multi_turn_share, turn_rng)
+    # one generator per kind, so each kind's draw is the same with or without the other
+    openers = chitchat_openers(dialogues, "train")
+    shares = {"adversarial": cfg.multi_turn_share, "borderline": cfg.multi_turn_borderline_share}
+    for kind, share in shares.items():
+        if share > 0:
+            salt = "" if kind == "adversarial" else f":{kind}"
+            turn_rng = random.Random(f"rlhf-multi-turn:{seed}{salt}")
+            for name in ("rs", "ppo", "validation"):
+                sets[name] = with_openers(sets[name], openers, share, turn_rng, kind)
     if cfg.borderline_reward == "helpfulness":
         sets = {name: [as_helpfulness(p) for p in ps] for name, ps in sets.items()}
     return sets
@@ -67,21 +71,32 @@ def chitchat_openers(dialogues: list[dict], split: str) -> list[dict]:
 
 
 def with_openers(
-    prompts: list[dict], openers: list[dict], share: float, rng: random.Random
+    prompts: list[dict],
+    openers: list[dict],
+    share: float,
+    rng: random.Random,
+    kind: str = "adversarial",
 ) -> list[dict]:
-    """`prompts` with round(`share` x n) of its n adversarial ones (safety-tagged, with a risk
-    category), drawn with `rng`, asked after an opener's first two turns: the prompt id becomes
-    `<opener id>>``<prompt id>`, as the multi-turn evaluation names its prompts.
+    """`prompts` with round(`share` x n) of its n prompts of `kind` (safety-tagged; adversarial:
+    with a risk category, borderline: without one), drawn with `rng`, asked after an opener's
+    first two turns: the prompt id becomes `<opener id>>``<prompt id>`, as the multi-turn
+    evaluation names its prompts.
 
     Why (issue 15): the rounds trained on first turns only, and the multi-turn violation rose
     over the rounds while the single-turn one did not (demo, seed 1234: 3.1 % at SFT, 28-56 %
-    after V3 and distillation)."""
-    adversarial = [i for i, p in enumerate(prompts) if p["is_safety"] and p["risk_category"]]
-    if not openers or not adversarial:
+    after V3 and distillation). Borderline prompts after an opener teach the other half: a
+    benign request that sounds risky is still answered later in a conversation."""
+    if kind not in ("adversarial", "borderline"):
+        raise ValueError(f"kind must be 'adversarial' or 'borderline', got {kind!r}")
+    eligible = [
+        i
+        for i, p in enumerate(prompts)
+        if p["is_safety"] and bool(p["risk_category"]) == (kind == "adversarial")
+    ]
+    if not openers or not eligible:
         return prompts
-    chosen = rng.sample(adversarial, round(share * len(adversarial)))
     out = list(prompts)
-    for i in sorted(chosen):
+    for i in sorted(rng.sample(eligible, round(share * len(eligible)))):
         opener, p = rng.choice(openers), prompts[i]
         out[i] = {
             **p,
@@ -106,7 +121,10 @@ def as_helpfulness(prompt: dict) -> dict:
 
 
 def sample_rows(
-    round_: int, prompts: list[dict], answers: list[list[str | None]], temperature: float
+    round_: int,
+    prompts: list[dict],
+    answers: list[list[str | None]],
+    temperature: float,
 ) -> tuple[list[dict], int]:
     """Rows for the K answers of each prompt (sample k = answers[k]); prompts whose context does
     not fit the window (answer None) are left out and counted."""
@@ -146,7 +164,11 @@ def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.Da
     answer that was cut off (all K samples were) is trained without a closing EOS."""
     ended = "ended" if "ended" in samples.columns else None
     return answer_examples(
-        samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response", ended
+        samples.filter(pl.col("is_best")).to_dicts(),
+        processor,
+        seq_len,
+        "response",
+        ended,
     )
 
 
@@ -205,7 +227,13 @@ def rounds_table(rows: pl.DataFrame) -> pl.DataFrame:
 def rounds_png(table: pl.DataFrame) -> bytes:
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     x = list(range(table.height))
-    for col in ("mean_r_c", "mean_r_h", "mean_r_s", "helpfulness_win_rate", "safety_win_rate"):
+    for col in (
+        "mean_r_c",
+        "mean_r_h",
+        "mean_r_s",
+        "helpfulness_win_rate",
+        "safety_win_rate",
+    ):
         left.plot(x, table[col].to_list(), "-o", label=col)
     left.set_xticks(x, table["version"].to_list())
     left.set_title("Held-out prompts, per model version")

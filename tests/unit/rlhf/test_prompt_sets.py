@@ -109,3 +109,27 @@ def test_multi_turn_share_asks_that_share_of_adversarial_prompts_after_a_train_o
     assert prompt_sets(
         dialogues, cfg.model_copy(update={"multi_turn_share": 0.5}), seed=3
     ) == prompt_sets(dialogues, cfg.model_copy(update={"multi_turn_share": 0.5}), seed=3)
+
+
+def test_multi_turn_borderline_share_wraps_borderline_prompts_and_keeps_the_adversarial_draw():
+    dialogues = _dialogues() + [_chitchat(i, s) for s in ("train", "heldout") for i in range(5)]
+    small = {"helpfulness": 4, "safety": 8}
+    cfg = RlhfConfig(
+        rejection={"prompts": small},
+        evaluation={"prompts": small},
+        ppo_prompts=small,
+        validation_prompts=small,
+        multi_turn_share=0.5,
+    )
+    adversarial_only = prompt_sets(dialogues, cfg, seed=5)
+    both = prompt_sets(
+        dialogues, cfg.model_copy(update={"multi_turn_borderline_share": 1.0}), seed=5
+    )
+    for name in ("rs", "ppo", "validation"):
+        for a, b in zip(adversarial_only[name], both[name]):
+            if a["category"] == "borderline":
+                assert b["prompt_id"].endswith(">" + a["prompt_id"]) and len(b["turns"]) == 3
+                assert b["turns"][-1] == a["turns"][-1]
+            else:  # the adversarial prompts are wrapped exactly as without the borderline share
+                assert b == a
+    assert both["eval"] == adversarial_only["eval"]
