@@ -4,6 +4,7 @@ rows and the best sample per prompt, and the per-round table and figure. No Pref
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -43,8 +44,8 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
         "eval": _draw(heldout, cfg.evaluation.prompts, rng),
     }
     # one generator per kind, so each kind's draw is the same with or without the other
-    openers = chitchat_openers(dialogues, "train")
     shares = {"adversarial": cfg.multi_turn_share, "borderline": cfg.multi_turn_borderline_share}
+    openers = chitchat_openers(dialogues, "train") if any(shares.values()) else []
     for kind, share in shares.items():
         if share > 0:
             salt = "" if kind == "adversarial" else f":{kind}"
@@ -75,7 +76,7 @@ def with_openers(
     openers: list[dict],
     share: float,
     rng: random.Random,
-    kind: str = "adversarial",
+    kind: Literal["adversarial", "borderline"] = "adversarial",
 ) -> list[dict]:
     """`prompts` with round(`share` x n) of its n prompts of `kind` (safety-tagged; adversarial:
     with a risk category, borderline: without one), drawn with `rng`, asked after an opener's
@@ -121,10 +122,7 @@ def as_helpfulness(prompt: dict) -> dict:
 
 
 def sample_rows(
-    round_: int,
-    prompts: list[dict],
-    answers: list[list[str | None]],
-    temperature: float,
+    round_: int, prompts: list[dict], answers: list[list[str | None]], temperature: float
 ) -> tuple[list[dict], int]:
     """Rows for the K answers of each prompt (sample k = answers[k]); prompts whose context does
     not fit the window (answer None) are left out and counted."""
@@ -164,11 +162,7 @@ def best_examples(samples: pl.DataFrame, processor, seq_len: int) -> tuple[pl.Da
     answer that was cut off (all K samples were) is trained without a closing EOS."""
     ended = "ended" if "ended" in samples.columns else None
     return answer_examples(
-        samples.filter(pl.col("is_best")).to_dicts(),
-        processor,
-        seq_len,
-        "response",
-        ended,
+        samples.filter(pl.col("is_best")).to_dicts(), processor, seq_len, "response", ended
     )
 
 
@@ -227,13 +221,7 @@ def rounds_table(rows: pl.DataFrame) -> pl.DataFrame:
 def rounds_png(table: pl.DataFrame) -> bytes:
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     x = list(range(table.height))
-    for col in (
-        "mean_r_c",
-        "mean_r_h",
-        "mean_r_s",
-        "helpfulness_win_rate",
-        "safety_win_rate",
-    ):
+    for col in ("mean_r_c", "mean_r_h", "mean_r_s", "helpfulness_win_rate", "safety_win_rate"):
         left.plot(x, table[col].to_list(), "-o", label=col)
     left.set_xticks(x, table["version"].to_list())
     left.set_title("Held-out prompts, per model version")
