@@ -6,7 +6,8 @@ front of its system prompt and the answer without it, both scored by the Safety 
 the preprompted answer): only where the preprompted answer scored higher; the others carry the
 reason they were dropped. `ended_with` / `ended_without`: whether each answer stopped at EOS
 (False: cut off at max_new_tokens, scored without EOS); a cut-off preprompted answer is never a
-fine-tuning target (reason `cut_off`).
+fine-tuning target (reason `cut_off`), and with `distill.max_per_answer` a kept answer text is
+kept at most that many times (the others: reason `repeated_answer`).
 """
 
 from typing import Optional
@@ -19,7 +20,7 @@ from data_contracts.base import Contract
 from data_contracts.sft_dialogues import RISK_CATEGORIES, TURN, TURN_ARROW, ends_with_user
 
 PREPROMPT_KINDS = ("generic", "template")
-DROP_REASONS = ("not_better", "empty_answer", "cut_off")
+DROP_REASONS = ("not_better", "empty_answer", "cut_off", "repeated_answer")
 
 
 class DistillationSamples(pap.DataFrameModel):
@@ -84,7 +85,7 @@ SCHEMA = pa.schema(
 
 CONTRACT = Contract(
     name="distillation_samples",
-    version="1.1",
+    version="1.2",
     model=DistillationSamples,
     schema=SCHEMA,
     description=(

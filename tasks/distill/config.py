@@ -27,6 +27,9 @@ class DistillConfig(BaseModel):
     min_gain: float = Field(
         0.0, ge=0
     )  # keep only when the Safety RM gain is above this (paper: > 0)
+    # at most this many kept answers with the same text (the largest gains; the others dropped
+    # as `repeated_answer`); None = no cap (the paper's rule). min_kept counts after the cap
+    max_per_answer: int | None = Field(None, ge=1)
     # fine-tune only when at least this many answers were kept; fewer leave the policy as it is.
     # A handful of examples is one or two optimizer steps, and Adam's first steps move every
     # weight by about the learning rate whatever the evidence: measured, 7 kept answers (+10

@@ -5,6 +5,12 @@ fine answer into a false refusal. So an answer generated with the preprompt is k
 the Safety reward model scores it strictly higher than the answer to the same prompt without
 the preprompt, by more than `min_gain`. Everything else is dropped with a reason, never
 silently.
+
+A small policy often gives the same preprompted answer to many prompts (measured on the demo:
+30 of 32 kept answers one refusal with a garbled tail, each 0.001 above the plain refusal), and
+fine-tuning on thirty copies of one string teaches that string, tail included. `max_per_answer`
+keeps at most that many copies of one answer text (the largest gains); the rest are dropped as
+`repeated_answer`, so `kept` counts the evidence, not the repetitions.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import numbers
 import statistics
 from collections.abc import Sequence
 
-DROP_REASONS = ("not_better", "empty_answer", "cut_off")
+DROP_REASONS = ("not_better", "empty_answer", "cut_off", "repeated_answer")
 
 
 def distilled_answer(row: dict, answer_key: str = "answer") -> str | None:
@@ -48,6 +54,7 @@ def select_distilled(
     *,
     answer_key: str = "answer",
     ended_key: str = "ended_with",
+    max_per_answer: int | None = None,
 ) -> tuple[list[dict], list[dict], dict]:
     """Keep row i when its preprompted answer is not empty, ended at EOS, and
     `score_with[i] - score_without[i] > min_gain` (a tie or a gain of exactly min_gain is dropped).
@@ -57,13 +64,15 @@ def select_distilled(
     dropped rows also get `reason` ("empty_answer" when the answer, see `distilled_answer`, is
     missing or blank, checked first; "cut_off" when `row[ended_key]` is False, the answer hit
     max_new_tokens before EOS (a row without the key counts as ended); otherwise "not_better")
-    and a readable `detail`. Order is
-    kept within each list. `stats`: rows, kept, dropped, kept_share, dropped_<reason> for every
-    reason (0 when none), and delta_mean/median/min/max over all rows and kept_delta_* over the
-    kept ones (None when there are no such rows).
+    and a readable `detail`. With `max_per_answer` n, of the rows that would be kept with the
+    same answer text (stripped) only the n with the largest gain are kept (the earlier row on a
+    tie); the others are dropped as "repeated_answer". Order is kept within each list.
+    `stats`: rows, kept, dropped, kept_share, dropped_<reason> for every reason (0 when none),
+    and delta_mean/median/min/max over all rows and kept_delta_* over the kept ones (None when
+    there are no such rows).
 
-    Raises ValueError when the three lengths differ, a score is not a finite number, or min_gain
-    is negative (that would keep answers the Safety RM scores lower).
+    Raises ValueError when the three lengths differ, a score is not a finite number, min_gain
+    is negative (that would keep answers the Safety RM scores lower), or max_per_answer < 1.
     """
     if not len(rows) == len(score_with) == len(score_without):
         raise ValueError(
@@ -72,7 +81,9 @@ def select_distilled(
         )
     if not math.isfinite(min_gain) or min_gain < 0:
         raise ValueError(f"min_gain must be a finite number >= 0, got {min_gain}")
-    kept, dropped, deltas, kept_deltas = [], [], [], []
+    if max_per_answer is not None and max_per_answer < 1:
+        raise ValueError(f"max_per_answer must be >= 1 (or None: no cap), got {max_per_answer}")
+    kept, dropped, deltas = [], [], []
     for i, (row, with_, without) in enumerate(zip(rows, score_with, score_without)):
         for name, value in (("score_with", with_), ("score_without", without)):
             if (
@@ -84,7 +95,7 @@ def select_distilled(
         with_, without = float(with_), float(without)
         delta = with_ - without
         deltas.append(delta)
-        out = {**row, "score_with": with_, "score_without": without, "delta": delta}
+        out = {**row, "score_with": with_, "score_without": without, "delta": delta, "_order": i}
         answer = distilled_answer(row, answer_key)
         if not isinstance(answer, str) or not answer.strip():
             dropped.append(
@@ -105,7 +116,6 @@ def select_distilled(
             )
         elif delta > min_gain:
             kept.append(out)
-            kept_deltas.append(delta)
         else:
             dropped.append(
                 {
@@ -117,6 +127,12 @@ def select_distilled(
                     ),
                 }
             )
+    if max_per_answer is not None:
+        kept, repeated = _cap_repeats(kept, max_per_answer, answer_key)
+        dropped = sorted(dropped + repeated, key=lambda r: r["_order"])
+    kept_deltas = [r["delta"] for r in kept]
+    for r in kept + dropped:
+        r.pop("_order", None)
     stats: dict[str, float | int | None] = {
         "rows": len(rows),
         "kept": len(kept),
@@ -127,6 +143,30 @@ def select_distilled(
         **_summary(kept_deltas, "kept_"),
     }
     return kept, dropped, stats
+
+
+def _cap_repeats(kept: list[dict], n: int, answer_key: str) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): at most `n` rows per stripped answer text, those with the largest delta
+    (the earlier row on a tie); input order kept in both lists."""
+    by_gain = sorted(kept, key=lambda r: (-r["delta"], r["_order"]))
+    seen: dict[str, int] = {}
+    keep: set[int] = set()
+    for r in by_gain:
+        text = distilled_answer(r, answer_key).strip()
+        if seen.get(text, 0) < n:
+            seen[text] = seen.get(text, 0) + 1
+            keep.add(r["_order"])
+    repeated = [
+        {
+            **r,
+            "reason": "repeated_answer",
+            "detail": f"the same preprompted answer was kept for {n} other prompt(s) with a "
+            "larger gain; more copies of one answer teach that string, not safety",
+        }
+        for r in kept
+        if r["_order"] not in keep
+    ]
+    return [r for r in kept if r["_order"] in keep], repeated
 
 
 def distill_decision(kept: int, rows: int, min_kept: int = 1) -> tuple[bool, str]:

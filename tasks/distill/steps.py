@@ -208,7 +208,12 @@ def distill_data_step(
         for side in ("with", "without")
     )
     kept, dropped, stats = select_distilled(
-        rows, s_with.tolist(), s_without.tolist(), cfg.min_gain, answer_key="answer_with"
+        rows,
+        s_with.tolist(),
+        s_without.tolist(),
+        cfg.min_gain,
+        answer_key="answer_with",
+        max_per_answer=cfg.max_per_answer,
     )
     # the contract's columns: kept rows have no reason; dropped ones carry theirs
     out = [{k: r.get(k) for k in COLUMNS} | {"kept": True} for r in kept]

@@ -45,6 +45,7 @@ def test_only_strict_improvements_above_min_gain_are_kept():
         "dropped_not_better": 4,
         "dropped_empty_answer": 0,
         "dropped_cut_off": 0,
+        "dropped_repeated_answer": 0,
         "delta_mean": (1 + 0 + 0.0625 + 0.125 - 0.5 + 2) / 6,
         "delta_median": (0.0625 + 0.125) / 2,
         "delta_min": -0.5,
@@ -153,6 +154,38 @@ def test_a_cut_off_preprompted_answer_is_never_a_target_however_much_it_gained()
     assert [(r["prompt_id"], r["reason"]) for r in dropped] == [("p0", "cut_off")]
     assert "cut off at max_new_tokens" in dropped[0]["detail"]
     assert stats["dropped_cut_off"] == 1 and stats["kept"] + stats["dropped"] == stats["rows"] == 3
+
+
+def test_max_per_answer_keeps_the_largest_gains_of_one_answer_text_and_says_why():
+    # p0-p3 and p5 give one refusal (p3 with other whitespace), p4 another; p6 did not improve
+    same = "I can't help with that."
+    answers = [same, same, f"  {same}\n", same, "Please ask a doctor.", same, same]
+    rows = [{"prompt_id": f"p{i}", "answer": a} for i, a in enumerate(answers)]
+    #      deltas: 0.1  0.3  0.3  0.05  0.2  0.3  -0.1
+    score_with = [0.6, 0.8, 0.8, 0.55, 0.7, 0.8, 0.4]
+    score_without = [0.5] * 7
+    kept, dropped, stats = select_distilled(rows, score_with, score_without, max_per_answer=2)
+    # of the five copies, the two largest gains; p1, p2 and p5 tie at 0.3: the earlier two win
+    assert [r["prompt_id"] for r in kept] == ["p1", "p2", "p4"]
+    assert [(r["prompt_id"], r["reason"]) for r in dropped] == [
+        ("p0", "repeated_answer"),
+        ("p3", "repeated_answer"),
+        ("p5", "repeated_answer"),
+        ("p6", "not_better"),
+    ]
+    assert "kept for 2 other" in dropped[0]["detail"]
+    assert stats["kept"] == 3 and stats["dropped"] == 4
+    assert stats["dropped_repeated_answer"] == 3 and stats["dropped_not_better"] == 1
+    assert stats["kept_delta_min"] == pytest.approx(0.2)
+    assert all("_order" not in r for r in kept + dropped)
+    # without the cap every improved copy is kept, and a cap of 1 keeps one per text
+    assert select_distilled(rows, score_with, score_without)[2]["kept"] == 6
+    one, _, _ = select_distilled(rows, score_with, score_without, max_per_answer=1)
+    assert [r["prompt_id"] for r in one] == ["p1", "p4"]
+    with pytest.raises(ValueError, match="max_per_answer must be >= 1"):
+        select_distilled(rows, score_with, score_without, max_per_answer=0)
+    with pytest.raises(ValidationError):
+        DistillConfig(max_per_answer=0)
 
 
 def test_distillation_fine_tunes_only_on_at_least_min_kept_answers():
