@@ -86,8 +86,10 @@ EDGES: dict[str, tuple[str, ...]] = {
         "reward.collect_preferences",
         "reward.labels_to_pairs",
     ),
-    "rlhf.register_round": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.dpo"),
+    "rlhf.average_rounds": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.dpo"),  # rlhf.average_last > 1
+    "rlhf.register_round": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.dpo", "rlhf.average_rounds"),
     "rlhf.evaluate_rounds": (
+        "rlhf.average_rounds",
         "rlhf.rs_finetune",
         "rlhf.ppo",
         "rlhf.dpo",
@@ -97,6 +99,7 @@ EDGES: dict[str, tuple[str, ...]] = {
         "sft.curate",
     ),
     "distill.distill_data": (
+        "rlhf.average_rounds",
         "rlhf.rs_finetune",
         "rlhf.ppo",
         "rlhf.dpo",
@@ -110,6 +113,7 @@ EDGES: dict[str, tuple[str, ...]] = {
     "evaluate.evaluate_version": (
         "evaluate.eval_prompts",
         "distill.distill_finetune",
+        "rlhf.average_rounds",
         "rlhf.rs_finetune",
         "rlhf.ppo",
         "rlhf.dpo",
@@ -154,13 +158,17 @@ def skipped_tasks(base_model: bool) -> tuple[str, ...]:
     return SKIPPED_WITH_BASE if base_model else ONLY_WITH_BASE
 
 
-def skipped_by_choice(annotator: str = "rule", method: str = "ppo") -> tuple[str, ...]:
+def skipped_by_choice(
+    annotator: str = "rule", method: str = "ppo", average_last: int = 1
+) -> tuple[str, ...]:
     """Tasks a run does not have because of its choices: who labels the reward stage's pairs
     (`reward.collection.annotator`: the rule annotator's collect_preferences, or people's
-    queue_for_people + labels_to_pairs) and the rounds' policy step (`rlhf.method`)."""
+    queue_for_people + labels_to_pairs), the rounds' policy step (`rlhf.method`) and whether
+    the last rounds are averaged (`rlhf.average_last` > 1: average_rounds)."""
     people = ("reward.queue_for_people", "reward.labels_to_pairs")
     out = people if annotator == "rule" else ("reward.collect_preferences",)
-    return out + (("rlhf.dpo",) if method == "ppo" else ("rlhf.ppo",))
+    out += ("rlhf.dpo",) if method == "ppo" else ("rlhf.ppo",)
+    return out + (("rlhf.average_rounds",) if average_last <= 1 else ())
 
 
 def tasks_of(stage: str) -> list[str]:

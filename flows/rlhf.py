@@ -23,6 +23,8 @@ from tasks.config import flatten, load_config
 from tasks.io import read_dataset
 from tasks.register import register_step
 from tasks.rlhf import dpo_steps, ppo_steps, round_table, rounds, steps
+from tasks.rlhf.average import average_step
+from tasks.rlhf.config import AVERAGED_VERSION
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -233,6 +235,25 @@ def rlhf_flow(
                 previous, policy = policy, new_policy
                 versions[f"rlhf-v{r}"] = policy
                 summary.append(RlhfRound(round=r, how=how, model_dir=policy))
+        if l.average_last > 1:  # the final policy: the mean of the last rounds' weights
+            labels = list(versions)[-l.average_last :]
+            averaged = run(
+                average_step, [versions[v] for v in labels], labels, run_dir, label="avg"
+            )
+            log_step(tracker, averaged)
+            policy = averaged.models["model"]
+            registered = run(
+                register_round,
+                policy,
+                tokenizer,
+                l.registered_model,
+                "RLHF: the uniform mean of the weights of " + ", ".join(labels),
+                run_dir,
+                tracker.run_id,
+                label="avg",
+            )
+            tracker.log_metrics({f"avg.{k}": v for k, v in registered.stats.items()})
+            versions[AVERAGED_VERSION] = policy
         evaluated = run(
             round_table.evaluate_step,
             versions,

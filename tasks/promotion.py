@@ -29,6 +29,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.hashing import sha256_of
+from tasks.rlhf.config import AVERAGED_VERSION
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 # tags on the registered model version
@@ -160,10 +161,13 @@ def check_metrics(checks: list[Check]) -> dict[str, float]:
 
 
 def final_version(versions: list[str]) -> str:
-    """The run's final model version: distilled if the run has it, else the last RLHF round
-    (else SFT, where no round ran), in the evaluation's version order."""
+    """The run's final model version: distilled if the run has it, else the averaged RLHF policy
+    (`rlhf-avg`, rlhf.average_last > 1), else the last RLHF round (else SFT, where no round
+    ran), in the evaluation's version order."""
     if "distilled" in versions:
         return "distilled"
+    if AVERAGED_VERSION in versions:
+        return AVERAGED_VERSION
     rounds = [v for v in versions if v.startswith("rlhf-v")]
     if rounds:
         return max(rounds, key=lambda v: int(v.removeprefix("rlhf-v")))
@@ -176,7 +180,7 @@ def registered_name(cfg, version: str) -> str:
     """The registry name a version was registered under (tasks/register.py, per stage config)."""
     if version == "distilled":
         return cfg.distill.registered_model
-    if version.startswith("rlhf-v"):
+    if version.startswith("rlhf-v") or version == AVERAGED_VERSION:
         return cfg.rlhf.registered_model
     if version == "sft":
         return cfg.sft.registered_model

@@ -4,6 +4,8 @@ evaluation table and known limits."""
 
 from __future__ import annotations
 
+from tasks.rlhf.config import AVERAGED_VERSION
+
 # version name -> (registered model, stages that made it)
 LINEAGE = {
     "pretrained": ("llama2-recipe-pretrained", ["pretraining on the filtered embedded corpus"]),
@@ -95,6 +97,15 @@ def write_model_cards(
                 f"RLHF rounds 1..{rnd}: {r.data.tags.get('mlflow.note.content', '')}",
             ]
             targets.append((r.info.run_name, "llama2-recipe-rlhf", {r.info.run_id}, stages))
+        if AVERAGED_VERSION in rows:  # registered by the RLHF stage's own run, not a round's
+            stages = [
+                "pretraining",
+                "SFT + GAtt",
+                f"iterative RLHF: {run.data.params.get('rlhf.rounds', '')} rounds",
+                f"the uniform mean of the weights of the last "
+                f"{run.data.params.get('rlhf.average_last', '')} rounds' models",
+            ]
+            targets.append((AVERAGED_VERSION, "llama2-recipe-rlhf", {run.info.run_id}, stages))
     updated = {}
     for version, name, run_ids, stages in targets:
         for mv in _registered(client, name, run_ids):

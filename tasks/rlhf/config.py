@@ -65,6 +65,10 @@ class RoundEvalConfig(BaseModel):
     batch_size: int = Field(32, gt=0)
 
 
+# the version name of the averaged RLHF policy (rlhf.average_last > 1, tasks/rlhf/average.py)
+AVERAGED_VERSION = "rlhf-avg"
+
+
 class RlhfConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,6 +100,19 @@ class RlhfConfig(BaseModel):
     multi_turn_share: float = Field(0.0, ge=0, le=1)
     # the same for borderline prompts (safety-tagged, no risk category), drawn after the above
     multi_turn_borderline_share: float = Field(0.0, ge=0, le=1)
+    # the final RLHF policy: the last round's model (1, the paper), or the uniform mean of the
+    # weights of the last N rounds' models, registered and evaluated as version `rlhf-avg`
+    # (tasks/rlhf/average.py); distillation starts from it
+    average_last: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _average_within_rounds(self) -> RlhfConfig:
+        if self.average_last > self.rounds:
+            raise ValueError(
+                f"rlhf.average_last {self.average_last} > rlhf.rounds {self.rounds}: only round "
+                "models can be averaged"
+            )
+        return self
 
     @model_validator(mode="after")
     def _variants_known(self) -> RlhfConfig:
