@@ -188,6 +188,16 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     assert not any(k.startswith("ppo") for k in rounds["rlhf-v2"].data.metrics)  # ppo_from 3
     versions = client.search_model_versions("name = 'llama2-recipe-rlhf'")
     assert {r.info.run_id for r in rounds.values()} <= {v.run_id for v in versions}
+    # rlhf.average_last 2: the mean of V2 and V3, registered by the stage's own run, is the
+    # policy distillation starts from
+    (averaged,) = [v for v in versions if v.run_id == rlhf.info.run_id]
+    assert averaged.description.startswith("# Model card: rlhf-avg")  # its card, with lineage
+    assert "the uniform mean of the weights of the last 2 rounds' models" in averaged.description
+    avg_dir = first_run.rlhf.models["rlhf-avg"]
+    assert first_run.rlhf.model_dir == avg_dir and "/avg-" in avg_dir
+    avg_config = json.loads((Path(avg_dir) / "config.json").read_text())
+    assert [a["version"] for a in avg_config["averaged_from"]] == ["rlhf-v2", "rlhf-v3"]
+    assert by_name["distill"].data.params["policy"] == avg_dir
     m = rlhf.data.metrics
     assert m["eval.sft.kl_to_sft"] == 0 and m["eval.final.kl_to_sft"] > 0
     assert m["eval.sft.helpfulness_win_rate"] == 0.5  # SFT against itself: all ties
@@ -210,7 +220,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     evaluation = by_name["evaluate"]
     m = evaluation.data.metrics
     versions = evaluation.data.params["versions"].split(",")
-    assert versions[:5] == ["pretrained", "sft", "rlhf-v1", "rlhf-v2", "rlhf-v3"]
+    assert versions[:6] == ["pretrained", "sft", "rlhf-v1", "rlhf-v2", "rlhf-v3", "rlhf-avg"]
     for version in versions:  # every version answered the same prompts and was judged
         assert m[f"{version}.answers"] > 0
         assert 0 <= m[f"{version}.violation_rm_pct"] <= 100
@@ -403,8 +413,9 @@ def test_first_run_executes_every_task(first_run):
     # mapped tasks are recorded as name/i, an RLHF round's as name:v<r>
     # and the base-model import runs only when the config names a base model
     skipped |= set(skipped_tasks(base_model=False))
-    # and the tiny preset's choices: the rule annotator labels, PPO is the rounds' policy step
-    skipped |= set(skipped_by_choice(annotator="rule", method="ppo"))
+    # and the tiny preset's choices: the rule annotator labels, PPO is the rounds' policy step,
+    # V2 and V3 are averaged
+    skipped |= set(skipped_by_choice(annotator="rule", method="ppo", average_last=2))
     assert {name.split("/")[0].split(":")[0] for name in states} == set(EDGES) - skipped
     assert set(states.values()) == {"Completed"}
 
@@ -478,8 +489,18 @@ def test_an_rlhf_run_stopped_in_its_last_round_resumes_there(first_run, monkeypa
     before_ppo = {
         k: v
         for k, v in states.items()
-        if not k.startswith(("rlhf.ppo", "rlhf.register_round:v3", "rlhf.evaluate_rounds"))
+        if not k.startswith(
+            (
+                "rlhf.ppo",
+                "rlhf.register_round:v3",
+                "rlhf.average_rounds",
+                "rlhf.register_round:avg",
+                "rlhf.evaluate_rounds",
+            )
+        )
     }
     assert len(before_ppo) == 10 and set(before_ppo.values()) == {"Cached"}, states
     assert states["rlhf.ppo:v3"] == "Completed" and states["rlhf.evaluate_rounds"] == "Completed"
+    # the mean of V2 and V3 follows the new V3 (tiny: rlhf.average_last 2)
+    assert states["rlhf.average_rounds:avg"] == "Completed"
     assert resumed.models["rlhf-v2"] == first_run.rlhf.models["rlhf-v2"]
