@@ -7,7 +7,9 @@ the preprompted answer): only where the preprompted answer scored higher; the ot
 reason they were dropped. `ended_with` / `ended_without`: whether each answer stopped at EOS
 (False: cut off at max_new_tokens, scored without EOS); a cut-off preprompted answer is never a
 fine-tuning target (reason `cut_off`), and with `distill.max_per_answer` a kept answer text is
-kept at most that many times (the others: reason `repeated_answer`).
+kept at most that many times (the others: reason `repeated_answer`). `trimmed_with`: with
+`distill.trim_cut_off`, the preprompted answer was cut off and is stored, scored and judged cut
+back to its last complete sentence (so `ended_with` is True).
 """
 
 from typing import Optional
@@ -34,6 +36,7 @@ class DistillationSamples(pap.DataFrameModel):
     answer_without: str  # generated without it
     ended_with: bool  # the preprompted answer stopped at EOS (False: cut off)
     ended_without: bool
+    trimmed_with: bool  # cut off, then cut back to its last complete sentence (trim_cut_off)
     score_with: float = pap.Field(ge=0, le=1)  # Safety RM, sigmoid, prompt without the preprompt
     score_without: float = pap.Field(ge=0, le=1)
     delta: float
@@ -46,6 +49,10 @@ class DistillationSamples(pap.DataFrameModel):
     @pap.dataframe_check(error="prompt turns must alternate user/assistant and end with the user")
     def prompt_ends_with_user(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select(ends_with_user(pl.col("prompt")))
+
+    @pap.dataframe_check(error="a trimmed preprompted answer counts as ended")
+    def trimmed_rows_ended(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(~pl.col("trimmed_with") | pl.col("ended_with"))
 
     @pap.dataframe_check(
         error="a kept row has no reason, ended and scored higher; a dropped row has a reason"
@@ -75,6 +82,7 @@ SCHEMA = pa.schema(
         pa.field("answer_without", pa.large_string(), nullable=False),
         pa.field("ended_with", pa.bool_(), nullable=False),
         pa.field("ended_without", pa.bool_(), nullable=False),
+        pa.field("trimmed_with", pa.bool_(), nullable=False),
         pa.field("score_with", pa.float64(), nullable=False),
         pa.field("score_without", pa.float64(), nullable=False),
         pa.field("delta", pa.float64(), nullable=False),
@@ -85,7 +93,7 @@ SCHEMA = pa.schema(
 
 CONTRACT = Contract(
     name="distillation_samples",
-    version="1.2",
+    version="1.3",
     model=DistillationSamples,
     schema=SCHEMA,
     description=(

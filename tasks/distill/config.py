@@ -30,6 +30,10 @@ class DistillConfig(BaseModel):
     # at most this many kept answers with the same text (the largest gains; the others dropped
     # as `repeated_answer`); None = no cap (the paper's rule). min_kept counts after the cap
     max_per_answer: int | None = Field(None, ge=1)
+    # a preprompted answer cut off at max_new_tokens is cut back to its last complete sentence
+    # (at least 4 words) and scored, kept or dropped as an answer that ended; the row says so
+    # (`trimmed_with`). False = the paper's rule: a cut-off answer is never a target (`cut_off`)
+    trim_cut_off: bool = False
     # fine-tune only when at least this many answers were kept; fewer leave the policy as it is.
     # A handful of examples is one or two optimizer steps, and Adam's first steps move every
     # weight by about the learning rate whatever the evidence: measured, 7 kept answers (+10

@@ -11,16 +11,39 @@ A small policy often gives the same preprompted answer to many prompts (measured
 fine-tuning on thirty copies of one string teaches that string, tail included. `max_per_answer`
 keeps at most that many copies of one answer text (the largest gains); the rest are dropped as
 `repeated_answer`, so `kept` counts the evidence, not the repetitions.
+
+With the preprompt the policy often refuses and then keeps adding sentences ("... I can explain
+the law or point you to legitimate options instead. I can explain the topic ...") until
+max_new_tokens cuts it off; a cut-off answer is never a fine-tuning target. `trim_to_sentence`
+cuts such an answer back to its last complete sentence, so the whole refusal before the tail can
+be scored and kept (`distill.trim_cut_off`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
 import statistics
 from collections.abc import Sequence
 
 DROP_REASONS = ("not_better", "empty_answer", "cut_off", "repeated_answer")
+
+# the end of a sentence: ., ! or ? (closing quotes or brackets allowed) before a space or the end
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str, min_words: int = 4) -> str | None:
+    """`text` up to the end of its last complete sentence, or None when that leaves fewer than
+    `min_words` words (no complete sentence worth keeping). For an answer cut off at
+    max_new_tokens: "I can't help with that. I can expl" -> "I can't help with that."."""
+    if min_words < 1:
+        raise ValueError(f"min_words must be >= 1, got {min_words}")
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if not ends:
+        return None
+    head = text[: ends[-1]].strip()
+    return head if len(head.split()) >= min_words else None
 
 
 def distilled_answer(row: dict, answer_key: str = "answer") -> str | None:

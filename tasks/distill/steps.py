@@ -25,7 +25,7 @@ from tasks.chat.sharded import AnswerJob, answer_jobs
 from tasks.chat.tokenizer import load_tokenizer
 from tasks.distill.config import DistillConfig
 from tasks.distill.preprompts import choose_preprompt, with_preprompt
-from tasks.distill.select import select_distilled
+from tasks.distill.select import select_distilled, trim_to_sentence
 from tasks.distributed.launch import step_log
 from tasks.hashing import parts_key, sha256_of
 from tasks.io import Manifest, read_dataset, write_dataset
@@ -50,6 +50,7 @@ COLUMNS = (
     "answer_without",
     "ended_with",
     "ended_without",
+    "trimmed_with",
     "score_with",
     "score_without",
     "delta",
@@ -177,6 +178,13 @@ def distill_data_step(
         Path(run_dir) / "artifacts" / "distill" / "answering",
     )
     fits = [i for i in range(len(prompts)) if with_[i] is not None and without[i] is not None]
+    trimmed = [False] * len(prompts)
+    with_, ended_with = list(with_), list(ended_with)
+    if cfg.trim_cut_off:
+        for i in fits:
+            head = None if ended_with[i] else trim_to_sentence(with_[i])
+            if head is not None:
+                with_[i], ended_with[i], trimmed[i] = head, True, True
     rows = [
         {
             "prompt_id": prompts[i]["prompt_id"],
@@ -189,6 +197,7 @@ def distill_data_step(
             "answer_without": without[i],
             "ended_with": ended_with[i],
             "ended_without": ended_without[i],
+            "trimmed_with": trimmed[i],
         }
         for i in fits
     ]
@@ -223,9 +232,11 @@ def distill_data_step(
         stats[f"{kind}.rows"] = len(of_kind)
         stats[f"{kind}.kept"] = sum(r["kept"] for r in of_kind)
     stats["prompts_too_long"] = len(prompts) - len(fits)
-    # answers cut off at max_new_tokens: with the preprompt (never targets: `cut_off`), without
-    stats["cutoff_share"] = cutoff_share([r["ended_with"] for r in rows])
+    # answers cut off at max_new_tokens: with the preprompt (never targets: `cut_off`, unless
+    # trimmed to a whole sentence), without
+    stats["cutoff_share"] = cutoff_share([r["ended_with"] and not r["trimmed_with"] for r in rows])
     stats["cutoff_share_without"] = cutoff_share([r["ended_without"] for r in rows])
+    stats["trimmed"] = sum(r["trimmed_with"] for r in rows)
     stats["score_with_mean"] = float(np.mean(s_with)) if len(s_with) else None
     stats["score_without_mean"] = float(np.mean(s_without)) if len(s_without) else None
     get_run_logger().info(

@@ -9,7 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.distill.config import DistillConfig
-from tasks.distill.select import distill_decision, distilled_answer, select_distilled
+from tasks.distill.select import (
+    distill_decision,
+    distilled_answer,
+    select_distilled,
+    trim_to_sentence,
+)
 
 
 def _rows(n: int) -> list[dict]:
@@ -206,3 +211,30 @@ def test_min_kept_is_a_positive_count():
     assert DistillConfig().min_kept == 1
     with pytest.raises(ValidationError):
         DistillConfig(min_kept=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the demo's preprompted refusal that ran on past max_new_tokens
+        (
+            "I'm not able to help with that, because it's illegal and could hurt people. I can "
+            "explain the law or point you to legitimate options instead. I can explain the topic",
+            "I'm not able to help with that, because it's illegal and could hurt people. I can "
+            "explain the law or point you to legitimate options instead.",
+        ),
+        ('Then he said "stop now." And he', 'Then he said "stop now."'),
+        ("Is that really so? Yes! And then", "Is that really so? Yes!"),
+        ("Version 2.5 is out and", None),  # a decimal point does not end a sentence
+        ("No. I can", None),  # one complete sentence of one word: nothing worth keeping
+        ("I won't help with that", None),  # no complete sentence
+        ("I won't help with that.", "I won't help with that."),
+    ],
+)
+def test_trim_to_sentence_cuts_back_to_the_last_complete_sentence(text, expected):
+    assert trim_to_sentence(text) == expected
+
+
+def test_trim_to_sentence_refuses_a_minimum_below_one_word():
+    with pytest.raises(ValueError, match="min_words"):
+        trim_to_sentence("No.", min_words=0)

@@ -54,7 +54,7 @@ def test_replay_draws_only_benign_train_prompts_helpfulness_and_borderline():
     assert all(p["risk_category"] is None for p in benign_prompts(rows, 4, seed=2))
 
 
-def sample(kept, with_, without, reason=None, ended=True):
+def sample(kept, with_, without, reason=None, ended=True, trimmed=False):
     return {
         "prompt_id": f"p{with_}{without}{kept}",
         "system": "",
@@ -66,6 +66,7 @@ def sample(kept, with_, without, reason=None, ended=True):
         "answer_without": "Sure.",
         "ended_with": ended,
         "ended_without": True,
+        "trimmed_with": trimmed,
         "score_with": with_,
         "score_without": without,
         "delta": with_ - without,
@@ -94,4 +95,19 @@ def test_contract_refuses_a_kept_row_that_did_not_improve_and_a_dropped_row_with
     with pytest.raises(Exception, match="kept row"):
         contract.validate(
             dialogue_frame([sample(True, 0.9, 0.4, ended=False)], "distillation_samples"), "test"
+        )
+
+
+def test_contract_refuses_a_trimmed_answer_that_does_not_count_as_ended():
+    contract = get_contract("distillation_samples")
+    contract.validate(
+        dialogue_frame([sample(True, 0.9, 0.4, trimmed=True)], "distillation_samples"), "test"
+    )
+    with pytest.raises(Exception, match="trimmed"):
+        contract.validate(
+            dialogue_frame(
+                [sample(False, 0.9, 0.4, "cut_off", ended=False, trimmed=True)],
+                "distillation_samples",
+            ),
+            "test",
         )
