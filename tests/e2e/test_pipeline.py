@@ -216,6 +216,13 @@ def test_mlflow_holds_parent_and_nested_stage_runs(first_run, run_dir):
     assert any(v.run_id == distill.info.run_id for v in versions)
     if m["distill.kept"] == 0:  # the tiny model rarely profits from a preprompt: it says so
         assert "kept none" in distill.data.tags["distill.result"]
+    # distill.trim_cut_off (tiny preset): a trimmed answer ends a sentence and counts as ended
+    (samples_file,) = (cfg.data_dir / "distillation_samples").rglob("*.parquet")
+    samples = pl.read_parquet(samples_file)
+    trimmed = samples.filter(pl.col("trimmed_with"))
+    assert trimmed.height == m["distill.trimmed"]
+    assert trimmed["ended_with"].all()
+    assert trimmed["answer_with"].str.contains(r"[.!?][\"')\]]*$").all()
 
     evaluation = by_name["evaluate"]
     m = evaluation.data.metrics
