@@ -24,7 +24,7 @@ from tasks.io import read_dataset
 from tasks.register import register_step
 from tasks.rlhf import dpo_steps, ppo_steps, round_table, rounds, steps
 from tasks.rlhf.average import average_step
-from tasks.rlhf.config import AVERAGED_VERSION
+from tasks.versions import AVERAGED_VERSION
 from tasks.tracking import log_step, stage_run
 
 DESCRIPTION = (
@@ -235,8 +235,8 @@ def rlhf_flow(
                 previous, policy = policy, new_policy
                 versions[f"rlhf-v{r}"] = policy
                 summary.append(RlhfRound(round=r, how=how, model_dir=policy))
-        if l.average_last > 1:  # the final policy: the mean of the last rounds' weights
-            labels = list(versions)[-l.average_last :]
+        if l.averaged_rounds > 1:  # the final policy: the mean of the last rounds' weights
+            labels = list(versions)[-l.averaged_rounds :]
             averaged = run(
                 average_step, [versions[v] for v in labels], labels, run_dir, label="avg"
             )

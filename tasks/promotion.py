@@ -29,7 +29,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.hashing import sha256_of
-from tasks.rlhf.config import AVERAGED_VERSION
+from tasks.versions import AVERAGED_VERSION
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 # tags on the registered model version

@@ -4,7 +4,7 @@ evaluation table and known limits."""
 
 from __future__ import annotations
 
-from tasks.rlhf.config import AVERAGED_VERSION
+from tasks.versions import AVERAGED_VERSION
 
 # version name -> (registered model, stages that made it)
 LINEAGE = {
@@ -98,12 +98,13 @@ def write_model_cards(
             ]
             targets.append((r.info.run_name, "llama2-recipe-rlhf", {r.info.run_id}, stages))
         if AVERAGED_VERSION in rows:  # registered by the RLHF stage's own run, not a round's
+            averaged = run.data.metrics.get("average.models")
             stages = [
                 "pretraining",
                 "SFT + GAtt",
                 f"iterative RLHF: {run.data.params.get('rlhf.rounds', '')} rounds",
                 f"the uniform mean of the weights of the last "
-                f"{run.data.params.get('rlhf.average_last', '')} rounds' models",
+                f"{int(averaged) if averaged is not None else '?'} rounds' models",
             ]
             targets.append((AVERAGED_VERSION, "llama2-recipe-rlhf", {run.info.run_id}, stages))
     updated = {}

@@ -65,8 +65,6 @@ class RoundEvalConfig(BaseModel):
     batch_size: int = Field(32, gt=0)
 
 
-# the version name of the averaged RLHF policy (rlhf.average_last > 1, tasks/rlhf/average.py)
-AVERAGED_VERSION = "rlhf-avg"
 
 
 class RlhfConfig(BaseModel):
@@ -102,17 +100,14 @@ class RlhfConfig(BaseModel):
     multi_turn_borderline_share: float = Field(0.0, ge=0, le=1)
     # the final RLHF policy: the last round's model (1, the paper), or the uniform mean of the
     # weights of the last N rounds' models, registered and evaluated as version `rlhf-avg`
-    # (tasks/rlhf/average.py); distillation starts from it
+    # (tasks/rlhf/average.py); distillation starts from it. With fewer than N rounds (a preset
+    # run with `--set rlhf.rounds=1`, say) all of them are averaged, and one round is not
     average_last: int = Field(1, ge=1)
 
-    @model_validator(mode="after")
-    def _average_within_rounds(self) -> RlhfConfig:
-        if self.average_last > self.rounds:
-            raise ValueError(
-                f"rlhf.average_last {self.average_last} > rlhf.rounds {self.rounds}: only round "
-                "models can be averaged"
-            )
-        return self
+    @property
+    def averaged_rounds(self) -> int:
+        """How many round models the final policy is the mean of (1: the last round as it is)."""
+        return min(self.average_last, self.rounds)
 
     @model_validator(mode="after")
     def _variants_known(self) -> RlhfConfig:

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from models.llama import Llama, LlamaConfig, tiny
 from tasks import promotion
 from tasks.rlhf.average import average_weights
-from tasks.rlhf.config import AVERAGED_VERSION, RlhfConfig
+from tasks.rlhf.config import RlhfConfig
+from tasks.versions import AVERAGED_VERSION
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.model_io import load_model, save_model_folder
 
@@ -78,9 +79,10 @@ def test_folders_that_do_not_fit_are_refused_with_their_path(tmp_path):
 
 
 def test_average_last_is_within_the_rounds_and_the_average_is_the_final_version():
-    assert RlhfConfig(rounds=3, average_last=3).average_last == 3
-    with pytest.raises(ValidationError, match="average_last 4 > rlhf.rounds 3"):
-        RlhfConfig(rounds=3, average_last=4)
+    assert RlhfConfig(rounds=3, average_last=3).averaged_rounds == 3
+    # fewer rounds than average_last (a preset run with --set rlhf.rounds=1): all of them
+    assert RlhfConfig(rounds=3, average_last=4).averaged_rounds == 3
+    assert RlhfConfig(rounds=1, ppo_from=1, average_last=2).averaged_rounds == 1
     with pytest.raises(ValidationError):
         RlhfConfig(average_last=0)
     versions = ["pretrained", "sft", "rlhf-v1", "rlhf-v2", AVERAGED_VERSION]
