@@ -24,8 +24,8 @@ from tasks.io import read_dataset
 from tasks.register import register_step
 from tasks.rlhf import dpo_steps, ppo_steps, round_table, rounds, steps
 from tasks.rlhf.average import average_step
-from tasks.versions import AVERAGED_VERSION
 from tasks.tracking import log_step, stage_run
+from tasks.versions import AVERAGED_VERSION
 
 DESCRIPTION = (
     "Iterative RLHF: per round, fresh preferences from the newest policy (rule annotator, a "

@@ -65,8 +65,6 @@ class RoundEvalConfig(BaseModel):
     batch_size: int = Field(32, gt=0)
 
 
-
-
 class RlhfConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -13,9 +13,9 @@ from models.llama import Llama, LlamaConfig, tiny
 from tasks import promotion
 from tasks.rlhf.average import average_weights
 from tasks.rlhf.config import RlhfConfig
-from tasks.versions import AVERAGED_VERSION
 from tasks.training.checkpoint import MODEL_FILE
 from tasks.training.model_io import load_model, save_model_folder
+from tasks.versions import AVERAGED_VERSION
 
 
 def _folder(tmp_path, name, seed, config=None, dtype=torch.float32):
