@@ -86,7 +86,7 @@ EDGES: dict[str, tuple[str, ...]] = {
         "reward.collect_preferences",
         "reward.labels_to_pairs",
     ),
-    "rlhf.average_rounds": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.dpo"),  # rlhf.average_last > 1
+    "rlhf.average_rounds": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.dpo"),  # averaged_rounds > 1
     "rlhf.register_round": ("rlhf.rs_finetune", "rlhf.ppo", "rlhf.dpo", "rlhf.average_rounds"),
     "rlhf.evaluate_rounds": (
         "rlhf.average_rounds",
@@ -159,16 +159,16 @@ def skipped_tasks(base_model: bool) -> tuple[str, ...]:
 
 
 def skipped_by_choice(
-    annotator: str = "rule", method: str = "ppo", average_last: int = 1
+    annotator: str = "rule", method: str = "ppo", averaged_rounds: int = 1
 ) -> tuple[str, ...]:
     """Tasks a run does not have because of its choices: who labels the reward stage's pairs
     (`reward.collection.annotator`: the rule annotator's collect_preferences, or people's
     queue_for_people + labels_to_pairs), the rounds' policy step (`rlhf.method`) and whether
-    the last rounds are averaged (`rlhf.average_last` > 1: average_rounds)."""
+    the last rounds are averaged (`RlhfConfig.averaged_rounds` > 1: average_rounds)."""
     people = ("reward.queue_for_people", "reward.labels_to_pairs")
     out = people if annotator == "rule" else ("reward.collect_preferences",)
     out += ("rlhf.dpo",) if method == "ppo" else ("rlhf.ppo",)
-    return out + (("rlhf.average_rounds",) if average_last <= 1 else ())
+    return out + (("rlhf.average_rounds",) if averaged_rounds <= 1 else ())
 
 
 def tasks_of(stage: str) -> list[str]:

@@ -178,13 +178,6 @@ def distill_data_step(
         Path(run_dir) / "artifacts" / "distill" / "answering",
     )
     fits = [i for i in range(len(prompts)) if with_[i] is not None and without[i] is not None]
-    trimmed = [False] * len(prompts)
-    with_, ended_with = list(with_), list(ended_with)
-    if cfg.trim_cut_off:
-        for i in fits:
-            head = None if ended_with[i] else trim_to_sentence(with_[i])
-            if head is not None:
-                with_[i], ended_with[i], trimmed[i] = head, True, True
     rows = [
         {
             "prompt_id": prompts[i]["prompt_id"],
@@ -197,10 +190,15 @@ def distill_data_step(
             "answer_without": without[i],
             "ended_with": ended_with[i],
             "ended_without": ended_without[i],
-            "trimmed_with": trimmed[i],
+            "trimmed_with": False,
         }
         for i in fits
     ]
+    if cfg.trim_cut_off:  # a cut-off preprompted answer, cut back to its last whole sentence
+        for r in rows:
+            head = None if r["ended_with"] else trim_to_sentence(r["answer_with"])
+            if head is not None:
+                r.update(answer_with=head, ended_with=True, trimmed_with=True)
     rm = load_reward_model(Path(safety_rm))
     seq_len = rm_seq_len
     as_prompt = [

@@ -422,7 +422,7 @@ def test_first_run_executes_every_task(first_run):
     skipped |= set(skipped_tasks(base_model=False))
     # and the tiny preset's choices: the rule annotator labels, PPO is the rounds' policy step,
     # V2 and V3 are averaged
-    skipped |= set(skipped_by_choice(annotator="rule", method="ppo", average_last=2))
+    skipped |= set(skipped_by_choice(annotator="rule", method="ppo", averaged_rounds=2))
     assert {name.split("/")[0].split(":")[0] for name in states} == set(EDGES) - skipped
     assert set(states.values()) == {"Completed"}
 
