@@ -28,11 +28,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from data_contracts.preference_excluded import EXCLUDED_BIN
+from tasks.chat.prompt import with_openers
 from tasks.distributed.launch import LaunchConfig
 from tasks.judges.annotator import judge_all, safety_bin
 from tasks.records import assign_split
@@ -93,6 +94,12 @@ class CollectionConfig(BaseModel):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(48, gt=0)
     test_frac: float = Field(0.2, ge=0, lt=1)  # held-out test split per batch, by prompt
+    # share of each batch's adversarial prompts asked after a benign exchange (the first user
+    # and assistant turns of a train chit-chat dialogue), as the multi-turn evaluation and
+    # rlhf.multi_turn_share ask them; 0 = first turns only (the reward models then never see
+    # a conversation: the demo's Safety RM scored refusals and non-refusals of multi-turn
+    # adversarial prompts alike, issue 15)
+    multi_turn_share: float = Field(0.0, ge=0, le=1)
     label_files: list[LabelFile] = []  # each becomes one more batch, after the collected ones
     # sampling the responses on N ranks (tasks/chat/sharded.py), all batches in one launch:
     # whole generation batches per rank with their one-process seeds, so the pairs are the same
@@ -120,11 +127,24 @@ def read_label_files(cfg: CollectionConfig) -> tuple[list[dict], list[dict], dic
 
 
 def plan_batch(
-    pool: dict[str, list[dict]], cfg: CollectionConfig, batch: int, seed: int
+    pool: dict[str, list[dict]],
+    cfg: CollectionConfig,
+    batch: int,
+    seed: int,
+    openers: Sequence[dict] = (),
 ) -> list[dict]:
-    """The prompts of one batch, each with its two (variant, temperature) draws and split."""
+    """The prompts of one batch, each with its two (variant, temperature) draws and split. With
+    `cfg.multi_turn_share` > 0, that share of the batch's adversarial prompts is asked after the
+    first two turns of one of `openers` (tasks/chat/prompt.py: chitchat_openers), drawn with a
+    generator of its own, so the rest of the plan is the same with or without it."""
     if len(cfg.variants) < 2 or len(set(cfg.temperatures)) < 2:
         raise ValueError("preference collection needs >= 2 model variants and >= 2 temperatures")
+    if cfg.multi_turn_share > 0 and not openers:
+        raise ValueError(
+            "collection multi_turn_share > 0 needs chit-chat dialogues of the train split to "
+            "open the conversations with (source 'chitchat', >= 2 turns, no instruction); "
+            "the SFT dialogues have none"
+        )
     rng = random.Random(f"{seed}:{batch}")
     planned = []
     for kind, n in (("helpfulness", cfg.helpfulness_prompts), ("safety", cfg.safety_prompts)):
@@ -143,6 +163,9 @@ def plan_batch(
                     "split": "test" if held == "heldout" else "train",
                 }
             )
+    if cfg.multi_turn_share > 0:
+        turn_rng = random.Random(f"collection-multi-turn:{seed}:{batch}")
+        planned = with_openers(planned, list(openers), cfg.multi_turn_share, turn_rng)
     return planned
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.chat.answer import make_answer_status_fn
-from tasks.chat.prompt import prompt_pool
+from tasks.chat.prompt import chitchat_openers, prompt_pool
 from tasks.chat.sharded import AnswerJob, answer_jobs
 from tasks.chat.tokenizer import load_tokenizer
 from tasks.distributed.launch import start_ranks_here
@@ -40,8 +40,9 @@ def sample_batches(
             f"collection variants {missing} have no model; available: {sorted(models)}"
         )
     pool = prompt_pool(dialogues)
+    openers = chitchat_openers(dialogues, "train") if cfg.multi_turn_share > 0 else []
     plans = [
-        (batch, pc.plan_batch(pool, cfg, batch, seed))
+        (batch, pc.plan_batch(pool, cfg, batch, seed, openers))
         for batch in range(first_batch, first_batch + cfg.batches)
     ]
     if start_ranks_here(cfg.launch):

@@ -4,12 +4,11 @@ rows and the best sample per prompt, and the per-round table and figure. No Pref
 from __future__ import annotations
 
 import random
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from tasks.chat.prompt import prompt_pool
+from tasks.chat.prompt import chitchat_openers, prompt_pool, with_openers
 from tasks.plots import figure_png, pyplot
 from tasks.rlhf.config import RlhfConfig
 from tasks.training.finetune import answer_examples
@@ -55,57 +54,6 @@ def prompt_sets(dialogues: list[dict], cfg: RlhfConfig, seed: int) -> dict[str, 
     if cfg.borderline_reward == "helpfulness":
         sets = {name: [as_helpfulness(p) for p in ps] for name, ps in sets.items()}
     return sets
-
-
-def chitchat_openers(dialogues: list[dict], split: str) -> list[dict]:
-    """Dialogues of `split` whose first user and assistant turns can open a conversation:
-    benign chit-chat of at least two turns, without a GAtt instruction."""
-    return [
-        d
-        for d in dialogues
-        if d["split"] == split
-        and not d["is_safety"]
-        and d["instruction"] is None
-        and d["source"] == "chitchat"
-        and len(d["turns"]) >= 2
-    ]
-
-
-def with_openers(
-    prompts: list[dict],
-    openers: list[dict],
-    share: float,
-    rng: random.Random,
-    kind: Literal["adversarial", "borderline"] = "adversarial",
-) -> list[dict]:
-    """`prompts` with round(`share` x n) of its n prompts of `kind` (safety-tagged; adversarial:
-    with a risk category, borderline: without one), drawn with `rng`, asked after an opener's
-    first two turns: the prompt id becomes `<opener id>>``<prompt id>`, as the multi-turn
-    evaluation names its prompts.
-
-    Why (issue 15): the rounds trained on first turns only, and the multi-turn violation rose
-    over the rounds while the single-turn one did not (demo, seed 1234: 3.1 % at SFT, 28-56 %
-    after V3 and distillation). Borderline prompts after an opener teach the other half: a
-    benign request that sounds risky is still answered later in a conversation."""
-    if kind not in ("adversarial", "borderline"):
-        raise ValueError(f"kind must be 'adversarial' or 'borderline', got {kind!r}")
-    eligible = [
-        i
-        for i, p in enumerate(prompts)
-        if p["is_safety"] and bool(p["risk_category"]) == (kind == "adversarial")
-    ]
-    if not openers or not eligible:
-        return prompts
-    out = list(prompts)
-    for i in sorted(rng.sample(eligible, round(share * len(eligible)))):
-        opener, p = rng.choice(openers), prompts[i]
-        out[i] = {
-            **p,
-            "prompt_id": f"{opener['dialogue_id']}>{p['prompt_id']}",
-            "turns": [*opener["turns"][:2], *p["turns"]],
-            "reference": None,
-        }
-    return out
 
 
 def as_helpfulness(prompt: dict) -> dict:

@@ -4,7 +4,7 @@ grouped sampling, and the paper's exclusion rule with the real rule annotator.""
 import pytest
 
 from data_contracts import get_contract
-from tasks.chat.prompt import prompt_pool
+from tasks.chat.prompt import chitchat_openers, prompt_pool
 from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig
 from tasks.judges.toxicity import ProfanityCheckScorer
 from tasks.preferences.collect import CollectionConfig, annotate, plan_batch, sample_responses
@@ -89,6 +89,47 @@ def test_each_prompt_gets_two_different_variants_and_temperatures_and_a_per_batc
     ] != [p["prompt_id"] for p in planned]
     with pytest.raises(ValueError, match="2 model variants"):
         plan_batch(pool, CollectionConfig(variants=["sft"]), 0, 1)
+
+
+def _chitchat(i, turns):
+    d = dialogue(300 + i, "", "", category="chitchat")
+    return d | {"source": "chitchat", "turns": turns}
+
+
+def test_a_share_of_adversarial_prompts_is_asked_after_a_chitchat_opener():
+    talk = [
+        {"role": "user", "content": "Hi, how was your day?"},
+        {"role": "assistant", "content": "Lovely, thanks. Yours?"},
+        {"role": "user", "content": "Fine."},
+        {"role": "assistant", "content": "Glad to hear it."},
+    ]
+    openers = chitchat_openers(
+        [*DIALOGUES, _chitchat(0, talk), _chitchat(1, talk[:2]), _chitchat(2, talk[:1])], "train"
+    )
+    assert [o["dialogue_id"] for o in openers] == ["d:300", "d:301"]  # one turn cannot open
+    pool = prompt_pool(DIALOGUES)
+    single = CollectionConfig(helpfulness_prompts=10, safety_prompts=20)
+    cfg = single.model_copy(update={"multi_turn_share": 0.5})
+    before = plan_batch(pool, single, batch=0, seed=3)
+    planned = plan_batch(pool, cfg, batch=0, seed=3, openers=openers)
+    multi = [p for p in planned if len(p["turns"]) > 1]
+    assert len(multi) == 10  # half of the 20 adversarial prompts, no helpfulness prompt
+    assert all(p["risk_category"] and p["turns"][:2] == talk[:2] for p in multi)
+    # the asked prompt, variants, temperatures and split are the single-turn plan's
+    for b, p in zip(before, planned):
+        assert p["turns"][-1] == b["turns"][-1]
+        assert p["prompt_id"].split(">")[-1] == b["prompt_id"]
+        assert (p["variant_a"], p["temperature_b"], p["split"]) == (
+            b["variant_a"],
+            b["temperature_b"],
+            b["split"],
+        )
+    assert {p["prompt_id"] for p in multi} <= {
+        f"d:30{i}>{b['prompt_id']}" for i in (0, 1) for b in before
+    }
+    assert planned == plan_batch(pool, cfg, batch=0, seed=3, openers=openers)  # seeded
+    with pytest.raises(ValueError, match="chit-chat dialogues"):
+        plan_batch(pool, cfg, batch=0, seed=3)
 
 
 def test_sampling_is_grouped_by_variant_and_temperature():
