@@ -12,6 +12,7 @@ import glob
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -119,19 +120,26 @@ def fsync_path(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write any artifact (model file, PNG, JSON) atomically: temp file in place, then rename."""
+    return atomic_write_file(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write an artifact atomically through `write(temp path)`, for writers that take a path
+    (safetensors' save_file): the temp file sits beside `path`, locked while it is written, and
+    is fsynced and renamed over `path`, or removed if `write` fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path.parent, path.name)
     fd, tmp = _open_partial(path.parent, path.name)
-    try:
-        with os.fdopen(fd, "wb") as fh:  # open (so locked) until renamed
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.replace(tmp, path)
+    try:  # the lock is held on fd until the rename
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     return path
 
 

@@ -14,7 +14,7 @@ import torch
 
 from models.generation import ended_at_eos, generate
 from models.llama import Llama
-from tasks.chat.format import prompt_tokens
+from tasks.chat.format import answer_prefix_tokens, prompt_tokens
 from tasks.chat.tokenizer import Tokenizer
 
 Context = tuple[str, list[dict]]  # (system prompt, turns ending with a user turn)
@@ -27,15 +27,22 @@ def make_answer_status_fn(
     temperature: float,
     top_p: float,
     batch_size: int = 32,
+    prefix: str = "",
 ):
     """fn(contexts, seed) -> (answers, ended): the model's answer to each context's last user
     turn, and whether it stopped at EOS (False: cut off at `max_new_tokens`). Both are None for
-    a context whose prompt plus `max_new_tokens` does not fit the model's max_seq_len."""
+    a context whose prompt plus `max_new_tokens` does not fit the model's max_seq_len. With
+    `prefix`, every answer starts with it (the model continues from its tokens) and the answer
+    text includes it; `max_new_tokens` counts the continuation."""
     window = model.config.max_seq_len
     eos = processor.eos_id()
 
     def answer(contexts: list[Context], seed: int) -> tuple[list[str | None], list[bool | None]]:
-        prompts = [prompt_tokens(processor, system, turns) for system, turns in contexts]
+        given = [answer_prefix_tokens(processor, s, t, prefix) for s, t in contexts]
+        prompts = [
+            prompt_tokens(processor, system, turns) + head
+            for (system, turns), head in zip(contexts, given)
+        ]
         fits = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens <= window]
         out: list[str | None] = [None] * len(contexts)
         ended: list[bool | None] = [None] * len(contexts)
@@ -52,7 +59,7 @@ def make_answer_status_fn(
                 seed=seed + start,
             )
             for i, tokens, done in zip(batch, new, ended_at_eos(new, eos)):
-                out[i] = processor.decode([t for t in tokens if t != eos]).strip()
+                out[i] = processor.decode(given[i] + [t for t in tokens if t != eos]).strip()
                 ended[i] = done
         return out, ended
 

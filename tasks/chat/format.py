@@ -137,18 +137,29 @@ def answer_tokens(processor, text: str, ended: bool, *, trailing_space: bool = T
     return [*processor.encode_answer(E_INST, body), *([processor.eos_id()] if ended else [])]
 
 
-def prompt_tokens(processor, system: str, turns: list[dict]) -> list[int]:
+def prompt_tokens(processor, system: str, turns: list[dict], prefix: str = "") -> list[int]:
     """Tokens of a dialogue ending with the user's turn, ready for generation.
 
     The earlier complete turns exactly as tokenize_dialogue encodes them, then [bos] +
     encode("[INST] {user} [/INST]") of the last turn: the model continues with the answer.
+    With `prefix`, the answer's first words follow (`answer_prefix_tokens`) and the model
+    continues from them.
     """
     if len(turns) % 2 == 0:
         raise ValueError(f"a generation prompt must end with a user turn; got {len(turns)} turns")
     tokens: list[int] = []
     for prompt, answer in _encode_turns(processor, system, turns):
         tokens += prompt + (answer or [])
-    return tokens
+    return tokens + answer_prefix_tokens(processor, system, turns, prefix)
+
+
+def answer_prefix_tokens(processor, system: str, turns: list[dict], prefix: str) -> list[int]:
+    """The tokens of `prefix` as the start of the answer to the last user turn, as a training
+    answer that begins with it encodes them (no EOS); [] for a blank prefix."""
+    if not prefix.strip():
+        return []
+    last_prompt = _turn_texts(system, turns)[-1][0]
+    return processor.encode_answer(last_prompt, prefix.strip())
 
 
 def example_loss_mask(labels: Sequence[int]) -> np.ndarray:

@@ -60,6 +60,7 @@ class AnswerJob(BaseModel):
     top_p: float = Field(gt=0, le=1)
     seed: int
     batch_size: int = Field(32, gt=0)
+    prefix: str = ""  # the start every answer is given (make_answer_status_fn)
 
 
 def sharded_answers(
@@ -137,6 +138,7 @@ def _answer_here(
             job.temperature,
             job.top_p,
             job.batch_size,
+            job.prefix,
         )
         out.append(answer(job.contexts, job.seed))
         if progress is not None:
@@ -164,7 +166,7 @@ def plan_units(jobs: list[AnswerJob], processor) -> list[Unit]:
     windows = {d: model_window(d) for d in {job.model_dir for job in jobs}}
     units = []
     for j, job in enumerate(jobs):
-        lengths = [len(prompt_tokens(processor, s, t)) for s, t in job.contexts]
+        lengths = [len(prompt_tokens(processor, s, t, job.prefix)) for s, t in job.contexts]
         batches = generation_batches(
             lengths, windows[job.model_dir], job.max_new_tokens, job.batch_size
         )
@@ -217,7 +219,13 @@ def _answer_units(jobs: list[AnswerJob], units: list[Unit], processor, device) -
             if job.model_dir != model_dir:
                 continue
             answer = make_answer_status_fn(
-                model, processor, job.max_new_tokens, job.temperature, job.top_p, job.batch_size
+                model,
+                processor,
+                job.max_new_tokens,
+                job.temperature,
+                job.top_p,
+                job.batch_size,
+                job.prefix,
             )
             # one batch that fits whole: its rows and its one-process seed (seed + start)
             texts, ended = answer([job.contexts[i] for i in indices], job.seed + start)

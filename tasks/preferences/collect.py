@@ -77,6 +77,24 @@ class PeopleConfig(BaseModel):
     poll_s: int = Field(5, gt=0)
 
 
+class PrimedConfig(BaseModel):
+    """Answers whose start is given: for a share of each batch's safety prompts, response b
+    comes from `variant`'s model continuing from `text` (the variant `<variant>_primed`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str = "sft"
+    text: str = Field("Sure.", min_length=1)  # the demo's helpful opener (sft.sources.opener)
+    share: float = Field(0.5, ge=0, le=1)  # of each batch's safety prompts
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}{PRIMED_SUFFIX}"
+
+
+PRIMED_SUFFIX = "_primed"
+
+
 class CollectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,6 +118,24 @@ class CollectionConfig(BaseModel):
     # a conversation: the demo's Safety RM scored refusals and non-refusals of multi-turn
     # adversarial prompts alike, issue 15)
     multi_turn_share: float = Field(0.0, ge=0, le=1)
+    # a share of the safety prompts answered once by a model made to start as it starts a
+    # helpful answer: the reward models see fluent compliance with an adversarial request,
+    # which the three variants rarely write (issue 15: the demo's Safety RM had 4-13 such
+    # answers among ~700 and scored "Sure." answers to adversarial prompts 0.75-0.85, close to
+    # refusals); None = off
+    primed: PrimedConfig | None = None
+
+    def sampled_by(self, variant: str) -> tuple[str, str]:
+        """(the model variant that answers, the answer's given start) for a planned variant."""
+        if self.primed is not None and variant == self.primed.name:
+            return self.primed.variant, self.primed.text
+        return variant, ""
+
+    def models_needed(self) -> list[str]:
+        """The model variants sampling loads: the variants, and the primed one's model."""
+        extra = [self.primed.variant] if self.primed is not None else []
+        return list(dict.fromkeys([*self.variants, *extra]))
+
     label_files: list[LabelFile] = []  # each becomes one more batch, after the collected ones
     # sampling the responses on N ranks (tasks/chat/sharded.py), all batches in one launch:
     # whole generation batches per rank with their one-process seeds, so the pairs are the same
@@ -136,7 +172,8 @@ def plan_batch(
     """The prompts of one batch, each with its two (variant, temperature) draws and split. With
     `cfg.multi_turn_share` > 0, that share of the batch's adversarial prompts is asked after the
     first two turns of one of `openers` (tasks/chat/prompt.py: chitchat_openers), drawn with a
-    generator of its own, so the rest of the plan is the same with or without it."""
+    generator of its own, so the rest of the plan is the same with or without it; so is
+    `cfg.primed`, which gives that share of the safety prompts the primed variant as b."""
     if len(cfg.variants) < 2 or len(set(cfg.temperatures)) < 2:
         raise ValueError("preference collection needs >= 2 model variants and >= 2 temperatures")
     if cfg.multi_turn_share > 0 and not openers:
@@ -166,6 +203,11 @@ def plan_batch(
     if cfg.multi_turn_share > 0:
         turn_rng = random.Random(f"collection-multi-turn:{seed}:{batch}")
         planned = with_openers(planned, list(openers), cfg.multi_turn_share, turn_rng)
+    if cfg.primed is not None:
+        safety = [i for i, p in enumerate(planned) if p["is_safety"]]
+        primed_rng = random.Random(f"collection-primed:{seed}:{batch}")
+        for i in primed_rng.sample(safety, round(cfg.primed.share * len(safety))):
+            planned[i] = {**planned[i], "variant_b": cfg.primed.name}
     return planned
 
 

@@ -34,7 +34,7 @@ def sample_batches(
     (False: cut off at max_new_tokens). Nothing is judged here. With `cfg.launch` every
     response of every batch comes from one launch of N ranks (tasks/chat/sharded.py): the same
     responses as in one process."""
-    missing = [v for v in cfg.variants if v not in models]
+    missing = [v for v in cfg.models_needed() if v not in models]
     if missing:
         raise ValueError(
             f"collection variants {missing} have no model; available: {sorted(models)}"
@@ -50,14 +50,16 @@ def sample_batches(
         jobs = []
 
         def record(variant, temperature, contexts, s):
+            model, prefix = cfg.sampled_by(variant)
             jobs.append(
                 AnswerJob(
-                    model_dir=str(models[variant]),
+                    model_dir=str(models[model]),
                     contexts=contexts,
                     max_new_tokens=cfg.max_new_tokens,
                     temperature=temperature,
                     top_p=cfg.top_p,
                     seed=s,
+                    prefix=prefix,
                 )
             )
             return [None] * len(contexts), [None] * len(contexts)
@@ -74,11 +76,12 @@ def sample_batches(
             return got
     else:
         processor = load_tokenizer(tokenizer_model)
-        loaded = {v: load_model(Path(models[v])) for v in cfg.variants}
+        loaded = {v: load_model(Path(models[v])) for v in cfg.models_needed()}
 
         def sampler(variant, temperature, contexts, s):
+            model, prefix = cfg.sampled_by(variant)
             answer = make_answer_status_fn(
-                loaded[variant], processor, cfg.max_new_tokens, temperature, cfg.top_p
+                loaded[model], processor, cfg.max_new_tokens, temperature, cfg.top_p, prefix=prefix
             )
             return answer(contexts, s)
 

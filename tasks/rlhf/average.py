@@ -13,7 +13,6 @@ either extreme. The README ("Helpful and safe: what was measured") has the measu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,9 +20,9 @@ from prefect.logging import get_run_logger
 
 from tasks.caching import cached_task
 from tasks.hashing import parts_key, sha256_of
-from tasks.io import atomic_write_bytes
 from tasks.results import StepOutput
 from tasks.training.checkpoint import CONFIG_FILE, MODEL_FILE, read_config
+from tasks.training.model_io import write_model_folder
 
 
 def _model_config(folder: Path) -> dict:
@@ -82,15 +81,12 @@ def average_step(model_dirs: list[str], labels: list[str], run_dir: str) -> Step
     """The mean of the round models `model_dirs` (named `labels`, e.g. rlhf-v2, rlhf-v3) as a
     model folder under artifacts/rlhf/avg-<key>/model, written atomically file by file; the
     config is the last model's, with `averaged_from` (labels and folders) added."""
-    from safetensors.torch import save
-
     key = parts_key(*(sha256_of(Path(d) / MODEL_FILE) for d in model_dirs))
     folder = Path(run_dir) / "artifacts" / "rlhf" / f"avg-{key}" / "model"
     averaged = average_weights([Path(d) for d in model_dirs])
     config = read_config(Path(model_dirs[-1]))
     config["averaged_from"] = [{"version": v, "model_dir": d} for v, d in zip(labels, model_dirs)]
-    atomic_write_bytes(folder / MODEL_FILE, save(averaged, metadata={"format": "pt"}))
-    atomic_write_bytes(folder / CONFIG_FILE, json.dumps(config, indent=2).encode())
+    write_model_folder(folder, averaged, config)
     get_run_logger().info("RLHF: %s averaged into %s", " + ".join(labels), folder)
     return StepOutput(
         stats={"average.models": float(len(model_dirs))}, models={"model": str(folder)}

@@ -129,9 +129,10 @@ def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
 
 
 def save_weights(
-    model: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None
+    model: nn.Module | None, path: Path, state: dict[str, torch.Tensor] | None = None
 ) -> None:
-    """Weights as safetensors; a tensor shared by two names (tied embeddings) is stored once."""
+    """Weights as safetensors (`state`, or the model's state dict); a tensor shared by two names
+    (tied embeddings) is stored once."""
     from safetensors.torch import save_file
 
     state = model.state_dict() if state is None else state

@@ -13,8 +13,11 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from models.llama import Llama, LlamaConfig
 from models.reward import RewardModel
+from tasks.io import atomic_write_bytes, atomic_write_file
 from tasks.training.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -37,11 +40,17 @@ def export_model(checkpoint: Path, folder: Path) -> Path:
 
 def save_model_folder(model, folder: Path, extra: dict) -> Path:
     """Weights + config (what `load_model` reads) of a model trained outside the shared loop."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / MODEL_FILE)
-    (folder / CONFIG_FILE).write_text(
-        json.dumps({"model": model.config.to_dict(), **extra}, indent=2, default=str)
+    return write_model_folder(
+        folder, model.state_dict(), {"model": model.config.to_dict(), **extra}
     )
+
+
+def write_model_folder(folder: Path, state: dict[str, torch.Tensor], config: dict) -> Path:
+    """A model folder from a state dict and its config.json content ({"model": LlamaConfig
+    fields, ...}), each file written atomically: a reader sees the old file or the new one."""
+    folder = Path(folder)
+    atomic_write_file(folder / MODEL_FILE, lambda tmp: save_weights(None, tmp, state))
+    atomic_write_bytes(folder / CONFIG_FILE, json.dumps(config, indent=2, default=str).encode())
     return folder
 
 

@@ -20,7 +20,7 @@ from tasks.chat.sharded import (
     sharded_answers,
 )
 from tasks.distributed.launch import LaunchConfig
-from tasks.preferences.collect import CollectionConfig
+from tasks.preferences.collect import CollectionConfig, PrimedConfig
 from tasks.reward.collection import sample_batches
 from tasks.training.model_io import load_model, save_model_folder
 from tests.unit.preferences.test_collect import DIALOGUES
@@ -138,3 +138,41 @@ def test_preference_sampling_on_two_ranks_gives_the_same_responses(tmp_path, sp)
     assert all(isinstance(p["response_a"], str) and isinstance(p["response_b"], str) for p in one)
     assert two == one  # every planned field, response and ended flag, in order
     assert sum("launching tasks.chat.sharded:answer_shard" in line for line in lines) == 1
+
+
+def test_primed_responses_start_with_their_text_on_one_process_and_two_ranks(tmp_path, sp):  # noqa: F811
+    models = {
+        "sft": _model_folder(tmp_path, "sft", sp.vocab_size(), 1),
+        "base": _model_folder(tmp_path, "base", sp.vocab_size(), 2),
+    }
+    cfg = CollectionConfig(
+        batches=1,
+        helpfulness_prompts=3,
+        safety_prompts=6,
+        variants=["sft", "base"],
+        temperatures=[0.0, 1.0],
+        max_new_tokens=8,
+        primed=PrimedConfig(variant="sft", text="Sure.", share=0.5),
+    )
+    one = sample_batches(DIALOGUES, models, sp.path, cfg, seed=3, log=lambda _: None)
+    primed = [p for p in one if p["variant_b"] == "sft_primed"]
+    assert len(primed) == 3
+    assert all(p["response_b"].startswith("Sure.") for p in primed)
+    assert not any(p["response_b"].startswith("Sure.") for p in one if p not in primed)
+    two = sample_batches(
+        DIALOGUES,
+        models,
+        sp.path,
+        cfg.model_copy(update={"launch": TWO}),
+        seed=3,
+        log=lambda _: None,
+    )
+    assert two == one
+    with pytest.raises(ValueError, match=r"\['latest'\] have no model"):
+        sample_batches(
+            DIALOGUES,
+            models,
+            sp.path,
+            cfg.model_copy(update={"primed": PrimedConfig(variant="latest")}),
+            seed=3,
+        )

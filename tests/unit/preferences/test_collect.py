@@ -7,7 +7,13 @@ from data_contracts import get_contract
 from tasks.chat.prompt import chitchat_openers, prompt_pool
 from tasks.judges.annotator import RuleAnnotator, RuleAnnotatorConfig
 from tasks.judges.toxicity import ProfanityCheckScorer
-from tasks.preferences.collect import CollectionConfig, annotate, plan_batch, sample_responses
+from tasks.preferences.collect import (
+    CollectionConfig,
+    PrimedConfig,
+    annotate,
+    plan_batch,
+    sample_responses,
+)
 from tasks.records import dialogue_frame
 
 
@@ -130,6 +136,23 @@ def test_a_share_of_adversarial_prompts_is_asked_after_a_chitchat_opener():
     assert planned == plan_batch(pool, cfg, batch=0, seed=3, openers=openers)  # seeded
     with pytest.raises(ValueError, match="chit-chat dialogues"):
         plan_batch(pool, cfg, batch=0, seed=3)
+
+
+def test_a_share_of_safety_prompts_gets_the_primed_variant_as_b():
+    pool = prompt_pool(DIALOGUES)
+    plain = CollectionConfig(helpfulness_prompts=10, safety_prompts=20)
+    cfg = plain.model_copy(update={"primed": PrimedConfig(variant="sft", share=0.25)})
+    before, planned = plan_batch(pool, plain, 0, 3), plan_batch(pool, cfg, 0, 3)
+    primed = [p for p in planned if p["variant_b"] == "sft_primed"]
+    assert len(primed) == 5 and all(p["is_safety"] for p in primed)
+    assert all(p["variant_a"] != p["variant_b"] for p in planned)
+    changed = [(b, p) for b, p in zip(before, planned) if b != p]
+    assert len(changed) == 5  # nothing else of the plan moves
+    assert all({k for k in p if p[k] != b[k]} == {"variant_b"} for b, p in changed)
+    assert cfg.sampled_by("sft_primed") == ("sft", "Sure.")
+    assert cfg.sampled_by("sft") == ("sft", "") and cfg.models_needed() == plain.variants
+    other = cfg.model_copy(update={"primed": PrimedConfig(variant="latest")})
+    assert other.models_needed() == [*plain.variants, "latest"]
 
 
 def test_sampling_is_grouped_by_variant_and_temperature():
