@@ -62,6 +62,18 @@ class AnswerJob(BaseModel):
     batch_size: int = Field(32, gt=0)
     prefix: str = ""  # the start every answer is given (make_answer_status_fn)
 
+    def answer_fn(self, model, processor):
+        """This job's `(contexts, seed) -> (answers, ended)` for a loaded model."""
+        return make_answer_status_fn(
+            model,
+            processor,
+            self.max_new_tokens,
+            self.temperature,
+            self.top_p,
+            self.batch_size,
+            self.prefix,
+        )
+
 
 def sharded_answers(
     model_dir: str,
@@ -131,15 +143,7 @@ def _answer_here(
     for job in jobs:
         if job.model_dir not in models:
             models[job.model_dir] = load_model(Path(job.model_dir))
-        answer = make_answer_status_fn(
-            models[job.model_dir],
-            processor,
-            job.max_new_tokens,
-            job.temperature,
-            job.top_p,
-            job.batch_size,
-            job.prefix,
-        )
+        answer = job.answer_fn(models[job.model_dir], processor)
         out.append(answer(job.contexts, job.seed))
         if progress is not None:
             progress(len(out) - 1)
@@ -218,15 +222,7 @@ def _answer_units(jobs: list[AnswerJob], units: list[Unit], processor, device) -
             job = jobs[j]
             if job.model_dir != model_dir:
                 continue
-            answer = make_answer_status_fn(
-                model,
-                processor,
-                job.max_new_tokens,
-                job.temperature,
-                job.top_p,
-                job.batch_size,
-                job.prefix,
-            )
+            answer = job.answer_fn(model, processor)
             # one batch that fits whole: its rows and its one-process seed (seed + start)
             texts, ended = answer([job.contexts[i] for i in indices], job.seed + start)
             done.append(

@@ -111,11 +111,16 @@ def test_greedy_and_sampled_answers_on_two_ranks_are_those_of_one_process(tmp_pa
     ) == tuple(one[0])
 
 
-def test_preference_sampling_on_two_ranks_gives_the_same_responses(tmp_path, sp):  # noqa: F811
-    models = {
-        "sft": _model_folder(tmp_path, "sft", sp.vocab_size(), 1),
-        "base": _model_folder(tmp_path, "base", sp.vocab_size(), 2),
+def _two_models(tmp_path, tokenizer):
+    """The two collection variants, two differently initialised tiny models."""
+    return {
+        "sft": _model_folder(tmp_path, "sft", tokenizer.vocab_size(), 1),
+        "base": _model_folder(tmp_path, "base", tokenizer.vocab_size(), 2),
     }
+
+
+def test_preference_sampling_on_two_ranks_gives_the_same_responses(tmp_path, sp):  # noqa: F811
+    models = _two_models(tmp_path, sp)
     cfg = CollectionConfig(
         batches=2,
         helpfulness_prompts=5,
@@ -141,10 +146,7 @@ def test_preference_sampling_on_two_ranks_gives_the_same_responses(tmp_path, sp)
 
 
 def test_primed_responses_start_with_their_text_on_one_process_and_two_ranks(tmp_path, sp):  # noqa: F811
-    models = {
-        "sft": _model_folder(tmp_path, "sft", sp.vocab_size(), 1),
-        "base": _model_folder(tmp_path, "base", sp.vocab_size(), 2),
-    }
+    models = _two_models(tmp_path, sp)
     cfg = CollectionConfig(
         batches=1,
         helpfulness_prompts=3,
