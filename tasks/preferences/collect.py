@@ -77,6 +77,9 @@ class PeopleConfig(BaseModel):
     poll_s: int = Field(5, gt=0)
 
 
+PRIMED_SUFFIX = "_primed"  # the planned variant name of primed answers: <variant>_primed
+
+
 class PrimedConfig(BaseModel):
     """Answers whose start is given: for a share of each batch's safety prompts, response b
     comes from `variant`'s model continuing from `text` (the variant `<variant>_primed`)."""
@@ -90,9 +93,6 @@ class PrimedConfig(BaseModel):
     @property
     def name(self) -> str:
         return f"{self.variant}{PRIMED_SUFFIX}"
-
-
-PRIMED_SUFFIX = "_primed"
 
 
 class CollectionConfig(BaseModel):

@@ -119,26 +119,27 @@ def _two_models(tmp_path, tokenizer):
     }
 
 
+def _collection(**fields) -> CollectionConfig:
+    """Two variants, a greedy and a sampled group, 8 new tokens; `fields` set the rest."""
+    return CollectionConfig(
+        variants=["sft", "base"], temperatures=[0.0, 1.0], max_new_tokens=8, **fields
+    )
+
+
+def _one_process_and_two_ranks(models, tokenizer, cfg, log=lambda _: None):
+    """sample_batches' pairs in this process, and again on two ranks (the ranks' log to `log`)."""
+    one = sample_batches(DIALOGUES, models, tokenizer.path, cfg, seed=3, log=lambda _: None)
+    two = sample_batches(
+        DIALOGUES, models, tokenizer.path, cfg.model_copy(update={"launch": TWO}), seed=3, log=log
+    )
+    return one, two
+
+
 def test_preference_sampling_on_two_ranks_gives_the_same_responses(tmp_path, sp):  # noqa: F811
     models = _two_models(tmp_path, sp)
-    cfg = CollectionConfig(
-        batches=2,
-        helpfulness_prompts=5,
-        safety_prompts=4,
-        variants=["sft", "base"],
-        temperatures=[0.0, 1.0],  # greedy and sampled groups
-        max_new_tokens=8,
-    )
-    one = sample_batches(DIALOGUES, models, sp.path, cfg, seed=3, log=lambda _: None)
+    cfg = _collection(batches=2, helpfulness_prompts=5, safety_prompts=4)
     lines = []
-    two = sample_batches(
-        DIALOGUES,
-        models,
-        sp.path,
-        cfg.model_copy(update={"launch": TWO}),
-        seed=3,
-        log=lines.append,
-    )
+    one, two = _one_process_and_two_ranks(models, sp, cfg, log=lines.append)
     assert len(one) == 18 and {p["batch"] for p in one} == {0, 1}
     assert all(isinstance(p["response_a"], str) and isinstance(p["response_b"], str) for p in one)
     assert two == one  # every planned field, response and ended flag, in order
@@ -147,28 +148,17 @@ def test_preference_sampling_on_two_ranks_gives_the_same_responses(tmp_path, sp)
 
 def test_primed_responses_start_with_their_text_on_one_process_and_two_ranks(tmp_path, sp):  # noqa: F811
     models = _two_models(tmp_path, sp)
-    cfg = CollectionConfig(
+    cfg = _collection(
         batches=1,
         helpfulness_prompts=3,
         safety_prompts=6,
-        variants=["sft", "base"],
-        temperatures=[0.0, 1.0],
-        max_new_tokens=8,
         primed=PrimedConfig(variant="sft", text="Sure.", share=0.5),
     )
-    one = sample_batches(DIALOGUES, models, sp.path, cfg, seed=3, log=lambda _: None)
+    one, two = _one_process_and_two_ranks(models, sp, cfg)
     primed = [p for p in one if p["variant_b"] == "sft_primed"]
     assert len(primed) == 3
     assert all(p["response_b"].startswith("Sure.") for p in primed)
     assert not any(p["response_b"].startswith("Sure.") for p in one if p not in primed)
-    two = sample_batches(
-        DIALOGUES,
-        models,
-        sp.path,
-        cfg.model_copy(update={"launch": TWO}),
-        seed=3,
-        log=lambda _: None,
-    )
     assert two == one
     with pytest.raises(ValueError, match=r"\['latest'\] have no model"):
         sample_batches(
